@@ -1,0 +1,99 @@
+/** Fleet — builds the whole fleet from the validated stack config: shared clusters and
+ * dedicated servers on the stack's platform, and the `servers` stack output. */
+import * as pulumi from "@pulumi/pulumi";
+import type { Engine } from "../dynamic-providers/engines";
+import type { FleetSpec } from "../stacks/config";
+import { DedicatedServer } from "./dedicated-server";
+import { planFleet } from "./fleet-plan";
+import type { Platform } from "./platforms";
+import { localPlatform } from "./platforms/local";
+import { SharedCluster } from "./shared-cluster";
+
+export interface FleetArgs {
+  /** The validated stack config (see stacks/config.ts). */
+  spec: FleetSpec;
+  /** Stack name; local servers keep their data under `.tenantfleet/<stack>/`. */
+  stack: string;
+}
+
+/** One server in the `servers` output. */
+export interface ServerOutput {
+  engine: Engine;
+  region: string;
+  role: "shared" | "dedicated";
+  /** For dedicated servers: the tenant database it holds, `<tenant>/<database>`. */
+  tenantDatabase?: string;
+  host: pulumi.Output<string>;
+  port: pulumi.Output<number>;
+  adminUser: pulumi.Output<string>;
+  /** Secret. */
+  adminPassword: pulumi.Output<string>;
+}
+
+export interface FleetResult {
+  sharedClusters: SharedCluster[];
+  dedicatedServers: DedicatedServer[];
+  servers: Record<string, ServerOutput>;
+}
+
+function platformFor(spec: FleetSpec, stack: string): Platform {
+  switch (spec.platform) {
+    case "local":
+      return localPlatform(stack);
+  }
+}
+
+export function createFleet(parent: Fleet, args: FleetArgs): FleetResult {
+  const platform = platformFor(args.spec, args.stack);
+  const plan = planFleet(args.spec);
+  const servers: Record<string, ServerOutput> = {};
+  const sharedClusters = plan.sharedClusters.map((c) => {
+    const cluster = new SharedCluster(c.name, { engine: c.engine, region: c.region, platform }, { parent });
+    servers[c.name] = {
+      engine: c.engine,
+      region: c.region,
+      role: "shared",
+      host: cluster.host,
+      port: cluster.port,
+      adminUser: cluster.adminUser,
+      adminPassword: cluster.adminPassword,
+    };
+    return cluster;
+  });
+  const dedicatedServers = plan.dedicatedServers.map((d) => {
+    const server = new DedicatedServer(
+      d.name,
+      { tenant: d.tenant, database: d.database, engine: d.engine, region: d.region, platform },
+      { parent },
+    );
+    servers[d.name] = {
+      engine: d.engine,
+      region: d.region,
+      role: "dedicated",
+      tenantDatabase: `${d.tenant}/${d.database}`,
+      host: server.host,
+      port: server.port,
+      adminUser: server.adminUser,
+      adminPassword: server.adminPassword,
+    };
+    return server;
+  });
+  return { sharedClusters, dedicatedServers, servers };
+}
+
+export class Fleet extends pulumi.ComponentResource {
+  /** Every server, keyed by server name: engine, region, role, host, port, admin user and
+   * (secret) admin password. */
+  public readonly servers!: Record<string, ServerOutput>;
+  public readonly sharedClusters!: SharedCluster[];
+  public readonly dedicatedServers!: DedicatedServer[];
+
+  constructor(name: string, args: FleetArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("tenantfleet:index:Fleet", name, {}, opts);
+    const r = createFleet(this, args);
+    this.servers = r.servers;
+    this.sharedClusters = r.sharedClusters;
+    this.dedicatedServers = r.dedicatedServers;
+    this.registerOutputs({ servers: this.servers });
+  }
+}

@@ -1,0 +1,49 @@
+/**
+ * MariaDB server settings every tenantfleet server gets: row-based binlog with GTIDs, so a tenant
+ * database can move with native replication (binlog/GTID) and a replica can resume from a GTID.
+ */
+export interface MysqlSettingsInput {
+  port: number;
+  bindAddress: string;
+  /** Unique among every server that may replicate with this one. */
+  serverId: number;
+  dataDir: string;
+  socket: string;
+  pidFile: string;
+  logError: string;
+  /** OS user mariadbd switches to when started as root. */
+  user?: string;
+  innodbBufferPoolSize?: string;
+}
+
+export function mysqlSettings(input: MysqlSettingsInput): Record<string, string | number> {
+  const s: Record<string, string | number> = {
+    datadir: input.dataDir,
+    port: input.port,
+    "bind-address": input.bindAddress,
+    socket: input.socket,
+    "pid-file": input.pidFile,
+    "log-error": input.logError,
+    "server-id": input.serverId,
+    "log-bin": "binlog",
+    "binlog-format": "ROW",
+    "binlog-row-image": "FULL",
+    "gtid-strict-mode": "ON",
+    "log-slave-updates": "ON",
+    "binlog-expire-logs-seconds": 7 * 24 * 3600,
+    "skip-name-resolve": "ON",
+    "character-set-server": "utf8mb4",
+    "collation-server": "utf8mb4_unicode_ci",
+    "innodb-buffer-pool-size": input.innodbBufferPoolSize ?? "64M",
+    "innodb-flush-log-at-trx-commit": 1,
+    "sync-binlog": 1,
+    "max-connections": 200,
+  };
+  if (input.user) s.user = input.user;
+  return s;
+}
+
+export function renderMyCnf(settings: Record<string, string | number>): string {
+  const lines = Object.entries(settings).map(([k, v]) => `${k} = ${v}`);
+  return `# Managed by tenantfleet: rewritten at every start. Do not edit.\n[mariadbd]\n${lines.join("\n")}\n`;
+}

@@ -1,0 +1,44 @@
+/**
+ * Redis server settings every tenantfleet server gets: ACL users (no default user), durable AOF,
+ * and the settings REPLICAOF-based migrations rely on.
+ */
+import { createHash } from "node:crypto";
+
+export interface RedisSettingsInput {
+  port: number;
+  bind: string;
+  dir: string;
+  pidFile: string;
+  logFile: string;
+  aclFile: string;
+  daemonize: boolean;
+}
+
+export function redisSettings(input: RedisSettingsInput): Record<string, string | number> {
+  return {
+    bind: input.bind,
+    port: input.port,
+    "protected-mode": "yes",
+    daemonize: input.daemonize ? "yes" : "no",
+    pidfile: input.pidFile,
+    logfile: input.logFile,
+    dir: input.dir,
+    aclfile: input.aclFile,
+    appendonly: "yes",
+    appendfsync: "everysec",
+    save: '""',
+    "repl-diskless-sync": "yes",
+  };
+}
+
+export function renderRedisConf(settings: Record<string, string | number>): string {
+  const lines = Object.entries(settings).map(([k, v]) => `${k} ${v}`);
+  return `# Managed by tenantfleet: rewritten at every start. Do not edit.\n${lines.join("\n")}\n`;
+}
+
+/** users.acl: the default user off, the admin user with every permission; the password is kept
+ * only as its SHA-256 (Redis ACL `#<hash>` form), never in plain text. */
+export function renderRedisAcl(adminUser: string, adminPassword: string): string {
+  const hash = createHash("sha256").update(adminPassword).digest("hex");
+  return [`user default off`, `user ${adminUser} on #${hash} ~* &* +@all`].join("\n") + "\n";
+}

@@ -1,0 +1,69 @@
+/**
+ * The Debian packages the local platform runs its servers from, and how to tell they are there.
+ */
+import { execFile } from "node:child_process";
+import { promises as fs } from "node:fs";
+import { promisify } from "node:util";
+
+const execFileP = promisify(execFile);
+
+export interface SystemPackage {
+  /** Debian package to install when the probe fails. */
+  debian: string;
+  /** What it provides, for progress lines. */
+  what: string;
+  /** Binaries, any of which proves the package is there (absolute or on PATH). */
+  probes: string[];
+}
+
+export const SYSTEM_PACKAGES: SystemPackage[] = [
+  { debian: "postgresql", what: "PostgreSQL server (initdb, pg_ctl)", probes: ["/usr/lib/postgresql/*/bin/initdb"] },
+  { debian: "postgresql-client", what: "psql, pg_dump, pg_restore", probes: ["psql"] },
+  { debian: "mariadb-server", what: "MariaDB server", probes: ["mariadbd", "/usr/sbin/mariadbd"] },
+  { debian: "mariadb-client", what: "mariadb client, mariadb-dump", probes: ["mariadb", "/usr/bin/mariadb"] },
+  { debian: "redis-server", what: "Redis server", probes: ["redis-server", "/usr/bin/redis-server"] },
+  { debian: "redis-tools", what: "redis-cli", probes: ["redis-cli", "/usr/bin/redis-cli"] },
+];
+
+async function probe(p: string): Promise<boolean> {
+  if (p.includes("*")) {
+    const [dir, rest] = p.split("/*/");
+    try {
+      for (const v of await fs.readdir(dir!)) {
+        if (await probe(`${dir}/${v}/${rest}`)) return true;
+      }
+    } catch {
+      /* no such dir */
+    }
+    return false;
+  }
+  if (p.startsWith("/")) {
+    try {
+      await fs.access(p, fs.constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+  try {
+    await execFileP("sh", ["-c", 'command -v "$1"', "sh", p]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function missingPackages(pkgs = SYSTEM_PACKAGES): Promise<SystemPackage[]> {
+  const missing: SystemPackage[] = [];
+  for (const pkg of pkgs) {
+    let found = false;
+    for (const p of pkg.probes) {
+      if (await probe(p)) {
+        found = true;
+        break;
+      }
+    }
+    if (!found) missing.push(pkg);
+  }
+  return missing;
+}

@@ -1,0 +1,190 @@
+/**
+ * The stack config schema and its pure validator. Runs at preview, before any resource exists,
+ * and reports every problem at once, each naming the tenant, the database and the field.
+ *
+ * ```yaml
+ * config:
+ *   tenantfleet:platform: local          # local (default); aws and gcp come later
+ *   tenantfleet:regions: [eu-west, us-east]
+ *   tenantfleet:tenants:
+ *     acme:
+ *       databases:
+ *         app:   { engine: postgres, isolation: dedicated, region: eu-west }
+ *         cache: { engine: redis,    isolation: shared,    region: eu-west }
+ * ```
+ */
+import { ENGINES, isEngine, type Engine } from "../dynamic-providers/engines";
+
+export const ISOLATIONS = ["shared", "dedicated"] as const;
+export type Isolation = (typeof ISOLATIONS)[number];
+export const PLATFORMS = ["local"] as const;
+export type Platform = (typeof PLATFORMS)[number];
+
+/** One tenant database's placement, as the user wrote it (validated). */
+export interface TenantDatabaseSpec {
+  tenant: string;
+  database: string;
+  engine: Engine;
+  isolation: Isolation;
+  region: string;
+}
+
+export interface FleetSpec {
+  platform: Platform;
+  regions: string[];
+  databases: TenantDatabaseSpec[];
+}
+
+export interface ConfigProblem {
+  /** Dotted path into the `tenantfleet:` config, e.g. `tenants.acme.databases.app.region`. */
+  path: string;
+  message: string;
+}
+
+export type ValidationResult = { ok: true; spec: FleetSpec } | { ok: false; problems: ConfigProblem[] };
+
+/**
+ * Tenant and database names become part of server names, database names on the servers and the
+ * proxy database name `<database>__<tenant>`: lowercase letter first, then lowercase letters,
+ * digits or single underscores, at most 30 characters, and never `__` (the proxy's separator).
+ */
+export const IDENTIFIER = /^[a-z][a-z0-9_]{0,29}$/;
+/** Region names: lowercase letters, digits and single hyphens, e.g. `eu-west` or `us-east-1`. */
+export const REGION = /^[a-z][a-z0-9]*(-[a-z0-9]+)*$/;
+
+const DATABASE_FIELDS = ["engine", "isolation", "region"] as const;
+
+function isRecord(x: unknown): x is Record<string, unknown> {
+  return typeof x === "object" && x !== null && !Array.isArray(x);
+}
+
+function identifierProblem(kind: string, name: string): string | undefined {
+  if (!IDENTIFIER.test(name)) {
+    return `${kind} name "${name}" is not a safe identifier: use a lowercase letter first, then lowercase letters, digits or "_" (at most 30 characters)`;
+  }
+  if (name.includes("__") || name.endsWith("_")) {
+    return `${kind} name "${name}" must not contain "__" or end with "_": the proxy joins <database>__<tenant> with "__"`;
+  }
+  return undefined;
+}
+
+function oneOf(values: readonly string[]): string {
+  return values.map((v) => `"${v}"`).join(", ");
+}
+
+/** The raw values of the `tenantfleet:` namespace (whatever YAML produced). */
+export interface RawFleetConfig {
+  platform?: unknown;
+  regions?: unknown;
+  tenants?: unknown;
+}
+
+export function validateFleetConfig(raw: RawFleetConfig): ValidationResult {
+  const problems: ConfigProblem[] = [];
+  const problem = (path: string, message: string) => problems.push({ path, message });
+
+  let platform: Platform = "local";
+  if (raw.platform !== undefined) {
+    if (typeof raw.platform === "string" && (PLATFORMS as readonly string[]).includes(raw.platform)) {
+      platform = raw.platform as Platform;
+    } else {
+      problem("platform", `platform must be one of ${oneOf(PLATFORMS)}, got ${JSON.stringify(raw.platform)}`);
+    }
+  }
+
+  const regions: string[] = [];
+  if (raw.regions === undefined) {
+    problem("regions", "regions is missing: list the regions tenant databases may live in, e.g. [eu-west, us-east]");
+  } else if (!Array.isArray(raw.regions) || raw.regions.length === 0) {
+    problem("regions", "regions must be a non-empty list of region names");
+  } else {
+    raw.regions.forEach((r, i) => {
+      if (typeof r !== "string" || !REGION.test(r)) {
+        problem(`regions[${i}]`, `region ${JSON.stringify(r)} is not a region name (lowercase letters, digits and "-")`);
+      } else if (regions.includes(r)) {
+        problem(`regions[${i}]`, `region "${r}" is listed twice`);
+      } else {
+        regions.push(r);
+      }
+    });
+  }
+
+  const databases: TenantDatabaseSpec[] = [];
+  if (raw.tenants === undefined) {
+    problem("tenants", "tenants is missing: declare at least one tenant with its databases");
+  } else if (!isRecord(raw.tenants)) {
+    problem("tenants", "tenants must be a map of tenant name → { databases: { … } }");
+  } else {
+    const seenTenants = new Map<string, string>();
+    for (const [tenant, tenantValue] of Object.entries(raw.tenants)) {
+      const tpath = `tenants.${tenant}`;
+      const bad = identifierProblem("tenant", tenant);
+      if (bad) problem(tpath, bad);
+      const folded = tenant.toLowerCase();
+      const twin = seenTenants.get(folded);
+      if (twin !== undefined) problem(tpath, `tenant "${tenant}" duplicates tenant "${twin}"`);
+      seenTenants.set(folded, tenant);
+
+      if (!isRecord(tenantValue) || tenantValue.databases === undefined) {
+        problem(`${tpath}.databases`, `tenant "${tenant}": databases is missing`);
+        continue;
+      }
+      for (const key of Object.keys(tenantValue)) {
+        if (key !== "databases") problem(`${tpath}.${key}`, `tenant "${tenant}": unknown field "${key}" (expected "databases")`);
+      }
+      if (!isRecord(tenantValue.databases) || Object.keys(tenantValue.databases).length === 0) {
+        problem(`${tpath}.databases`, `tenant "${tenant}": databases must be a non-empty map of database name → { engine, isolation, region }`);
+        continue;
+      }
+      const seenDbs = new Map<string, string>();
+      for (const [database, dbValue] of Object.entries(tenantValue.databases)) {
+        const dpath = `${tpath}.databases.${database}`;
+        const who = `tenant "${tenant}", database "${database}"`;
+        const badDb = identifierProblem("database", database);
+        if (badDb) problem(dpath, `${who}: ${badDb}`);
+        const dfold = database.toLowerCase();
+        const dtwin = seenDbs.get(dfold);
+        if (dtwin !== undefined) problem(dpath, `${who}: duplicates database "${dtwin}"`);
+        seenDbs.set(dfold, database);
+
+        if (!isRecord(dbValue)) {
+          problem(dpath, `${who}: must be a map { engine, isolation, region }`);
+          continue;
+        }
+        for (const key of Object.keys(dbValue)) {
+          if (!(DATABASE_FIELDS as readonly string[]).includes(key)) {
+            problem(`${dpath}.${key}`, `${who}: unknown field "${key}" (expected ${oneOf(DATABASE_FIELDS)})`);
+          }
+        }
+        for (const field of DATABASE_FIELDS) {
+          if (dbValue[field] === undefined) problem(`${dpath}.${field}`, `${who}: ${field} is missing`);
+        }
+        const { engine, isolation, region } = dbValue;
+        if (engine !== undefined && !isEngine(engine)) {
+          problem(`${dpath}.engine`, `${who}: engine must be one of ${oneOf(ENGINES)}, got ${JSON.stringify(engine)}`);
+        }
+        if (isolation !== undefined && !(ISOLATIONS as readonly unknown[]).includes(isolation)) {
+          problem(`${dpath}.isolation`, `${who}: isolation must be one of ${oneOf(ISOLATIONS)}, got ${JSON.stringify(isolation)}`);
+        }
+        if (region !== undefined && (typeof region !== "string" || !regions.includes(region))) {
+          problem(
+            `${dpath}.region`,
+            `${who}: region ${JSON.stringify(region)} is not one of the stack's regions (${oneOf(regions)})`,
+          );
+        }
+        if (isEngine(engine) && (ISOLATIONS as readonly unknown[]).includes(isolation) && typeof region === "string" && regions.includes(region)) {
+          databases.push({ tenant, database, engine, isolation: isolation as Isolation, region });
+        }
+      }
+    }
+  }
+
+  if (problems.length > 0) return { ok: false, problems };
+  return { ok: true, spec: { platform, regions, databases } };
+}
+
+/** One readable block for the CLI: every problem on its own line, prefixed with its config path. */
+export function formatProblems(problems: ConfigProblem[]): string {
+  const lines = problems.map((p) => `  tenantfleet:${p.path}: ${p.message}`);
+  return `invalid tenantfleet stack config (${problems.length} problem${problems.length === 1 ? "" : "s"}):\n${lines.join("\n")}`;
+}

@@ -1,0 +1,22 @@
+/**
+ * The program: stack config → validated spec → Fleet. Config problems stop the preview before
+ * any resource is touched, each naming the tenant, the database and the field.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import { Fleet } from "../components/fleet";
+import { formatProblems, validateFleetConfig } from "./config";
+
+const config = new pulumi.Config("tenantfleet");
+const result = validateFleetConfig({
+  platform: config.get("platform"),
+  regions: config.getObject<unknown>("regions"),
+  tenants: config.getObject<unknown>("tenants"),
+});
+if (!result.ok) {
+  throw new pulumi.RunError(formatProblems(result.problems));
+}
+
+const fleet = new Fleet("fleet", { spec: result.spec, stack: pulumi.getStack() });
+
+/** Every server: engine, region, role, host, port, adminUser, adminPassword (secret). */
+export const servers = fleet.servers;

@@ -1,0 +1,145 @@
+import { describe, expect, it } from "vitest";
+import { formatProblems, validateFleetConfig, type RawFleetConfig } from "../../stacks/config";
+
+const valid = (): RawFleetConfig => ({
+  regions: ["eu-west", "us-east"],
+  tenants: {
+    acme: {
+      databases: {
+        app: { engine: "postgres", isolation: "dedicated", region: "eu-west" },
+        cache: { engine: "redis", isolation: "shared", region: "eu-west" },
+      },
+    },
+    globex: { databases: { app: { engine: "mysql", isolation: "shared", region: "us-east" } } },
+  },
+});
+
+function problemsOf(raw: RawFleetConfig) {
+  const r = validateFleetConfig(raw);
+  if (r.ok) throw new Error("expected the config to be rejected");
+  return r.problems;
+}
+
+describe("validateFleetConfig", () => {
+  it("accepts a valid fleet and flattens it to one spec per tenant database", () => {
+    const r = validateFleetConfig(valid());
+    expect(r).toEqual({
+      ok: true,
+      spec: {
+        platform: "local",
+        regions: ["eu-west", "us-east"],
+        databases: [
+          { tenant: "acme", database: "app", engine: "postgres", isolation: "dedicated", region: "eu-west" },
+          { tenant: "acme", database: "cache", engine: "redis", isolation: "shared", region: "eu-west" },
+          { tenant: "globex", database: "app", engine: "mysql", isolation: "shared", region: "us-east" },
+        ],
+      },
+    });
+  });
+
+  it("rejects an unknown engine, naming tenant, database and field", () => {
+    const raw = valid();
+    (raw.tenants as any).acme.databases.app.engine = "oracle";
+    expect(problemsOf(raw)).toEqual([
+      {
+        path: "tenants.acme.databases.app.engine",
+        message: expect.stringMatching(/tenant "acme", database "app": engine must be one of .*"postgres".*got "oracle"/),
+      },
+    ]);
+  });
+
+  it("rejects an unknown isolation", () => {
+    const raw = valid();
+    (raw.tenants as any).globex.databases.app.isolation = "private";
+    expect(problemsOf(raw)).toEqual([
+      {
+        path: "tenants.globex.databases.app.isolation",
+        message: expect.stringContaining('tenant "globex", database "app": isolation must be one of "shared", "dedicated", got "private"'),
+      },
+    ]);
+  });
+
+  it("rejects a region the stack does not declare", () => {
+    const raw = valid();
+    (raw.tenants as any).acme.databases.cache.region = "ap-south";
+    expect(problemsOf(raw)).toEqual([
+      {
+        path: "tenants.acme.databases.cache.region",
+        message: expect.stringContaining('tenant "acme", database "cache": region "ap-south" is not one of the stack\'s regions'),
+      },
+    ]);
+  });
+
+  it("rejects tenant names that are not safe identifiers", () => {
+    const raw = valid();
+    (raw.tenants as any)["Acme Corp"] = (raw.tenants as any).acme;
+    delete (raw.tenants as any).acme;
+    const [p] = problemsOf(raw);
+    expect(p).toEqual({ path: "tenants.Acme Corp", message: expect.stringContaining('tenant name "Acme Corp" is not a safe identifier') });
+  });
+
+  it("rejects database names containing the proxy separator __", () => {
+    const raw = valid();
+    (raw.tenants as any).globex.databases = { my__app: { engine: "mysql", isolation: "shared", region: "us-east" } };
+    expect(problemsOf(raw)).toEqual([
+      { path: "tenants.globex.databases.my__app", message: expect.stringContaining('must not contain "__"') },
+    ]);
+  });
+
+  it("rejects duplicate regions", () => {
+    const raw = valid();
+    raw.regions = ["eu-west", "us-east", "eu-west"];
+    expect(problemsOf(raw)).toEqual([{ path: "regions[2]", message: 'region "eu-west" is listed twice' }]);
+  });
+
+  it("rejects tenants that differ only by case as duplicates", () => {
+    const raw = valid();
+    (raw.tenants as any).ACME = (raw.tenants as any).acme;
+    const paths = problemsOf(raw).map((p) => p.message);
+    expect(paths).toContain('tenant "ACME" duplicates tenant "acme"');
+  });
+
+  it("rejects a database with a missing field, naming the field", () => {
+    const raw = valid();
+    delete (raw.tenants as any).acme.databases.app.isolation;
+    expect(problemsOf(raw)).toEqual([
+      { path: "tenants.acme.databases.app.isolation", message: 'tenant "acme", database "app": isolation is missing' },
+    ]);
+  });
+
+  it("rejects a tenant without databases", () => {
+    const raw = valid();
+    (raw.tenants as any).initech = {};
+    expect(problemsOf(raw)).toEqual([{ path: "tenants.initech.databases", message: 'tenant "initech": databases is missing' }]);
+  });
+
+  it("rejects a missing regions list and a missing tenants map", () => {
+    expect(problemsOf({}).map((p) => p.path)).toEqual(["regions", "tenants"]);
+  });
+
+  it("rejects unknown fields, so a typo cannot silently fall back to a default", () => {
+    const raw = valid();
+    (raw.tenants as any).acme.databases.app.isolaton = "shared";
+    expect(problemsOf(raw)).toEqual([
+      { path: "tenants.acme.databases.app.isolaton", message: expect.stringContaining('unknown field "isolaton"') },
+    ]);
+  });
+
+  it("rejects a platform that is not available", () => {
+    const raw = valid();
+    raw.platform = "azure";
+    expect(problemsOf(raw)).toEqual([{ path: "platform", message: expect.stringContaining('got "azure"') }]);
+  });
+
+  it("reports every problem at once, one line each", () => {
+    const raw = valid();
+    (raw.tenants as any).acme.databases.app.engine = "oracle";
+    (raw.tenants as any).globex.databases.app.region = "mars";
+    const text = formatProblems(problemsOf(raw));
+    expect(text.split("\n")).toEqual([
+      "invalid tenantfleet stack config (2 problems):",
+      expect.stringMatching(/^  tenantfleet:tenants\.acme\.databases\.app\.engine: /),
+      expect.stringMatching(/^  tenantfleet:tenants\.globex\.databases\.app\.region: /),
+    ]);
+  });
+});
