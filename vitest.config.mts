@@ -9,6 +9,6 @@ export default defineConfig({
     hookTimeout: 300_000,
     // 2 cores: the e2e file runs the CLI while integration files start servers; more forks only thrash.
     maxWorkers: 2,
-    reporters: ["default"],
+    reporters: ["default", "./test/summary-reporter.ts"],
   },
 });

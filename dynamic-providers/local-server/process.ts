@@ -101,6 +101,22 @@ export async function readPid(file: string): Promise<number | undefined> {
   }
 }
 
+/** The pid in `pidFile` when that process is alive. */
+export async function livePid(pidFile: string): Promise<number | undefined> {
+  const pid = await readPid(pidFile);
+  return pidAlive(pid) ? pid : undefined;
+}
+
+/** Wait until the process of `pidFile` is alive and accepts connections on `port`. */
+export async function waitUntilServing(
+  what: string,
+  pidFile: string,
+  port: number,
+  opts: { timeoutMs: number; logFile: string },
+): Promise<void> {
+  await waitFor(`${what} on port ${port}`, async () => (await livePid(pidFile)) !== undefined && (await portOpen(port)), opts);
+}
+
 export function portOpen(port: number, host = "127.0.0.1", timeoutMs = 1000): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect({ port, host });

@@ -207,14 +207,28 @@ async function goBuild(
   out: string,
   versionForLdflags: string,
   env: NodeJS.ProcessEnv,
+  log: Log,
 ): Promise<void> {
   const ldflags = `-s -w -X ${PULUMI_MODULE}/sdk/v3/go/common/version.Version=v${versionForLdflags}`;
-  await execFileP("go", ["build", "-trimpath", "-ldflags", ldflags, "-o", out, pkg], {
-    cwd,
-    env,
-    maxBuffer: 64 << 20,
-    timeout: 60 * 60_000,
-  });
+  const started = Date.now();
+  // A cold compile is silent for minutes: say that it is alive.
+  const heartbeat = setInterval(() => {
+    const s = Math.round((Date.now() - started) / 1000);
+    log(`  … still compiling ${path.basename(out)} (${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s)`);
+  }, 30_000);
+  try {
+    await execFileP("go", ["build", "-trimpath", "-ldflags", ldflags, "-o", out, pkg], {
+      cwd,
+      env,
+      maxBuffer: 64 << 20,
+      timeout: 60 * 60_000,
+    });
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new Error(`go build ${pkg} failed: ${(e.stderr || e.message).trim().split("\n").slice(-15).join("\n")}`);
+  } finally {
+    clearInterval(heartbeat);
+  }
 }
 
 function goEnv(): NodeJS.ProcessEnv {
@@ -266,7 +280,7 @@ export async function buildToolchain(version: string, log: Log): Promise<Toolcha
   await copyWritable(sdk.Dir!, path.join(src, "sdk"));
 
   log(`building pulumi v${version} (cold build takes several minutes on 2 cores)`);
-  await goBuild(path.join(src, "pkg"), "./cmd/pulumi", path.join(scratch, "bin", "pulumi"), version, env);
+  await goBuild(path.join(src, "pkg"), "./cmd/pulumi", path.join(scratch, "bin", "pulumi"), version, env, log);
 
   const languageHost = await buildLanguageHost(version, pkg, src, scratch, env, log);
 
@@ -309,7 +323,7 @@ async function buildLanguageHost(
       const dir = path.join(src, "sdk", "nodejs", "cmd", "pulumi-language-nodejs");
       await copyWritable(host.Dir, dir);
       log(`building pulumi-language-nodejs at ${pv}`);
-      await goBuild(dir, ".", out, version, env);
+      await goBuild(dir, ".", out, version, env, log);
       return `pulumi-language-nodejs ${pv} (commit of pkg/v${version})`;
     }
     log(`the module proxy does not serve the language host at ${pv}: ${firstLine(host.Error)}`);
@@ -327,7 +341,7 @@ async function buildLanguageHost(
   }
   const dir = path.join(src, `sdk-${fallback}`);
   await copyWritable(old.Dir, dir);
-  await goBuild(dir, "./nodejs/cmd/pulumi-language-nodejs", out, fallback, env);
+  await goBuild(dir, "./nodejs/cmd/pulumi-language-nodejs", out, fallback, env, log);
   return `pulumi-language-nodejs from sdk/v3@v${fallback} (module proxy refused the pkg/v${version} commit)`;
 }
 

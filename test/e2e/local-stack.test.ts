@@ -14,6 +14,10 @@ import { pulumiOk, runPulumi } from "../../scripts/lib/pulumi-cli";
 import { backendDir, repoRoot } from "../../scripts/lib/pulumi-env";
 import type { Toolchain } from "../../scripts/lib/toolchain";
 import { portOpen } from "../../dynamic-providers/local-server/process";
+import { stateRoot } from "../../dynamic-providers/local-server/state";
+import { layoutOf, serviceUser } from "../../dynamic-providers/local-server/provider";
+import { localRuntime } from "../../dynamic-providers/engines/local-runtime";
+import type { LocalServerOutputs } from "../../dynamic-providers/local-server/types";
 
 const stack = `e2e-${randomBytes(3).toString("hex")}`;
 const stackFile = path.join(repoRoot, "stacks", `Pulumi.${stack}.yaml`);
@@ -119,7 +123,7 @@ afterAll(async () => {
   await runPulumi(tc, ["destroy", "--yes", "--stack", stack, "--non-interactive"]);
   await runPulumi(tc, ["stack", "rm", "--yes", "--force", "--stack", stack, "--non-interactive"]);
   await fs.rm(stackFile, { force: true });
-  await fs.rm(path.join(repoRoot, ".tenantfleet", stack), { recursive: true, force: true });
+  await fs.rm(path.join(stateRoot(), stack), { recursive: true, force: true });
 });
 
 describe(`local stack through the real CLI (${stack})`, () => {
@@ -177,6 +181,24 @@ describe(`local stack through the real CLI (${stack})`, () => {
     expect(Object.keys(p.changeSummary)).toEqual(["same"]);
   });
 
+  it("a server whose process died shows as an update in preview, and up restarts it", async () => {
+    const r = await pulumi(["stack", "export", "--show-secrets"]);
+    const res = (JSON.parse(r.stdout).deployment.resources as Array<{ type: string; urn: string; outputs: LocalServerOutputs }>).find(
+      (x) => x.type === LOCAL_SERVER && x.urn.endsWith("::shared-mysql-us-east"),
+    )!;
+    const o = res.outputs;
+    await (await localRuntime(o.engine)).stop(layoutOf(stateRoot(), o, await serviceUser(o.engine)));
+    expect(await portOpen(o.port)).toBe(false);
+
+    const p = await preview();
+    expect(p.steps.filter((s) => s.op !== "same").map((s) => [s.op, s.urn.split("::").pop()])).toEqual([["update", "shared-mysql-us-east"]]);
+    await pulumi(["up", "--yes", "--skip-preview"]);
+    const { servers } = await outputs(true);
+    expect(servers["shared-mysql-us-east"]!.port).toBe(o.port);
+    expect(await query(servers["shared-mysql-us-east"]!)).toBe("binlog_format=ROW");
+    expect(Object.keys((await preview()).changeSummary)).toEqual(["same"]);
+  });
+
   it("the state file holds no admin password in plain text", async () => {
     const stateFile = path.join(backendDir(), ".pulumi", "stacks", "tenantfleet", `${stack}.json`);
     const state = await fs.readFile(stateFile, "utf8");
@@ -198,7 +220,7 @@ describe(`local stack through the real CLI (${stack})`, () => {
   it("pulumi destroy leaves no server process and no data dir", async () => {
     const { servers } = await outputs(false);
     ports = Object.values(servers).map((s) => s.port);
-    const root = path.join(repoRoot, ".tenantfleet", stack, "servers");
+    const root = path.join(stateRoot(), stack, "servers");
     serverDirs = (await fs.readdir(root)).map((d) => path.join(root, d));
     expect(serverDirs.length).toBe(5);
     await pulumi(["destroy", "--yes", "--skip-preview"]);

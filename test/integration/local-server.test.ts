@@ -211,3 +211,18 @@ it("server folders live under the state dir given by TENANTFLEET_STATE_DIR", asy
   expect(o.dir.startsWith(path.join(root, "it", "servers", "it-redis-"))).toBe(true);
   expect(JSON.parse(readFileSync(path.join(o.dir, "server.json"), "utf8"))).not.toHaveProperty("adminPassword");
 });
+
+it("npm run servers:restart's logic brings stopped servers back on their ports with their data", async () => {
+  const { restartServers } = await import("../../dynamic-providers/local-server/restart");
+  const pg = await create("postgres");
+  await clients.postgres.write(pg, "survives-reboot");
+  const rt = await localRuntime("postgres");
+  await rt.stop(layoutOf(root, pg, await serviceUser("postgres")));
+  expect(await portOpen(pg.port)).toBe(false);
+
+  const results = await restartServers("it");
+  expect(results.find((r) => r.serverName === "it-postgres")).toMatchObject({ outcome: "started", port: pg.port });
+  expect(await clients.postgres.read(pg)).toBe("survives-reboot");
+  // A second run finds it running and leaves it alone.
+  expect((await restartServers("it")).find((r) => r.serverName === "it-postgres")).toMatchObject({ outcome: "already running" });
+});

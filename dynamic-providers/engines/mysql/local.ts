@@ -3,7 +3,7 @@
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import type { LocalEngineRuntime, LocalServerLayout } from "../local-runtime";
-import { chownTree, pidAlive, readPid, run, startDetached, stopPid, waitFor, portOpen } from "../../local-server/process";
+import { chownTree, livePid, run, startDetached, stopPid, waitUntilServing } from "../../local-server/process";
 import { mysqlSettings, renderMyCnf } from "./settings";
 
 const MARIADBD = ["/usr/sbin/mariadbd", "/usr/sbin/mysqld"];
@@ -82,16 +82,10 @@ export const mysqlLocal: LocalEngineRuntime = {
       wait: false,
       cwd: l.dir,
     });
-    await waitFor(`mariadbd on port ${l.port}`, async () => (await this.runningPid(l)) !== undefined && (await portOpen(l.port)), {
-      timeoutMs: 120_000,
-      logFile: l.logFile,
-    });
+    await waitUntilServing("mariadbd", pidPath(l), l.port, { timeoutMs: 120_000, logFile: l.logFile });
   },
   async stop(l) {
     await stopPid(await this.runningPid(l), 120_000);
   },
-  async runningPid(l) {
-    const pid = await readPid(pidPath(l));
-    return pidAlive(pid) ? pid : undefined;
-  },
+  runningPid: (l) => livePid(pidPath(l)),
 };

@@ -3,7 +3,7 @@
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import type { LocalEngineRuntime, LocalServerLayout } from "../local-runtime";
-import { chownTree, pidAlive, readPid, run, startDetached, logTail } from "../../local-server/process";
+import { chownTree, livePid, logTail, run, startDetached } from "../../local-server/process";
 import { postgresSettings, renderPgHba, renderPostgresConf } from "./settings";
 
 async function binDir(): Promise<string> {
@@ -80,8 +80,5 @@ export const postgresLocal: LocalEngineRuntime = {
       timeoutMs: 180_000,
     });
   },
-  async runningPid(l) {
-    const pid = await readPid(path.join(l.dataDir, "postmaster.pid"));
-    return pidAlive(pid) ? pid : undefined;
-  },
+  runningPid: (l) => livePid(path.join(l.dataDir, "postmaster.pid")),
 };

@@ -3,7 +3,7 @@
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import type { LocalEngineRuntime, LocalServerLayout } from "../local-runtime";
-import { chownTree, pidAlive, readPid, run, startDetached, stopPid, waitFor, portOpen, logTail } from "../../local-server/process";
+import { chownTree, livePid, logTail, run, startDetached, stopPid, waitUntilServing } from "../../local-server/process";
 import { redisSettings, renderRedisAcl, renderRedisConf } from "./settings";
 
 const REDIS_SERVER = "/usr/bin/redis-server";
@@ -47,16 +47,10 @@ export const redisLocal: LocalEngineRuntime = {
     await chownTree(l.dir, l.user);
     const { code } = await startDetached(REDIS_SERVER, [confPath(l)], { user: l.user, logFile: l.logFile, wait: true, cwd: l.dir });
     if (code !== 0) throw new Error(`redis-server exited with ${code}; last log lines:\n${await logTail(l.logFile)}`);
-    await waitFor(`redis-server on port ${l.port}`, async () => (await this.runningPid(l)) !== undefined && (await portOpen(l.port)), {
-      timeoutMs: 60_000,
-      logFile: l.logFile,
-    });
+    await waitUntilServing("redis-server", pidPath(l), l.port, { timeoutMs: 60_000, logFile: l.logFile });
   },
   async stop(l) {
     await stopPid(await this.runningPid(l), 60_000);
   },
-  async runningPid(l) {
-    const pid = await readPid(pidPath(l));
-    return pidAlive(pid) ? pid : undefined;
-  },
+  runningPid: (l) => livePid(pidPath(l)),
 };
