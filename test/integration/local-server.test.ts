@@ -43,6 +43,18 @@ async function create(engine: Engine): Promise<LocalServerOutputs> {
   return r.outs as LocalServerOutputs;
 }
 
+/** One admin connection, always closed, even when the query fails. */
+async function withPg<T>(o: LocalServerOutputs, fn: (c: Client) => Promise<T>): Promise<T> {
+  const c = new Client({ host: o.host, port: o.port, user: o.adminUser, password: o.adminPassword, database: "postgres" });
+  c.on("error", () => undefined); // a server stopping under an idle client is not a test failure
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
 /** Write a marker through the engine's own client, read it back: the server really serves. */
 const clients: Record<"postgres" | "mysql" | "redis", {
   write(o: LocalServerOutputs, value: string): Promise<void>;
@@ -51,32 +63,21 @@ const clients: Record<"postgres" | "mysql" | "redis", {
   wrongPassword(o: LocalServerOutputs): Promise<unknown>;
 }> = {
   postgres: {
-    async write(o, value) {
-      const c = new Client({ host: o.host, port: o.port, user: o.adminUser, password: o.adminPassword, database: "postgres" });
-      await c.connect();
-      await c.query("CREATE TABLE IF NOT EXISTS marker (v text)");
-      await c.query("INSERT INTO marker VALUES ($1)", [value]);
-      await c.end();
-    },
-    async read(o) {
-      const c = new Client({ host: o.host, port: o.port, user: o.adminUser, password: o.adminPassword, database: "postgres" });
-      await c.connect();
-      const r = await c.query("SELECT v FROM marker");
-      await c.end();
-      return r.rows[0]?.v;
-    },
-    async settings(o) {
-      const c = new Client({ host: o.host, port: o.port, user: o.adminUser, password: o.adminPassword, database: "postgres" });
-      await c.connect();
-      const out: Record<string, string> = {};
-      for (const k of ["wal_level", "password_encryption", "max_replication_slots", "max_wal_senders"]) {
-        out[k] = (await c.query(`SHOW ${k}`)).rows[0][k];
-      }
-      await c.end();
-      return out;
-    },
-    wrongPassword: (o) =>
-      new Client({ host: o.host, port: o.port, user: o.adminUser, password: "wrong", database: "postgres" }).connect(),
+    write: (o, value) =>
+      withPg(o, async (c) => {
+        await c.query("CREATE TABLE IF NOT EXISTS marker (v text)");
+        await c.query("INSERT INTO marker VALUES ($1)", [value]);
+      }),
+    read: (o) => withPg(o, async (c) => (await c.query("SELECT v FROM marker")).rows[0]?.v),
+    settings: (o) =>
+      withPg(o, async (c) => {
+        const out: Record<string, string> = {};
+        for (const k of ["wal_level", "password_encryption", "max_replication_slots", "max_wal_senders"]) {
+          out[k] = (await c.query(`SHOW ${k}`)).rows[0][k];
+        }
+        return out;
+      }),
+    wrongPassword: (o) => withPg({ ...o, adminPassword: "wrong" }, async () => undefined),
   },
   mysql: {
     async write(o, value) {
@@ -225,4 +226,20 @@ it("npm run servers:restart's logic brings stopped servers back on their ports w
   expect(await clients.postgres.read(pg)).toBe("survives-reboot");
   // A second run finds it running and leaves it alone.
   expect((await restartServers("it")).find((r) => r.serverName === "it-postgres")).toMatchObject({ outcome: "already running" });
+});
+
+it("a server whose data dir was removed is reported missing and re-initialised on the same port with the same admin password", async () => {
+  const o = await create("postgres");
+  await clients.postgres.write(o, "lost-with-the-data-dir");
+  const l = layoutOf(root, o, await serviceUser("postgres"));
+  await (await localRuntime("postgres")).stop(l);
+  rmSync(l.dataDir, { recursive: true, force: true });
+
+  expect((await provider.read!(`it/${o.dirName}`, o)).props).toMatchObject({ state: "missing" });
+  expect(await provider.diff!(`it/${o.dirName}`, o, inputs("postgres"))).toMatchObject({ changes: true, replaces: [] });
+  const updated = (await provider.update!(`it/${o.dirName}`, o, inputs("postgres"))).outs as LocalServerOutputs;
+  expect(updated).toMatchObject({ port: o.port, state: "running" });
+  await expect(clients.postgres.read(updated)).rejects.toThrow(/relation "marker" does not exist/);
+  await clients.postgres.write(updated, "fresh");
+  expect(await clients.postgres.read(updated)).toBe("fresh");
 });
