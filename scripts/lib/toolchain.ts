@@ -17,7 +17,9 @@
  * we fall back to the last `sdk/v3` release that still carried the host inside the sdk module
  * (v3.66.0). The engine↔host protocol is backward compatible (the engine still sends every field
  * the older host reads), and the host only launches `node @pulumi/pulumi/cmd/run` from the
- * project's own pinned SDK, so the program still runs on the pinned SDK.
+ * project's own pinned SDK, so the program still runs on the pinned SDK. One difference shows:
+ * the newer engine sends Pulumi.yaml's runtime options only in `RunRequest.info`, which that host
+ * never reads, so pulumi-env.ts sets the equivalent PULUMI_NODEJS_* variables instead.
  */
 import { execFile } from "node:child_process";
 import { promises as fs } from "node:fs";
