@@ -41,9 +41,15 @@ export function layoutOf(root: string, o: Pick<LocalServerOutputs, "engine" | "s
   };
 }
 
+/** The layout of a recorded server under the current state root, with the account it runs as. */
+export async function resolveLayout(o: Pick<LocalServerOutputs, "engine" | "stack" | "dirName" | "port" | "serverId">): Promise<LocalServerLayout> {
+  return layoutOf(stateRoot(), o, await serviceUser(o.engine));
+}
+
 /** What is actually there: running (process up, port open), stopped, or missing (no data dir). */
 export async function liveState(o: LocalServerOutputs): Promise<ServerState> {
-  const l = layoutOf(stateRoot(), o, await serviceUser(o.engine).catch(() => undefined));
+  // Paths and pid files only: which account the server runs as does not matter here.
+  const l = layoutOf(stateRoot(), o, undefined);
   try {
     await fs.access(l.dataDir);
   } catch {
@@ -55,7 +61,7 @@ export async function liveState(o: LocalServerOutputs): Promise<ServerState> {
 
 async function ensureRunning(o: LocalServerOutputs): Promise<void> {
   const rt = await localRuntime(o.engine);
-  const l = layoutOf(stateRoot(), o, await serviceUser(o.engine));
+  const l = await resolveLayout(o);
   const state = await liveState(o);
   if (state === "running") return;
   await claimPort(o.port, l.dir);

@@ -3,7 +3,7 @@
  * dirs stay). Reads each server's `server.json`, never the Pulumi state, so it needs no passphrase.
  */
 import { localRuntime } from "../engines/local-runtime";
-import { layoutOf, serviceUser } from "./provider";
+import { resolveLayout } from "./provider";
 import { claimPort } from "./ports";
 import { portOpen } from "./process";
 import { listServerRecords, stateRoot } from "./state";
@@ -24,7 +24,7 @@ export async function restartServers(stack?: string, log: (line: string) => void
     const base = { stack: rec.stack, serverName: rec.serverName, engine: rec.engine, port: rec.port };
     try {
       const rt = await localRuntime(rec.engine);
-      const l = layoutOf(root, rec, await serviceUser(rec.engine));
+      const l = await resolveLayout(rec);
       if ((await rt.runningPid(l)) !== undefined && (await portOpen(rec.port))) {
         results.push({ ...base, outcome: "already running" });
         continue;

@@ -15,7 +15,7 @@ import { backendDir, repoRoot } from "../../scripts/lib/pulumi-env";
 import type { Toolchain } from "../../scripts/lib/toolchain";
 import { portOpen } from "../../dynamic-providers/local-server/process";
 import { stateRoot } from "../../dynamic-providers/local-server/state";
-import { layoutOf, serviceUser } from "../../dynamic-providers/local-server/provider";
+import { resolveLayout } from "../../dynamic-providers/local-server/provider";
 import { localRuntime } from "../../dynamic-providers/engines/local-runtime";
 import type { LocalServerOutputs } from "../../dynamic-providers/local-server/types";
 
@@ -187,7 +187,7 @@ describe(`local stack through the real CLI (${stack})`, () => {
       (x) => x.type === LOCAL_SERVER && x.urn.endsWith("::shared-mysql-us-east"),
     )!;
     const o = res.outputs;
-    await (await localRuntime(o.engine)).stop(layoutOf(stateRoot(), o, await serviceUser(o.engine)));
+    await (await localRuntime(o.engine)).stop(await resolveLayout(o));
     expect(await portOpen(o.port)).toBe(false);
 
     const p = await preview();

@@ -12,7 +12,7 @@ import * as mysql from "mysql2/promise";
 import Redis from "ioredis";
 import { provider } from "../../dynamic-providers/local-server/provider";
 import { localRuntime } from "../../dynamic-providers/engines/local-runtime";
-import { layoutOf, serviceUser } from "../../dynamic-providers/local-server/provider";
+import { resolveLayout } from "../../dynamic-providers/local-server/provider";
 import { pidAlive, portOpen } from "../../dynamic-providers/local-server/process";
 import type { LocalServerInputs, LocalServerOutputs } from "../../dynamic-providers/local-server/types";
 import type { Engine } from "../../dynamic-providers/engines";
@@ -163,7 +163,7 @@ describe.each(["postgres", "mysql", "redis"] as const)("LocalServer %s", (engine
 
   it("runs as the engine's unprivileged account when we are root", async () => {
     const rt = await localRuntime(engine);
-    const pid = await rt.runningPid(layoutOf(root, o, await serviceUser(engine)));
+    const pid = await rt.runningPid(await resolveLayout(o));
     const uid = Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]);
     if (process.getuid?.() === 0) expect(uid).not.toBe(0);
     else expect(uid).toBe(process.getuid?.());
@@ -171,7 +171,7 @@ describe.each(["postgres", "mysql", "redis"] as const)("LocalServer %s", (engine
 
   it("a dead process is noticed by read and diff, and update restarts it on the same port with its data", async () => {
     const rt = await localRuntime(engine);
-    const l = layoutOf(root, o, await serviceUser(engine));
+    const l = await resolveLayout(o);
     await rt.stop(l);
     expect((await provider.read!(`it/${o.dirName}`, o)).props).toMatchObject({ state: "stopped" });
     expect(await provider.diff!(`it/${o.dirName}`, o, inputs(engine))).toMatchObject({ changes: true, replaces: [] });
@@ -184,7 +184,7 @@ describe.each(["postgres", "mysql", "redis"] as const)("LocalServer %s", (engine
 
   it("delete stops the process and removes every file", async () => {
     const rt = await localRuntime(engine);
-    const l = layoutOf(root, o, await serviceUser(engine));
+    const l = await resolveLayout(o);
     const pid = await rt.runningPid(l);
     expect(pidAlive(pid)).toBe(true);
     await provider.delete!(`it/${o.dirName}`, o);
@@ -218,7 +218,7 @@ it("npm run servers:restart's logic brings stopped servers back on their ports w
   const pg = await create("postgres");
   await clients.postgres.write(pg, "survives-reboot");
   const rt = await localRuntime("postgres");
-  await rt.stop(layoutOf(root, pg, await serviceUser("postgres")));
+  await rt.stop(await resolveLayout(pg));
   expect(await portOpen(pg.port)).toBe(false);
 
   const results = await restartServers("it");
@@ -231,14 +231,14 @@ it("npm run servers:restart's logic brings stopped servers back on their ports w
 it("a server whose data dir was removed is reported missing and re-initialised on the same port with the same admin password", async () => {
   const o = await create("postgres");
   await clients.postgres.write(o, "lost-with-the-data-dir");
-  const l = layoutOf(root, o, await serviceUser("postgres"));
+  const l = await resolveLayout(o);
   await (await localRuntime("postgres")).stop(l);
   rmSync(l.dataDir, { recursive: true, force: true });
 
   expect((await provider.read!(`it/${o.dirName}`, o)).props).toMatchObject({ state: "missing" });
   expect(await provider.diff!(`it/${o.dirName}`, o, inputs("postgres"))).toMatchObject({ changes: true, replaces: [] });
   const updated = (await provider.update!(`it/${o.dirName}`, o, inputs("postgres"))).outs as LocalServerOutputs;
-  expect(updated).toMatchObject({ port: o.port, state: "running" });
+  expect(updated).toMatchObject({ port: o.port, state: "running", adminPassword: o.adminPassword });
   await expect(clients.postgres.read(updated)).rejects.toThrow(/relation "marker" does not exist/);
   await clients.postgres.write(updated, "fresh");
   expect(await clients.postgres.read(updated)).toBe("fresh");
