@@ -1,0 +1,179 @@
+/**
+ * The coordinator: the side of a cutover the migration engine calls (DESIGN.md step 5).
+ *
+ *   const c = await Coordinator.connect(catalogConfig);
+ *   await c.pause(key, { timeoutMs: 60_000 });   // resolves when every live proxy has drained
+ *   await c.switch(key, target, epoch);            // the commit point; resolves when all switched
+ *   await c.resume(key);                           // held messages flow to the new server
+ *
+ * Why through the catalog (LISTEN/NOTIFY + proxy heartbeats) and not an admin endpoint per proxy:
+ * the catalog is already the commit point and every proxy already follows it, so there is no
+ * second channel to secure, no list of proxy addresses for the coordinator to know, and a proxy
+ * restarted at any moment reads the pause and the committed route from the same place it reads
+ * everything else. "Every live proxy" is every proxy whose heartbeat is fresh; one that stops
+ * heartbeating stops being waited for (it has no sessions the coordinator could lose).
+ *
+ * A pause is a lease. While this coordinator holds it, it renews it; if the coordinator's process
+ * dies (a SIGKILLed `pulumi up`), renewals stop and every proxy resumes on the committed route
+ * when the lease runs out. A drain that misses its timeout rejects with DrainTimeoutError and
+ * keeps the pause: the caller decides (resume to abort, or switch to force: sessions still busy
+ * are then closed and their open transactions roll back on the old server).
+ */
+import { Client, type ClientConfig } from "pg";
+import { CHANNELS, migrateCatalog } from "./schema";
+import { clientDatabaseName, commitRoute, type Route, type RouteTarget, type TenantDbKey } from "./routes";
+
+export interface PauseOptions {
+  /** How long to wait for every proxy to drain. Default 60 s. */
+  timeoutMs?: number;
+  /** How long proxies keep the pause if this coordinator disappears. Default 10 s, renewed every third of it. */
+  leaseMs?: number;
+  /** Who asked (shown in the catalog). */
+  requestedBy?: string;
+}
+
+export interface ProxyAck {
+  proxyId: string;
+  phase: string | undefined;
+  detail: Record<string, unknown>;
+}
+
+export class DrainTimeoutError extends Error {
+  override name = "DrainTimeoutError";
+  constructor(
+    message: string,
+    readonly proxies: ProxyAck[],
+  ) {
+    super(message);
+  }
+}
+
+export interface PauseResult {
+  pauseId: number;
+  /** Time from the pause request to the last proxy's drained report. */
+  drainedMs: number;
+  proxies: ProxyAck[];
+}
+
+interface Held {
+  pauseId: number;
+  leaseMs: number;
+  timer: NodeJS.Timeout;
+}
+
+/** How recent a heartbeat must be for a proxy to count as live. */
+const LIVE_WINDOW_MS = 5000;
+
+export class Coordinator {
+  private readonly held = new Map<string, Held>();
+  private wake: (() => void)[] = [];
+
+  private constructor(private readonly db: Client) {
+    db.on("notification", () => {
+      const w = this.wake;
+      this.wake = [];
+      for (const f of w) f();
+    });
+  }
+
+  static async connect(config: ClientConfig): Promise<Coordinator> {
+    const db = new Client(config);
+    await db.connect();
+    await migrateCatalog(db);
+    await db.query(`listen ${CHANNELS.acks}`);
+    return new Coordinator(db);
+  }
+
+  async pause(k: TenantDbKey, opts: PauseOptions = {}): Promise<PauseResult> {
+    const timeoutMs = opts.timeoutMs ?? 60_000;
+    const leaseMs = opts.leaseMs ?? 10_000;
+    const name = clientDatabaseName(k);
+    await this.stopRenewing(name);
+    await this.db.query(`delete from tenantfleet.pauses where tenant = $1 and database = $2`, [k.tenant, k.database]);
+    const r = await this.db.query<{ pause_id: string }>(
+      `insert into tenantfleet.pauses (tenant, database, lease_until, requested_by)
+       values ($1, $2, now() + $3 * interval '1 millisecond', $4) returning pause_id`,
+      [k.tenant, k.database, leaseMs, opts.requestedBy ?? "coordinator"],
+    );
+    const pauseId = Number(r.rows[0]!.pause_id);
+    const timer = setInterval(() => {
+      this.db
+        .query(`update tenantfleet.pauses set lease_until = now() + $2 * interval '1 millisecond' where pause_id = $1`, [pauseId, leaseMs])
+        .catch(() => undefined);
+    }, Math.max(50, Math.floor(leaseMs / 3)));
+    timer.unref();
+    this.held.set(name, { pauseId, leaseMs, timer });
+    const started = Date.now();
+    const proxies = await this.waitFor(k, pauseId, ["drained", "switched"], timeoutMs, `drain of ${name}`);
+    return { pauseId, drainedMs: Date.now() - started, proxies };
+  }
+
+  /**
+   * Commit `target` as the route of `k` at `epoch` (the previous epoch + 1) and wait until every
+   * live proxy has moved its parked sessions there. Must be called while paused.
+   */
+  async switch(k: TenantDbKey, target: RouteTarget, epoch: number, opts: { timeoutMs?: number } = {}): Promise<{ route: Route; proxies: ProxyAck[] }> {
+    const name = clientDatabaseName(k);
+    const h = this.held.get(name);
+    if (!h) throw new Error(`switch of ${name} without a pause held by this coordinator: pause first`);
+    const route = await commitRoute(this.db, k, target, epoch);
+    const proxies = await this.waitFor(k, h.pauseId, ["switched"], opts.timeoutMs ?? 30_000, `switch of ${name}`, epoch);
+    return { route, proxies };
+  }
+
+  /** Lift the pause; resolves when every live proxy has released its held messages. */
+  async resume(k: TenantDbKey, opts: { timeoutMs?: number } = {}): Promise<ProxyAck[]> {
+    const name = clientDatabaseName(k);
+    const h = this.held.get(name);
+    await this.stopRenewing(name);
+    const r = await this.db.query<{ pause_id: string }>(`delete from tenantfleet.pauses where tenant = $1 and database = $2 returning pause_id`, [k.tenant, k.database]);
+    const pauseId = h?.pauseId ?? Number(r.rows[0]?.pause_id ?? NaN);
+    if (Number.isNaN(pauseId)) return [];
+    return this.waitFor(k, pauseId, ["resumed"], opts.timeoutMs ?? 10_000, `resume of ${name}`);
+  }
+
+  private async stopRenewing(name: string): Promise<void> {
+    const h = this.held.get(name);
+    if (h) clearInterval(h.timer);
+    this.held.delete(name);
+  }
+
+  /** Acknowledgements of every live proxy for this pause. */
+  async acks(k: TenantDbKey, pauseId: number): Promise<ProxyAck[]> {
+    const r = await this.db.query<{ proxy_id: string; phase: string | null; detail: Record<string, unknown> | null }>(
+      `select p.proxy_id, a.phase, a.detail
+       from tenantfleet.proxies p
+       left join tenantfleet.proxy_acks a on a.proxy_id = p.proxy_id and a.tenant = $1 and a.database = $2 and a.pause_id = $3
+       where p.heartbeat_at > now() - $4 * interval '1 millisecond'
+       order by p.proxy_id`,
+      [k.tenant, k.database, pauseId, LIVE_WINDOW_MS],
+    );
+    return r.rows.map((row) => ({ proxyId: row.proxy_id, phase: row.phase ?? undefined, detail: row.detail ?? {} }));
+  }
+
+  private async waitFor(k: TenantDbKey, pauseId: number, phases: string[], timeoutMs: number, what: string, epoch?: number): Promise<ProxyAck[]> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const wake = new Promise<void>((r) => this.wake.push(r));
+      const acks = await this.acks(k, pauseId);
+      const done = acks.every((a) => a.phase && phases.includes(a.phase) && (epoch === undefined || Number(a.detail.epoch) === epoch));
+      if (done) return acks;
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        const waiting = acks.filter((a) => !a.phase || !phases.includes(a.phase));
+        throw new DrainTimeoutError(
+          `${what} did not finish within ${timeoutMs} ms: ${waiting.map((a) => `${a.proxyId} is ${a.phase ?? "silent"} ${JSON.stringify(a.detail)}`).join("; ")}`,
+          acks,
+        );
+      }
+      let t: NodeJS.Timeout | undefined;
+      await Promise.race([wake, new Promise<void>((r) => (t = setTimeout(r, Math.min(left, 250))))]);
+      clearTimeout(t);
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const name of [...this.held.keys()]) await this.stopRenewing(name);
+    await this.db.end().catch(() => undefined);
+  }
+}

@@ -1,0 +1,150 @@
+/**
+ * The control catalog's schema and its migrations. The catalog is a small PostgreSQL database of
+ * its own (never a tenant's): the source of truth for routes and the commit point of a cutover.
+ *
+ * Migrations are append-only: never edit one that has shipped, add the next. `migrateCatalog`
+ * applies the missing ones in order under an advisory lock, so proxies and the migration engine
+ * starting together do not race.
+ */
+import type { ClientBase } from "pg";
+
+export const CATALOG_SCHEMA = "tenantfleet";
+
+/** Channels the catalog's triggers notify on. */
+export const CHANNELS = {
+  /** A tenant database's route changed (payload: JSON {tenant, database, epoch}). */
+  routes: "tenantfleet_routes",
+  /** A pause was requested, renewed or lifted (payload: JSON {tenant, database, pauseId}). */
+  control: "tenantfleet_control",
+  /** A proxy acknowledged a control step (payload: JSON {proxyId, tenant, database, pauseId, phase}). */
+  acks: "tenantfleet_acks",
+} as const;
+
+interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    name: "routes, proxies, pauses and acknowledgements",
+    sql: `
+create table tenantfleet.tenant_databases (
+  tenant           text not null,
+  database         text not null,
+  engine           text not null check (engine in ('postgres', 'mysql', 'redis', 'mongodb')),
+  -- The role clients log in as; the backend role has the same name and the same verifier.
+  role             text not null,
+  -- SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>: no plaintext password is kept anywhere.
+  scram_verifier   text not null,
+  server           text not null,
+  host             text not null,
+  port             integer not null check (port between 1 and 65535),
+  backend_database text not null,
+  -- Bumped by every committed cutover; a switch names the epoch it commits.
+  epoch            bigint not null default 1,
+  status           text not null default 'ready',
+  updated_at       timestamptz not null default now(),
+  primary key (tenant, database)
+);
+
+create table tenantfleet.proxies (
+  proxy_id     text primary key,
+  -- Encoded into the BackendKeyData the proxy hands out, so any proxy can route a cancel.
+  ordinal      integer not null unique check (ordinal between 1 and 2047),
+  host         text not null,
+  port         integer not null,
+  admin_url    text,
+  started_at   timestamptz not null default now(),
+  heartbeat_at timestamptz not null default now()
+);
+
+create table tenantfleet.pauses (
+  tenant       text not null,
+  database     text not null,
+  pause_id     bigint generated always as identity,
+  lease_until  timestamptz not null,
+  requested_by text not null,
+  requested_at timestamptz not null default now(),
+  primary key (tenant, database),
+  foreign key (tenant, database) references tenantfleet.tenant_databases on delete cascade
+);
+
+create table tenantfleet.proxy_acks (
+  proxy_id  text not null references tenantfleet.proxies on delete cascade,
+  tenant    text not null,
+  database  text not null,
+  pause_id  bigint not null,
+  -- draining | drained | drain_timeout | switched | resumed
+  phase     text not null,
+  detail    jsonb not null default '{}',
+  at        timestamptz not null default now(),
+  primary key (proxy_id, tenant, database)
+);
+
+create function tenantfleet.notify_route() returns trigger language plpgsql as $$
+begin
+  perform pg_notify('${CHANNELS.routes}', json_build_object(
+    'tenant', coalesce(new.tenant, old.tenant), 'database', coalesce(new.database, old.database),
+    'epoch', new.epoch)::text);
+  return null;
+end $$;
+create trigger route_changed after insert or update or delete on tenantfleet.tenant_databases
+  for each row execute function tenantfleet.notify_route();
+
+create function tenantfleet.notify_control() returns trigger language plpgsql as $$
+begin
+  perform pg_notify('${CHANNELS.control}', json_build_object(
+    'tenant', coalesce(new.tenant, old.tenant), 'database', coalesce(new.database, old.database),
+    'pauseId', coalesce(new.pause_id, old.pause_id), 'op', tg_op)::text);
+  return null;
+end $$;
+create trigger pause_changed after insert or update or delete on tenantfleet.pauses
+  for each row execute function tenantfleet.notify_control();
+
+create function tenantfleet.notify_ack() returns trigger language plpgsql as $$
+begin
+  perform pg_notify('${CHANNELS.acks}', json_build_object(
+    'proxyId', new.proxy_id, 'tenant', new.tenant, 'database', new.database,
+    'pauseId', new.pause_id, 'phase', new.phase)::text);
+  return null;
+end $$;
+create trigger ack_changed after insert or update on tenantfleet.proxy_acks
+  for each row execute function tenantfleet.notify_ack();
+`,
+  },
+];
+
+export const CATALOG_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
+
+/** Apply missing migrations; returns the versions applied. Safe to call from many processes at once. */
+export async function migrateCatalog(client: ClientBase): Promise<number[]> {
+  const applied: number[] = [];
+  await client.query("begin");
+  try {
+    await client.query("select pg_advisory_xact_lock(hashtext('tenantfleet.catalog.migrate'))");
+    await client.query(`create schema if not exists ${CATALOG_SCHEMA}`);
+    await client.query(`create table if not exists ${CATALOG_SCHEMA}.schema_migrations (
+      version integer primary key, name text not null, applied_at timestamptz not null default now())`);
+    const done = new Set(
+      (await client.query<{ version: number }>(`select version from ${CATALOG_SCHEMA}.schema_migrations`)).rows.map((r) => r.version),
+    );
+    const newest = Math.max(0, ...done);
+    if (newest > CATALOG_VERSION) {
+      throw new Error(`the control catalog is at schema version ${newest}, newer than this program knows (${CATALOG_VERSION}): upgrade tenantfleet`);
+    }
+    for (const m of MIGRATIONS) {
+      if (done.has(m.version)) continue;
+      await client.query(m.sql);
+      await client.query(`insert into ${CATALOG_SCHEMA}.schema_migrations (version, name) values ($1, $2)`, [m.version, m.name]);
+      applied.push(m.version);
+    }
+    await client.query("commit");
+  } catch (e) {
+    await client.query("rollback").catch(() => undefined);
+    throw e;
+  }
+  return applied;
+}

@@ -1,0 +1,60 @@
+/**
+ * The proxy's command line and environment. Secrets (the catalog URL carries a password) come
+ * from the environment, not argv, which `ps` shows to every user.
+ */
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import type { ProxyOptions } from "./proxy";
+
+export const USAGE = `usage: tenantfleet-proxy --id <proxy-id> [--listen host:port] [--admin host:port]
+                         [--advertise host:port] [--tls-cert file --tls-key file]
+environment:
+  TENANTFLEET_CATALOG_URL   postgres://user:password@host:port/db of the control catalog (required)
+  TENANTFLEET_LOG_LEVEL     trace | debug | info (default) | warn | error`;
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+function hostPort(flag: string, value: string): { host: string; port: number } {
+  const m = /^(.*):(\d+)$/.exec(value);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || !m[1] || port > 65535) throw new ConfigError(`--${flag} must be host:port (port 0 picks a free one), got "${value}"`);
+  return { host: m[1], port };
+}
+
+export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv): Omit<ProxyOptions, "log"> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      id: { type: "string" },
+      listen: { type: "string", default: "127.0.0.1:6432" },
+      admin: { type: "string", default: "127.0.0.1:9187" },
+      advertise: { type: "string" },
+      "tls-cert": { type: "string" },
+      "tls-key": { type: "string" },
+    },
+    strict: true,
+  });
+  const problems: string[] = [];
+  if (!values.id || !/^[a-z0-9][a-z0-9-]{0,62}$/.test(values.id)) problems.push("--id is required: lower-case letters, digits and dashes (e.g. proxy-1)");
+  const url = env.TENANTFLEET_CATALOG_URL;
+  if (!url) problems.push("TENANTFLEET_CATALOG_URL is not set: the proxy needs the control catalog");
+  if (!!values["tls-cert"] !== !!values["tls-key"]) problems.push("--tls-cert and --tls-key go together");
+  if (problems.length) throw new ConfigError(problems.join("\n"));
+  const opts: Omit<ProxyOptions, "log"> = {
+    proxyId: values.id!,
+    catalog: { connectionString: url },
+    listen: hostPort("listen", values.listen!),
+    admin: hostPort("admin", values.admin!),
+  };
+  if (values.advertise) opts.advertise = hostPort("advertise", values.advertise);
+  if (values["tls-cert"]) {
+    try {
+      opts.tls = { cert: readFileSync(values["tls-cert"]), key: readFileSync(values["tls-key"]!) };
+    } catch (e) {
+      throw new ConfigError(`cannot read the TLS certificate or key: ${(e as Error).message}`);
+    }
+  }
+  return opts;
+}

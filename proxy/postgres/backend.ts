@@ -1,0 +1,287 @@
+/**
+ * The proxy's own connection to a PostgreSQL server (it is the client here): startup, SCRAM with
+ * the ClientKey recovered from the client's login, and small internal queries the proxy runs while
+ * a session is parked (its state snapshot before a switch, restoring it on the new server).
+ */
+import * as net from "node:net";
+import { AUTH, BE, TX } from "./codes";
+import { ALL_TYPES, FrameScanner, ProtocolError, typeSet } from "./frame-reader";
+import { ScramClient, MECHANISM, type ScramVerifier } from "./scram";
+import { parseErrorFields, parseParameterStatus, readCString } from "./startup";
+import * as w from "./writer";
+
+export interface BackendTarget {
+  host: string;
+  port: number;
+  database: string;
+  user: string;
+}
+
+export interface BackendLogin {
+  clientKey: Buffer;
+  verifier: ScramVerifier;
+  /** Startup parameters the client sent (application_name, client_encoding, options, …). */
+  params: Record<string, string>;
+  connectTimeoutMs?: number;
+}
+
+export class BackendError extends Error {
+  override name = "BackendError";
+  constructor(
+    message: string,
+    /** The server's ErrorResponse fields, when it sent one. */
+    readonly fields?: Record<string, string>,
+  ) {
+    super(message);
+  }
+}
+
+/** What forwarding mode reports to the session: ReadyForQuery and ParameterStatus. */
+const FORWARD_WANTS = typeSet([BE.ReadyForQuery, BE.ParameterStatus]);
+
+export interface QueryResult {
+  rows: (string | null)[][];
+  error?: Record<string, string>;
+}
+
+type Waiter = { onFrame(type: number, body: Buffer): boolean; reject(e: Error): void };
+
+export class Backend {
+  readonly scanner = new FrameScanner(ALL_TYPES);
+  readonly parameters = new Map<string, string>();
+  pid = 0;
+  secret = 0;
+  txStatus: number = TX.Idle;
+  /** Set while the proxy itself is talking to the server (startup, internal queries). */
+  private waiter: Waiter | undefined;
+  /** Async messages (NotificationResponse, NoticeResponse, ParameterStatus) seen during internal work. */
+  onAsync: (type: number, body: Buffer) => void = () => undefined;
+  /** Raw bytes in forwarding mode, plus the frames FORWARD_WANTS asks for. */
+  onData: (chunk: Buffer) => void = () => undefined;
+  onFrame: (type: number, body: Buffer) => void = () => undefined;
+  onClose: (err?: Error) => void = () => undefined;
+  private closed = false;
+
+  private constructor(
+    readonly socket: net.Socket,
+    readonly target: BackendTarget,
+  ) {
+    socket.setNoDelay(true);
+    socket.on("data", (chunk: Buffer) => this.data(chunk));
+    socket.on("error", (e) => this.fail(e));
+    socket.on("close", () => this.fail(new BackendError(`connection to ${target.host}:${target.port} closed`)));
+  }
+
+  get internal(): boolean {
+    return this.waiter !== undefined;
+  }
+
+  private data(chunk: Buffer): void {
+    if (this.waiter) {
+      try {
+        this.scanner.scan(chunk, (type, body) => this.internalFrame(type, body));
+      } catch (e) {
+        this.fail(e as Error);
+      }
+      return;
+    }
+    this.onData(chunk);
+    try {
+      this.scanner.scan(chunk, (type, body) => {
+        if (type === BE.ReadyForQuery) this.txStatus = body[0]!;
+        else if (type === BE.ParameterStatus) {
+          const p = parseParameterStatus(body);
+          this.parameters.set(p.name, p.value);
+        }
+        this.onFrame(type, body);
+      });
+    } catch (e) {
+      this.fail(e as Error);
+    }
+  }
+
+  private internalFrame(type: number, body: Buffer): void {
+    if (type === BE.ParameterStatus) {
+      const p = parseParameterStatus(body);
+      this.parameters.set(p.name, p.value);
+    }
+    if (type === BE.ReadyForQuery) this.txStatus = body[0]!;
+    const w = this.waiter;
+    if (w && w.onFrame(type, body)) return;
+    if (type === BE.NotificationResponse || type === BE.NoticeResponse || type === BE.ParameterStatus) this.onAsync(type, body);
+  }
+
+  private fail(e: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.reject(e);
+    this.socket.destroy();
+    this.onClose(e);
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Switch the scanner to forwarding mode (only the frames the session tracks). */
+  forward(): void {
+    this.scanner.setWants(FORWARD_WANTS);
+  }
+
+  /**
+   * Run work that talks to the server directly. Only at a message boundary with nothing in flight
+   * (the session guarantees it: it is parked); waits for a partially received async message.
+   */
+  private async exclusive<T>(fn: (resolve: (v: T) => void) => Waiter["onFrame"]): Promise<T> {
+    if (this.closed) throw new BackendError("backend connection is closed");
+    while (!this.scanner.atBoundary) await new Promise((r) => this.socket.once("data", r));
+    this.scanner.setWants(ALL_TYPES);
+    try {
+      return await new Promise<T>((resolve, reject) => {
+        this.waiter = { onFrame: fn(resolve), reject };
+      });
+    } finally {
+      this.waiter = undefined;
+      this.scanner.setWants(FORWARD_WANTS);
+    }
+  }
+
+  /** One simple-protocol query; rows as text. An ErrorResponse is returned, not thrown. */
+  query(sql: string): Promise<QueryResult> {
+    return this.exclusive<QueryResult>((resolve) => {
+      const result: QueryResult = { rows: [] };
+      this.socket.write(w.query(sql));
+      return (type, body) => {
+        if (type === BE.DataRow) result.rows.push(parseDataRow(body));
+        else if (type === BE.ErrorResponse) result.error = parseErrorFields(body);
+        else if (type === BE.ReadyForQuery) resolve(result);
+        else return type === BE.RowDescription || type === BE.CommandComplete || type === BE.EmptyQueryResponse;
+        return true;
+      };
+    });
+  }
+
+  /** Send prepared frontend messages followed by Sync; collect ErrorResponses until ReadyForQuery. */
+  pipeline(messages: Buffer[]): Promise<Record<string, string>[]> {
+    return this.exclusive<Record<string, string>[]>((resolve) => {
+      const errors: Record<string, string>[] = [];
+      this.socket.write(Buffer.concat([...messages, w.sync()]));
+      return (type, body) => {
+        if (type === BE.ErrorResponse) errors.push(parseErrorFields(body));
+        else if (type === BE.ReadyForQuery) resolve(errors);
+        else return type === BE.ParseComplete || type === BE.CloseComplete || type === BE.CommandComplete;
+        return true;
+      };
+    });
+  }
+
+  write(data: Buffer): void {
+    if (!this.closed) this.socket.write(data);
+  }
+
+  /** Polite close: Terminate, then end. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.socket.end(w.terminate());
+  }
+
+  destroy(): void {
+    this.closed = true;
+    this.socket.destroy();
+  }
+
+  static async connect(target: BackendTarget, login: BackendLogin): Promise<Backend> {
+    const socket = net.connect({ host: target.host, port: target.port });
+    const b = new Backend(socket, target);
+    const timeout = login.connectTimeoutMs ?? 10_000;
+    const timer = setTimeout(() => b.fail(new BackendError(`timed out after ${timeout} ms connecting to ${target.host}:${target.port}`)), timeout);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        socket.once("connect", resolve);
+        socket.once("error", reject);
+      });
+      await b.startup(login);
+      b.forward();
+      return b;
+    } catch (e) {
+      b.destroy();
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private startup(login: BackendLogin): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let scram: ScramClient | undefined;
+      this.waiter = {
+        reject,
+        onFrame: (type, body) => {
+          try {
+            if (type === BE.Authentication) {
+              const code = body.readInt32BE(0);
+              if (code === AUTH.SASL) {
+                if (!readMechanisms(body).includes(MECHANISM)) throw new BackendError("backend does not offer SCRAM-SHA-256");
+                scram = new ScramClient(login.clientKey, login.verifier);
+                this.socket.write(w.saslInitialResponse(MECHANISM, scram.first()));
+              } else if (code === AUTH.SASLContinue) {
+                this.socket.write(w.saslResponse(scram!.final(body.toString("utf8", 4))));
+              } else if (code === AUTH.SASLFinal) {
+                scram!.verifyServerFinal(body.toString("utf8", 4));
+              } else if (code !== AUTH.Ok) {
+                throw new BackendError(`backend asks for authentication method ${code}; tenantfleet servers use SCRAM-SHA-256`);
+              }
+            } else if (type === BE.BackendKeyData) {
+              this.pid = body.readInt32BE(0);
+              this.secret = body.readInt32BE(4);
+            } else if (type === BE.ErrorResponse) {
+              const f = parseErrorFields(body);
+              throw new BackendError(f.M ?? "backend refused the connection", f);
+            } else if (type === BE.ReadyForQuery) {
+              this.txStatus = body[0]!;
+              this.waiter = undefined;
+              resolve();
+            } else if (type !== BE.ParameterStatus && type !== BE.NoticeResponse && type !== BE.NegotiateProtocolVersion) {
+              throw new ProtocolError(`unexpected message 0x${type.toString(16)} during backend startup`);
+            }
+          } catch (e) {
+            this.waiter = undefined;
+            reject(e);
+          }
+          return true;
+        },
+      };
+      this.socket.write(w.startupMessage({ ...login.params, user: this.target.user, database: this.target.database }));
+    });
+  }
+}
+
+function readMechanisms(body: Buffer): string[] {
+  const out: string[] = [];
+  let i = 4;
+  while (i < body.length && body[i] !== 0) {
+    const s = readCString(body, i);
+    out.push(s.value);
+    i = s.next;
+  }
+  return out;
+}
+
+function parseDataRow(body: Buffer): (string | null)[] {
+  const n = body.readInt16BE(0);
+  const out: (string | null)[] = [];
+  let i = 2;
+  for (let c = 0; c < n; c++) {
+    const len = body.readInt32BE(i);
+    i += 4;
+    if (len < 0) out.push(null);
+    else {
+      out.push(body.toString("utf8", i, i + len));
+      i += len;
+    }
+  }
+  return out;
+}

@@ -1,0 +1,552 @@
+/**
+ * One client connection through the proxy, as an explicit state machine (CONVENTIONS: the
+ * drain/switch states are steps of this machine, not flags scattered through handlers).
+ *
+ *   startup → authenticating → waiting_route → connecting → forwarding ⇄ draining → parked
+ *   parked → switching → parked;  parked | draining → forwarding (resume);  any → closed
+ *
+ * forwarding: bytes flow both ways untouched; the scanners only note message boundaries, the
+ *   transaction status, named statements and pending Syncs.
+ * draining:   a pause is on but this session has a query in flight, an open transaction or state
+ *   that cannot move (temporary tables, advisory locks, WITH HOLD cursors): it keeps flowing.
+ * parked:     idle at a message boundary; client messages are held, in order, until resume.
+ * switching:  parked, moving to a backend on the committed route with its session state.
+ */
+import * as net from "node:net";
+import * as tls from "node:tls";
+import type { Logger } from "pino";
+import type { TenantDrain, DrainMember } from "../drain";
+import type { Route } from "../catalog/routes";
+import { parseClientDatabaseName, clientDatabaseName } from "../catalog/routes";
+import type { TenantStats } from "../metrics";
+import { Backend, BackendError } from "./backend";
+import { BE, FE, SQLSTATE, TX } from "./codes";
+import { ALL_TYPES, FrameScanner, ProtocolError, StartupReader, typeSet } from "./frame-reader";
+import { decoyVerifier, MECHANISM, parseVerifier, ScramError, ScramServer } from "./scram";
+import { parseClose, parseStartupPacket, parseStatementName, readCString } from "./startup";
+import * as w from "./writer";
+import { snapshotSession, restoreSession, type SessionSnapshot } from "./session-state";
+
+export const STEPS = ["startup", "authenticating", "waiting_route", "connecting", "forwarding", "draining", "parked", "switching", "closed"] as const;
+export type Step = (typeof STEPS)[number];
+
+/** What a session needs from the proxy around it. */
+export interface SessionHost {
+  log: Logger;
+  tls: tls.SecureContext | undefined;
+  route(tenant: string, database: string): Route | undefined;
+  drain(key: string): TenantDrain;
+  stats(key: string): TenantStats;
+  /** A BackendKeyData for this session, unique across the proxy fleet. */
+  register(s: PgSession): { pid: number; secret: number };
+  unregister(s: PgSession): void;
+  cancel(pid: number, secret: number): void;
+  connectTimeoutMs: number;
+}
+
+/** Client message types the session looks at; CopyData and the rest pass by count only. */
+const CLIENT_WANTS = typeSet([FE.Query, FE.Sync, FE.Parse, FE.Bind, FE.Describe, FE.Execute, FE.Close, FE.Flush, FE.FunctionCall, FE.Terminate]);
+const EXTENDED = typeSet([FE.Parse, FE.Bind, FE.Describe, FE.Execute, FE.Close, FE.Flush]);
+
+/** Startup parameters that are the proxy's business, not the backend's. */
+const NOT_FORWARDED = new Set(["user", "database", "replication"]);
+
+let nextSessionNo = 0;
+
+export class PgSession implements DrainMember {
+  step: Step = "startup";
+  readonly no = ++nextSessionNo;
+  private socket: net.Socket | tls.TLSSocket;
+  private readonly startupReader = new StartupReader();
+  private authScanner: FrameScanner | undefined;
+  private readonly clientScanner = new FrameScanner(CLIENT_WANTS);
+  private log: Logger;
+  private tlsDone = false;
+
+  // Who and where.
+  tenant = "";
+  database = "";
+  key = "";
+  user = "";
+  private startupParams: Record<string, string> = {};
+  private clientKey: Buffer | undefined;
+  private route: Route | undefined;
+  /** The epoch of the route the current backend belongs to. */
+  epoch = 0;
+  backend: Backend | undefined;
+  pid = 0;
+  secret = 0;
+  private drainRef: TenantDrain | undefined;
+  private stats: TenantStats | undefined;
+
+  // Protocol bookkeeping for message boundaries.
+  /** Query/Sync/FunctionCall sent and not yet answered by ReadyForQuery. */
+  private pending = 0;
+  /** Extended-protocol messages sent since the last Sync. */
+  private unsynced = false;
+  /** Named statements prepared through the protocol: their Parse messages, to re-prepare after a switch. */
+  private readonly prepared = new Map<string, Buffer>();
+  private unnamedParse: Buffer | undefined;
+
+  // Drain.
+  private held: Buffer[] = [];
+  private heldSince = 0;
+  private pauseRequested = false;
+  private unmovable = false;
+  private checking = false;
+  snapshot: SessionSnapshot | undefined;
+
+  constructor(
+    socket: net.Socket,
+    private readonly host: SessionHost,
+  ) {
+    this.socket = socket;
+    this.log = host.log.child({ session: this.no, client: `${socket.remoteAddress}:${socket.remotePort}` });
+    socket.setNoDelay(true);
+    this.attachClient(socket);
+  }
+
+  private attachClient(s: net.Socket | tls.TLSSocket): void {
+    s.on("data", (chunk: Buffer) => this.clientData(chunk));
+    s.on("error", (e) => this.close(`client socket error: ${e.message}`));
+    s.on("close", () => this.close("client closed the connection"));
+  }
+
+  // ---------------------------------------------------------------- drain member
+
+  get parked(): boolean {
+    return this.step === "parked" && !this.checking;
+  }
+
+  get holdup(): DrainMember["holdup"] {
+    if (this.parked) return undefined;
+    if (this.checking) return "checking";
+    if (this.unmovable) return "unmovable_state";
+    if (this.backend && this.backend.txStatus !== TX.Idle) return "transaction";
+    return "in_flight";
+  }
+
+  /** Idle: nothing in flight, no open transaction, at a message boundary in both directions. */
+  private get idle(): boolean {
+    return (
+      this.pending === 0 &&
+      !this.unsynced &&
+      this.clientScanner.atBoundary &&
+      !!this.backend &&
+      this.backend.txStatus === TX.Idle &&
+      this.backend.scanner.atBoundary
+    );
+  }
+
+  pause(): void {
+    this.pauseRequested = true;
+    if (this.step === "forwarding") {
+      this.step = "draining";
+      this.tryPark();
+    }
+  }
+
+  resume(): void {
+    this.pauseRequested = false;
+    if (this.step === "draining") {
+      this.step = "forwarding";
+      return;
+    }
+    if (this.step === "parked") void this.leavePark();
+  }
+
+  routeChanged(): void {
+    if (this.step === "parked" && !this.checking) void this.moveIfStale();
+    else if (this.step === "draining" && this.pauseRequested && this.routeIsStale()) {
+      // Rule for a route committed before this session drained (the coordinator forced it after a
+      // drain timeout): its open transaction must not commit on the old server, so the session
+      // ends now and the server rolls the transaction back. Nothing acknowledged is lost.
+      this.fatal(SQLSTATE.AdminShutdown, `tenant database ${this.key} moved to another server while this session had a transaction or query open; it was rolled back`, "Reconnect and retry the transaction.");
+    } else if (this.step === "forwarding") {
+      // A route committed without a pause on this proxy (it missed it, or an operator moved
+      // the route): move at the next idle point, holding this session's messages meanwhile.
+      this.step = "draining";
+      this.tryPark();
+    }
+  }
+
+  private routeIsStale(): boolean {
+    const r = this.host.route(this.tenant, this.database);
+    return !!r && r.epoch !== this.epoch;
+  }
+
+  /** In `draining`, once idle: check the state can move, then park. */
+  private tryPark(): void {
+    if (this.step !== "draining" || !this.idle || this.checking) return;
+    if (!this.pauseRequested && !this.routeIsStale()) {
+      this.step = "forwarding";
+      return;
+    }
+    this.step = "parked";
+    this.checking = true;
+    const backend = this.backend!;
+    snapshotSession(backend)
+      .then((snap) => {
+        this.snapshot = snap;
+        this.unmovable = snap.temporaryTables + snap.advisoryLocks + snap.holdableCursors > 0;
+      })
+      .catch((e: Error) => {
+        this.log.warn({ err: e.message }, "could not read session state before parking; parking with what the proxy tracked");
+        this.snapshot = undefined;
+        this.unmovable = false;
+      })
+      .finally(() => {
+        this.checking = false;
+        if (this.step !== "parked") return;
+        if (this.unmovable && this.pauseRequested) {
+          // Rule: state that cannot move keeps the session running like an open transaction;
+          // the drain waits for it (or times out and the coordinator decides).
+          this.log.info({ snapshot: summary(this.snapshot) }, "session holds state that cannot move; keeps running while the drain waits");
+          this.step = "draining";
+          this.releaseHeld();
+          return;
+        }
+        if (!this.pauseRequested) void this.leavePark();
+        else {
+          this.drainRef?.check();
+          void this.moveIfStale();
+        }
+      });
+  }
+
+  /** Parked and the committed route moved: switch to it (stays parked). */
+  private async moveIfStale(): Promise<void> {
+    if (this.step !== "parked" || this.checking || !this.routeIsStale()) return;
+    await this.switchBackend();
+  }
+
+  private async leavePark(): Promise<void> {
+    if (this.routeIsStale()) await this.switchBackend();
+    if (this.step !== "parked") return;
+    if (this.pauseRequested) return; // paused again meanwhile
+    this.step = "forwarding";
+    this.releaseHeld();
+  }
+
+  private releaseHeld(): void {
+    const held = this.held;
+    this.held = [];
+    if (this.heldSince) {
+      this.stats!.heldMs += Date.now() - this.heldSince;
+      this.heldSince = 0;
+    }
+    for (const chunk of held) {
+      if (this.step === "parked" || this.step === "switching") {
+        this.held.push(chunk); // re-parked while releasing: keep the rest in order
+        if (!this.heldSince) this.heldSince = Date.now();
+      } else this.forwardClient(chunk);
+    }
+  }
+
+  /**
+   * Move this parked session to a backend on the committed route, with what it set up: startup
+   * parameters, SET values, prepared statements (SQL and protocol), LISTEN channels.
+   */
+  private async switchBackend(): Promise<void> {
+    const route = this.host.route(this.tenant, this.database);
+    const old = this.backend;
+    if (!route || !old || !this.clientKey) return;
+    this.step = "switching";
+    const started = Date.now();
+    let next: Backend | undefined;
+    try {
+      if (this.unmovable) throw new BackendError("session holds temporary tables, advisory locks or WITH HOLD cursors");
+      next = await this.openBackend(route);
+      const result = await restoreSession(next, this.snapshot, this.prepared, this.unnamedParse);
+      for (const f of result.failures) this.log.warn({ failure: f }, "session state item did not restore on the new server");
+      // Tell the client about server parameters that differ on the new server.
+      for (const [name, value] of next.parameters) {
+        if (old.parameters.get(name) !== value) this.writeClient(w.parameterStatus(name, value));
+      }
+      old.onClose = () => undefined;
+      this.adoptBackend(next, route);
+      old.close();
+      this.stats!.switches++;
+      this.log.info({ epoch: route.epoch, server: route.server, ms: Date.now() - started }, "session switched to the committed route");
+      if (this.step !== "switching") return;
+      this.step = "parked";
+      if (this.routeIsStale()) return this.switchBackend(); // moved again meanwhile
+      if (!this.pauseRequested) return this.leavePark();
+      this.drainRef?.check();
+    } catch (e) {
+      next?.destroy();
+      this.stats!.switchFailures++;
+      const msg = (e as Error).message;
+      this.log.error({ err: msg, epoch: route.epoch }, "session could not move to the committed route; closing it");
+      this.fatal(SQLSTATE.AdminShutdown, `tenant database ${this.key} moved to another server and this session could not follow: ${msg}`, "Reconnect; the new server is already serving.");
+    }
+  }
+
+  // ---------------------------------------------------------------- client bytes
+
+  private clientData(chunk: Buffer): void {
+    try {
+      switch (this.step) {
+        case "startup":
+          this.startupReader.push(chunk);
+          this.startupPackets();
+          return;
+        case "authenticating":
+          this.authScanner!.scan(chunk, (type, body) => this.authMessage(type, body));
+          return;
+        case "waiting_route":
+        case "connecting":
+        case "parked":
+        case "switching":
+          this.hold(chunk);
+          return;
+        case "forwarding":
+        case "draining":
+          this.forwardClient(chunk);
+          return;
+        case "closed":
+          return;
+      }
+    } catch (e) {
+      if (e instanceof ProtocolError) this.fatal(SQLSTATE.ProtocolViolation, e.message);
+      else this.fatal(SQLSTATE.InternalError, `proxy error: ${(e as Error).message}`);
+    }
+  }
+
+  private hold(chunk: Buffer): void {
+    if (!this.heldSince) this.heldSince = Date.now();
+    this.held.push(chunk);
+  }
+
+  private forwardClient(chunk: Buffer): void {
+    // A paused session that is idle parks before this message goes anywhere.
+    if (this.step === "draining" && this.idle && !this.unmovable) {
+      this.hold(chunk);
+      this.tryPark();
+      if (this.step !== "draining") return;
+      this.held.pop();
+    }
+    const stats = this.stats!;
+    stats.bytesIn += chunk.length;
+    this.backend!.write(chunk);
+    this.clientScanner.scan(chunk, (type, body) => {
+      if (type === FE.Sync || type === FE.Query || type === FE.FunctionCall) {
+        this.pending++;
+        stats.queries++;
+        if (type === FE.Sync) this.unsynced = false;
+      } else if (EXTENDED[type]) {
+        this.unsynced = true;
+        if (type === FE.Parse) {
+          const name = parseStatementName(body);
+          const msg = w.message(FE.Parse, Buffer.from(body));
+          if (name === "") this.unnamedParse = msg;
+          else this.prepared.set(name, msg);
+        } else if (type === FE.Close) {
+          const c = parseClose(body);
+          if (c.kind === "S") this.prepared.delete(c.name);
+        }
+      } else if (type === FE.Terminate) {
+        this.close("client terminated");
+      }
+    });
+  }
+
+  private writeClient(data: Buffer): void {
+    if (this.step !== "closed" && !this.socket.destroyed) this.socket.write(data);
+  }
+
+  // ---------------------------------------------------------------- startup and auth
+
+  private startupPackets(): void {
+    const body = this.startupReader.next();
+    if (!body) return;
+    const p = parseStartupPacket(body);
+    switch (p.kind) {
+      case "ssl":
+        if (this.host.tls && !this.tlsDone) {
+          this.socket.write("S");
+          this.upgradeTls();
+        } else this.socket.write("N");
+        return this.startupPackets();
+      case "gssenc":
+        this.socket.write("N");
+        return this.startupPackets();
+      case "cancel":
+        this.host.cancel(p.pid, p.secret);
+        this.step = "closed";
+        this.socket.end();
+        return;
+      case "unsupported":
+        return this.fatal(SQLSTATE.FeatureNotSupported, `unsupported frontend protocol ${p.major}.${p.minor}: the proxy speaks 3.0`);
+      case "startup":
+        return this.startup(p.params);
+    }
+  }
+
+  private upgradeTls(): void {
+    const raw = this.socket;
+    raw.removeAllListeners("data");
+    raw.removeAllListeners("error");
+    raw.removeAllListeners("close");
+    const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: this.host.tls! });
+    this.socket = secure;
+    this.tlsDone = true;
+    this.attachClient(secure);
+  }
+
+  private startup(params: Record<string, string>): void {
+    this.user = params.user ?? "";
+    const dbName = params.database || this.user;
+    if (params.replication && params.replication !== "false" && params.replication !== "off") {
+      return this.fatal(SQLSTATE.FeatureNotSupported, "replication connections are not proxied: connect to the server directly");
+    }
+    if (!this.user) return this.fatal(SQLSTATE.InvalidAuthorization, "no user name in the startup packet");
+    const key = parseClientDatabaseName(dbName);
+    const route = key ? this.host.route(key.tenant, key.database) : undefined;
+    if (!key || !route) {
+      return this.fatal(
+        SQLSTATE.InvalidCatalogName,
+        `database "${dbName}" does not exist`,
+        key ? "No such tenant database in the control catalog." : "Connect to <database>__<tenant>, e.g. app__acme.",
+      );
+    }
+    this.tenant = key.tenant;
+    this.database = key.database;
+    this.key = clientDatabaseName(key);
+    this.log = this.log.child({ tenant: key.tenant, database: key.database });
+    for (const [k, v] of Object.entries(params)) if (!NOT_FORWARDED.has(k) && !k.startsWith("_pq_.")) this.startupParams[k] = v;
+    // Same messages whether or not the role exists: a wrong role is a failed login (no enumeration).
+    const verifier = this.user === route.role ? parseVerifier(route.scramVerifier) : decoyVerifier();
+    this.scram = new ScramServer(verifier);
+    this.step = "authenticating";
+    this.authScanner = new FrameScanner(ALL_TYPES, 64 * 1024);
+    this.socket.write(w.authenticationSASL([MECHANISM]));
+    const rest = this.startupReader.takeRest();
+    if (rest.length) this.clientData(rest);
+  }
+
+  private scram: ScramServer | undefined;
+  private scramStage: "first" | "final" = "first";
+
+  private authMessage(type: number, body: Buffer): void {
+    if (this.step !== "authenticating") return;
+    if (type !== FE.Password) return this.fatal(SQLSTATE.ProtocolViolation, `expected SASL response, got message type 0x${type.toString(16)}`);
+    try {
+      if (this.scramStage === "first") {
+        const mech = readCString(body, 0);
+        if (mech.value !== MECHANISM) return this.fatal(SQLSTATE.ProtocolViolation, `SASL mechanism ${mech.value} is not offered`);
+        const len = body.readInt32BE(mech.next);
+        const data = body.toString("utf8", mech.next + 4, mech.next + 4 + Math.max(0, len));
+        this.socket.write(w.authenticationSASLContinue(this.scram!.first(data)));
+        this.scramStage = "final";
+        return;
+      }
+      const { clientKey, serverFinal } = this.scram!.final(body.toString("utf8"));
+      this.clientKey = clientKey;
+      this.socket.write(Buffer.concat([w.authenticationSASLFinal(serverFinal), w.authenticationOk()]));
+      this.step = "waiting_route";
+      this.authScanner = undefined;
+      void this.connect();
+    } catch (e) {
+      if (!(e instanceof ScramError)) throw e;
+      this.host.stats(this.key).authFailures++;
+      this.log.warn({ user: this.user, reason: e.message }, "authentication failed");
+      this.fatal(SQLSTATE.InvalidPassword, `password authentication failed for user "${this.user}"`);
+    }
+  }
+
+  private async openBackend(route: Route): Promise<Backend> {
+    return Backend.connect(
+      { host: route.host, port: route.port, database: route.backendDatabase, user: route.role },
+      { clientKey: this.clientKey!, verifier: parseVerifier(route.scramVerifier), params: this.startupParams, connectTimeoutMs: this.host.connectTimeoutMs },
+    );
+  }
+
+  private adoptBackend(b: Backend, route: Route): void {
+    this.backend = b;
+    this.route = route;
+    this.epoch = route.epoch;
+    b.onData = (chunk) => {
+      this.stats!.bytesOut += chunk.length;
+      this.writeClient(chunk);
+    };
+    b.onFrame = (type) => {
+      if (type === BE.ReadyForQuery) {
+        if (this.pending > 0) this.pending--;
+        if (this.step === "draining") this.tryPark();
+        else if (this.step === "forwarding" && this.pending === 0 && this.routeIsStale()) this.routeChanged();
+      }
+    };
+    b.onAsync = (type, body) => this.writeClient(w.message(type, Buffer.from(body)));
+    b.onClose = (err) => {
+      if (this.step === "closed") return;
+      this.fatal(SQLSTATE.AdminShutdown, `server connection for ${this.key} closed: ${err?.message ?? "closed"}`);
+    };
+  }
+
+  private async connect(): Promise<void> {
+    const drain = this.host.drain(this.key);
+    this.drainRef = drain;
+    this.stats = this.host.stats(this.key);
+    if (drain.paused) this.log.debug("tenant database paused: holding the new connection");
+    await drain.waitOpen();
+    if (this.step === "closed") return;
+    const route = this.host.route(this.tenant, this.database);
+    if (!route) return this.fatal(SQLSTATE.InvalidCatalogName, `database "${this.key}" does not exist`);
+    this.step = "connecting";
+    let backend: Backend;
+    try {
+      backend = await this.openBackend(route);
+    } catch (e) {
+      const f = (e as BackendError).fields;
+      this.log.error({ err: (e as Error).message, server: route.server }, "could not connect to the tenant database's server");
+      if (f?.C) return this.fatal(f.C, f.M ?? "server refused the connection");
+      return this.fatal(SQLSTATE.CannotConnectNow, `the server of ${this.key} is not reachable: ${(e as Error).message}`);
+    }
+    if ((this.step as Step) === "closed") return backend.destroy();
+    this.adoptBackend(backend, route);
+    const key = this.host.register(this);
+    this.pid = key.pid;
+    this.secret = key.secret;
+    this.stats.connections++;
+    this.stats.active++;
+    const out: Buffer[] = [];
+    for (const [k, v] of backend.parameters) out.push(w.parameterStatus(k, v));
+    out.push(w.backendKeyData(this.pid, this.secret), w.readyForQuery(backend.txStatus));
+    this.writeClient(Buffer.concat(out));
+    this.step = "forwarding";
+    this.releaseHeld();
+    drain.join(this); // paused again since the wait: join() starts draining this session too
+  }
+
+  // ---------------------------------------------------------------- closing
+
+  fatal(code: string, message: string, hint?: string): void {
+    if (this.step === "closed") return;
+    const e: w.ErrorFields = { severity: "FATAL", code, message };
+    if (hint) e.hint = hint;
+    this.log.info({ code, message }, "closing session with an error");
+    if (!this.socket.destroyed) this.socket.end(w.errorResponse(e));
+    this.close(message);
+  }
+
+  close(reason: string): void {
+    if (this.step === "closed") return;
+    const wasConnected = !!this.backend;
+    this.step = "closed";
+    this.held = [];
+    this.backend?.close();
+    if (!this.socket.destroyed) this.socket.end();
+    if (this.drainRef) this.drainRef.leave(this);
+    if (wasConnected) {
+      this.host.unregister(this);
+      this.stats!.active--;
+    }
+    this.log.debug({ reason }, "session closed");
+  }
+}
+
+function summary(s: SessionSnapshot | undefined) {
+  return s && { temporaryTables: s.temporaryTables, advisoryLocks: s.advisoryLocks, holdableCursors: s.holdableCursors };
+}
+

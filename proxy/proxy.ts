@@ -1,0 +1,207 @@
+/**
+ * One proxy process: the PostgreSQL listener, the catalog follower, one drain per tenant
+ * database, cancel routing across the fleet, and the admin endpoint (metrics, health).
+ */
+import * as net from "node:net";
+import * as tls from "node:tls";
+import { randomInt } from "node:crypto";
+import type { Logger } from "pino";
+import type { ClientConfig } from "pg";
+import { CatalogFollower } from "./catalog/follower";
+import { keyString, type Route } from "./catalog/routes";
+import { TenantDrain } from "./drain";
+import { Metrics, type TenantStats } from "./metrics";
+import { PgSession, type SessionHost } from "./postgres/session";
+import { cancelRequest } from "./postgres/writer";
+import { SQLSTATE } from "./postgres/codes";
+
+export interface ProxyOptions {
+  proxyId: string;
+  catalog: ClientConfig;
+  listen: { host: string; port: number };
+  admin: { host: string; port: number };
+  /** Address other proxies use to reach this one; defaults to the listen address. */
+  advertise?: { host: string; port: number };
+  tls?: { cert: string | Buffer; key: string | Buffer };
+  log: Logger;
+  connectTimeoutMs?: number;
+  heartbeatMs?: number;
+}
+
+/** BackendKeyData pid layout: 11 bits of proxy ordinal, 20 bits of session number (31 bits, positive). */
+const SESSION_BITS = 20;
+export const ordinalOfPid = (pid: number) => pid >>> SESSION_BITS;
+
+export class Proxy {
+  readonly follower: CatalogFollower;
+  readonly metrics: Metrics;
+  private server: net.Server | undefined;
+  private admin: import("node:http").Server | undefined;
+  private readonly drains = new Map<string, TenantDrain>();
+  private readonly sessions = new Map<number, PgSession>();
+  private nextSession = 0;
+  private readonly host: SessionHost;
+  readonly log: Logger;
+  port = 0;
+  adminPort = 0;
+
+  constructor(private readonly opts: ProxyOptions) {
+    this.log = opts.log;
+    this.metrics = new Metrics(opts.proxyId);
+    const secure = opts.tls ? tls.createSecureContext({ cert: opts.tls.cert, key: opts.tls.key }) : undefined;
+    this.follower = new CatalogFollower({
+      catalog: opts.catalog,
+      proxyId: opts.proxyId,
+      advertise: opts.advertise ?? opts.listen,
+      adminUrl: `http://${opts.admin.host}:${opts.admin.port}`,
+      log: opts.log,
+      ...(opts.heartbeatMs ? { heartbeatMs: opts.heartbeatMs } : {}),
+    });
+    this.host = {
+      log: opts.log,
+      tls: secure,
+      connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
+      route: (tenant, database) => this.follower.routes.get(keyString({ tenant, database })),
+      drain: (key) => this.drain(key),
+      stats: (key) => this.stats(key),
+      register: (s) => this.register(s),
+      unregister: (s) => this.sessions.delete(s.pid),
+      cancel: (pid, secret) => void this.cancel(pid, secret),
+    };
+    this.follower.on("route", (key, route, prev) => this.onRoute(key, route, prev));
+    this.follower.on("pause", (key, p) => this.onPause(key, p.pauseId, p.remainingMs));
+    this.follower.on("unpause", (key) => this.onUnpause(key, "resumed"));
+    this.follower.on("heartbeat", () => this.reportDraining());
+  }
+
+  async start(): Promise<void> {
+    await this.follower.start();
+    this.server = net.createServer((socket) => new PgSession(socket, this.host));
+    this.server.on("error", (e) => this.log.error({ err: e.message }, "listener error"));
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once("error", reject);
+      this.server!.listen(this.opts.listen.port, this.opts.listen.host, () => resolve());
+    });
+    this.port = (this.server.address() as net.AddressInfo).port;
+    this.admin = await this.metrics.serve(this.opts.admin.host, this.opts.admin.port, () => ({
+      proxyId: this.opts.proxyId,
+      ordinal: this.follower.ordinal,
+      catalogConnected: this.follower.connected,
+      routes: this.follower.routes.size,
+      sessions: this.sessions.size,
+      paused: [...this.drains.values()].filter((d) => d.paused).map((d) => ({ key: d.key, pauseId: d.pauseId, report: d.report() })),
+    }));
+    this.adminPort = (this.admin.address() as net.AddressInfo).port;
+  }
+
+  private stats(key: string): TenantStats {
+    const r = this.follower.routes.get(key);
+    return this.metrics.stats(key, r?.tenant ?? "_unknown", r?.database ?? "_unknown");
+  }
+
+  private drain(key: string): TenantDrain {
+    let d = this.drains.get(key);
+    if (!d) {
+      d = new TenantDrain(key, {
+        drained: (dr) => this.ack(dr, "drained", { ...dr.report(), ms: Date.now() - dr.pausedAt }),
+        switched: (dr, epoch) => this.ack(dr, "switched", { epoch, ...dr.report() }),
+        leaseExpired: (dr) => void this.leaseExpired(dr),
+      });
+      this.drains.set(key, d);
+    }
+    return d;
+  }
+
+  private routeKey(key: string): { tenant: string; database: string } | undefined {
+    const r = this.follower.routes.get(key);
+    return r && { tenant: r.tenant, database: r.database };
+  }
+
+  private ack(d: TenantDrain, phase: string, detail: Record<string, unknown>, pauseId = d.pauseId): void {
+    const k = this.routeKey(d.key);
+    if (!k || pauseId === undefined) return;
+    this.log.info({ tenant: k.tenant, database: k.database, pauseId, phase, ...detail }, `tenant database ${phase}`);
+    this.follower.ack(k, pauseId, phase, detail).catch((e: Error) => this.log.warn({ err: e.message, tenant: k.tenant, database: k.database }, "could not write acknowledgement to the catalog"));
+  }
+
+  private onPause(key: string, pauseId: number, remainingMs: number): void {
+    const d = this.drain(key);
+    const fresh = d.pauseId !== pauseId;
+    if (fresh) {
+      this.stats(key).pauses++;
+      this.ack(d, "draining", {}, pauseId);
+    }
+    d.pause(pauseId, remainingMs);
+  }
+
+  private onUnpause(key: string, reason: string): void {
+    const d = this.drains.get(key);
+    if (!d?.paused) return;
+    const pauseId = d.pauseId;
+    const held = Date.now() - d.pausedAt;
+    d.resume();
+    this.ack(d, "resumed", { reason, pausedMs: held }, pauseId);
+  }
+
+  private onRoute(key: string, route: Route | undefined, prev: Route | undefined): void {
+    const k = route ?? prev;
+    this.log.info({ tenant: k?.tenant, database: k?.database, epoch: route?.epoch, server: route?.server, previousEpoch: prev?.epoch }, route ? "route loaded" : "route removed");
+    if (route && prev && route.epoch !== prev.epoch) this.drains.get(key)?.routeChanged(route.epoch);
+  }
+
+  /** The lease ran out: the coordinator may be gone. Resume on whatever route is committed. */
+  private async leaseExpired(d: TenantDrain): Promise<void> {
+    const k = this.routeKey(d.key);
+    if (!k) return d.resume();
+    try {
+      await this.follower.reloadRoute(k);
+      await this.follower.reloadPause(k); // renewed → pause again with the new lease; gone/expired → unpause
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message, tenant: k.tenant, database: k.database }, "catalog unreachable at lease expiry; resuming on the last known route");
+      this.onUnpause(d.key, "lease_expired");
+      return;
+    }
+    if (d.paused && !this.follower.pauses.has(d.key)) this.onUnpause(d.key, "lease_expired");
+  }
+
+  private reportDraining(): void {
+    for (const d of this.drains.values()) if (d.paused && !d.drained) this.ack(d, "draining", { ...d.report() });
+  }
+
+  private register(s: PgSession): { pid: number; secret: number } {
+    for (;;) {
+      this.nextSession = (this.nextSession + 1) & ((1 << SESSION_BITS) - 1);
+      const pid = (this.follower.ordinal << SESSION_BITS) | this.nextSession;
+      if (this.nextSession === 0 || this.sessions.has(pid)) continue;
+      this.sessions.set(pid, s);
+      return { pid, secret: randomInt(-0x80000000, 0x7fffffff) };
+    }
+  }
+
+  /** A CancelRequest: ours → cancel on the session's current server; another proxy's → forward it. */
+  private async cancel(pid: number, secret: number): Promise<void> {
+    const ordinal = ordinalOfPid(pid);
+    let target: { host: string; port: number; pid: number; secret: number } | undefined;
+    if (ordinal === this.follower.ordinal) {
+      const s = this.sessions.get(pid);
+      if (!s || s.secret !== secret || !s.backend) return; // as PostgreSQL: silently ignore
+      target = { host: s.backend.target.host, port: s.backend.target.port, pid: s.backend.pid, secret: s.backend.secret };
+      this.log.info({ tenant: s.tenant, database: s.database, session: s.no }, "cancel request forwarded to the server");
+    } else {
+      const peer = await this.follower.peer(ordinal);
+      if (!peer) return;
+      target = { ...peer, pid, secret };
+    }
+    const sock = net.connect({ host: target.host, port: target.port });
+    sock.on("error", (e) => this.log.warn({ err: e.message }, "could not deliver a cancel request"));
+    sock.on("connect", () => sock.end(cancelRequest(target.pid, target.secret)));
+  }
+
+  async stop(): Promise<void> {
+    this.server?.close();
+    for (const s of this.sessions.values()) s.fatal(SQLSTATE.AdminShutdown, "the proxy is shutting down", "Reconnect: another proxy serves the same address.");
+    for (const d of this.drains.values()) d.close();
+    await this.follower.stop({ deregister: true });
+    await new Promise<void>((r) => (this.admin ? this.admin.close(() => r()) : r()));
+  }
+}

@@ -1,0 +1,195 @@
+/**
+ * A throwaway PostgreSQL fleet on this machine for tests and benchmarks: real servers made by the
+ * LocalServer provider's own code (same settings as `npm start`), a control catalog on one of
+ * them, tenant databases with their roles and SCRAM verifiers, and real proxy processes.
+ * Everything lives under one temp state dir and `close()` removes it all, even after a failure.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import * as readline from "node:readline";
+import { Client, type ClientConfig } from "pg";
+import { provider } from "../../dynamic-providers/local-server/provider";
+import type { LocalServerInputs, LocalServerOutputs } from "../../dynamic-providers/local-server/types";
+import { migrateCatalog } from "../../proxy/catalog/schema";
+import { upsertRoute, type Route, type TenantDbKey, clientDatabaseName } from "../../proxy/catalog/routes";
+import { makeVerifier } from "../../proxy/postgres/scram";
+import { ident, literal } from "../../proxy/postgres/session-state";
+import { projectRoot } from "../../dynamic-providers/local-server/state";
+
+export interface PgServer extends LocalServerOutputs {
+  admin(database?: string): ClientConfig;
+}
+
+export interface TenantDb extends TenantDbKey {
+  role: string;
+  password: string;
+  /** The name clients connect with: `<database>__<tenant>`. */
+  name: string;
+}
+
+export interface ProxyProcess {
+  id: string;
+  port: number;
+  adminPort: number;
+  child: ChildProcess;
+  /** Every JSON log line the proxy printed. */
+  logs: Record<string, unknown>[];
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+export class LocalPgFleet {
+  readonly servers: PgServer[] = [];
+  readonly proxies: ProxyProcess[] = [];
+  catalog!: PgServer;
+  private constructor(readonly root: string, readonly stack: string) {}
+
+  static async create(opts: { stack?: string } = {}): Promise<LocalPgFleet> {
+    const root = mkdtempSync(path.join(os.tmpdir(), "tf-pg-"));
+    // Servers run as the unprivileged postgres account when we are root: it must reach its dir.
+    chmodSync(root, 0o755);
+    process.env.TENANTFLEET_STATE_DIR = root;
+    const f = new LocalPgFleet(root, opts.stack ?? "fleet");
+    try {
+      f.catalog = await f.server("catalog");
+      const c = new Client(f.catalog.admin("postgres"));
+      await c.connect();
+      try {
+        await c.query("create database tenantfleet_catalog");
+      } finally {
+        await c.end();
+      }
+      const cc = new Client(f.catalogConfig);
+      await cc.connect();
+      try {
+        await migrateCatalog(cc);
+      } finally {
+        await cc.end();
+      }
+    } catch (e) {
+      await f.close();
+      throw e;
+    }
+    return f;
+  }
+
+  get catalogConfig(): ClientConfig {
+    return this.catalog.admin("tenantfleet_catalog");
+  }
+
+  get catalogUrl(): string {
+    const c = this.catalog;
+    return `postgres://${c.adminUser}:${encodeURIComponent(c.adminPassword)}@${c.host}:${c.port}/tenantfleet_catalog`;
+  }
+
+  /** A real PostgreSQL server, as LocalServer creates it. */
+  async server(name: string): Promise<PgServer> {
+    const inputs: LocalServerInputs = { engine: "postgres", serverName: name, stack: this.stack, region: "local", role: "shared" };
+    const checked = await provider.check!({}, inputs);
+    if (checked.failures?.length) throw new Error(checked.failures.map((f) => f.reason).join("; "));
+    const r = await provider.create(checked.inputs as LocalServerInputs);
+    const o = r.outs as LocalServerOutputs;
+    const s: PgServer = {
+      ...o,
+      admin: (database = "postgres") => ({ host: o.host, port: o.port, user: o.adminUser, password: o.adminPassword, database }),
+    };
+    this.servers.push(s);
+    return s;
+  }
+
+  /**
+   * A tenant database on `server`: its role (with a SCRAM verifier, never a plaintext password on
+   * the server) owning a database of the same client-facing name, and its route in the catalog.
+   */
+  async tenantDatabase(server: PgServer, k: TenantDbKey & { role?: string; password?: string; verifier?: string }): Promise<TenantDb> {
+    const role = k.role ?? k.tenant;
+    const password = k.password ?? `pw-${k.tenant}-${k.database}-${Math.random().toString(36).slice(2, 10)}`;
+    const verifier = k.verifier ?? makeVerifier(password);
+    const name = clientDatabaseName(k);
+    await this.ensureTenantDatabase(server, name, role, verifier);
+    const c = new Client(this.catalogConfig);
+    await c.connect();
+    try {
+      await upsertRoute(c, { tenant: k.tenant, database: k.database, engine: "postgres", role, scramVerifier: verifier, server: server.serverName, host: server.host, port: server.port, backendDatabase: name });
+    } finally {
+      await c.end();
+    }
+    return { tenant: k.tenant, database: k.database, role, password, name };
+  }
+
+  /** The database and role on a server, with the catalog's verifier (a copy target, say). */
+  async ensureTenantDatabase(server: PgServer, name: string, role: string, verifier: string): Promise<void> {
+    const c = new Client(server.admin());
+    await c.connect();
+    try {
+      const exists = (await c.query("select 1 from pg_roles where rolname = $1", [role])).rowCount;
+      await c.query(`${exists ? "alter" : "create"} role ${ident(role)} login password ${literal(verifier)}`);
+      if (!(await c.query("select 1 from pg_database where datname = $1", [name])).rowCount) {
+        await c.query(`create database ${ident(name)} owner ${ident(role)}`);
+      }
+    } finally {
+      await c.end();
+    }
+  }
+
+  async route(k: TenantDbKey): Promise<Route> {
+    const c = new Client(this.catalogConfig);
+    await c.connect();
+    try {
+      const { loadRoute } = await import("../../proxy/catalog/routes");
+      const r = await loadRoute(c, k);
+      if (!r) throw new Error(`no route for ${clientDatabaseName(k)}`);
+      return r;
+    } finally {
+      await c.end();
+    }
+  }
+
+  /** Start a real proxy process; resolves once it prints "proxy ready". */
+  async startProxy(id: string, opts: { port?: number; adminPort?: number; extraArgs?: string[]; env?: Record<string, string> } = {}): Promise<ProxyProcess> {
+    const root = projectRoot();
+    const child = spawn(
+      process.execPath,
+      ["--import", "tsx", path.join(root, "proxy/main.ts"), "--id", id, "--listen", `127.0.0.1:${opts.port ?? 0}`, "--admin", `127.0.0.1:${opts.adminPort ?? 0}`, ...(opts.extraArgs ?? [])],
+      { cwd: root, env: { ...process.env, TENANTFLEET_CATALOG_URL: this.catalogUrl, TENANTFLEET_LOG_LEVEL: "info", ...opts.env }, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    const logs: Record<string, unknown>[] = [];
+    let stderr = "";
+    child.stderr!.on("data", (d) => (stderr += d));
+    const ready = new Promise<{ port: number; adminPort: number }>((resolve, reject) => {
+      readline.createInterface({ input: child.stdout! }).on("line", (line) => {
+        try {
+          const rec = JSON.parse(line) as Record<string, unknown>;
+          logs.push(rec);
+          if (rec.msg === "proxy ready") resolve({ port: Number(rec.port), adminPort: Number(rec.adminPort) });
+        } catch {
+          /* not a log line */
+        }
+      });
+      child.once("exit", (code) => reject(new Error(`proxy ${id} exited with ${code} before it was ready: ${stderr.trim()}`)));
+    });
+    const { port, adminPort } = await ready;
+    const p: ProxyProcess = {
+      id,
+      port,
+      adminPort,
+      child,
+      logs,
+      stop: async (signal = "SIGTERM") => {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        const exited = new Promise((r) => child.once("exit", r));
+        child.kill(signal);
+        await exited;
+      },
+    };
+    this.proxies.push(p);
+    return p;
+  }
+
+  async close(): Promise<void> {
+    for (const p of this.proxies) await p.stop().catch(() => undefined);
+    for (const s of this.servers.reverse()) await provider.delete!(`${s.stack}/${s.dirName}`, s).catch(() => undefined);
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
