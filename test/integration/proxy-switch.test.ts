@@ -217,4 +217,169 @@ describe("drain and switch", () => {
     }
     expect(maxStallMs).toBeLessThan(5000);
   }, 120_000);
+
+  it("holds acme's queries during a pause without slowing globex, and releases them in order", async () => {
+    const a = client(p1, acme);
+    const g = client(p2, globex);
+    await a.connect();
+    await g.connect();
+    try {
+      await coord.pause(key);
+      const started = Date.now();
+      const held = a.query("select 1 as one").then(() => Date.now() - started);
+      const order: number[] = [];
+      const second = a.query("select 2 as two").then(() => order.push(2));
+      void held.then(() => order.push(1));
+      let globexMax = 0;
+      for (let i = 0; i < 50; i++) {
+        const t = Date.now();
+        await g.query("select count(*) from items");
+        globexMax = Math.max(globexMax, Date.now() - t);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const pausedFor = Date.now() - started;
+      await coord.resume(key);
+      const heldMs = await held;
+      await second;
+      expect(heldMs).toBeGreaterThanOrEqual(pausedFor - 50); // really held for the whole pause...
+      expect(order).toEqual([1, 2]); // ...and released in order
+      expect(globexMax).toBeLessThan(200); // the other tenant kept its pace
+    } finally {
+      await a.end();
+      await g.end();
+    }
+  });
+
+  it("a new connection during a pause waits and then works", async () => {
+    await coord.pause(key);
+    const started = Date.now();
+    const c = client(p2, acme);
+    const connected = c.connect().then(() => Date.now() - started);
+    await new Promise((r) => setTimeout(r, 500));
+    await coord.resume(key);
+    expect(await connected).toBeGreaterThanOrEqual(450);
+    expect((await c.query("select 42 as x")).rows[0].x).toBe(42);
+    await c.end();
+  });
+
+  it("a pause whose coordinator vanished ends with its lease; the proxies resume on the committed route", async () => {
+    const { server: from, epoch } = await current();
+    const to = from === s1 ? s2 : s1;
+    const c = client(p1, acme);
+    await c.connect();
+    const gone = await Coordinator.connect(fleet.catalogConfig);
+    await gone.pause(key, { leaseMs: 1500 });
+    await catchUp(from, to, acme.name);
+    // The coordinator commits the route and dies before it can switch or resume (a SIGKILLed `pulumi up`).
+    await admin(fleet.catalog, "tenantfleet_catalog", (db) => commitRoute(db, key, { server: to.serverName, host: to.host, port: to.port, backendDatabase: acme.name }, epoch + 1));
+    await gone.close();
+    const started = Date.now();
+    const r = await c.query("select inet_server_port() as port");
+    expect(Date.now() - started).toBeLessThan(8000);
+    expect(Number(r.rows[0].port)).toBe(to.port);
+    await c.end();
+  });
+
+  it("a session in an open transaction makes the drain time out; the caller resumes and nothing is lost", async () => {
+    const c = client(p2, acme);
+    await c.connect();
+    await c.query("begin");
+    await c.query("insert into items values (-1, 'open-txn', 'x')");
+    const err = await coord.pause(key, { timeoutMs: 1000 }).catch((e) => e);
+    expect(err).toBeInstanceOf(DrainTimeoutError);
+    expect(err.message).toMatch(/proxy-2 is draining .*"inTransaction":1/);
+    // The caller decides to abort: resume; the transaction goes on and commits.
+    await coord.resume(key);
+    await c.query("commit");
+    expect((await c.query("select count(*)::int as n from items where id = -1")).rows[0].n).toBe(1);
+    await c.end();
+  });
+
+  it("state that cannot move (a temporary table) keeps the session running during the drain until it lets go", async () => {
+    const c = client(p1, acme);
+    await c.connect();
+    await c.query("create temporary table scratch (v int)");
+    const err = await coord.pause(key, { timeoutMs: 1000 }).catch((e) => e);
+    expect(err).toBeInstanceOf(DrainTimeoutError);
+    expect(err.message).toMatch(/"unmovableState":1/);
+    // Not parked: it keeps working while the tenant is paused...
+    await c.query("insert into scratch values (1)");
+    expect((await c.query("select count(*)::int as n from scratch")).rows[0].n).toBe(1);
+    // ...and once it drops its temporary table, the drain completes and the session moves.
+    await c.query("drop table scratch");
+    await coord.resume(key);
+    const moved = await move((await current()).server === s1 ? s2 : s1);
+    expect(moved.drainedMs).toBeLessThan(5000);
+    expect(Number((await c.query("select inet_server_port() as port")).rows[0].port)).toBe((await current()).server.port);
+    await c.end();
+  });
+
+  it("a switch forced past a drain timeout ends the busy session (its transaction rolls back) and moves the others", async () => {
+    const { server: from, epoch } = await current();
+    const to = from === s1 ? s2 : s1;
+    const busy = client(p1, acme);
+    const idle = client(p2, acme);
+    const busyErrors: { code?: string }[] = [];
+    busy.on("error", (e) => busyErrors.push(e as { code?: string }));
+    await busy.connect();
+    await idle.connect();
+    await busy.query("begin");
+    await busy.query("insert into items values (-2, 'forced', 'x')");
+    await expect(coord.pause(key, { timeoutMs: 800 })).rejects.toBeInstanceOf(DrainTimeoutError);
+    await catchUp(from, to, acme.name);
+    await coord.switch(key, { server: to.serverName, host: to.host, port: to.port, backendDatabase: acme.name }, epoch + 1);
+    await coord.resume(key);
+    // The proxy said why before closing (a FATAL ErrorResponse, as a server shutting down would)...
+    const deadline = Date.now() + 3000;
+    while (busyErrors.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(busyErrors[0]?.code).toBe("57P01");
+    // ...and the commit never happens.
+    await expect(busy.query("commit")).rejects.toThrow();
+    expect(Number((await idle.query("select inet_server_port() as port")).rows[0].port)).toBe(to.port);
+    // The uncommitted row is nowhere.
+    for (const s of [s1, s2]) expect(await admin(s, acme.name, async (db) => (await db.query("select count(*)::int as n from items where id = -2")).rows[0].n)).toBe(0);
+    await idle.end();
+    await busy.end().catch(() => undefined);
+  });
+
+  it("LISTEN and named prepared statements follow the session to the new server", async () => {
+    const listener = client(p1, acme);
+    await listener.connect();
+    await listener.query("listen tenant_events");
+    await listener.query({ name: "by_id", text: "select payload from items where id = $1", values: [1] });
+    const got: string[] = [];
+    listener.on("notification", (n) => got.push(n.payload ?? ""));
+    await move((await current()).server === s1 ? s2 : s1);
+    const notifier = client(p2, acme);
+    await notifier.connect();
+    await notifier.query("notify tenant_events, 'after-move'");
+    const deadline = Date.now() + 3000;
+    while (!got.includes("after-move") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(got).toContain("after-move");
+    // Execute the statement by name only: it must exist on the new server.
+    const r = await listener.query({ name: "by_id", text: "select payload from items where id = $1", values: [1] });
+    expect(r.rows.length).toBeLessThanOrEqual(1);
+    await notifier.end();
+    await listener.end();
+  });
+
+  it("a proxy restarted during a pause comes back paused, then on the committed route", async () => {
+    const { server: from, epoch } = await current();
+    const to = from === s1 ? s2 : s1;
+    await coord.pause(key, { leaseMs: 20_000 });
+    await p2.stop("SIGKILL");
+    await catchUp(from, to, acme.name);
+    const p2b = await fleet.startProxy("proxy-2");
+    const c = client(p2b, acme);
+    const started = Date.now();
+    const connected = c.connect();
+    await new Promise((r) => setTimeout(r, 300));
+    await coord.switch(key, { server: to.serverName, host: to.host, port: to.port, backendDatabase: acme.name }, epoch + 1);
+    await coord.resume(key);
+    await connected;
+    expect(Date.now() - started).toBeGreaterThanOrEqual(250); // it was held: the restarted proxy honoured the pause
+    expect(Number((await c.query("select inet_server_port() as port")).rows[0].port)).toBe(to.port);
+    await c.end();
+    p2 = p2b;
+  });
 });
