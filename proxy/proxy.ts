@@ -75,8 +75,14 @@ export class Proxy {
   }
 
   async start(): Promise<void> {
-    await this.follower.start();
-    this.server = net.createServer((socket) => new PgSession(socket, this.host));
+    // Listen before registering in the catalog: it must carry the bound ports (port 0 picks free
+    // ones), where other proxies forward CancelRequests. Connections wait until routes are loaded.
+    let following = false;
+    const early: net.Socket[] = [];
+    this.server = net.createServer((socket) => {
+      if (following) new PgSession(socket, this.host);
+      else early.push(socket.on("error", () => socket.destroy()));
+    });
     this.server.on("error", (e) => this.log.error({ err: e.message }, "listener error"));
     await new Promise<void>((resolve, reject) => {
       this.server!.once("error", reject);
@@ -92,6 +98,11 @@ export class Proxy {
       paused: [...this.drains.values()].filter((d) => d.paused).map((d) => ({ key: d.key, pauseId: d.pauseId, report: d.report() })),
     }));
     this.adminPort = (this.admin.address() as net.AddressInfo).port;
+    const advertise = this.opts.advertise ?? { host: this.opts.listen.host, port: this.port };
+    this.follower.setAddress(advertise, `http://${this.opts.admin.host}:${this.adminPort}`);
+    await this.follower.start();
+    following = true;
+    for (const socket of early.splice(0)) if (!socket.destroyed) new PgSession(socket, this.host);
   }
 
   private stats(key: string): TenantStats {

@@ -52,6 +52,12 @@ export class CatalogFollower extends EventEmitter<FollowerEvents> {
     this.pool.on("error", (e) => this.log.warn({ err: e.message }, "catalog pool connection error"));
   }
 
+  /** Where this proxy is reached, once its listeners are bound (port 0 picks a free port). */
+  setAddress(advertise: { host: string; port: number }, adminUrl: string): void {
+    this.opts.advertise = advertise;
+    this.opts.adminUrl = adminUrl;
+  }
+
   async start(): Promise<void> {
     const c = await this.pool.connect();
     try {

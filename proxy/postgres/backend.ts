@@ -177,8 +177,9 @@ export class Backend {
     });
   }
 
-  write(data: Buffer): void {
-    if (!this.closed) this.socket.write(data);
+  /** Returns false when the socket's buffer is full (wait for "drain"). */
+  write(data: Buffer): boolean {
+    return this.closed ? true : this.socket.write(data);
   }
 
   /** Polite close: Terminate, then end. */

@@ -72,7 +72,7 @@ export class PgSession implements DrainMember {
   private clientKey: Buffer | undefined;
   private route: Route | undefined;
   /** The epoch of the route the current backend belongs to. */
-  epoch = 0;
+  private backendEpoch = 0;
   backend: Backend | undefined;
   pid = 0;
   secret = 0;
@@ -114,8 +114,14 @@ export class PgSession implements DrainMember {
 
   // ---------------------------------------------------------------- drain member
 
+  /** A session still waiting to open its server connection is parked too: it will open it on the committed route. */
   get parked(): boolean {
-    return this.step === "parked" && !this.checking;
+    return (this.step === "parked" && !this.checking) || this.step === "waiting_route";
+  }
+
+  get epoch(): number {
+    if (this.backend) return this.backendEpoch;
+    return this.host.route(this.tenant, this.database)?.epoch ?? 0;
   }
 
   get holdup(): DrainMember["holdup"] {
@@ -172,7 +178,7 @@ export class PgSession implements DrainMember {
 
   private routeIsStale(): boolean {
     const r = this.host.route(this.tenant, this.database);
-    return !!r && r.epoch !== this.epoch;
+    return !!r && r.epoch !== this.backendEpoch;
   }
 
   /** In `draining`, once idle: check the state can move, then park. */
@@ -328,7 +334,12 @@ export class PgSession implements DrainMember {
     }
     const stats = this.stats!;
     stats.bytesIn += chunk.length;
-    this.backend!.write(chunk);
+    const backend = this.backend!;
+    if (!backend.write(chunk)) {
+      // Backpressure: stop reading the client until the server has taken what we sent.
+      this.socket.pause();
+      backend.socket.once("drain", () => this.socket.resume());
+    }
     this.clientScanner.scan(chunk, (type, body) => {
       if (type === FE.Sync || type === FE.Query || type === FE.FunctionCall) {
         this.pending++;
@@ -364,6 +375,11 @@ export class PgSession implements DrainMember {
     switch (p.kind) {
       case "ssl":
         if (this.host.tls && !this.tlsDone) {
+          // Bytes behind the SSLRequest came before the handshake, unencrypted: maybe a man in the
+          // middle's (CVE-2021-23214). Never read them as if they came through TLS.
+          if (this.startupReader.takeRest().length > 0) {
+            return this.fatal(SQLSTATE.ProtocolViolation, "received unencrypted data after SSL request", "This could be either a client-software bug or evidence of an attempted man-in-the-middle attack.");
+          }
           this.socket.write("S");
           this.upgradeTls();
         } else this.socket.write("N");
@@ -378,8 +394,12 @@ export class PgSession implements DrainMember {
         return;
       case "unsupported":
         return this.fatal(SQLSTATE.FeatureNotSupported, `unsupported frontend protocol ${p.major}.${p.minor}: the proxy speaks 3.0`);
-      case "startup":
+      case "startup": {
+        // A client asking for 3.x (x > 0) or protocol options learns we speak 3.0 without them (§55.2.1).
+        const options = Object.keys(p.params).filter((k) => k.startsWith("_pq_."));
+        if (p.minor > 0 || options.length) this.socket.write(w.negotiateProtocolVersion(0, options));
         return this.startup(p.params);
+      }
     }
   }
 
@@ -465,10 +485,14 @@ export class PgSession implements DrainMember {
   private adoptBackend(b: Backend, route: Route): void {
     this.backend = b;
     this.route = route;
-    this.epoch = route.epoch;
+    this.backendEpoch = route.epoch;
     b.onData = (chunk) => {
       this.stats!.bytesOut += chunk.length;
-      this.writeClient(chunk);
+      if (this.step !== "closed" && !this.socket.write(chunk)) {
+        // Backpressure: a slow client (a big COPY TO STDOUT, a huge result) pauses its server.
+        b.socket.pause();
+        this.socket.once("drain", () => b.socket.resume());
+      }
     };
     b.onFrame = (type) => {
       if (type === BE.ReadyForQuery) {
@@ -488,8 +512,10 @@ export class PgSession implements DrainMember {
     const drain = this.host.drain(this.key);
     this.drainRef = drain;
     this.stats = this.host.stats(this.key);
+    // A member from now on: a drain that starts while this session connects waits for it to park.
+    drain.join(this);
     if (drain.paused) this.log.debug("tenant database paused: holding the new connection");
-    await drain.waitOpen();
+    while (drain.paused && this.step === "waiting_route") await drain.waitOpen();
     if (this.step === "closed") return;
     const route = this.host.route(this.tenant, this.database);
     if (!route) return this.fatal(SQLSTATE.InvalidCatalogName, `database "${this.key}" does not exist`);
@@ -514,9 +540,9 @@ export class PgSession implements DrainMember {
     for (const [k, v] of backend.parameters) out.push(w.parameterStatus(k, v));
     out.push(w.backendKeyData(this.pid, this.secret), w.readyForQuery(backend.txStatus));
     this.writeClient(Buffer.concat(out));
-    this.step = "forwarding";
+    this.step = this.pauseRequested ? "draining" : "forwarding";
+    this.tryPark(); // paused while connecting: park before any held message goes out
     this.releaseHeld();
-    drain.join(this); // paused again since the wait: join() starts draining this session too
   }
 
   // ---------------------------------------------------------------- closing

@@ -9,7 +9,7 @@ export type StartupPacket =
   | { kind: "ssl" }
   | { kind: "gssenc" }
   | { kind: "cancel"; pid: number; secret: number }
-  | { kind: "startup"; params: Record<string, string> }
+  | { kind: "startup"; minor: number; params: Record<string, string> }
   | { kind: "unsupported"; major: number; minor: number };
 
 export function parseStartupPacket(body: Buffer): StartupPacket {
@@ -31,7 +31,7 @@ export function parseStartupPacket(body: Buffer): StartupPacket {
     params[k.value] = v.value;
     i = v.next;
   }
-  return { kind: "startup", params };
+  return { kind: "startup", minor, params };
 }
 
 export function readCString(buf: Buffer, at: number): { value: string; next: number } {

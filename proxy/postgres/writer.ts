@@ -98,3 +98,7 @@ export const query = (sql: string) => message(FE.Query, cstring(sql));
 export const sync = () => message(FE.Sync, Buffer.alloc(0));
 
 export const terminate = () => message(FE.Terminate, Buffer.alloc(0));
+
+/** NegotiateProtocolVersion: the newest minor version we speak and the `_pq_.` options we do not know. */
+export const negotiateProtocolVersion = (newestMinor: number, unknownOptions: string[]) =>
+  message(BE.NegotiateProtocolVersion, Buffer.concat([int32(newestMinor), int32(unknownOptions.length), ...unknownOptions.map(cstring)]));
