@@ -129,7 +129,9 @@ export class Coordinator {
     const r = await this.db.query<{ pause_id: string }>(`delete from tenantfleet.pauses where tenant = $1 and database = $2 returning pause_id`, [k.tenant, k.database]);
     const pauseId = h?.pauseId ?? Number(r.rows[0]?.pause_id ?? NaN);
     if (Number.isNaN(pauseId)) return [];
-    return this.waitFor(k, pauseId, ["resumed"], opts.timeoutMs ?? 10_000, `resume of ${name}`);
+    // Only proxies that took part in this pause have anything to release (one started after the
+    // lease ran out never saw it).
+    return this.waitFor(k, pauseId, ["resumed"], opts.timeoutMs ?? 10_000, `resume of ${name}`, undefined, true);
   }
 
   private async stopRenewing(name: string): Promise<void> {
@@ -151,11 +153,11 @@ export class Coordinator {
     return r.rows.map((row) => ({ proxyId: row.proxy_id, phase: row.phase ?? undefined, detail: row.detail ?? {} }));
   }
 
-  private async waitFor(k: TenantDbKey, pauseId: number, phases: string[], timeoutMs: number, what: string, epoch?: number): Promise<ProxyAck[]> {
+  private async waitFor(k: TenantDbKey, pauseId: number, phases: string[], timeoutMs: number, what: string, epoch?: number, participantsOnly = false): Promise<ProxyAck[]> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const wake = new Promise<void>((r) => this.wake.push(r));
-      const acks = await this.acks(k, pauseId);
+      const acks = (await this.acks(k, pauseId)).filter((a) => !participantsOnly || a.phase !== undefined);
       const done = acks.every((a) => a.phase && phases.includes(a.phase) && (epoch === undefined || Number(a.detail.epoch) === epoch));
       if (done) return acks;
       const left = deadline - Date.now();
