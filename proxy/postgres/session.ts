@@ -158,7 +158,8 @@ export class PgSession implements DrainMember {
       this.step = "forwarding";
       return;
     }
-    if (this.step === "parked") void this.leavePark();
+    // While the parking check runs, its completion sees the resume and leaves the park itself.
+    if (this.step === "parked" && !this.checking) void this.leavePark();
   }
 
   routeChanged(): void {
