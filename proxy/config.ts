@@ -8,6 +8,7 @@ import type { ProxyOptions } from "./proxy";
 
 export const USAGE = `usage: tenantfleet-proxy --id <proxy-id> [--listen host:port] [--admin host:port]
                          [--advertise host:port] [--tls-cert file --tls-key file]
+                         [--login-timeout seconds (default 60)]
 environment:
   TENANTFLEET_CATALOG_URL   postgres://user:password@host:port/db of the control catalog (required)
   TENANTFLEET_LOG_LEVEL     trace | debug | info (default) | warn | error`;
@@ -20,7 +21,8 @@ function hostPort(flag: string, value: string): { host: string; port: number } {
   const m = /^(.*):(\d+)$/.exec(value);
   const port = m ? Number(m[2]) : NaN;
   if (!m || !m[1] || port > 65535) throw new ConfigError(`--${flag} must be host:port (port 0 picks a free one), got "${value}"`);
-  return { host: m[1], port };
+  // "[::1]:6432": the brackets only delimit an IPv6 address; listen() and connect() want it bare.
+  return { host: m[1].replace(/^\[(.+)\]$/, "$1"), port };
 }
 
 export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv): Omit<ProxyOptions, "log"> {
@@ -33,6 +35,7 @@ export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv): Omit<Pro
       advertise: { type: "string" },
       "tls-cert": { type: "string" },
       "tls-key": { type: "string" },
+      "login-timeout": { type: "string", default: "60" },
     },
     strict: true,
   });
@@ -41,12 +44,15 @@ export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv): Omit<Pro
   const url = env.TENANTFLEET_CATALOG_URL;
   if (!url) problems.push("TENANTFLEET_CATALOG_URL is not set: the proxy needs the control catalog");
   if (!!values["tls-cert"] !== !!values["tls-key"]) problems.push("--tls-cert and --tls-key go together");
+  const loginTimeout = Number(values["login-timeout"]);
+  if (!(loginTimeout > 0)) problems.push(`--login-timeout must be a positive number of seconds, got "${values["login-timeout"]}"`);
   if (problems.length) throw new ConfigError(problems.join("\n"));
   const opts: Omit<ProxyOptions, "log"> = {
     proxyId: values.id!,
     catalog: { connectionString: url },
     listen: hostPort("listen", values.listen!),
     admin: hostPort("admin", values.admin!),
+    loginTimeoutMs: loginTimeout * 1000,
   };
   if (values.advertise) opts.advertise = hostPort("advertise", values.advertise);
   if (values["tls-cert"]) {

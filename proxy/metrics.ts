@@ -28,7 +28,7 @@ export class Metrics {
 
   constructor(proxyId: string) {
     this.registry.setDefaultLabels({ proxy: proxyId });
-    collectDefaultMetrics({ register: this.registry, prefix: "tenantfleet_proxy_process_" });
+    collectDefaultMetrics({ register: this.registry, prefix: "tenantfleet_proxy_" });
     const labelNames = ["tenant", "database"] as const;
     const stats = () => this.byKey.values();
     const counter = (name: string, help: string, read: (s: TenantStats) => number) =>

@@ -25,6 +25,8 @@ export interface ProxyOptions {
   tls?: { cert: string | Buffer; key: string | Buffer };
   log: Logger;
   connectTimeoutMs?: number;
+  /** A client that has not logged in after this long is dropped (PostgreSQL: authentication_timeout). */
+  loginTimeoutMs?: number;
   heartbeatMs?: number;
 }
 
@@ -61,6 +63,7 @@ export class Proxy {
       log: opts.log,
       tls: secure,
       connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
+      loginTimeoutMs: opts.loginTimeoutMs ?? 60_000,
       route: (tenant, database) => this.follower.routes.get(keyString({ tenant, database })),
       drain: (key) => this.drain(key),
       stats: (key) => this.stats(key),

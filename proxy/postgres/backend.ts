@@ -37,7 +37,7 @@ export class BackendError extends Error {
 }
 
 /** What forwarding mode reports to the session: ReadyForQuery and ParameterStatus. */
-const FORWARD_WANTS = typeSet([BE.ReadyForQuery, BE.ParameterStatus]);
+const FORWARD_WANTS = typeSet([BE.ReadyForQuery, BE.ParameterStatus, BE.NotificationResponse]);
 
 export interface QueryResult {
   rows: (string | null)[][];
@@ -85,20 +85,30 @@ export class Backend {
       }
       return;
     }
-    this.onData(chunk);
+    // Scan first, forward after: a NotificationResponse from this very session gets the pid the
+    // client knows (the proxy's BackendKeyData), patched in place, as clients compare the two to
+    // skip their own notifications.
     try {
       this.scanner.scan(chunk, (type, body) => {
         if (type === BE.ReadyForQuery) this.txStatus = body[0]!;
         else if (type === BE.ParameterStatus) {
           const p = parseParameterStatus(body);
           this.parameters.set(p.name, p.value);
+        } else if (type === BE.NotificationResponse) {
+          if (this.clientPid && body.buffer === chunk.buffer && body.readInt32BE(0) === this.pid) body.writeInt32BE(this.clientPid, 0);
+          return;
         }
         this.onFrame(type, body);
       });
     } catch (e) {
       this.fail(e as Error);
+      return;
     }
+    this.onData(chunk);
   }
+
+  /** The pid the client was given for this session (NotificationResponse rewriting). */
+  clientPid = 0;
 
   private internalFrame(type: number, body: Buffer): void {
     if (type === BE.ParameterStatus) {

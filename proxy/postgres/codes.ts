@@ -81,6 +81,7 @@ export const SQLSTATE = {
   ConnectionFailure: "08006",
   CannotConnectNow: "57P03",
   AdminShutdown: "57P01",
+  QueryCanceled: "57014",
   FeatureNotSupported: "0A000",
   InternalError: "XX000",
 } as const;

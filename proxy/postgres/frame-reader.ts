@@ -118,7 +118,8 @@ export class StartupReader {
   next(): Buffer | undefined {
     if (this.buf.length < 4) return undefined;
     const len = this.buf.readInt32BE(0);
-    if (len < 8 || len > MAX_STARTUP_BYTES) throw new ProtocolError(`invalid startup packet length ${len}`);
+    // PostgreSQL bounds the packet without its length word: up to MAX_STARTUP_BYTES + 4 in all.
+    if (len < 8 || len - 4 > MAX_STARTUP_BYTES) throw new ProtocolError(`invalid startup packet length ${len}`);
     if (this.buf.length < len) return undefined;
     const body = this.buf.subarray(4, len);
     this.buf = this.buf.subarray(len);

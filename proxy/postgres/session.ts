@@ -42,6 +42,8 @@ export interface SessionHost {
   unregister(s: PgSession): void;
   cancel(pid: number, secret: number): void;
   connectTimeoutMs: number;
+  /** How long a client may take to log in (default 60 s, as PostgreSQL). */
+  loginTimeoutMs?: number;
 }
 
 /** Client message types the session looks at; CopyData and the rest pass by count only. */
@@ -104,7 +106,14 @@ export class PgSession implements DrainMember {
     this.log = host.log.child({ session: this.no, client: `${socket.remoteAddress}:${socket.remotePort}` });
     socket.setNoDelay(true);
     this.attachClient(socket);
+    // As PostgreSQL's authentication_timeout: a client that never finishes logging in is dropped.
+    this.loginTimer = setTimeout(() => {
+      if (this.step === "startup" || this.step === "authenticating") this.fatal(SQLSTATE.QueryCanceled, "canceling authentication due to timeout");
+    }, host.loginTimeoutMs ?? 60_000);
+    this.loginTimer.unref();
   }
+
+  private loginTimer: NodeJS.Timeout;
 
   private attachClient(s: net.Socket | tls.TLSSocket): void {
     s.on("data", (chunk: Buffer) => this.clientData(chunk));
@@ -271,6 +280,7 @@ export class PgSession implements DrainMember {
         if (old.parameters.get(name) !== value) this.writeClient(w.parameterStatus(name, value));
       }
       old.onClose = () => undefined;
+      next.clientPid = this.pid;
       this.adoptBackend(next, route);
       old.close();
       this.stats!.switches++;
@@ -466,6 +476,7 @@ export class PgSession implements DrainMember {
       this.clientKey = clientKey;
       this.socket.write(Buffer.concat([w.authenticationSASLFinal(serverFinal), w.authenticationOk()]));
       this.step = "waiting_route";
+      clearTimeout(this.loginTimer);
       this.authScanner = undefined;
       void this.connect();
     } catch (e) {
@@ -535,6 +546,7 @@ export class PgSession implements DrainMember {
     const key = this.host.register(this);
     this.pid = key.pid;
     this.secret = key.secret;
+    backend.clientPid = key.pid;
     this.stats.connections++;
     this.stats.active++;
     const out: Buffer[] = [];
@@ -561,6 +573,7 @@ export class PgSession implements DrainMember {
     if (this.step === "closed") return;
     const wasConnected = !!this.backend;
     this.step = "closed";
+    clearTimeout(this.loginTimer);
     this.held = [];
     this.backend?.close();
     if (!this.socket.destroyed) this.socket.end();

@@ -651,7 +651,7 @@ describe("the wire protocol byte by byte (raw client)", () => {
 
   it("holds a big result back while the client does not read, instead of buffering it in the proxy", async () => {
     const c = await RawConn.open(p2.port);
-    const rss = async () => sample((await adminGet(p2, "/metrics")).body, "tenantfleet_proxy_process_process_resident_memory_bytes", { proxy: "proxy-2" });
+    const rss = async () => sample((await adminGet(p2, "/metrics")).body, "tenantfleet_proxy_process_resident_memory_bytes", { proxy: "proxy-2" });
     try {
       await rawLogin(c, acme);
       const before = await rss();
@@ -788,6 +788,20 @@ describe("psql through the proxy", () => {
 });
 
 describe("LISTEN/NOTIFY", () => {
+  it("gives a session's own notifications the pid the client knows (the proxy's key), so it can skip them", async () => {
+    const c = await connect(p2, acme);
+    const got: Notification[] = [];
+    c.on("notification", (n) => got.push(n));
+    try {
+      await c.query("listen own_events");
+      await c.query("notify own_events, 'mine'");
+      await waitFor("own notification", () => got.length === 1);
+      expect(got[0]!.processId).toBe(cancelKey(c).pid);
+    } finally {
+      await c.end();
+    }
+  });
+
   it("delivers notifications between sessions on one proxy and across two proxies, on commit only", async () => {
     const listener = await connect(p1, acme);
     const sameProxy = await connect(p1, acme);
@@ -881,6 +895,23 @@ describe("pgbench through the proxy", () => {
 });
 
 describe("authentication", () => {
+  it("drops a client that never finishes logging in, with 57014, after --login-timeout", async () => {
+    const slow = await fleet.startProxy("proxy-slow-login", { extraArgs: ["--login-timeout", "1"] });
+    try {
+      const raw = await RawConn.open(slow.port);
+      const started = Date.now();
+      const f = await raw.frame(5000);
+      expect(f.type).toBe("E");
+      expect(errorFields(f.body)).toMatchObject({ C: "57014", M: "canceling authentication due to timeout" });
+      await raw.closed();
+      expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+      // A client that logs in normally is not affected.
+      await withClient(slow, acme, async (c) => expect((await c.query("select 1 as one")).rows[0].one).toBe(1));
+    } finally {
+      await slow.stop();
+    }
+  });
+
   it("refuses a wrong password with 28P01 as an ErrorResponse", async () => {
     const e = await connectError(config(p1, acme, { password: "wrong-password" }));
     expect(e.code).toBe("28P01");
