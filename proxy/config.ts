@@ -45,7 +45,7 @@ export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv): Omit<Pro
   if (!url) problems.push("TENANTFLEET_CATALOG_URL is not set: the proxy needs the control catalog");
   if (!!values["tls-cert"] !== !!values["tls-key"]) problems.push("--tls-cert and --tls-key go together");
   const loginTimeout = Number(values["login-timeout"]);
-  if (!(loginTimeout > 0)) problems.push(`--login-timeout must be a positive number of seconds, got "${values["login-timeout"]}"`);
+  if (!(loginTimeout > 0 && loginTimeout <= 86_400)) problems.push(`--login-timeout must be a number of seconds between 0 and 86400, got "${values["login-timeout"]}"`);
   if (problems.length) throw new ConfigError(problems.join("\n"));
   const opts: Omit<ProxyOptions, "log"> = {
     proxyId: values.id!,
