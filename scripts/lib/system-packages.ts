@@ -23,6 +23,7 @@ export const SYSTEM_PACKAGES: SystemPackage[] = [
   { debian: "mariadb-client", what: "mariadb client, mariadb-dump", probes: ["mariadb", "/usr/bin/mariadb"] },
   { debian: "redis-server", what: "Redis server", probes: ["redis-server", "/usr/bin/redis-server"] },
   { debian: "redis-tools", what: "redis-cli", probes: ["redis-cli", "/usr/bin/redis-cli"] },
+  { debian: "pgbouncer", what: "PgBouncer (proxy benchmark baseline)", probes: ["/usr/sbin/pgbouncer"] },
 ];
 
 async function probe(p: string): Promise<boolean> {
