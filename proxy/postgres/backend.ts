@@ -4,7 +4,7 @@
  * a session is parked (its state snapshot before a switch, restoring it on the new server).
  */
 import * as net from "node:net";
-import { AUTH, BE, TX } from "./codes";
+import { AUTH, BE, FE, TX } from "./codes";
 import { ALL_TYPES, FrameScanner, ProtocolError, typeSet } from "./frame-reader";
 import { ScramClient, MECHANISM, type ScramVerifier } from "./scram";
 import { parseErrorFields, parseParameterStatus, readCString } from "./startup";
@@ -173,15 +173,32 @@ export class Backend {
     });
   }
 
-  /** Send prepared frontend messages followed by Sync; collect ErrorResponses until ReadyForQuery. */
+  /**
+   * Send frontend messages in one write and read every answer: each Query and each Sync ends in
+   * a ReadyForQuery, so one round trip serves many independent steps. An error in a simple Query
+   * does not affect the next one; in the extended protocol it skips to the next Sync, so callers
+   * put a Sync after each step that must stand alone. Returns the ErrorResponses, in order.
+   */
   pipeline(messages: Buffer[]): Promise<Record<string, string>[]> {
+    let expected = 0;
+    for (const m of messages) if (m[0] === FE.Query || m[0] === FE.Sync) expected++;
+    if (expected === 0) return Promise.resolve([]);
     return this.exclusive<Record<string, string>[]>((resolve) => {
       const errors: Record<string, string>[] = [];
-      this.socket.write(Buffer.concat([...messages, w.sync()]));
+      this.socket.write(Buffer.concat(messages));
       return (type, body) => {
         if (type === BE.ErrorResponse) errors.push(parseErrorFields(body));
-        else if (type === BE.ReadyForQuery) resolve(errors);
-        else return type === BE.ParseComplete || type === BE.CloseComplete || type === BE.CommandComplete;
+        else if (type === BE.ReadyForQuery) {
+          if (--expected === 0) resolve(errors);
+        } else
+          return (
+            type === BE.ParseComplete ||
+            type === BE.CloseComplete ||
+            type === BE.CommandComplete ||
+            type === BE.RowDescription ||
+            type === BE.DataRow ||
+            type === BE.EmptyQueryResponse
+          );
         return true;
       };
     });

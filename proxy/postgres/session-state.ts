@@ -10,6 +10,7 @@
  * holding any keeps running during a drain (like an open transaction) until it lets go.
  */
 import type { Backend } from "./backend";
+import * as w from "./writer";
 
 export interface SessionSnapshot {
   temporaryTables: number;
@@ -72,21 +73,16 @@ export async function restoreSession(
   for (const [name, value] of snap?.settings ?? []) statements.push(`select set_config(${literal(name)}, ${literal(value)}, false)`);
   for (const [, text] of snap?.sqlPrepared ?? []) statements.push(text);
   for (const ch of snap?.listen ?? []) statements.push(`listen ${ident(ch)}`);
-  for (const sql of statements) {
-    const r = await b.query(sql);
-    if (r.error) failures.push(`${sql.slice(0, 80)}: ${r.error.M}`);
-  }
+  // One round trip: each statement its own Query, each Parse followed by its own Sync, so a
+  // step that fails (a table gone, say) fails alone.
+  const messages: Buffer[] = statements.map((sql) => w.query(sql));
   const names = snap ? snap.protocolPrepared : [...parses.keys()];
-  const messages: Buffer[] = [];
   for (const name of names) {
     const p = parses.get(name);
-    if (p) messages.push(p);
+    if (p) messages.push(p, w.sync());
     else failures.push(`protocol statement ${name}: its Parse message was not seen by this proxy`);
   }
-  if (unnamedParse) messages.push(unnamedParse);
-  // One Sync each: a statement that no longer parses must not skip the ones after it.
-  for (const m of messages) {
-    for (const e of await b.pipeline([m])) failures.push(`re-prepare: ${e.M}`);
-  }
+  if (unnamedParse) messages.push(unnamedParse, w.sync());
+  for (const e of await b.pipeline(messages)) failures.push(`${e.M}`);
   return { failures };
 }
