@@ -25,6 +25,8 @@ export interface DrainMember {
   resume(): void;
   /** The committed route changed while paused: move to it now if parked. */
   routeChanged(): void;
+  /** Every member is parked: open connections to the announced target now (after the drain, so as not to slow it). */
+  drained?(): void;
 }
 
 export interface DrainReport {
@@ -38,6 +40,8 @@ export interface DrainReport {
 export class TenantDrain {
   step: DrainStep = "open";
   pauseId: number | undefined;
+  /** Where the coordinator said it will switch to (parked sessions pre-open connections there). */
+  target: { host: string; port: number; backendDatabase: string } | undefined;
   pausedAt = 0;
   readonly members = new Set<DrainMember>();
   private openWaiters: (() => void)[] = [];
@@ -68,8 +72,9 @@ export class TenantDrain {
   }
 
   /** Pause (or renew the lease of the current pause). */
-  pause(pauseId: number, leaseMs: number): void {
+  pause(pauseId: number, leaseMs: number, target?: TenantDrain["target"]): void {
     this.setLease(leaseMs);
+    this.target = target;
     if (this.paused && this.pauseId === pauseId) return;
     this.step = "paused";
     this.pauseId = pauseId;
@@ -85,6 +90,7 @@ export class TenantDrain {
     if (!this.paused) return;
     this.step = "open";
     this.pauseId = undefined;
+    this.target = undefined;
     this.targetEpoch = undefined;
     for (const m of this.members) m.resume();
     const waiters = this.openWaiters;
@@ -114,6 +120,7 @@ export class TenantDrain {
     if (!this.reportedDrained) {
       this.reportedDrained = true;
       this.events.drained(this);
+      for (const m of this.members) m.drained?.();
     }
     const target = this.targetEpoch;
     if (target === undefined) return;

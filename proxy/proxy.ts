@@ -72,7 +72,7 @@ export class Proxy {
       cancel: (pid, secret) => void this.cancel(pid, secret),
     };
     this.follower.on("route", (key, route, prev) => this.onRoute(key, route, prev));
-    this.follower.on("pause", (key, p) => this.onPause(key, p.pauseId, p.remainingMs));
+    this.follower.on("pause", (key, p) => this.onPause(key, p.pauseId, p.remainingMs, p.target));
     this.follower.on("unpause", (key) => this.onUnpause(key, "resumed"));
     this.follower.on("heartbeat", () => this.reportDraining());
   }
@@ -138,14 +138,14 @@ export class Proxy {
     this.follower.ack(k, pauseId, phase, detail).catch((e: Error) => this.log.warn({ err: e.message, tenant: k.tenant, database: k.database }, "could not write acknowledgement to the catalog"));
   }
 
-  private onPause(key: string, pauseId: number, remainingMs: number): void {
+  private onPause(key: string, pauseId: number, remainingMs: number, target?: TenantDrain["target"]): void {
     const d = this.drain(key);
     const fresh = d.pauseId !== pauseId;
     if (fresh) {
       this.stats(key).pauses++;
       this.ack(d, "draining", {}, pauseId);
     }
-    d.pause(pauseId, remainingMs);
+    d.pause(pauseId, remainingMs, target);
   }
 
   private onUnpause(key: string, reason: string): void {

@@ -30,6 +30,11 @@ export interface PauseOptions {
   leaseMs?: number;
   /** Who asked (shown in the catalog). */
   requestedBy?: string;
+  /**
+   * Where the switch will go, if known: proxies then open connections there (with each parked
+   * session's state) while the drain completes, so `switch` only swaps them in.
+   */
+  target?: RouteTarget;
 }
 
 export interface ProxyAck {
@@ -91,9 +96,9 @@ export class Coordinator {
     await this.stopRenewing(name);
     await this.db.query(`delete from tenantfleet.pauses where tenant = $1 and database = $2`, [k.tenant, k.database]);
     const r = await this.db.query<{ pause_id: string }>(
-      `insert into tenantfleet.pauses (tenant, database, lease_until, requested_by)
-       values ($1, $2, now() + $3 * interval '1 millisecond', $4) returning pause_id`,
-      [k.tenant, k.database, leaseMs, opts.requestedBy ?? "coordinator"],
+      `insert into tenantfleet.pauses (tenant, database, lease_until, requested_by, target)
+       values ($1, $2, now() + $3 * interval '1 millisecond', $4, $5) returning pause_id`,
+      [k.tenant, k.database, leaseMs, opts.requestedBy ?? "coordinator", opts.target ? JSON.stringify(opts.target) : null],
     );
     const pauseId = Number(r.rows[0]!.pause_id);
     const timer = setInterval(() => {

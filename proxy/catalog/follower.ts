@@ -8,7 +8,7 @@ import { EventEmitter } from "node:events";
 import type { Logger } from "pino";
 import { Client, Pool, type ClientConfig } from "pg";
 import { CHANNELS, migrateCatalog } from "./schema";
-import { keyString, loadRoutes, loadRoute, type Route, type TenantDbKey } from "./routes";
+import { keyString, loadRoutes, loadRoute, type Route, type RouteTarget, type TenantDbKey } from "./routes";
 
 export interface FollowerOptions {
   catalog: ClientConfig;
@@ -24,7 +24,12 @@ export interface FollowerOptions {
 export interface ActivePause {
   pauseId: number;
   remainingMs: number;
+  /** Where the coordinator means to switch to, when it said so at pause time. */
+  target?: RouteTarget;
 }
+
+type PauseRow = { pause_id: string; remaining_ms: number; target: RouteTarget | null };
+const toPause = (r: PauseRow): ActivePause => ({ pauseId: Number(r.pause_id), remainingMs: r.remaining_ms, ...(r.target ? { target: r.target } : {}) });
 
 export interface FollowerEvents {
   route: [key: string, route: Route | undefined, previous: Route | undefined];
@@ -163,12 +168,12 @@ export class CatalogFollower extends EventEmitter<FollowerEvents> {
 
   /** Re-read one pause; emits pause (active, possibly renewed) or unpause (gone or expired). */
   async reloadPause(k: TenantDbKey): Promise<void> {
-    const r = await this.pool.query<{ pause_id: string; remaining_ms: number }>(
-      `select pause_id, greatest(0, extract(epoch from lease_until - now()) * 1000)::int as remaining_ms
+    const r = await this.pool.query<PauseRow>(
+      `select pause_id, greatest(0, extract(epoch from lease_until - now()) * 1000)::int as remaining_ms, target
        from tenantfleet.pauses where tenant = $1 and database = $2`,
       [k.tenant, k.database],
     );
-    this.setPause(keyString(k), r.rows[0] ? { pauseId: Number(r.rows[0].pause_id), remainingMs: r.rows[0].remaining_ms } : undefined);
+    this.setPause(keyString(k), r.rows[0] ? toPause(r.rows[0]) : undefined);
   }
 
   private setPause(key: string, p: ActivePause | undefined): void {
@@ -191,15 +196,15 @@ export class CatalogFollower extends EventEmitter<FollowerEvents> {
         this.setRoute(key, r);
       }
       for (const key of [...this.routes.keys()]) if (!seen.has(key)) this.setRoute(key, undefined);
-      const pauses = await c.query<{ tenant: string; database: string; pause_id: string; remaining_ms: number }>(
-        `select tenant, database, pause_id, greatest(0, extract(epoch from lease_until - now()) * 1000)::int as remaining_ms from tenantfleet.pauses`,
+      const pauses = await c.query<PauseRow & { tenant: string; database: string }>(
+        `select tenant, database, pause_id, greatest(0, extract(epoch from lease_until - now()) * 1000)::int as remaining_ms, target from tenantfleet.pauses`,
       );
       const active = new Set<string>();
       for (const p of pauses.rows) {
         const key = keyString(p);
         if (p.remaining_ms > 0) active.add(key);
         const known = this.pauses.get(key);
-        if (!known || known.pauseId !== Number(p.pause_id) || p.remaining_ms <= 0) this.setPause(key, { pauseId: Number(p.pause_id), remainingMs: p.remaining_ms });
+        if (!known || known.pauseId !== Number(p.pause_id) || p.remaining_ms <= 0) this.setPause(key, toPause(p));
       }
       for (const key of [...this.pauses.keys()]) if (!active.has(key)) this.setPause(key, undefined);
       await this.loadPeers(c);

@@ -115,6 +115,11 @@ create trigger ack_changed after insert or update on tenantfleet.proxy_acks
   for each row execute function tenantfleet.notify_ack();
 `,
   },
+  {
+    version: 2,
+    name: "pauses name the switch target, so proxies open connections there while draining",
+    sql: `alter table tenantfleet.pauses add column target jsonb;`,
+  },
 ];
 
 export const CATALOG_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

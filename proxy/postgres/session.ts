@@ -92,6 +92,8 @@ export class PgSession implements DrainMember {
 
   // Drain.
   private held: Buffer[] = [];
+  /** A connection to the announced switch target, opened while parked. */
+  private next: { target: string; backend: Promise<Backend | undefined> } | undefined;
   private heldSince = 0;
   private pauseRequested = false;
   private unmovable = false;
@@ -171,6 +173,10 @@ export class PgSession implements DrainMember {
     if (this.step === "parked" && !this.checking) void this.leavePark();
   }
 
+  drained(): void {
+    this.prepareNext();
+  }
+
   routeChanged(): void {
     if (this.step === "parked" && !this.checking) void this.moveIfStale();
     else if (this.step === "draining" && this.pauseRequested && this.routeIsStale()) {
@@ -225,6 +231,7 @@ export class PgSession implements DrainMember {
         if (!this.pauseRequested) void this.leavePark();
         else {
           this.drainRef?.check();
+          if (this.drainRef?.drained) this.prepareNext(); // parked after the drain was reported
           void this.moveIfStale();
         }
       });
@@ -238,6 +245,7 @@ export class PgSession implements DrainMember {
 
   private async leavePark(): Promise<void> {
     if (this.routeIsStale()) await this.switchBackend();
+    else this.dropNext(); // resumed where it was: the pause was called off
     if (this.step !== "parked") return;
     if (this.pauseRequested) return; // paused again meanwhile
     this.step = "forwarding";
@@ -272,19 +280,23 @@ export class PgSession implements DrainMember {
     let next: Backend | undefined;
     try {
       if (this.unmovable) throw new BackendError("session holds temporary tables, advisory locks or WITH HOLD cursors");
-      next = await this.openBackend(route);
-      const result = await restoreSession(next, this.snapshot, this.prepared, this.unnamedParse);
-      for (const f of result.failures) this.log.warn({ failure: f }, "session state item did not restore on the new server");
+      const prepared = this.next;
+      this.next = undefined;
+      if (prepared?.target === targetKey(route)) next = await prepared.backend;
+      else if (prepared) void prepared.backend.then((b) => b?.close());
+      const warm = !!next && !next.isClosed;
+      if (!warm) next = await this.connectWithState(route);
+      const b = next!;
       // Tell the client about server parameters that differ on the new server.
-      for (const [name, value] of next.parameters) {
+      for (const [name, value] of b.parameters) {
         if (old.parameters.get(name) !== value) this.writeClient(w.parameterStatus(name, value));
       }
       old.onClose = () => undefined;
-      next.clientPid = this.pid;
-      this.adoptBackend(next, route);
+      b.clientPid = this.pid;
+      this.adoptBackend(b, route);
       old.close();
       this.stats!.switches++;
-      this.log.info({ epoch: route.epoch, server: route.server, ms: Date.now() - started }, "session switched to the committed route");
+      this.log.info({ epoch: route.epoch, server: route.server, ms: Date.now() - started, warm }, "session switched to the committed route");
       if (this.step !== "switching") return;
       this.step = "parked";
       if (this.routeIsStale()) return this.switchBackend(); // moved again meanwhile
@@ -292,6 +304,7 @@ export class PgSession implements DrainMember {
       this.drainRef?.check();
     } catch (e) {
       next?.destroy();
+      this.dropNext();
       this.stats!.switchFailures++;
       const msg = (e as Error).message;
       this.log.error({ err: msg, epoch: route.epoch }, "session could not move to the committed route; closing it");
@@ -487,6 +500,43 @@ export class PgSession implements DrainMember {
     }
   }
 
+  /** A connection on `route` carrying this session's state (settings, statements, LISTENs). */
+  private async connectWithState(route: Route): Promise<Backend> {
+    const b = await this.openBackend(route);
+    try {
+      const result = await restoreSession(b, this.snapshot, this.prepared, this.unnamedParse);
+      for (const f of result.failures) this.log.warn({ failure: f }, "session state item did not restore on the new server");
+    } catch (e) {
+      b.destroy();
+      throw e;
+    }
+    return b;
+  }
+
+  /**
+   * The coordinator named the switch target when it paused: open this parked session's connection
+   * there now, state included, so the switch itself only swaps connections.
+   */
+  private prepareNext(): void {
+    const t = this.drainRef?.target;
+    const route = this.host.route(this.tenant, this.database);
+    if (!t || !route || !this.clientKey || this.unmovable || this.step !== "parked" || this.checking) return;
+    const key = targetKey(t);
+    if (this.next?.target === key || key === targetKey(route)) return;
+    this.dropNext();
+    const backend = this.connectWithState({ ...route, host: t.host, port: t.port, backendDatabase: t.backendDatabase }).catch((e: Error) => {
+      this.log.warn({ err: e.message }, "could not open a connection to the announced switch target; the switch will connect itself");
+      return undefined;
+    });
+    this.next = { target: key, backend };
+  }
+
+  private dropNext(): void {
+    const n = this.next;
+    this.next = undefined;
+    if (n) void n.backend.then((b) => b?.close());
+  }
+
   private async openBackend(route: Route): Promise<Backend> {
     return Backend.connect(
       { host: route.host, port: route.port, database: route.backendDatabase, user: route.role },
@@ -575,6 +625,7 @@ export class PgSession implements DrainMember {
     this.step = "closed";
     clearTimeout(this.loginTimer);
     this.held = [];
+    this.dropNext();
     this.backend?.close();
     if (!this.socket.destroyed) this.socket.end();
     if (this.drainRef) this.drainRef.leave(this);
@@ -585,6 +636,8 @@ export class PgSession implements DrainMember {
     this.log.debug({ reason }, "session closed");
   }
 }
+
+const targetKey = (t: { host: string; port: number; backendDatabase: string }) => `${t.host}:${t.port}/${t.backendDatabase}`;
 
 function summary(s: SessionSnapshot | undefined) {
   return s && { temporaryTables: s.temporaryTables, advisoryLocks: s.advisoryLocks, holdableCursors: s.holdableCursors };

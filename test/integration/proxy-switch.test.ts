@@ -107,14 +107,16 @@ interface Move {
   totalMs: number;
 }
 
-async function move(to: PgServer): Promise<Move> {
+/** `announce`: name the target at pause time, so proxies open connections there while draining. */
+async function move(to: PgServer, announce = true): Promise<Move> {
   const started = Date.now();
   const { server: from, epoch } = await current();
-  const paused = await coord.pause(key, { timeoutMs: 20_000 });
+  const target = { server: to.serverName, host: to.host, port: to.port, backendDatabase: acme.name };
+  const paused = await coord.pause(key, { timeoutMs: 20_000, ...(announce ? { target } : {}) });
   const t1 = Date.now();
   if (from !== to) await catchUp(from, to, acme.name);
   const t2 = Date.now();
-  await coord.switch(key, { server: to.serverName, host: to.host, port: to.port, backendDatabase: acme.name }, epoch + 1);
+  await coord.switch(key, target, epoch + 1);
   const t3 = Date.now();
   await coord.resume(key);
   const t4 = Date.now();
@@ -203,7 +205,8 @@ describe("drain and switch", () => {
     const moves: Move[] = [];
     for (let i = 0; i < 9; i++) {
       const to = i % 2 === 0 ? s2 : s1;
-      moves.push(await move(to));
+      // Most moves announce their target (connections pre-opened); two do not (opened at the switch).
+      moves.push(await move(to, i % 4 !== 1));
       for (const c of probes) expect(await serverPort(c)).toBe(to.port);
       await new Promise((r) => setTimeout(r, 400));
     }
@@ -219,7 +222,8 @@ describe("drain and switch", () => {
     const missing = [...committed].filter((id) => !present.includes(id));
     const extra = present.filter((id) => !committed.has(id));
     const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-    const phases = Object.fromEntries((["drainedMs", "copyMs", "switchMs", "resumeMs", "totalMs"] as const).map((k) => [k, { median: med(moves.map((m) => m[k])), max: Math.max(...moves.map((m) => m[k])) }]));
+    const stats = (ms: Move[]) => Object.fromEntries((["drainedMs", "copyMs", "switchMs", "resumeMs", "totalMs"] as const).map((k) => [k, { median: med(ms.map((m) => m[k])), max: Math.max(...ms.map((m) => m[k])) }]));
+    const phases = { announced: stats(moves.filter((_, i) => i % 4 !== 1)), unannounced: stats(moves.filter((_, i) => i % 4 === 1)) };
     console.log(JSON.stringify({ moves: moves.length, committedRows: committed.size, maxClientStallMs: maxStallMs, phases }));
 
     expect(errors).toEqual([]);
@@ -380,6 +384,32 @@ describe("drain and switch", () => {
     expect(r.rows.length).toBeLessThanOrEqual(1);
     await notifier.end();
     await listener.end();
+  });
+
+  it("connections opened for an announced target are closed when the pause is called off, and a wrong announcement does not hurt", async () => {
+    const { server: from, epoch } = await current();
+    const to = from === s1 ? s2 : s1;
+    const sessions = [client(p1, acme), client(p2, acme)];
+    for (const c of sessions) await c.connect();
+    const onTarget = () => admin(to, "postgres", async (db) => (await db.query("select count(*)::int as n from pg_stat_activity where usename = $1", [acme.role])).rows[0].n as number);
+    expect(await onTarget()).toBe(0);
+    // Announced, then called off: the pre-opened connections appear, then go.
+    await coord.pause(key, { target: { server: to.serverName, host: to.host, port: to.port, backendDatabase: acme.name } });
+    const deadline = Date.now() + 5000;
+    while ((await onTarget()) < sessions.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(await onTarget()).toBeGreaterThanOrEqual(sessions.length);
+    await coord.resume(key);
+    const gone = Date.now() + 5000;
+    while ((await onTarget()) > 0 && Date.now() < gone) await new Promise((r) => setTimeout(r, 50));
+    expect(await onTarget()).toBe(0);
+    for (const c of sessions) expect(Number((await c.query("select inet_server_port() as port")).rows[0].port)).toBe(from.port);
+    // Announced wrongly (a database that does not exist there): the switch connects by itself.
+    await coord.pause(key, { target: { server: to.serverName, host: to.host, port: to.port, backendDatabase: "no_such_db" } });
+    await catchUp(from, to, acme.name);
+    await coord.switch(key, { server: to.serverName, host: to.host, port: to.port, backendDatabase: acme.name }, epoch + 1);
+    await coord.resume(key);
+    for (const c of sessions) expect(Number((await c.query("select inet_server_port() as port")).rows[0].port)).toBe(to.port);
+    for (const c of sessions) await c.end();
   });
 
   it("a proxy restarted during a pause comes back paused, then on the committed route", async () => {
