@@ -73,11 +73,22 @@ export class Coordinator {
   private readonly held = new Map<string, Held>();
   private wake: (() => void)[] = [];
 
+  /** Set when the catalog connection failed: every later call rejects with it (connect a new coordinator). */
+  private lost: Error | undefined;
+
   private constructor(private readonly db: Client) {
-    db.on("notification", () => {
+    const wakeAll = () => {
       const w = this.wake;
       this.wake = [];
       for (const f of w) f();
+    };
+    db.on("notification", wakeAll);
+    // A catalog that goes away must fail the caller's step, not crash its process. The pauses this
+    // coordinator held stop being renewed and lapse on their own (the proxies resume).
+    db.on("error", (e) => {
+      this.lost = new Error(`lost the control catalog connection: ${e.message}`);
+      for (const name of [...this.held.keys()]) void this.stopRenewing(name);
+      wakeAll();
     });
   }
 
@@ -161,6 +172,7 @@ export class Coordinator {
   private async waitFor(k: TenantDbKey, pauseId: number, phases: string[], timeoutMs: number, what: string, epoch?: number, participantsOnly = false): Promise<ProxyAck[]> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
+      if (this.lost) throw this.lost;
       const wake = new Promise<void>((r) => this.wake.push(r));
       const acks = (await this.acks(k, pauseId)).filter((a) => !participantsOnly || a.phase !== undefined);
       const done = acks.every((a) => a.phase && phases.includes(a.phase) && (epoch === undefined || Number(a.detail.epoch) === epoch));

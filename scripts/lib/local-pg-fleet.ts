@@ -146,6 +146,20 @@ export class LocalPgFleet {
     }
   }
 
+  /** Stop a server (pg_ctl stop -m fast): its clients see their connections end. */
+  async stopServer(s: PgServer): Promise<void> {
+    const { resolveLayout } = await import("../../dynamic-providers/local-server/provider");
+    const { localRuntime } = await import("../../dynamic-providers/engines/local-runtime");
+    await (await localRuntime("postgres")).stop(await resolveLayout(s));
+  }
+
+  /** Start a stopped server again, on the same port with the same data. */
+  async startServer(s: PgServer): Promise<void> {
+    const { resolveLayout } = await import("../../dynamic-providers/local-server/provider");
+    const { localRuntime } = await import("../../dynamic-providers/engines/local-runtime");
+    await (await localRuntime("postgres")).start(await resolveLayout(s));
+  }
+
   /** Start a real proxy process; resolves once it prints "proxy ready". */
   async startProxy(id: string, opts: { port?: number; adminPort?: number; extraArgs?: string[]; env?: Record<string, string> } = {}): Promise<ProxyProcess> {
     const root = projectRoot();

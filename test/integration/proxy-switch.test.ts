@@ -412,6 +412,39 @@ describe("drain and switch", () => {
     for (const c of sessions) await c.end();
   });
 
+  it("keeps serving on known routes while the catalog is down, and follows it again once it is back", async () => {
+    const c = client(p1, acme);
+    await c.connect();
+    await fleet.stopServer(fleet.catalog);
+    try {
+      // Existing sessions and new connections both work on the routes the proxies know.
+      expect((await c.query("select 1 as one")).rows[0].one).toBe(1);
+      const fresh = client(p2, acme);
+      await fresh.connect();
+      expect((await fresh.query("select 2 as two")).rows[0].two).toBe(2);
+      await fresh.end();
+      const health = (await (await fetch(`http://127.0.0.1:${p1.adminPort}/healthz`)).json()) as { catalogConnected: boolean };
+      expect(health.catalogConnected).toBe(false);
+    } finally {
+      await fleet.startServer(fleet.catalog);
+    }
+    // Back: the proxies reconnect (and re-read everything), and a move works again.
+    const deadline = Date.now() + 15_000;
+    for (const p of [p1, p2]) {
+      for (;;) {
+        const h = (await (await fetch(`http://127.0.0.1:${p.adminPort}/healthz`)).json()) as { catalogConnected: boolean };
+        if (h.catalogConnected) break;
+        if (Date.now() > deadline) throw new Error(`${p.id} did not reconnect to the catalog`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    await coord.close();
+    coord = await Coordinator.connect(fleet.catalogConfig); // its own connection died with the server
+    await move((await current()).server === s1 ? s2 : s1);
+    expect(Number((await c.query("select inet_server_port() as port")).rows[0].port)).toBe((await current()).server.port);
+    await c.end();
+  });
+
   it("a proxy restarted during a pause comes back paused, then on the committed route", async () => {
     const { server: from, epoch } = await current();
     const to = from === s1 ? s2 : s1;
