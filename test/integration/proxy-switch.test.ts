@@ -203,7 +203,7 @@ describe("drain and switch", () => {
 
     await new Promise((r) => setTimeout(r, 1000));
     const moves: Move[] = [];
-    for (let i = 0; i < 9; i++) {
+    for (let i = 0; i < 15; i++) {
       const to = i % 2 === 0 ? s2 : s1;
       // Most moves announce their target (connections pre-opened); two do not (opened at the switch).
       moves.push(await move(to, i % 4 !== 1));
