@@ -454,6 +454,9 @@ export class PgSession implements DrainMember {
         key ? "No such tenant database in the control catalog." : "Connect to <database>__<tenant>, e.g. app__acme.",
       );
     }
+    if (route.engine !== "postgres") {
+      return this.fatal(SQLSTATE.InvalidCatalogName, `database "${dbName}" is a ${route.engine} database, not a PostgreSQL one`, `Connect to the proxy's ${route.engine} endpoint.`);
+    }
     this.tenant = key.tenant;
     this.database = key.database;
     this.key = clientDatabaseName(key);

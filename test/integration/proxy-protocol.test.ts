@@ -927,6 +927,26 @@ describe("authentication", () => {
     }
   });
 
+  it("refuses a tenant database of another engine (its route is in the same catalog) with 3D000", async () => {
+    const { upsertRoute } = await import("../../proxy/catalog/routes");
+    const { Client: PgClient } = await import("pg");
+    const cat = new PgClient(fleet.catalogConfig);
+    await cat.connect();
+    try {
+      await upsertRoute(cat, { tenant: "acme", database: "cache", engine: "redis", role: "acme", scramVerifier: "SCRAM-SHA-256$4096:c2FsdA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", server: "r", host: "127.0.0.1", port: 1, backendDatabase: "0" });
+      await waitFor("the proxy to load the redis route", async () => {
+        const e = await connectError(config(p1, acme, { database: "cache__acme" }));
+        return e.message.includes("redis") ? e : undefined;
+      });
+      const e = await connectError(config(p1, acme, { database: "cache__acme" }));
+      expect(e.code).toBe("3D000");
+      expect(e.message).toBe('database "cache__acme" is a redis database, not a PostgreSQL one');
+    } finally {
+      await cat.query("delete from tenantfleet.tenant_databases where tenant = 'acme' and database = 'cache'");
+      await cat.end();
+    }
+  });
+
   it("never opens one tenant's database with another tenant's credentials", async () => {
     const cross = await connectError(config(p1, globex, { user: acme.role, password: acme.password }));
     expect(cross.code).toBe("28P01");
