@@ -8,7 +8,7 @@ import type { ProxyOptions } from "./proxy";
 
 export const USAGE = `usage: tenantfleet-proxy --id <proxy-id> [--listen host:port] [--admin host:port]
                          [--advertise host:port] [--tls-cert file --tls-key file]
-                         [--login-timeout seconds (default 60)]
+                         [--login-timeout seconds (default 60)] [--shutdown-grace seconds (default 30)]
 environment:
   TENANTFLEET_CATALOG_URL   postgres://user:password@host:port/db of the control catalog (required)
   TENANTFLEET_LOG_LEVEL     trace | debug | info (default) | warn | error`;
@@ -36,6 +36,7 @@ export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv): Omit<Pro
       "tls-cert": { type: "string" },
       "tls-key": { type: "string" },
       "login-timeout": { type: "string", default: "60" },
+      "shutdown-grace": { type: "string", default: "30" },
     },
     strict: true,
   });
@@ -46,6 +47,8 @@ export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv): Omit<Pro
   if (!!values["tls-cert"] !== !!values["tls-key"]) problems.push("--tls-cert and --tls-key go together");
   const loginTimeout = Number(values["login-timeout"]);
   if (!(loginTimeout > 0 && loginTimeout <= 86_400)) problems.push(`--login-timeout must be a number of seconds between 0 and 86400, got "${values["login-timeout"]}"`);
+  const shutdownGrace = Number(values["shutdown-grace"]);
+  if (!(shutdownGrace >= 0 && shutdownGrace <= 86_400) || values["shutdown-grace"] === "") problems.push(`--shutdown-grace must be a number of seconds from 0 to 86400, got "${values["shutdown-grace"]}"`);
   if (problems.length) throw new ConfigError(problems.join("\n"));
   const opts: Omit<ProxyOptions, "log"> = {
     proxyId: values.id!,
@@ -53,6 +56,7 @@ export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv): Omit<Pro
     listen: hostPort("listen", values.listen!),
     admin: hostPort("admin", values.admin!),
     loginTimeoutMs: loginTimeout * 1000,
+    shutdownGraceMs: shutdownGrace * 1000,
   };
   if (values.advertise) opts.advertise = hostPort("advertise", values.advertise);
   if (values["tls-cert"]) {

@@ -25,10 +25,13 @@ async function main(): Promise<void> {
   log.info({ port: proxy.port, adminPort: proxy.adminPort, ordinal: proxy.follower.ordinal, routes: proxy.follower.routes.size }, "proxy ready");
   let stopping = false;
   const stop = (signal: string) => {
-    if (stopping) return;
+    if (stopping) {
+      log.warn({ signal }, "second signal: stopping now");
+      process.exit(1);
+    }
     stopping = true;
-    log.info({ signal }, "stopping");
-    proxy.stop().finally(() => process.exit(0));
+    log.info({ signal, graceMs: opts.shutdownGraceMs }, "stopping: no new connections; sessions close at their next idle point");
+    proxy.stop({ graceMs: opts.shutdownGraceMs ?? 0 }).finally(() => process.exit(0));
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));

@@ -27,6 +27,8 @@ export interface ProxyOptions {
   connectTimeoutMs?: number;
   /** A client that has not logged in after this long is dropped (PostgreSQL: authentication_timeout). */
   loginTimeoutMs?: number;
+  /** On SIGTERM, how long sessions get to reach an idle point before they are closed anyway. */
+  shutdownGraceMs?: number;
   heartbeatMs?: number;
 }
 
@@ -211,9 +213,20 @@ export class Proxy {
     sock.on("connect", () => sock.end(cancelRequest(target.pid, target.secret)));
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Stop: accept no new connections; each session is closed (57P01) at its next idle point, so
+   * open transactions finish and nothing in flight is cut; after `graceMs` the rest are closed.
+   * The proxy stays in the catalog until then (a pause meanwhile still counts it).
+   */
+  async stop(opts: { graceMs?: number } = {}): Promise<void> {
     this.server?.close();
-    for (const s of this.sessions.values()) s.fatal(SQLSTATE.AdminShutdown, "the proxy is shutting down", "Reconnect: another proxy serves the same address.");
+    const graceMs = opts.graceMs ?? 0;
+    const open = () => [...this.sessions.values()];
+    for (const s of open()) s.shutdown();
+    const deadline = Date.now() + graceMs;
+    while (this.sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    if (this.sessions.size > 0) this.log.warn({ sessions: this.sessions.size }, "grace period over: closing sessions still busy");
+    for (const s of open()) s.fatal(SQLSTATE.AdminShutdown, "the proxy is shutting down", "Reconnect: another proxy serves the same address.");
     for (const d of this.drains.values()) d.close();
     await this.follower.stop({ deregister: true });
     await new Promise<void>((r) => (this.admin ? this.admin.close(() => r()) : r()));

@@ -85,9 +85,11 @@ export class Backend {
       }
       return;
     }
-    // Scan first, forward after: a NotificationResponse from this very session gets the pid the
-    // client knows (the proxy's BackendKeyData), patched in place, as clients compare the two to
-    // skip their own notifications.
+    // Scan, forward, then tell the session. Scanning first lets a NotificationResponse from this
+    // very session get the pid the client knows (the proxy's BackendKeyData), patched in place,
+    // as clients compare the two to skip their own notifications. The session hears of frames only
+    // after the client has the bytes: what it does then (park, close at shutdown) comes after them.
+    const seen = this.seen;
     try {
       this.scanner.scan(chunk, (type, body) => {
         if (type === BE.ReadyForQuery) this.txStatus = body[0]!;
@@ -98,14 +100,20 @@ export class Backend {
           if (this.clientPid && body.buffer === chunk.buffer && body.readInt32BE(0) === this.pid) body.writeInt32BE(this.clientPid, 0);
           return;
         }
-        this.onFrame(type, body);
+        seen.push(type, body);
       });
     } catch (e) {
+      seen.length = 0;
       this.fail(e as Error);
       return;
     }
     this.onData(chunk);
+    for (let i = 0; i < seen.length; i += 2) this.onFrame(seen[i] as number, seen[i + 1] as Buffer);
+    seen.length = 0;
   }
+
+  /** Frames seen in the chunk being handled, as (type, body) pairs; reused. */
+  private readonly seen: (number | Buffer)[] = [];
 
   /** The pid the client was given for this session (NotificationResponse rewriting). */
   clientPid = 0;

@@ -177,6 +177,20 @@ export class PgSession implements DrainMember {
     this.prepareNext();
   }
 
+  private shuttingDown = false;
+
+  /** The proxy is stopping: close this session at its next idle point (now, if it is idle). */
+  shutdown(): void {
+    this.shuttingDown = true;
+    this.closeIfShuttingDown();
+  }
+
+  private closeIfShuttingDown(): void {
+    if (!this.shuttingDown || this.step === "closed") return;
+    const idleHere = (this.step === "forwarding" || this.step === "draining" || (this.step === "parked" && !this.checking)) && this.idle;
+    if (idleHere) this.fatal(SQLSTATE.AdminShutdown, "the proxy is shutting down", "Reconnect: another proxy serves the same address.");
+  }
+
   routeChanged(): void {
     if (this.step === "parked" && !this.checking) void this.moveIfStale();
     else if (this.step === "draining" && this.pauseRequested && this.routeIsStale()) {
@@ -562,6 +576,7 @@ export class PgSession implements DrainMember {
     b.onFrame = (type) => {
       if (type === BE.ReadyForQuery) {
         if (this.pending > 0) this.pending--;
+        if (this.shuttingDown) return this.closeIfShuttingDown();
         if (this.step === "draining") this.tryPark();
         else if (this.step === "forwarding" && this.pending === 0 && this.routeIsStale()) this.routeChanged();
       }

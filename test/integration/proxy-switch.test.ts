@@ -445,6 +445,36 @@ describe("drain and switch", () => {
     await c.end();
   });
 
+  it("SIGTERM lets open transactions finish, closes each session at its next idle point, and leaves the catalog", async () => {
+    const p3 = await fleet.startProxy("proxy-3", { extraArgs: ["--shutdown-grace", "20"] });
+    const inTxn = client(p3, acme);
+    const idle = client(p3, acme);
+    const errors: Record<string, string[]> = { inTxn: [], idle: [] };
+    inTxn.on("error", (e) => errors.inTxn!.push((e as { code?: string }).code ?? e.message));
+    idle.on("error", (e) => errors.idle!.push((e as { code?: string }).code ?? e.message));
+    await inTxn.connect();
+    await idle.connect();
+    await inTxn.query("begin");
+    await inTxn.query("insert into items values (-3, 'sigterm', 'x')");
+    const exited = new Promise((r) => p3.child.once("exit", r));
+    p3.child.kill("SIGTERM");
+    const until = Date.now() + 5000;
+    while (errors.idle!.length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    expect(errors.idle![0]).toBe("57P01"); // idle: closed at once
+    // The open transaction goes on and commits...
+    await inTxn.query("insert into items values (-4, 'sigterm', 'y')");
+    await inTxn.query("commit");
+    // ...then that session is closed too, and the proxy exits well before its grace period ends.
+    await exited;
+    expect(errors.inTxn![0]).toBe("57P01");
+    const { server } = await current();
+    expect(await admin(server, acme.name, async (db) => (await db.query("select count(*)::int as n from items where id in (-3, -4)")).rows[0].n)).toBe(2);
+    const registered = await admin(fleet.catalog, "tenantfleet_catalog", async (db) => (await db.query("select count(*)::int as n from tenantfleet.proxies where proxy_id = 'proxy-3'")).rows[0].n);
+    expect(registered).toBe(0);
+    await inTxn.end().catch(() => undefined);
+    await idle.end().catch(() => undefined);
+  });
+
   it("a proxy restarted during a pause comes back paused, then on the committed route", async () => {
     const { server: from, epoch } = await current();
     const to = from === s1 ? s2 : s1;

@@ -27,14 +27,24 @@ describe("parseProxyArgs", () => {
   const dir = mkdtempSync(join(tmpdir(), "tenantfleet-proxy-config-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  it("defaults: listen on 127.0.0.1:6432, admin on 127.0.0.1:9187, 60 s login timeout, no advertise, no TLS; the catalog URL from the environment", () => {
+  it("defaults: listen on 127.0.0.1:6432, admin on 127.0.0.1:9187, 60 s login timeout, 30 s shutdown grace, no advertise, no TLS; the catalog URL from the environment", () => {
     expect(parseProxyArgs(["--id", "proxy-1"], ENV)).toEqual({
       proxyId: "proxy-1",
       catalog: { connectionString: URL },
       listen: { host: "127.0.0.1", port: 6432 },
       admin: { host: "127.0.0.1", port: 9187 },
       loginTimeoutMs: 60_000,
+      shutdownGraceMs: 30_000,
     });
+  });
+
+  it("reads --shutdown-grace in seconds (0: close at once) and rejects negative, non-numbers and more than a day", () => {
+    expect(parseProxyArgs(["--id", "proxy-1", "--shutdown-grace", "0"], ENV).shutdownGraceMs).toBe(0);
+    expect(parseProxyArgs(["--id", "proxy-1", "--shutdown-grace", "12.5"], ENV).shutdownGraceMs).toBe(12_500);
+    for (const bad of ["-1", "later", "", "86401"]) {
+      const e = configError(() => parseProxyArgs(["--id", "proxy-1", `--shutdown-grace=${bad}`], ENV));
+      expect(e.message).toBe(`--shutdown-grace must be a number of seconds from 0 to 86400, got "${bad}"`);
+    }
   });
 
   it("reads --login-timeout in seconds and rejects zero, negative, non-numbers and more than a day", () => {
