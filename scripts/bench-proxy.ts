@@ -24,6 +24,8 @@
  *   --targets <list>        direct,proxy,pgbouncer
  *   --out <file>            result file (default bench/results/proxy-<time>[-quick].json)
  *   --no-save               print only
+ *   --cpu-prof              run the proxy under `node --cpu-prof` and report where its busy time goes
+ *                           (the profiler costs some throughput: compare tps from runs without it)
  */
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -35,6 +37,7 @@ import { Client } from "pg";
 import { LocalPgFleet, type ProxyProcess } from "./lib/local-pg-fleet";
 import { median, parsePgbenchSummary, PGBENCH, readTxnLogs, runningChildren, runPgbench, summarizeTxnLogs, type Conn } from "./lib/pgbench";
 import { pgbouncerVersion, startPgbouncer, type PgbouncerProcess } from "./lib/pgbouncer";
+import { summarizeCpuProfile, type CpuProfile, type CpuProfileSummary } from "./lib/cpuprofile";
 
 const execFileP = promisify(execFile);
 const repoRoot = path.resolve(__dirname, "..");
@@ -59,6 +62,7 @@ interface Options {
   targets: Target[];
   out: string | undefined;
   save: boolean;
+  cpuProf: boolean;
 }
 
 function options(argv: string[]): Options {
@@ -77,6 +81,7 @@ function options(argv: string[]): Options {
       targets: { type: "string" },
       out: { type: "string" },
       "no-save": { type: "boolean", default: false },
+      "cpu-prof": { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
     strict: true,
@@ -115,6 +120,7 @@ function options(argv: string[]): Options {
     targets: list("targets", values.targets, TARGETS),
     out: values.out,
     save: !values["no-save"],
+    cpuProf: values["cpu-prof"]!,
   };
 }
 
@@ -323,7 +329,7 @@ async function main(): Promise<number> {
     conns.direct = direct;
     if (opts.targets.includes("proxy")) {
       say("starting tenantfleet's proxy");
-      proxy = await fleet.startProxy("bench-1");
+      proxy = await fleet.startProxy("bench-1", opts.cpuProf ? { nodeArgs: ["--cpu-prof", "--cpu-prof-dir", path.join(fleet.root, "cpu-prof")] } : {});
       conns.proxy = { ...direct, host: "127.0.0.1", port: proxy.port };
     }
     if (opts.targets.includes("pgbouncer")) {
@@ -506,6 +512,13 @@ async function main(): Promise<number> {
     const throughputMet = Object.values(goalsThroughput).every((g) => g.met);
     const latencyMet = Object.values(goalsLatency).every((g) => g.met);
 
+    let proxyCpuProfile: CpuProfileSummary | undefined;
+    if (opts.cpuProf && proxy && fleet) {
+      await proxy.stop(); // the profile is written as the process exits
+      const dir = path.join(fleet.root, "cpu-prof");
+      const file = readdirSync(dir).find((f) => f.endsWith(".cpuprofile"));
+      if (file) proxyCpuProfile = summarizeCpuProfile(JSON.parse(readFileSync(path.join(dir, file), "utf8")) as CpuProfile);
+    }
     const proxyLogs = proxy?.logs ?? [];
     const noisy = proxyLogs.filter((l) => Number(l.level) >= 40);
     const errors = runs.filter((r) => r.error);
@@ -549,6 +562,7 @@ async function main(): Promise<number> {
         proxyUncommittedDiff: await git(["diff", "HEAD", "--", "proxy"]).then((d) => (d ? createHash("sha256").update(d).digest("hex").slice(0, 16) : null)),
       },
       workloads,
+      proxyCpuProfile,
       goals: {
         throughputAtLeastPgbouncer: { goal: "proxy tps ≥ PgBouncer tps (median of rounds)", ...goalsThroughput, met: throughputMet },
         p50AtMost100usOverDirect: { goal: "proxy p50 − direct p50 ≤ 100 µs (medians of rounds)", ...goalsLatency, met: latencyMet },

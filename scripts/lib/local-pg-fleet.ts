@@ -161,11 +161,11 @@ export class LocalPgFleet {
   }
 
   /** Start a real proxy process; resolves once it prints "proxy ready". */
-  async startProxy(id: string, opts: { port?: number; adminPort?: number; extraArgs?: string[]; env?: Record<string, string> } = {}): Promise<ProxyProcess> {
+  async startProxy(id: string, opts: { port?: number; adminPort?: number; extraArgs?: string[]; env?: Record<string, string>; nodeArgs?: string[] } = {}): Promise<ProxyProcess> {
     const root = projectRoot();
     const child = spawn(
       process.execPath,
-      ["--import", "tsx", path.join(root, "proxy/main.ts"), "--id", id, "--listen", `127.0.0.1:${opts.port ?? 0}`, "--admin", `127.0.0.1:${opts.adminPort ?? 0}`, "--shutdown-grace", "5", ...(opts.extraArgs ?? [])],
+      [...(opts.nodeArgs ?? []), "--import", "tsx", path.join(root, "proxy/main.ts"), "--id", id, "--listen", `127.0.0.1:${opts.port ?? 0}`, "--admin", `127.0.0.1:${opts.adminPort ?? 0}`, "--shutdown-grace", "5", ...(opts.extraArgs ?? [])],
       { cwd: root, env: { ...process.env, TENANTFLEET_CATALOG_URL: this.catalogUrl, TENANTFLEET_LOG_LEVEL: "info", ...opts.env }, stdio: ["ignore", "pipe", "pipe"] },
     );
     const logs: Record<string, unknown>[] = [];
