@@ -31,7 +31,7 @@ async function main(): Promise<void> {
     }
     stopping = true;
     log.info({ signal, graceMs: opts.shutdownGraceMs }, "stopping: no new connections; sessions close at their next idle point");
-    proxy.stop({ graceMs: opts.shutdownGraceMs ?? 0 }).finally(() => process.exit(0));
+    proxy.stop().finally(() => process.exit(0));
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));

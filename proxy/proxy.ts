@@ -56,8 +56,6 @@ export class Proxy {
     this.follower = new CatalogFollower({
       catalog: opts.catalog,
       proxyId: opts.proxyId,
-      advertise: opts.advertise ?? opts.listen,
-      adminUrl: `http://${opts.admin.host}:${opts.admin.port}`,
       log: opts.log,
       ...(opts.heartbeatMs ? { heartbeatMs: opts.heartbeatMs } : {}),
     });
@@ -220,7 +218,7 @@ export class Proxy {
    */
   async stop(opts: { graceMs?: number } = {}): Promise<void> {
     this.server?.close();
-    const graceMs = opts.graceMs ?? 0;
+    const graceMs = opts.graceMs ?? this.opts.shutdownGraceMs ?? 0;
     const open = () => [...this.sessions.values()];
     for (const s of open()) s.shutdown();
     const deadline = Date.now() + graceMs;

@@ -13,9 +13,6 @@ import { keyString, loadRoutes, loadRoute, type Route, type RouteTarget, type Te
 export interface FollowerOptions {
   catalog: ClientConfig;
   proxyId: string;
-  /** Where other proxies reach this one (forwarded CancelRequests). */
-  advertise: { host: string; port: number };
-  adminUrl?: string;
   log: Logger;
   heartbeatMs?: number;
   reloadMs?: number;
@@ -57,10 +54,12 @@ export class CatalogFollower extends EventEmitter<FollowerEvents> {
     this.pool.on("error", (e) => this.log.warn({ err: e.message }, "catalog pool connection error"));
   }
 
-  /** Where this proxy is reached, once its listeners are bound (port 0 picks a free port). */
+  /** Where other proxies reach this one (forwarded CancelRequests) and its admin endpoint. */
+  private address: { advertise: { host: string; port: number }; adminUrl: string } | undefined;
+
+  /** Set once the listeners are bound (port 0 picks a free port), before start(). */
   setAddress(advertise: { host: string; port: number }, adminUrl: string): void {
-    this.opts.advertise = advertise;
-    this.opts.adminUrl = adminUrl;
+    this.address = { advertise, adminUrl };
   }
 
   async start(): Promise<void> {
@@ -80,6 +79,8 @@ export class CatalogFollower extends EventEmitter<FollowerEvents> {
   }
 
   private async register(): Promise<void> {
+    if (!this.address) throw new Error("CatalogFollower.setAddress must be called before start()");
+    const { advertise, adminUrl } = this.address;
     const c = await this.pool.connect();
     try {
       await c.query("begin");
@@ -92,7 +93,7 @@ export class CatalogFollower extends EventEmitter<FollowerEvents> {
          on conflict (proxy_id) do update set host = excluded.host, port = excluded.port, admin_url = excluded.admin_url,
            started_at = now(), heartbeat_at = now()
          returning ordinal`,
-        [this.opts.proxyId, this.opts.advertise.host, this.opts.advertise.port, this.opts.adminUrl ?? null],
+        [this.opts.proxyId, advertise.host, advertise.port, adminUrl],
       );
       await c.query("commit");
       this.ordinal = r.rows[0]!.ordinal;

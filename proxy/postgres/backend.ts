@@ -72,10 +72,6 @@ export class Backend {
     socket.on("close", () => this.fail(new BackendError(`connection to ${target.host}:${target.port} closed`)));
   }
 
-  get internal(): boolean {
-    return this.waiter !== undefined;
-  }
-
   private data(chunk: Buffer): void {
     if (this.waiter) {
       try {

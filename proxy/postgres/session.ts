@@ -72,7 +72,6 @@ export class PgSession implements DrainMember {
   user = "";
   private startupParams: Record<string, string> = {};
   private clientKey: Buffer | undefined;
-  private route: Route | undefined;
   /** The epoch of the route the current backend belongs to. */
   private backendEpoch = 0;
   backend: Backend | undefined;
@@ -387,7 +386,7 @@ export class PgSession implements DrainMember {
         this.unsynced = true;
         if (type === FE.Parse) {
           const name = parseStatementName(body);
-          const msg = w.message(FE.Parse, Buffer.from(body));
+          const msg = w.message(FE.Parse, body); // message() copies: nothing keeps the chunk alive
           if (name === "") this.unnamedParse = msg;
           else this.prepared.set(name, msg);
         } else if (type === FE.Close) {
@@ -563,7 +562,6 @@ export class PgSession implements DrainMember {
 
   private adoptBackend(b: Backend, route: Route): void {
     this.backend = b;
-    this.route = route;
     this.backendEpoch = route.epoch;
     b.onData = (chunk) => {
       this.stats!.bytesOut += chunk.length;
@@ -581,7 +579,7 @@ export class PgSession implements DrainMember {
         else if (this.step === "forwarding" && this.pending === 0 && this.routeIsStale()) this.routeChanged();
       }
     };
-    b.onAsync = (type, body) => this.writeClient(w.message(type, Buffer.from(body)));
+    b.onAsync = (type, body) => this.writeClient(w.message(type, body));
     b.onClose = (err) => {
       if (this.step === "closed") return;
       this.fatal(SQLSTATE.AdminShutdown, `server connection for ${this.key} closed: ${err?.message ?? "closed"}`);
