@@ -38,25 +38,31 @@ describe("reservePort", () => {
   it("skips a port something else is listening on", async () => {
     const owner = path.join(scratch, "o");
     mkdirSync(owner);
-    const busy = await listen(41100);
+    // A port the kernel picks: a fixed one in the ephemeral range can be taken by any outgoing
+    // connection of the tests running beside this one.
+    const busy = await listen(0);
+    const port = (busy.address() as net.AddressInfo).port;
     try {
-      expect(await reservePort(41100, owner)).toBeGreaterThan(41100);
+      expect(await reservePort(port, owner)).toBeGreaterThan(port);
     } finally {
       busy.close();
     }
   });
 
   it("reclaims a reservation whose owner folder is gone, and a released port is free again", async () => {
+    const probe = await listen(0); // a port free right now (see above)
+    const port = (probe.address() as net.AddressInfo).port;
+    await new Promise((r) => probe.close(r));
     const gone = path.join(scratch, "gone");
     mkdirSync(gone);
-    expect(await reservePort(41200, gone)).toBe(41200);
+    expect(await reservePort(port, gone)).toBe(port);
     rmSync(gone, { recursive: true });
     const next = path.join(scratch, "next");
     mkdirSync(next);
-    expect(await reservePort(41200, next)).toBe(41200);
-    await releasePort(41200, next);
+    expect(await reservePort(port, next)).toBe(port);
+    await releasePort(port, next);
     const third = path.join(scratch, "third");
     mkdirSync(third);
-    expect(await reservePort(41200, third)).toBe(41200);
+    expect(await reservePort(port, third)).toBe(port);
   });
 });
