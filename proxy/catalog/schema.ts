@@ -120,6 +120,35 @@ create trigger ack_changed after insert or update on tenantfleet.proxy_acks
     name: "pauses name the switch target, so proxies open connections there while draining",
     sql: `alter table tenantfleet.pauses add column target jsonb;`,
   },
+  {
+    version: 3,
+    name: "migration records: phase, progress, timings, verification, backup, error",
+    sql: `
+create table tenantfleet.migrations (
+  migration_id bigint generated always as identity primary key,
+  tenant       text not null,
+  database     text not null,
+  from_server  text not null,
+  to_server    text not null,
+  -- logical_replication | dump_restore
+  method       text not null,
+  -- preflight | backup | prepare | sync | catchup | cutover | fence | done | failed
+  phase        text not null,
+  -- Initial sync, 0..100 (logical replication only).
+  sync_percent real,
+  -- Last measured replication lag of this tenant database (marker round trip), ms.
+  lag_ms       integer,
+  started_at   timestamptz not null default now(),
+  updated_at   timestamptz not null default now(),
+  finished_at  timestamptz,
+  -- Timings per phase, pause, verification, backup location: the record Pulumi shows too.
+  record       jsonb not null default '{}',
+  error        text
+);
+-- No foreign key: the history outlives a deleted tenant database.
+create index migrations_by_tenant_database on tenantfleet.migrations (tenant, database, migration_id desc);
+`,
+  },
 ];
 
 export const CATALOG_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

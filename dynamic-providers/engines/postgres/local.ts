@@ -6,7 +6,7 @@ import type { LocalEngineRuntime, LocalServerLayout } from "../local-runtime";
 import { chownTree, livePid, logTail, run, startDetached } from "../../local-server/process";
 import { postgresSettings, renderPgHba, renderPostgresConf } from "./settings";
 
-async function binDir(): Promise<string> {
+export async function binDir(): Promise<string> {
   const root = "/usr/lib/postgresql";
   let versions: string[] = [];
   try {
@@ -24,6 +24,11 @@ async function binDir(): Promise<string> {
     }
   }
   throw new Error("PostgreSQL server binaries not found under /usr/lib/postgresql: install Debian's postgresql package (npm run setup does)");
+}
+
+/** Absolute path of a PostgreSQL client or server program (pg_dump, pg_restore, psql, …). */
+export async function pgBinary(name: string): Promise<string> {
+  return path.join(await binDir(), name);
 }
 
 async function writeConfig(l: LocalServerLayout): Promise<void> {

@@ -1,0 +1,294 @@
+/**
+ * The engine-neutral migration (DESIGN.md "A migration"): preflight → safety backup → target →
+ * native replication → catch-up → cutover through the proxy fleet → fence and clean up.
+ *
+ * The catalog is the commit point. Before `commitRoute` (inside Coordinator.switch) nothing the
+ * tenant sees has changed: any failure resumes the proxies on the source, removes replication
+ * objects and the half-made target, marks the tenant `failed` with the reason and rethrows. After
+ * the commit the migration has happened; what is left (fence, cleanup) is retried by the next run
+ * if it fails. A process killed at any moment leaves at most a pause whose lease runs out, and
+ * leftovers the next attempt's `cleanupLeftovers` removes.
+ */
+import * as path from "node:path";
+import { Client, type ClientConfig } from "pg";
+import { Coordinator } from "../../proxy/catalog/coordinator";
+import { loadRoute, type TenantDbKey } from "../../proxy/catalog/routes";
+import type { BackupRecord, EngineMigration, MigrationMethod, Verification } from "./types";
+
+export type MigrationPhase = "preflight" | "backup" | "prepare" | "sync" | "catchup" | "cutover" | "fence" | "done" | "failed";
+
+export interface MigrationRecord {
+  migrationId: number;
+  from: string;
+  to: string;
+  method: MigrationMethod;
+  mechanism: string;
+  status: "done" | "failed";
+  error?: string;
+  startedAt: string;
+  finishedAt: string;
+  /** Milliseconds per phase (and per cutover step: drain, lag, sequences or copy, verify, switch, resume). */
+  timings: Record<string, number>;
+  /** How long the tenant's queries were held: pause request → every proxy resumed. */
+  pauseMs?: number;
+  sizeBytes?: number;
+  /** Initial sync throughput, MB/s of source table data. */
+  syncMBps?: number;
+  verification?: Verification;
+  backup?: BackupRecord;
+  notes: string[];
+}
+
+export interface MigrateRequest {
+  key: TenantDbKey;
+  fromServer: string;
+  toServer: string;
+  /** The epoch the catalog has committed now; the cutover commits epoch + 1. */
+  epoch: number;
+}
+
+export interface MigrateOptions {
+  catalog: ClientConfig;
+  /** The platform's backup store (a folder on the local platform). */
+  backupDir: string;
+  /** One progress line (Pulumi log line on the resource, or a test's console). */
+  log: (message: string, level?: "info" | "warn") => void;
+  /** Drain timeout; past it the pause is lifted and the migration fails (safely). Default 60 s. */
+  drainTimeoutMs?: number;
+  /** Pause lease: how long proxies stay paused if this process dies. Default 10 s. */
+  leaseMs?: number;
+  /** Catch-up ends when the marker round trip is at most this. Default 500 ms. */
+  catchUpLagMs?: number;
+  /** Fail when the initial sync makes no progress for this long. Default 10 min. */
+  syncStallMs?: number;
+  requestedBy?: string;
+}
+
+export class MigrationError extends Error {
+  override name = "MigrationError";
+  constructor(
+    message: string,
+    readonly record: MigrationRecord,
+  ) {
+    super(message);
+  }
+}
+
+export async function migrate(engine: EngineMigration, req: MigrateRequest, opts: MigrateOptions): Promise<MigrationRecord> {
+  const catalog = new Client(opts.catalog);
+  catalog.on("error", () => undefined);
+  await catalog.connect();
+  const startedAt = new Date();
+  const who = `${req.key.tenant}/${req.key.database}`;
+  const rec = await catalog.query<{ migration_id: string }>(
+    `insert into tenantfleet.migrations (tenant, database, from_server, to_server, method, phase) values ($1, $2, $3, $4, 'native', 'preflight') returning migration_id`,
+    [req.key.tenant, req.key.database, req.fromServer, req.toServer],
+  );
+  const record: MigrationRecord = {
+    migrationId: Number(rec.rows[0]!.migration_id),
+    from: req.fromServer,
+    to: req.toServer,
+    method: "native",
+    mechanism: engine.nativeMechanism,
+    status: "failed",
+    startedAt: startedAt.toISOString(),
+    finishedAt: "",
+    timings: {},
+    notes: [],
+  };
+  let phaseStarted = Date.now();
+  let phase: MigrationPhase = "preflight";
+  const save = (fields: Record<string, unknown> = {}) =>
+    catalog
+      .query(
+        `update tenantfleet.migrations set phase = $2, method = $3, record = $4, updated_at = now(),
+           sync_percent = coalesce($5, sync_percent), lag_ms = coalesce($6, lag_ms), error = $7,
+           finished_at = case when $2 in ('done', 'failed') then now() end where migration_id = $1`,
+        [record.migrationId, phase, record.method, JSON.stringify(record), fields.syncPercent ?? null, fields.lagMs ?? null, record.error ?? null],
+      )
+      .catch(() => undefined);
+  const setStatus = (status: string) =>
+    catalog.query(`update tenantfleet.tenant_databases set status = $3, updated_at = now() where tenant = $1 and database = $2`, [req.key.tenant, req.key.database, status]).catch(() => undefined);
+  const enter = async (next: MigrationPhase) => {
+    record.timings[phase] = (record.timings[phase] ?? 0) + (Date.now() - phaseStarted);
+    phase = next;
+    phaseStarted = Date.now();
+    await save();
+  };
+  const log = opts.log;
+  let committed = false;
+  let coordinator: Coordinator | undefined;
+
+  try {
+    await setStatus("migrating");
+    log(`migrating ${who}: ${req.fromServer} → ${req.toServer} (migration ${record.migrationId})`);
+    const leftovers = await engine.cleanupLeftovers();
+    for (const l of leftovers) log(`removed a leftover of an earlier attempt: ${l}`);
+    const pre = await engine.preflight();
+    record.method = pre.method;
+    record.sizeBytes = pre.sizeBytes;
+    record.notes.push(...pre.notes);
+    for (const n of pre.notes) log(n, "warn");
+    log(`preflight ok: ${(pre.sizeBytes / 1024 / 1024).toFixed(1)} MB, method ${pre.method === "native" ? engine.nativeMechanism : "backup and restore under a pause"}`);
+
+    await enter("backup");
+    const file = path.join(opts.backupDir, req.key.tenant, req.key.database, `${startedAt.toISOString().replace(/[:.]/g, "-")}-${req.fromServer}.dump`);
+    const b = await engine.backup(file);
+    record.backup = { location: file, bytes: b.bytes, takenAt: new Date().toISOString() };
+    log(`safety backup: ${file} (${(b.bytes / 1024 / 1024).toFixed(1)} MB)`);
+
+    await enter("prepare");
+    await engine.prepareTarget(pre.method, file);
+
+    if (pre.method === "native") {
+      await engine.startReplication(record.migrationId);
+      await enter("sync");
+      await setStatus("migrating_sync");
+      await initialSync(engine, opts, log, (p) => save({ syncPercent: p }));
+      const syncMs = Date.now() - phaseStarted;
+      record.syncMBps = pre.sizeBytes / 1024 / 1024 / Math.max(0.001, syncMs / 1000);
+      await enter("catchup");
+      await setStatus("migrating");
+      await catchUp(engine, opts, log, (lag) => save({ lagMs: lag }));
+    }
+
+    await enter("cutover");
+    coordinator = await Coordinator.connect(opts.catalog);
+    const t0 = Date.now();
+    const paused = await coordinator.pause(req.key, { target: engine.target, timeoutMs: opts.drainTimeoutMs ?? 60_000, leaseMs: opts.leaseMs ?? 10_000, requestedBy: opts.requestedBy ?? `migration ${record.migrationId}` }).catch(async (e) => {
+      await coordinator!.resume(req.key).catch(() => undefined);
+      throw new Error(`the proxies could not drain ${who}: ${(e as Error).message}`);
+    });
+    record.timings.drain = paused.drainedMs;
+    try {
+      let t = Date.now();
+      if (pre.method === "native") {
+        record.timings.finalLag = await engine.markerLag(30_000);
+        t = Date.now();
+        await engine.finishWhilePaused();
+        record.timings.sequences = Date.now() - t;
+      } else {
+        log(`copying ${who} with pg_dump | pg_restore while its queries are held`);
+        await engine.copyWhilePaused();
+        record.timings.copy = Date.now() - t;
+      }
+      const v = await engine.verify();
+      record.verification = v;
+      record.timings.verify = v.ms;
+      if (!v.ok) throw new Error(`verification failed: ${v.mismatches.join("; ")}`);
+      t = Date.now();
+      try {
+        await coordinator.switch(req.key, engine.target, req.epoch + 1);
+        committed = true;
+      } catch (e) {
+        // The commit may have happened before the proxies' acknowledgements timed out.
+        const route = await loadRoute(catalog, req.key);
+        committed = route?.epoch === req.epoch + 1 && route.server === engine.target.server;
+        if (!committed) throw e;
+        log(`switch acknowledged late (${(e as Error).message}); the route is committed`, "warn");
+      }
+      record.timings.switch = Date.now() - t;
+    } finally {
+      const t = Date.now();
+      await coordinator.resume(req.key).catch((e) => log(`resume: ${(e as Error).message} (the pause lease lifts it)`, "warn"));
+      record.timings.resume = Date.now() - t;
+      record.pauseMs = Date.now() - t0;
+    }
+    log(`cutover: queries held ${record.pauseMs} ms (drain ${record.timings.drain} ms, verify ${record.timings.verify} ms: ${record.verification!.tables} tables, ${record.verification!.rows} rows); route epoch ${req.epoch + 1} → ${req.toServer}`);
+
+    await enter("fence");
+    await finishAfterCommit(engine, log);
+    await enter("done");
+    record.status = "done";
+    record.finishedAt = new Date().toISOString();
+    record.timings.total = Date.now() - startedAt.getTime();
+    await save();
+    await setStatus("ready");
+    log(`migrated ${who} to ${req.toServer} in ${(record.timings.total / 1000).toFixed(1)} s`);
+    return record;
+  } catch (e) {
+    const reason = (e as Error).message;
+    if (committed) {
+      // Only the fence/cleanup failed: the tenant runs on the target. The next run repeats them.
+      record.status = "done";
+      record.notes.push(`after the commit: ${reason}`);
+      record.finishedAt = new Date().toISOString();
+      await save();
+      await setStatus("ready");
+      log(`migrated ${who}, but cleaning up the source failed: ${reason}. The next \`pulumi up\` retries it.`, "warn");
+      return record;
+    }
+    record.timings[phase] = (record.timings[phase] ?? 0) + (Date.now() - phaseStarted);
+    record.error = `${phase}: ${reason}`;
+    record.finishedAt = new Date().toISOString();
+    log(`migration of ${who} failed during ${phase}: ${reason}. ${who} keeps serving from ${req.fromServer}; removing what this attempt made`, "warn");
+    await engine.removeReplication().catch((x) => log(`cleanup: ${(x as Error).message} (the next attempt removes it)`, "warn"));
+    await engine.abandonTarget().catch((x) => log(`cleanup: ${(x as Error).message} (the next attempt removes it)`, "warn"));
+    phase = "failed";
+    await save();
+    await setStatus("failed");
+    throw new MigrationError(`migration of ${who} from ${req.fromServer} to ${req.toServer} failed during ${record.error}. ${who} still serves from ${req.fromServer}; fix the cause and run \`pulumi up\` again.`, record);
+  } finally {
+    await coordinator?.close();
+    await engine.close();
+    await catalog.end().catch(() => undefined);
+  }
+}
+
+/** After the commit: replication objects go (both sides), then the source copy is fenced. */
+export async function finishAfterCommit(engine: EngineMigration, log: MigrateOptions["log"]): Promise<void> {
+  await engine.removeReplication();
+  await engine.fenceSource();
+  log("source copy fenced (no role can connect to it); replication objects removed on both servers");
+}
+
+async function initialSync(engine: EngineMigration, opts: MigrateOptions, log: MigrateOptions["log"], save: (p: number) => Promise<unknown>): Promise<void> {
+  const stallMs = opts.syncStallMs ?? 10 * 60_000;
+  let best = -1;
+  let lastProgress = Date.now();
+  let lastLog = 0;
+  let lastLogged = -100;
+  for (;;) {
+    const p = await engine.syncProgress().catch((e) => {
+      throw new Error(`initial sync: ${(e as Error).message}`);
+    });
+    if (p.percent > best) {
+      best = p.percent;
+      lastProgress = Date.now();
+    }
+    if (p.done || Date.now() - lastLog > 3000 || p.percent - lastLogged >= 10) {
+      log(`migrating_sync ${Math.floor(p.percent)}% (${p.tablesDone}/${p.tables} tables copied)`);
+      lastLog = Date.now();
+      lastLogged = p.percent;
+      await save(p.percent);
+    }
+    if (p.done) return;
+    if (Date.now() - lastProgress > stallMs) throw new Error(`initial sync made no progress for ${Math.round(stallMs / 1000)} s (stuck at ${Math.floor(best)}%)`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function catchUp(engine: EngineMigration, opts: MigrateOptions, log: MigrateOptions["log"], save: (lag: number) => Promise<unknown>): Promise<void> {
+  const want = opts.catchUpLagMs ?? 500;
+  for (let round = 1; ; round++) {
+    const lag = await engine.markerLag(5 * 60_000);
+    await save(lag);
+    if (lag <= want) {
+      log(`caught up: this tenant database's lag is ${lag} ms`);
+      return;
+    }
+    if (round % 5 === 1) log(`catching up: lag ${lag} ms`);
+  }
+}
+
+/**
+ * The database name a migration creates on its target: the client-facing name plus the epoch the
+ * cutover will commit. A name per epoch never collides with a fenced copy kept on the same server
+ * (a tenant coming back within the rollback window), and a half-made copy of a failed attempt is
+ * recognisable: no route can point at an epoch that was never committed.
+ */
+export function targetDatabaseName(key: TenantDbKey, nextEpoch: number): string {
+  const base = `${key.database}__${key.tenant}`;
+  const suffix = `_e${nextEpoch}`;
+  return `${base.slice(0, 63 - suffix.length)}${suffix}`;
+}
