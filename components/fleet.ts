@@ -4,10 +4,12 @@ import * as pulumi from "@pulumi/pulumi";
 import type { Engine } from "../dynamic-providers/engines";
 import type { FleetSpec } from "../stacks/config";
 import { DedicatedServer } from "./dedicated-server";
-import { planFleet } from "./fleet-plan";
+import { dedicatedServerName, planFleet, sharedClusterName } from "./fleet-plan";
 import type { Platform } from "./platforms";
 import { localPlatform } from "./platforms/local";
+import { ProxyFleet } from "./proxy-fleet";
 import { SharedCluster } from "./shared-cluster";
+import { Tenant, type ServerEndpoint, type TenantDatabaseOutput } from "./tenant";
 
 export interface FleetArgs {
   /** The validated stack config (see stacks/config.ts). */
@@ -34,6 +36,10 @@ export interface FleetResult {
   sharedClusters: SharedCluster[];
   dedicatedServers: DedicatedServer[];
   servers: Record<string, ServerOutput>;
+  proxies: { endpoints: pulumi.Output<string[]>; adminEndpoints: pulumi.Output<string[]> };
+  tenantDatabases: Record<string, Record<string, TenantDatabaseOutput>>;
+  /** Secret. */
+  catalogUrl: pulumi.Output<string>;
 }
 
 function platformFor(spec: FleetSpec, stack: string): Platform {
@@ -78,7 +84,45 @@ export function createFleet(parent: Fleet, args: FleetArgs): FleetResult {
     };
     return server;
   });
-  return { sharedClusters, dedicatedServers, servers };
+
+  const catalog = platform.controlCatalog(parent);
+  const proxyFleet = new ProxyFleet("proxies", { replicas: args.spec.proxyReplicas, catalogUrl: catalog.url, platform }, { parent });
+  const byServerName = new Map<string, ServerEndpoint>();
+  sharedClusters.forEach((c, i) => byServerName.set(plan.sharedClusters[i]!.name, c));
+  dedicatedServers.forEach((d, i) => byServerName.set(plan.dedicatedServers[i]!.name, d));
+  const tenantDatabases: FleetResult["tenantDatabases"] = {};
+  const tenants = [...new Set(args.spec.databases.map((d) => d.tenant))];
+  for (const tenant of tenants) {
+    const databases = args.spec.databases.filter((d) => d.tenant === tenant);
+    const placement: Record<string, { name: string; server: ServerEndpoint }> = {};
+    for (const d of databases) {
+      const name = d.isolation === "shared" ? sharedClusterName(d.engine, d.region) : dedicatedServerName(d.tenant, d.database, d.region);
+      placement[d.database] = { name, server: byServerName.get(name)! };
+    }
+    const t = new Tenant(
+      tenant,
+      {
+        databases,
+        servers: placement,
+        catalog,
+        proxyEndpoints: proxyFleet.endpoints,
+        stack: args.stack,
+        platform: args.spec.platform,
+        rollbackWindowHours: args.spec.rollbackWindowHours,
+        protect: args.spec.protectTenantDatabases,
+      },
+      { parent },
+    );
+    tenantDatabases[tenant] = t.databases;
+  }
+  return {
+    sharedClusters,
+    dedicatedServers,
+    servers,
+    proxies: { endpoints: proxyFleet.endpoints, adminEndpoints: proxyFleet.adminEndpoints },
+    tenantDatabases,
+    catalogUrl: catalog.url,
+  };
 }
 
 export class Fleet extends pulumi.ComponentResource {
@@ -87,6 +131,12 @@ export class Fleet extends pulumi.ComponentResource {
   public readonly servers!: Record<string, ServerOutput>;
   public readonly sharedClusters!: SharedCluster[];
   public readonly dedicatedServers!: DedicatedServer[];
+  /** The proxy fleet's endpoints (`host:port`). */
+  public readonly proxies!: FleetResult["proxies"];
+  /** Per tenant → database: engine, isolation, region, server, status, connection string (secret). */
+  public readonly tenantDatabases!: FleetResult["tenantDatabases"];
+  /** Secret: the control catalog's URL. */
+  public readonly catalogUrl!: pulumi.Output<string>;
 
   constructor(name: string, args: FleetArgs, opts?: pulumi.ComponentResourceOptions) {
     super("tenantfleet:index:Fleet", name, {}, opts);
@@ -94,6 +144,9 @@ export class Fleet extends pulumi.ComponentResource {
     this.servers = r.servers;
     this.sharedClusters = r.sharedClusters;
     this.dedicatedServers = r.dedicatedServers;
-    this.registerOutputs({ servers: this.servers });
+    this.proxies = r.proxies;
+    this.tenantDatabases = r.tenantDatabases;
+    this.catalogUrl = r.catalogUrl;
+    this.registerOutputs({ servers: this.servers, proxies: this.proxies, tenantDatabases: this.tenantDatabases, catalogUrl: this.catalogUrl });
   }
 }

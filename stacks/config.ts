@@ -33,6 +33,12 @@ export interface FleetSpec {
   platform: Platform;
   regions: string[];
   databases: TenantDatabaseSpec[];
+  /** Proxy hosts in the fleet. Default 2. */
+  proxyReplicas: number;
+  /** Hours a migrated tenant database's fenced source copy and safety backup are kept. Default 24. */
+  rollbackWindowHours: number;
+  /** Tenant databases are protected resources (removing or renaming one fails the preview) unless false. Default true. */
+  protectTenantDatabases: boolean;
 }
 
 export interface ConfigProblem {
@@ -77,6 +83,9 @@ export interface RawFleetConfig {
   platform?: unknown;
   regions?: unknown;
   tenants?: unknown;
+  proxyReplicas?: unknown;
+  rollbackWindowHours?: unknown;
+  protectTenantDatabases?: unknown;
 }
 
 export function validateFleetConfig(raw: RawFleetConfig): ValidationResult {
@@ -179,8 +188,22 @@ export function validateFleetConfig(raw: RawFleetConfig): ValidationResult {
     }
   }
 
+  const proxyReplicas = raw.proxyReplicas ?? 2;
+  if (typeof proxyReplicas !== "number" || !Number.isInteger(proxyReplicas) || proxyReplicas < 1 || proxyReplicas > 16) {
+    problem("proxyReplicas", `proxyReplicas must be a whole number from 1 to 16, got ${JSON.stringify(raw.proxyReplicas)}`);
+  }
+  const rollbackWindowHours = raw.rollbackWindowHours ?? 24;
+  if (typeof rollbackWindowHours !== "number" || !(rollbackWindowHours >= 0 && rollbackWindowHours <= 8760)) {
+    problem("rollbackWindowHours", `rollbackWindowHours must be a number of hours from 0 to 8760, got ${JSON.stringify(raw.rollbackWindowHours)}`);
+  }
+  const protect = raw.protectTenantDatabases ?? true;
+  if (typeof protect !== "boolean") problem("protectTenantDatabases", `protectTenantDatabases must be true or false, got ${JSON.stringify(raw.protectTenantDatabases)}`);
+
   if (problems.length > 0) return { ok: false, problems };
-  return { ok: true, spec: { platform, regions, databases } };
+  return {
+    ok: true,
+    spec: { platform, regions, databases, proxyReplicas: proxyReplicas as number, rollbackWindowHours: rollbackWindowHours as number, protectTenantDatabases: protect as boolean },
+  };
 }
 
 /** One readable block for the CLI: every problem on its own line, prefixed with its config path. */

@@ -11,6 +11,9 @@ const result = validateFleetConfig({
   platform: config.get("platform"),
   regions: config.getObject<unknown>("regions"),
   tenants: config.getObject<unknown>("tenants"),
+  proxyReplicas: config.getObject<unknown>("proxyReplicas"),
+  rollbackWindowHours: config.getObject<unknown>("rollbackWindowHours"),
+  protectTenantDatabases: config.getObject<unknown>("protectTenantDatabases"),
 });
 if (!result.ok) {
   throw new pulumi.RunError(formatProblems(result.problems));
@@ -20,3 +23,9 @@ const fleet = new Fleet("fleet", { spec: result.spec, stack: pulumi.getStack() }
 
 /** Every server: engine, region, role, host, port, adminUser, adminPassword (secret). */
 export const servers = fleet.servers;
+/** The proxy fleet: `host:port` endpoints applications connect to, and their admin endpoints. */
+export const proxies = fleet.proxies;
+/** Per tenant → database: engine, isolation, region, server, status, connection string (secret). */
+export const tenantDatabases = fleet.tenantDatabases;
+/** Secret: the control catalog (`npm run status` reads it). */
+export const catalogUrl = fleet.catalogUrl;

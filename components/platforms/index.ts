@@ -6,7 +6,7 @@
 import type * as pulumi from "@pulumi/pulumi";
 import type { Engine } from "../../dynamic-providers/engines";
 
-export type ServerRole = "shared" | "dedicated";
+export type ServerRole = "shared" | "dedicated" | "catalog";
 
 export interface ServerRequest {
   /** Logical server name, unique in the stack, e.g. `shared-postgres-eu-west`. */
@@ -28,7 +28,38 @@ export interface PlatformServer {
   version: pulumi.Output<string>;
 }
 
+/** The control catalog: a PostgreSQL database of its own, never a tenant's. */
+export interface PlatformCatalog {
+  serverName: string;
+  host: pulumi.Output<string>;
+  port: pulumi.Output<number>;
+  adminUser: pulumi.Output<string>;
+  /** Secret. */
+  adminPassword: pulumi.Output<string>;
+  database: pulumi.Output<string>;
+  /** Secret: postgres://… */
+  url: pulumi.Output<string>;
+}
+
+export interface ProxyHostRequest {
+  /** `proxy-1`, `proxy-2`, …: names the host and its row in the catalog. */
+  proxyId: string;
+  /** Secret. */
+  catalogUrl: pulumi.Output<string>;
+}
+
+/** One proxy host running the proxy from `proxy/`. */
+export interface PlatformProxy {
+  host: pulumi.Output<string>;
+  /** Client port (PostgreSQL protocol). */
+  port: pulumi.Output<number>;
+  /** /metrics and /healthz. */
+  adminPort: pulumi.Output<number>;
+}
+
 export interface Platform {
   readonly name: string;
   server(req: ServerRequest, parent: pulumi.Resource): PlatformServer;
+  controlCatalog(parent: pulumi.Resource): PlatformCatalog;
+  proxyHost(req: ProxyHostRequest, parent: pulumi.Resource): PlatformProxy;
 }

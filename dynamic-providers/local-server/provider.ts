@@ -95,7 +95,7 @@ export const provider: pulumi.dynamic.ResourceProvider = {
       failures.push({ property: "stack", reason: `stack must be a Pulumi stack name, got ${JSON.stringify(stack)}` });
     }
     if (typeof region !== "string" || region === "") failures.push({ property: "region", reason: "region is required" });
-    if (role !== "shared" && role !== "dedicated") failures.push({ property: "role", reason: `role must be "shared" or "dedicated", got ${JSON.stringify(role)}` });
+    if (role !== "shared" && role !== "dedicated" && role !== "catalog") failures.push({ property: "role", reason: `role must be "shared", "dedicated" or "catalog", got ${JSON.stringify(role)}` });
     return failures.length > 0 ? { failures } : { inputs: news };
   },
 

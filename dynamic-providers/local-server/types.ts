@@ -1,7 +1,8 @@
 import type * as pulumi from "@pulumi/pulumi";
 import type { Engine } from "../engines";
 
-export type ServerRole = "shared" | "dedicated";
+/** `catalog`: the server holding the control catalog (no tenant database). */
+export type ServerRole = "shared" | "dedicated" | "catalog";
 export type ServerState = "running" | "stopped" | "missing";
 
 /** Public inputs of a LocalServer. */

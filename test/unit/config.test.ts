@@ -33,8 +33,18 @@ describe("validateFleetConfig", () => {
           { tenant: "acme", database: "cache", engine: "redis", isolation: "shared", region: "eu-west" },
           { tenant: "globex", database: "app", engine: "mysql", isolation: "shared", region: "us-east" },
         ],
+        proxyReplicas: 2,
+        rollbackWindowHours: 24,
+        protectTenantDatabases: true,
       },
     });
+  });
+
+  it("rejects bad fleet settings, naming each", () => {
+    const r = validateFleetConfig({ ...valid(), proxyReplicas: 0, rollbackWindowHours: -1, protectTenantDatabases: "yes" });
+    expect(r.ok).toBe(false);
+    const paths = (r as { problems: { path: string }[] }).problems.map((p) => p.path);
+    expect(paths).toEqual(["proxyReplicas", "rollbackWindowHours", "protectTenantDatabases"]);
   });
 
   it("rejects an unknown engine, naming tenant, database and field", () => {

@@ -4,6 +4,9 @@ import type { FleetSpec } from "../../stacks/config";
 
 const spec: FleetSpec = {
   platform: "local",
+  proxyReplicas: 2,
+  rollbackWindowHours: 24,
+  protectTenantDatabases: true,
   regions: ["eu-west", "us-east"],
   databases: [
     { tenant: "acme", database: "app", engine: "postgres", isolation: "dedicated", region: "eu-west" },

@@ -1,25 +1,38 @@
-/** The local platform: each server is a LocalServer — a real server process on this machine. */
+/** The local platform: each server is a LocalServer (a real server process on this machine), each
+ * proxy host a LocalProxy (a real proxy process), the control catalog a database on its own
+ * LocalServer. */
+import { ControlCatalog } from "../../../dynamic-providers/control-catalog";
+import { LocalProxy } from "../../../dynamic-providers/local-proxy";
 import { LocalServer } from "../../../dynamic-providers/local-server";
-import type { Platform, PlatformServer, ServerRequest } from "../index";
+import type { Platform, PlatformCatalog, PlatformServer, ServerRequest } from "../index";
+
+export const CATALOG_SERVER = "control-catalog";
+export const CATALOG_DATABASE = "tenantfleet_catalog";
 
 export function localPlatform(stack: string): Platform {
+  const server = (req: ServerRequest, parent: Parameters<Platform["server"]>[1]): PlatformServer => {
+    const s = new LocalServer(
+      req.serverName,
+      { engine: req.engine, serverName: req.serverName, stack, region: req.region, role: req.role, tenant: req.tenant, database: req.database },
+      { parent },
+    );
+    return { host: s.host, port: s.port, adminUser: s.adminUser, adminPassword: s.adminPassword, version: s.version };
+  };
   return {
     name: "local",
-    server(req: ServerRequest, parent): PlatformServer {
-      const s = new LocalServer(
-        req.serverName,
-        {
-          engine: req.engine,
-          serverName: req.serverName,
-          stack,
-          region: req.region,
-          role: req.role,
-          tenant: req.tenant,
-          database: req.database,
-        },
+    server,
+    controlCatalog(parent): PlatformCatalog {
+      const s = server({ serverName: CATALOG_SERVER, engine: "postgres", region: "local", role: "catalog" }, parent);
+      const c = new ControlCatalog(
+        "control-catalog",
+        { serverName: CATALOG_SERVER, host: s.host, port: s.port, adminUser: s.adminUser, adminPassword: s.adminPassword, database: CATALOG_DATABASE },
         { parent },
       );
-      return { host: s.host, port: s.port, adminUser: s.adminUser, adminPassword: s.adminPassword, version: s.version };
+      return { serverName: CATALOG_SERVER, host: c.host, port: c.port, adminUser: c.adminUser, adminPassword: s.adminPassword, database: c.database, url: c.url };
+    },
+    proxyHost(req, parent) {
+      const p = new LocalProxy(req.proxyId, { proxyId: req.proxyId, stack, catalogUrl: req.catalogUrl }, { parent });
+      return { host: p.host, port: p.port, adminPort: p.adminPort };
     },
   };
 }

@@ -1,0 +1,89 @@
+/** Tenant — one tenant's databases: a TenantDatabase for each PostgreSQL database (the engines with
+ * live migration), placed on the server the fleet plan chose for it. */
+import * as pulumi from "@pulumi/pulumi";
+import { TenantDatabase } from "../dynamic-providers/tenant-database";
+import type { TenantDatabaseSpec } from "../stacks/config";
+import type { PlatformCatalog, PlatformServer } from "./platforms";
+
+/** What a tenant database needs of its server. */
+export type ServerEndpoint = Pick<PlatformServer, "host" | "port" | "adminUser" | "adminPassword">;
+
+export interface TenantArgs {
+  /** The tenant's databases (all of one tenant). */
+  databases: TenantDatabaseSpec[];
+  /** Server of each database (by database name) and its logical name. A different server for a
+   * database is a live migration of that database, never a replacement. */
+  servers: Record<string, { name: string; server: ServerEndpoint }>;
+  catalog: PlatformCatalog;
+  proxyEndpoints: pulumi.Output<string[]>;
+  stack: string;
+  platform: "local";
+  rollbackWindowHours: number;
+  /** Protect tenant databases: removing or renaming one fails the preview instead of dropping data. */
+  protect: boolean;
+}
+
+export interface TenantDatabaseOutput {
+  engine: string;
+  isolation: string;
+  region: string;
+  server: pulumi.Output<string> | string;
+  /** Secret (PostgreSQL databases: through the proxies, unchanged by migrations). */
+  connectionString?: pulumi.Output<string>;
+  status?: pulumi.Output<string>;
+  epoch?: pulumi.Output<number>;
+  lastMigration?: pulumi.Output<unknown>;
+}
+
+export function createTenant(name: string, parent: pulumi.ComponentResource, args: TenantArgs): Record<string, TenantDatabaseOutput> {
+  const out: Record<string, TenantDatabaseOutput> = {};
+  for (const db of args.databases) {
+    const placed = args.servers[db.database]!;
+    if (db.engine !== "postgres") {
+      out[db.database] = { engine: db.engine, isolation: db.isolation, region: db.region, server: placed.name };
+      continue;
+    }
+    const s = placed.server;
+    const r = new TenantDatabase(
+      `${name}-${db.database}`,
+      {
+        tenant: db.tenant,
+        database: db.database,
+        engine: "postgres",
+        isolation: db.isolation,
+        region: db.region,
+        server: pulumi.all([s.host, s.port, s.adminUser]).apply(([host, port, adminUser]) => ({ name: placed.name, host, port, adminUser })),
+        serverAdminPassword: s.adminPassword,
+        catalog: pulumi.all([args.catalog.host, args.catalog.port, args.catalog.adminUser, args.catalog.database]).apply(([host, port, adminUser, database]) => ({ host, port, adminUser, database })),
+        catalogPassword: args.catalog.adminPassword,
+        proxyEndpoints: args.proxyEndpoints,
+        stack: args.stack,
+        platform: args.platform,
+        rollbackWindowHours: args.rollbackWindowHours,
+      },
+      { parent, protect: args.protect },
+    );
+    out[db.database] = {
+      engine: db.engine,
+      isolation: db.isolation,
+      region: db.region,
+      server: r.server.apply((x) => x.name),
+      connectionString: r.connectionString,
+      status: r.status,
+      epoch: r.epoch,
+      lastMigration: r.lastMigration,
+    };
+  }
+  return out;
+}
+
+export class Tenant extends pulumi.ComponentResource {
+  /** Per database: engine, isolation, region, server, status and (secret) connection string. */
+  public readonly databases!: Record<string, TenantDatabaseOutput>;
+
+  constructor(name: string, args: TenantArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("tenantfleet:index:Tenant", name, {}, opts);
+    this.databases = createTenant(name, this, args);
+    this.registerOutputs({ databases: this.databases });
+  }
+}

@@ -1,0 +1,28 @@
+/** LocalProxy — a real tenantfleet proxy process on this machine (see provider.ts). */
+import * as pulumi from "@pulumi/pulumi";
+import { lazyProvider } from "../lazy-provider";
+import type { LocalProxyArgs } from "./types";
+
+export type { LocalProxyArgs } from "./types";
+
+export class LocalProxy extends pulumi.dynamic.Resource {
+  declare readonly proxyId: pulumi.Output<string>;
+  /** 127.0.0.1. */
+  declare readonly host: pulumi.Output<string>;
+  /** Client port, stable for the proxy's life. */
+  declare readonly port: pulumi.Output<number>;
+  /** /metrics and /healthz. */
+  declare readonly adminPort: pulumi.Output<number>;
+  declare readonly state: pulumi.Output<"running" | "stopped">;
+
+  constructor(name: string, args: LocalProxyArgs, opts?: pulumi.CustomResourceOptions) {
+    super(
+      lazyProvider("dynamic-providers/local-proxy/provider.ts"),
+      name,
+      { ...args, host: undefined, port: undefined, adminPort: undefined, dir: undefined, state: undefined },
+      { ...opts, additionalSecretOutputs: ["catalogUrl"] },
+      "tenantfleet",
+      "LocalProxy",
+    );
+  }
+}

@@ -1,0 +1,27 @@
+import type * as pulumi from "@pulumi/pulumi";
+
+/** Public inputs of a LocalProxy. */
+export interface LocalProxyArgs {
+  /** Proxy id, unique in the fleet (`proxy-1`); names its folder and its catalog row. Changing it replaces the proxy. */
+  proxyId: pulumi.Input<string>;
+  /** Stack the proxy belongs to: its folder lives under `.tenantfleet/<stack>/proxies/`. Changing it replaces the proxy. */
+  stack: pulumi.Input<string>;
+  /** `postgres://…` of the control catalog (secret). Changing it restarts the proxy on the same ports. */
+  catalogUrl: pulumi.Input<string>;
+}
+
+export interface LocalProxyInputs {
+  proxyId: string;
+  stack: string;
+  catalogUrl: string;
+}
+
+export interface LocalProxyOutputs extends LocalProxyInputs {
+  host: string;
+  /** Client port; stable for the proxy's life (reserved like a server's). */
+  port: number;
+  /** Admin port: /metrics and /healthz. */
+  adminPort: number;
+  dir: string;
+  state: "running" | "stopped";
+}

@@ -1,0 +1,85 @@
+/**
+ * Pure planning for TenantDatabase: input checks (with the refusals that protect data), the plan
+ * text `preview --diff` shows, and what an update must do. Unit-tested without servers.
+ */
+import type { RetainedCopy, TenantDatabaseInputs, TenantDatabaseOutputs } from "./types";
+
+export const DEFAULT_ROLLBACK_WINDOW_HOURS = 24;
+const NAME = /^[a-z][a-z0-9_]{0,29}$/;
+
+export type CheckOutcome = { inputs: TenantDatabaseInputs } | { failures: Array<{ property: string; reason: string }> };
+
+/** Validate and normalise; refuse changes that cannot be a migration. `olds` are the previous inputs. */
+export function checkTenantDatabase(olds: Partial<TenantDatabaseInputs> | undefined, news: Record<string, unknown>): CheckOutcome {
+  const failures: Array<{ property: string; reason: string }> = [];
+  const fail = (property: string, reason: string) => failures.push({ property, reason });
+  const who = `tenant database ${String(news.tenant)}/${String(news.database)}`;
+  for (const k of ["tenant", "database"] as const) {
+    if (typeof news[k] !== "string" || !NAME.test(news[k] as string)) fail(k, `${who}: ${k} must be a lower-case identifier, got ${JSON.stringify(news[k])}`);
+  }
+  if (news.engine !== "postgres") fail("engine", `${who}: engine ${JSON.stringify(news.engine)} has no live migration yet; TenantDatabase manages "postgres" databases`);
+  if (news.isolation !== "shared" && news.isolation !== "dedicated") fail("isolation", `${who}: isolation must be "shared" or "dedicated", got ${JSON.stringify(news.isolation)}`);
+  if (typeof news.region !== "string" || news.region === "") fail("region", `${who}: region is required`);
+  const server = news.server as Record<string, unknown> | undefined;
+  if (!server || typeof server.name !== "string" || typeof server.host !== "string" || typeof server.port !== "number") fail("server", `${who}: server must be { name, host, port, adminUser }`);
+  if (!Array.isArray(news.proxyEndpoints) || news.proxyEndpoints.length === 0) fail("proxyEndpoints", `${who}: at least one proxy endpoint is needed`);
+  const window = news.rollbackWindowHours ?? DEFAULT_ROLLBACK_WINDOW_HOURS;
+  if (typeof window !== "number" || !(window >= 0 && window <= 24 * 365)) fail("rollbackWindowHours", `${who}: rollbackWindowHours must be a number of hours from 0 to 8760, got ${JSON.stringify(window)}`);
+
+  if (olds?.tenant !== undefined) {
+    // Identity and engine are fixed for the resource's life: none of these can be a migration.
+    if (olds.tenant !== news.tenant || olds.database !== news.database) {
+      fail(
+        olds.tenant !== news.tenant ? "tenant" : "database",
+        `tenant database ${olds.tenant}/${olds.database} cannot be renamed to ${String(news.tenant)}/${String(news.database)}: a rename would create an empty database and drop this one with its data. ` +
+          `Keep the name, or create the new database, copy the data, then remove the old one.`,
+      );
+    }
+    if (olds.engine !== undefined && olds.engine !== news.engine) {
+      fail("engine", `tenant database ${olds.tenant}/${olds.database} cannot change engine from ${olds.engine} to ${String(news.engine)}: that needs a data conversion tenantfleet does not do. Create a new database with the new engine instead.`);
+    }
+  }
+  if (failures.length) return { failures };
+  const inputs = { ...(news as unknown as TenantDatabaseInputs), rollbackWindowHours: window as number };
+  inputs.plan = describePlan(olds, inputs);
+  return { inputs };
+}
+
+/** What `pulumi up` will do with this tenant database, in one line. */
+export function describePlan(olds: Partial<TenantDatabaseInputs> | undefined, news: TenantDatabaseInputs): string {
+  const here = `${news.server.name} (${news.isolation}, ${news.region})`;
+  if (!olds?.server) return `create on ${here}`;
+  if (olds.server.name === news.server.name) return `stays on ${here}`;
+  return `migrate ${olds.server.name} (${olds.isolation}, ${olds.region}) → ${here}: PostgreSQL logical replication, lag to zero, drain-and-switch in every proxy (backup-and-restore under a pause if replication is impossible)`;
+}
+
+export interface UpdatePlan {
+  changes: boolean;
+  /** The server changed: a live migration. */
+  migrate: boolean;
+  /** Retained copies past their window: dropped by the update. */
+  expired: RetainedCopy[];
+  reasons: string[];
+}
+
+export function planTenantDatabase(olds: TenantDatabaseOutputs, news: TenantDatabaseInputs, now: Date): UpdatePlan {
+  const reasons: string[] = [];
+  const migrate = olds.server.name !== news.server.name;
+  if (migrate) reasons.push(news.plan);
+  if (olds.proxyEndpoints.join(",") !== news.proxyEndpoints.join(",")) reasons.push("proxy endpoints changed: the connection string changes");
+  if (olds.status !== "ready") reasons.push(`status is ${olds.status}: the update repairs it`);
+  const catalogMoved = olds.catalog.host !== news.catalog.host || olds.catalog.port !== news.catalog.port || olds.catalog.database !== news.catalog.database;
+  if (catalogMoved) reasons.push("the control catalog moved: the route is written there");
+  const expired = (olds.retained ?? []).filter((r) => new Date(r.expiresAt) <= now);
+  if (expired.length) reasons.push(`${expired.length} retained cop${expired.length === 1 ? "y is" : "ies are"} past the rollback window: dropped`);
+  return { changes: reasons.length > 0, migrate, expired, reasons };
+}
+
+/** libpq multi-host URI: clients that support it (libpq, psql, pgx, JDBC) try the proxies in turn. */
+export function connectionString(role: string, password: string, endpoints: string[], clientDatabase: string): string {
+  return `postgresql://${encodeURIComponent(role)}:${encodeURIComponent(password)}@${endpoints.join(",")}/${encodeURIComponent(clientDatabase)}`;
+}
+
+export function expiry(from: Date, hours: number): string {
+  return new Date(from.getTime() + hours * 3600_000).toISOString();
+}

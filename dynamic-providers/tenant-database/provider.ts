@@ -1,0 +1,185 @@
+/**
+ * TenantDatabase: one tenant's database, its role and its route. `update` is a live migration
+ * when the server changes (DESIGN.md "A migration"); the catalog, not Pulumi's state, is the
+ * truth about where the tenant is, so an update interrupted after the cutover commit converges
+ * on the next run instead of migrating twice.
+ */
+import type * as pulumi from "@pulumi/pulumi";
+import { randomBytes } from "node:crypto";
+import { promises as fs } from "node:fs";
+import * as path from "node:path";
+import { Client, type ClientConfig } from "pg";
+import { clientDatabaseName, deleteRoute, loadRoute, upsertRoute, type Route } from "../../proxy/catalog/routes";
+import { makeVerifier } from "../../proxy/postgres/scram";
+import { PgMigration } from "../engines/postgres/migration";
+import { dropTenantDatabase, dumpDatabase, ensureTenantDatabase, type PgServerAccess } from "../engines/postgres/tenant-db";
+import { stateRoot } from "../local-server/state";
+import { finishAfterCommit, migrate, targetDatabaseName } from "../migration/orchestrator";
+import { progressLog } from "../progress";
+import { checkTenantDatabase, connectionString, expiry, planTenantDatabase } from "./plan";
+import type { RetainedCopy, ServerRef, TenantDatabaseInputs, TenantDatabaseOutputs } from "./types";
+
+const access = (s: ServerRef, adminPassword: string): PgServerAccess => ({ ...s, adminPassword });
+
+function catalogConfig(i: Pick<TenantDatabaseInputs, "catalog" | "catalogPassword">): ClientConfig {
+  return { host: i.catalog.host, port: i.catalog.port, user: i.catalog.adminUser, password: i.catalogPassword, database: i.catalog.database, connectionTimeoutMillis: 10_000 };
+}
+
+async function withCatalog<T>(i: Pick<TenantDatabaseInputs, "catalog" | "catalogPassword">, fn: (c: Client) => Promise<T>): Promise<T> {
+  const c = new Client(catalogConfig(i));
+  c.on("error", () => undefined);
+  try {
+    await c.connect();
+  } catch (e) {
+    throw new Error(`cannot reach the control catalog at ${i.catalog.host}:${i.catalog.port}: ${(e as Error).message}`);
+  }
+  try {
+    return await fn(c);
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
+/** The platform's backup store and free-disk probe (the local platform: a folder under the state dir). */
+function platformOf(i: Pick<TenantDatabaseInputs, "platform" | "stack">) {
+  return {
+    backupDir: path.join(stateRoot(), i.stack, "backups"),
+    freeBytes: async () => {
+      const s = await fs.statfs(stateRoot());
+      return s.bavail * s.bsize;
+    },
+  };
+}
+
+function routeOf(i: TenantDatabaseInputs, o: Pick<TenantDatabaseOutputs, "role" | "scramVerifier" | "backendDatabase">): Omit<Route, "epoch" | "status"> {
+  return { tenant: i.tenant, database: i.database, engine: "postgres", role: o.role, scramVerifier: o.scramVerifier, server: i.server.name, host: i.server.host, port: i.server.port, backendDatabase: o.backendDatabase };
+}
+
+/** Drop retained copies past their window. A fenced copy whose server is gone went with it. */
+async function sweep(expired: RetainedCopy[], log: (m: string, l?: "info" | "warn") => void): Promise<void> {
+  for (const r of expired) {
+    if (r.kind === "backup") {
+      await fs.rm(r.location, { force: true });
+      log(`rollback window over: removed the safety backup ${r.location}`);
+      continue;
+    }
+    try {
+      await dropTenantDatabase(access(r.server, r.adminPassword), r);
+      log(`rollback window over: dropped the fenced copy ${r.backendDatabase} on ${r.server.name}`);
+    } catch (e) {
+      log(`could not drop the fenced copy ${r.backendDatabase} on ${r.server.name} (${(e as Error).message}); its server is gone or unreachable, so it is forgotten`, "warn");
+    }
+  }
+}
+
+export const provider: pulumi.dynamic.ResourceProvider = {
+  async check(olds: Partial<TenantDatabaseInputs>, news: Record<string, unknown>) {
+    const r = checkTenantDatabase(olds && Object.keys(olds).length ? olds : undefined, news);
+    return "failures" in r ? { failures: r.failures } : { inputs: r.inputs };
+  },
+
+  async diff(_id, olds: TenantDatabaseOutputs, news: TenantDatabaseInputs) {
+    const plan = planTenantDatabase(olds, news, new Date());
+    return { changes: plan.changes, replaces: [], deleteBeforeReplace: false };
+  },
+
+  async create(inputs: TenantDatabaseInputs) {
+    const role = clientDatabaseName(inputs);
+    const password = randomBytes(24).toString("base64url");
+    const scramVerifier = makeVerifier(password);
+    const backendDatabase = clientDatabaseName(inputs);
+    await ensureTenantDatabase(access(inputs.server, inputs.serverAdminPassword), { backendDatabase, role, verifier: scramVerifier });
+    const route = await withCatalog(inputs, (c) => upsertRoute(c, { ...routeOf(inputs, { role, scramVerifier, backendDatabase }), status: "ready" }));
+    const outs: TenantDatabaseOutputs = {
+      ...inputs,
+      role,
+      password,
+      scramVerifier,
+      backendDatabase,
+      epoch: route.epoch,
+      connectionString: connectionString(role, password, inputs.proxyEndpoints, clientDatabaseName(inputs)),
+      status: "ready",
+      lastMigration: null,
+      retained: [],
+    };
+    return { id: `${inputs.tenant}/${inputs.database}`, outs };
+  },
+
+  async read(id, props: TenantDatabaseOutputs) {
+    return { id, props };
+  },
+
+  async update(_id, olds: TenantDatabaseOutputs, news: TenantDatabaseInputs) {
+    const log = progressLog(news.resourceUrn);
+    try {
+      const plan = planTenantDatabase(olds, news, new Date());
+      const outs: TenantDatabaseOutputs = { ...olds, ...news, status: "ready", retained: (olds.retained ?? []).filter((r) => !plan.expired.includes(r)) };
+      if (plan.migrate) Object.assign(outs, await migrateTo(olds, news, log));
+      await sweep(plan.expired, log);
+      outs.connectionString = connectionString(outs.role, outs.password, news.proxyEndpoints, clientDatabaseName(news));
+      // The route's server and address come from the catalog's own commit; re-writing them here
+      // would only matter when the catalog itself moved.
+      await withCatalog(news, async (c) => {
+        const r = await loadRoute(c, news);
+        if (!r) await upsertRoute(c, { ...routeOf(news, outs), status: "ready" });
+      });
+      return { outs };
+    } finally {
+      await log.flush();
+    }
+  },
+
+  async delete(_id, props: TenantDatabaseOutputs) {
+    const log = progressLog(props.resourceUrn);
+    try {
+      const server = access(props.server, props.serverAdminPassword);
+      const file = path.join(platformOf(props).backupDir, props.tenant, props.database, `${new Date().toISOString().replace(/[:.]/g, "-")}-deleted.dump`);
+      await dumpDatabase(server, props.backendDatabase, file);
+      log(`safety backup before delete: ${file}`);
+      await dropTenantDatabase(server, props);
+      await sweep((props.retained ?? []).filter((r) => r.kind === "fenced_copy"), log);
+      await withCatalog(props, (c) => deleteRoute(c, props));
+    } finally {
+      await log.flush();
+    }
+  },
+};
+
+/** The migration step of an update; returns the outputs that change. */
+async function migrateTo(olds: TenantDatabaseOutputs, news: TenantDatabaseInputs, log: (m: string, l?: "info" | "warn") => void): Promise<Partial<TenantDatabaseOutputs>> {
+  const route = await withCatalog(news, (c) => loadRoute(c, news));
+  if (!route) throw new Error(`the control catalog has no route for ${clientDatabaseName(news)}: it was removed outside Pulumi; run \`pulumi refresh\` and check \`npm run status\``);
+  const source = access(olds.server, olds.serverAdminPassword);
+  const target = access(news.server, news.serverAdminPassword);
+  const platform = platformOf(news);
+  const from = { backendDatabase: olds.backendDatabase, role: olds.role, verifier: olds.scramVerifier };
+  const windowEnd = expiry(new Date(), news.rollbackWindowHours);
+  const keep = (backup?: { location: string }): RetainedCopy[] => [
+    { kind: "fenced_copy", server: olds.server, adminPassword: olds.serverAdminPassword, backendDatabase: olds.backendDatabase, role: olds.role, expiresAt: windowEnd },
+    ...(backup ? [{ kind: "backup" as const, location: backup.location, expiresAt: windowEnd }] : []),
+  ];
+
+  if (route.server === news.server.name) {
+    // An earlier run committed the cutover and was interrupted before Pulumi saved it: finish it.
+    log(`the catalog already routes ${clientDatabaseName(news)} to ${news.server.name} (epoch ${route.epoch}): an earlier run committed the cutover; finishing its cleanup`, "warn");
+    const engine = new PgMigration({ source, target, from, targetDatabase: route.backendDatabase });
+    try {
+      await finishAfterCommit(engine, log);
+    } finally {
+      await engine.close();
+    }
+    await withCatalog(news, (c) => c.query("update tenantfleet.tenant_databases set status = 'ready' where tenant = $1 and database = $2", [news.tenant, news.database]));
+    return { backendDatabase: route.backendDatabase, epoch: route.epoch, retained: [...(olds.retained ?? []), ...keep()] };
+  }
+  if (route.server !== olds.server.name) {
+    throw new Error(`the catalog routes ${clientDatabaseName(news)} to ${route.server}, neither ${olds.server.name} (Pulumi's record) nor ${news.server.name} (the new placement): someone changed the route outside Pulumi. Check \`npm run status\`.`);
+  }
+  const engine = new PgMigration({ source, target, from, targetDatabase: targetDatabaseName(news, route.epoch + 1), freeBytes: platform.freeBytes });
+  const record = await migrate(engine, { key: news, fromServer: olds.server.name, toServer: news.server.name, epoch: route.epoch }, { catalog: catalogConfig(news), backupDir: platform.backupDir, log, requestedBy: `pulumi up (${news.stack})` });
+  return {
+    backendDatabase: engine.target.backendDatabase,
+    epoch: route.epoch + 1,
+    lastMigration: record,
+    retained: [...(olds.retained ?? []), ...keep(record.backup)],
+  };
+}

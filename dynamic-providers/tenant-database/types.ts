@@ -1,0 +1,94 @@
+import type * as pulumi from "@pulumi/pulumi";
+import type { MigrationRecord } from "../migration/orchestrator";
+
+/** Where a tenant database's server is and how the migration engine logs into it. */
+export interface ServerRef {
+  /** Logical server name (`shared-postgres-eu-west`, `dedicated-acme-app-eu-west`). */
+  name: string;
+  host: string;
+  port: number;
+  adminUser: string;
+}
+
+export interface CatalogRef {
+  host: string;
+  port: number;
+  adminUser: string;
+  database: string;
+}
+
+/** Public inputs of a TenantDatabase. */
+export interface TenantDatabaseArgs {
+  /** Tenant name. Cannot change (refused in check: a rename would create an empty database). */
+  tenant: pulumi.Input<string>;
+  /** Database name within the tenant. Cannot change (as tenant). */
+  database: pulumi.Input<string>;
+  /** Engine. Cannot change (refused in check). Only `postgres` has live migration so far. */
+  engine: pulumi.Input<"postgres">;
+  /** `shared` or `dedicated`. Changing it is an update: a live migration to the new server. */
+  isolation: pulumi.Input<"shared" | "dedicated">;
+  /** Region. Changing it is an update: a live migration to the new server. */
+  region: pulumi.Input<string>;
+  /** The server the database belongs on. A different server is an update: a live migration. */
+  server: pulumi.Input<ServerRef>;
+  /** Admin password of `server` (secret). */
+  serverAdminPassword: pulumi.Input<string>;
+  /** The control catalog (routes, pauses, migration records). */
+  catalog: pulumi.Input<CatalogRef>;
+  /** Admin password of the catalog (secret). */
+  catalogPassword: pulumi.Input<string>;
+  /** Proxy endpoints (`host:port`) the connection string names, in order. */
+  proxyEndpoints: pulumi.Input<pulumi.Input<string>[]>;
+  /** Stack name: the local platform keeps backups under `.tenantfleet/<stack>/backups/`. */
+  stack: pulumi.Input<string>;
+  /** Platform (`local`): where safety backups go and how free disk is read. */
+  platform: pulumi.Input<"local">;
+  /** Hours a fenced source copy and the safety backup are kept after a migration. Default 24. */
+  rollbackWindowHours?: pulumi.Input<number>;
+  /** This resource's own URN, so the provider can attach progress lines to it. */
+  resourceUrn: pulumi.Input<string>;
+}
+
+export interface TenantDatabaseInputs {
+  tenant: string;
+  database: string;
+  engine: "postgres";
+  isolation: "shared" | "dedicated";
+  region: string;
+  server: ServerRef;
+  serverAdminPassword: string;
+  catalog: CatalogRef;
+  catalogPassword: string;
+  proxyEndpoints: string[];
+  stack: string;
+  platform: "local";
+  rollbackWindowHours: number;
+  resourceUrn: string;
+  /** Set by check: what `pulumi up` will do, in words (shown by `preview --diff`). */
+  plan: string;
+}
+
+/** A copy kept for the rollback window after a migration. */
+export type RetainedCopy =
+  | { kind: "fenced_copy"; server: ServerRef; adminPassword: string; backendDatabase: string; role: string; expiresAt: string }
+  | { kind: "backup"; location: string; expiresAt: string };
+
+export interface TenantDatabaseOutputs extends TenantDatabaseInputs {
+  /** Login role (`<database>__<tenant>`). */
+  role: string;
+  /** Secret. */
+  password: string;
+  /** Secret: SCRAM-SHA-256 verifier the catalog and the server hold. */
+  scramVerifier: string;
+  /** Database name on the current server. */
+  backendDatabase: string;
+  /** Route epoch in the catalog (bumped by every migration). */
+  epoch: number;
+  /** `postgresql://role:password@proxy1,proxy2/<database>__<tenant>` — secret, unchanged by migrations. */
+  connectionString: string;
+  /** ready | failed (a failed migration leaves the previous placement serving). */
+  status: string;
+  lastMigration: MigrationRecord | null;
+  /** Secret: fenced copies and backups kept for the rollback window. */
+  retained: RetainedCopy[];
+}
