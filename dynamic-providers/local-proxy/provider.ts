@@ -11,6 +11,9 @@ import { claimPort, releasePort, reservePort } from "../local-server/ports";
 import { projectRoot, stateRoot } from "../local-server/state";
 import type { LocalProxyInputs, LocalProxyOutputs } from "./types";
 
+/** The value a dynamic provider sees for an input not known yet (during preview). */
+const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
+
 export const PROXY_BASE_PORT = 16432;
 export const PROXY_ADMIN_BASE_PORT = 19187;
 
@@ -61,7 +64,7 @@ export const provider: pulumi.dynamic.ResourceProvider = {
     const failures: pulumi.dynamic.CheckFailure[] = [];
     if (typeof news.proxyId !== "string" || !/^[a-z0-9][a-z0-9-]{0,62}$/.test(news.proxyId)) failures.push({ property: "proxyId", reason: `proxyId must be lower-case letters, digits and dashes, got ${JSON.stringify(news.proxyId)}` });
     if (typeof news.stack !== "string" || !/^[A-Za-z0-9._-]+$/.test(news.stack)) failures.push({ property: "stack", reason: "stack must be a Pulumi stack name" });
-    if (typeof news.catalogUrl !== "string" || !news.catalogUrl.startsWith("postgres")) failures.push({ property: "catalogUrl", reason: "catalogUrl must be a postgres:// URL of the control catalog" });
+    if (news.catalogUrl !== UNKNOWN && (typeof news.catalogUrl !== "string" || !news.catalogUrl.startsWith("postgres"))) failures.push({ property: "catalogUrl", reason: "catalogUrl must be a postgres:// URL of the control catalog" });
     return failures.length ? { failures } : { inputs: news };
   },
 

@@ -17,7 +17,8 @@ export class TenantDatabase extends pulumi.dynamic.Resource {
   declare readonly engine: pulumi.Output<"postgres">;
   declare readonly isolation: pulumi.Output<"shared" | "dedicated">;
   declare readonly region: pulumi.Output<string>;
-  declare readonly server: pulumi.Output<{ name: string; host: string; port: number; adminUser: string }>;
+  /** The server it lives on (after the last migration). */
+  declare readonly serverName: pulumi.Output<string>;
   /** Login role, `<database>__<tenant>`. */
   declare readonly role: pulumi.Output<string>;
   /** Secret. Through the proxies; identical before and after every migration. */

@@ -7,6 +7,10 @@ import type { RetainedCopy, TenantDatabaseInputs, TenantDatabaseOutputs } from "
 export const DEFAULT_ROLLBACK_WINDOW_HOURS = 24;
 const NAME = /^[a-z][a-z0-9_]{0,29}$/;
 
+/** The value a dynamic provider sees for an input not known yet (during preview). */
+export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
+export const isUnknown = (v: unknown): boolean => v === UNKNOWN;
+
 export type CheckOutcome = { inputs: TenantDatabaseInputs } | { failures: Array<{ property: string; reason: string }> };
 
 /** Validate and normalise; refuse changes that cannot be a migration. `olds` are the previous inputs. */
@@ -20,9 +24,12 @@ export function checkTenantDatabase(olds: Partial<TenantDatabaseInputs> | undefi
   if (news.engine !== "postgres") fail("engine", `${who}: engine ${JSON.stringify(news.engine)} has no live migration yet; TenantDatabase manages "postgres" databases`);
   if (news.isolation !== "shared" && news.isolation !== "dedicated") fail("isolation", `${who}: isolation must be "shared" or "dedicated", got ${JSON.stringify(news.isolation)}`);
   if (typeof news.region !== "string" || news.region === "") fail("region", `${who}: region is required`);
+  if (typeof news.serverName !== "string" || news.serverName === "") fail("serverName", `${who}: serverName is required`);
   const server = news.server as Record<string, unknown> | undefined;
-  if (!server || typeof server.name !== "string" || typeof server.host !== "string" || typeof server.port !== "number") fail("server", `${who}: server must be { name, host, port, adminUser }`);
-  if (!Array.isArray(news.proxyEndpoints) || news.proxyEndpoints.length === 0) fail("proxyEndpoints", `${who}: at least one proxy endpoint is needed`);
+  if (!isUnknown(server) && (!server || (!isUnknown(server.host) && typeof server.host !== "string") || (!isUnknown(server.port) && typeof server.port !== "number"))) {
+    fail("server", `${who}: server must be { host, port, adminUser }`);
+  }
+  if (!isUnknown(news.proxyEndpoints) && (!Array.isArray(news.proxyEndpoints) || news.proxyEndpoints.length === 0)) fail("proxyEndpoints", `${who}: at least one proxy endpoint is needed`);
   const window = news.rollbackWindowHours ?? DEFAULT_ROLLBACK_WINDOW_HOURS;
   if (typeof window !== "number" || !(window >= 0 && window <= 24 * 365)) fail("rollbackWindowHours", `${who}: rollbackWindowHours must be a number of hours from 0 to 8760, got ${JSON.stringify(window)}`);
 
@@ -47,10 +54,10 @@ export function checkTenantDatabase(olds: Partial<TenantDatabaseInputs> | undefi
 
 /** What `pulumi up` will do with this tenant database, in one line. */
 export function describePlan(olds: Partial<TenantDatabaseInputs> | undefined, news: TenantDatabaseInputs): string {
-  const here = `${news.server.name} (${news.isolation}, ${news.region})`;
-  if (!olds?.server) return `create on ${here}`;
-  if (olds.server.name === news.server.name) return `stays on ${here}`;
-  return `migrate ${olds.server.name} (${olds.isolation}, ${olds.region}) → ${here}: PostgreSQL logical replication, lag to zero, drain-and-switch in every proxy (backup-and-restore under a pause if replication is impossible)`;
+  const here = `${news.serverName} (${news.isolation}, ${news.region})`;
+  if (!olds?.serverName) return `create on ${here}`;
+  if (olds.serverName === news.serverName) return `stays on ${here}`;
+  return `migrate ${olds.serverName} (${olds.isolation}, ${olds.region}) → ${here}: PostgreSQL logical replication, lag to zero, drain-and-switch in every proxy (backup-and-restore under a pause if replication is impossible)`;
 }
 
 export interface UpdatePlan {
@@ -64,11 +71,11 @@ export interface UpdatePlan {
 
 export function planTenantDatabase(olds: TenantDatabaseOutputs, news: TenantDatabaseInputs, now: Date): UpdatePlan {
   const reasons: string[] = [];
-  const migrate = olds.server.name !== news.server.name;
+  const migrate = olds.serverName !== news.serverName;
   if (migrate) reasons.push(news.plan);
-  if (olds.proxyEndpoints.join(",") !== news.proxyEndpoints.join(",")) reasons.push("proxy endpoints changed: the connection string changes");
+  if (isUnknown(news.proxyEndpoints) || olds.proxyEndpoints.join(",") !== news.proxyEndpoints.join(",")) reasons.push("proxy endpoints changed: the connection string changes");
   if (olds.status !== "ready") reasons.push(`status is ${olds.status}: the update repairs it`);
-  const catalogMoved = olds.catalog.host !== news.catalog.host || olds.catalog.port !== news.catalog.port || olds.catalog.database !== news.catalog.database;
+  const catalogMoved = isUnknown(news.catalog) || olds.catalog.host !== news.catalog.host || olds.catalog.port !== news.catalog.port || olds.catalog.database !== news.catalog.database;
   if (catalogMoved) reasons.push("the control catalog moved: the route is written there");
   const expired = (olds.retained ?? []).filter((r) => new Date(r.expiresAt) <= now);
   if (expired.length) reasons.push(`${expired.length} retained cop${expired.length === 1 ? "y is" : "ies are"} past the rollback window: dropped`);

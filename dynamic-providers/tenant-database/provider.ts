@@ -20,6 +20,7 @@ import { checkTenantDatabase, connectionString, expiry, planTenantDatabase } fro
 import type { RetainedCopy, ServerRef, TenantDatabaseInputs, TenantDatabaseOutputs } from "./types";
 
 const access = (s: ServerRef, adminPassword: string): PgServerAccess => ({ ...s, adminPassword });
+const serverOf = (i: Pick<TenantDatabaseInputs, "serverName" | "server">): ServerRef => ({ ...i.server, name: i.serverName });
 
 function catalogConfig(i: Pick<TenantDatabaseInputs, "catalog" | "catalogPassword">): ClientConfig {
   return { host: i.catalog.host, port: i.catalog.port, user: i.catalog.adminUser, password: i.catalogPassword, database: i.catalog.database, connectionTimeoutMillis: 10_000 };
@@ -52,7 +53,7 @@ function platformOf(i: Pick<TenantDatabaseInputs, "platform" | "stack">) {
 }
 
 function routeOf(i: TenantDatabaseInputs, o: Pick<TenantDatabaseOutputs, "role" | "scramVerifier" | "backendDatabase">): Omit<Route, "epoch" | "status"> {
-  return { tenant: i.tenant, database: i.database, engine: "postgres", role: o.role, scramVerifier: o.scramVerifier, server: i.server.name, host: i.server.host, port: i.server.port, backendDatabase: o.backendDatabase };
+  return { tenant: i.tenant, database: i.database, engine: "postgres", role: o.role, scramVerifier: o.scramVerifier, server: i.serverName, host: i.server.host, port: i.server.port, backendDatabase: o.backendDatabase };
 }
 
 /** Drop retained copies past their window. A fenced copy whose server is gone went with it. */
@@ -88,7 +89,7 @@ export const provider: pulumi.dynamic.ResourceProvider = {
     const password = randomBytes(24).toString("base64url");
     const scramVerifier = makeVerifier(password);
     const backendDatabase = clientDatabaseName(inputs);
-    await ensureTenantDatabase(access(inputs.server, inputs.serverAdminPassword), { backendDatabase, role, verifier: scramVerifier });
+    await ensureTenantDatabase(access(serverOf(inputs), inputs.serverAdminPassword), { backendDatabase, role, verifier: scramVerifier });
     const route = await withCatalog(inputs, (c) => upsertRoute(c, { ...routeOf(inputs, { role, scramVerifier, backendDatabase }), status: "ready" }));
     const outs: TenantDatabaseOutputs = {
       ...inputs,
@@ -132,7 +133,7 @@ export const provider: pulumi.dynamic.ResourceProvider = {
   async delete(_id, props: TenantDatabaseOutputs) {
     const log = progressLog(props.resourceUrn);
     try {
-      const server = access(props.server, props.serverAdminPassword);
+      const server = access(serverOf(props), props.serverAdminPassword);
       const file = path.join(platformOf(props).backupDir, props.tenant, props.database, `${new Date().toISOString().replace(/[:.]/g, "-")}-deleted.dump`);
       await dumpDatabase(server, props.backendDatabase, file);
       log(`safety backup before delete: ${file}`);
@@ -149,19 +150,19 @@ export const provider: pulumi.dynamic.ResourceProvider = {
 async function migrateTo(olds: TenantDatabaseOutputs, news: TenantDatabaseInputs, log: (m: string, l?: "info" | "warn") => void): Promise<Partial<TenantDatabaseOutputs>> {
   const route = await withCatalog(news, (c) => loadRoute(c, news));
   if (!route) throw new Error(`the control catalog has no route for ${clientDatabaseName(news)}: it was removed outside Pulumi; run \`pulumi refresh\` and check \`npm run status\``);
-  const source = access(olds.server, olds.serverAdminPassword);
-  const target = access(news.server, news.serverAdminPassword);
+  const source = access(serverOf(olds), olds.serverAdminPassword);
+  const target = access(serverOf(news), news.serverAdminPassword);
   const platform = platformOf(news);
   const from = { backendDatabase: olds.backendDatabase, role: olds.role, verifier: olds.scramVerifier };
   const windowEnd = expiry(new Date(), news.rollbackWindowHours);
   const keep = (backup?: { location: string }): RetainedCopy[] => [
-    { kind: "fenced_copy", server: olds.server, adminPassword: olds.serverAdminPassword, backendDatabase: olds.backendDatabase, role: olds.role, expiresAt: windowEnd },
+    { kind: "fenced_copy", server: serverOf(olds), adminPassword: olds.serverAdminPassword, backendDatabase: olds.backendDatabase, role: olds.role, expiresAt: windowEnd },
     ...(backup ? [{ kind: "backup" as const, location: backup.location, expiresAt: windowEnd }] : []),
   ];
 
-  if (route.server === news.server.name) {
+  if (route.server === news.serverName) {
     // An earlier run committed the cutover and was interrupted before Pulumi saved it: finish it.
-    log(`the catalog already routes ${clientDatabaseName(news)} to ${news.server.name} (epoch ${route.epoch}): an earlier run committed the cutover; finishing its cleanup`, "warn");
+    log(`the catalog already routes ${clientDatabaseName(news)} to ${news.serverName} (epoch ${route.epoch}): an earlier run committed the cutover; finishing its cleanup`, "warn");
     const engine = new PgMigration({ source, target, from, targetDatabase: route.backendDatabase });
     try {
       await finishAfterCommit(engine, log);
@@ -171,11 +172,11 @@ async function migrateTo(olds: TenantDatabaseOutputs, news: TenantDatabaseInputs
     await withCatalog(news, (c) => c.query("update tenantfleet.tenant_databases set status = 'ready' where tenant = $1 and database = $2", [news.tenant, news.database]));
     return { backendDatabase: route.backendDatabase, epoch: route.epoch, retained: [...(olds.retained ?? []), ...keep()] };
   }
-  if (route.server !== olds.server.name) {
-    throw new Error(`the catalog routes ${clientDatabaseName(news)} to ${route.server}, neither ${olds.server.name} (Pulumi's record) nor ${news.server.name} (the new placement): someone changed the route outside Pulumi. Check \`npm run status\`.`);
+  if (route.server !== olds.serverName) {
+    throw new Error(`the catalog routes ${clientDatabaseName(news)} to ${route.server}, neither ${olds.serverName} (Pulumi's record) nor ${news.serverName} (the new placement): someone changed the route outside Pulumi. Check \`npm run status\`.`);
   }
   const engine = new PgMigration({ source, target, from, targetDatabase: targetDatabaseName(news, route.epoch + 1), freeBytes: platform.freeBytes });
-  const record = await migrate(engine, { key: news, fromServer: olds.server.name, toServer: news.server.name, epoch: route.epoch }, { catalog: catalogConfig(news), backupDir: platform.backupDir, log, requestedBy: `pulumi up (${news.stack})` });
+  const record = await migrate(engine, { key: news, fromServer: olds.serverName, toServer: news.serverName, epoch: route.epoch }, { catalog: catalogConfig(news), backupDir: platform.backupDir, log, requestedBy: `pulumi up (${news.stack})` });
   return {
     backendDatabase: engine.target.backendDatabase,
     epoch: route.epoch + 1,

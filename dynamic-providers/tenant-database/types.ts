@@ -29,8 +29,10 @@ export interface TenantDatabaseArgs {
   isolation: pulumi.Input<"shared" | "dedicated">;
   /** Region. Changing it is an update: a live migration to the new server. */
   region: pulumi.Input<string>;
-  /** The server the database belongs on. A different server is an update: a live migration. */
-  server: pulumi.Input<ServerRef>;
+  /** Name of the server the database belongs on (known at preview). A different server is an update: a live migration. */
+  serverName: pulumi.Input<string>;
+  /** How to reach that server. */
+  server: pulumi.Input<Omit<ServerRef, "name">>;
   /** Admin password of `server` (secret). */
   serverAdminPassword: pulumi.Input<string>;
   /** The control catalog (routes, pauses, migration records). */
@@ -55,7 +57,8 @@ export interface TenantDatabaseInputs {
   engine: "postgres";
   isolation: "shared" | "dedicated";
   region: string;
-  server: ServerRef;
+  serverName: string;
+  server: Omit<ServerRef, "name">;
   serverAdminPassword: string;
   catalog: CatalogRef;
   catalogPassword: string;
