@@ -55,6 +55,8 @@ async function writeConfig(t: typeof tenants): Promise<void> {
     "config:",
     "  tenantfleet:platform: local",
     "  tenantfleet:regions: [eu-west, us-east]",
+    // Tenant databases are protected by default; this stack is destroyed at the end.
+    "  tenantfleet:protectTenantDatabases: false",
     `  tenantfleet:tenants: ${JSON.stringify(t)}`,
   ];
   await fs.writeFile(stackFile, lines.join("\n") + "\n");
@@ -217,15 +219,17 @@ describe(`local stack through the real CLI (${stack})`, () => {
     await writeConfig({ ...tenants, hooli: { databases: { app: { engine: "postgres", isolation: "dedicated", region: "us-east" } } } });
   });
 
-  it("pulumi destroy leaves no server process and no data dir", async () => {
-    const { servers } = await outputs(false);
-    ports = Object.values(servers).map((s) => s.port);
+  it("pulumi destroy leaves no server or proxy process and no data dir", async () => {
+    const { servers, proxies } = (await outputs(false)) as unknown as { servers: Record<string, ServerOut>; proxies: { endpoints: string[]; adminEndpoints: string[] } };
+    ports = [...Object.values(servers).map((s) => s.port), ...[...proxies.endpoints, ...proxies.adminEndpoints].map((e) => Number(e.split(":")[1]))];
     const root = path.join(stateRoot(), stack, "servers");
     serverDirs = (await fs.readdir(root)).map((d) => path.join(root, d));
-    expect(serverDirs.length).toBe(5);
+    expect(serverDirs.length).toBe(6); // five tenant servers and the control catalog's
+    expect(ports.length).toBe(9);
     await pulumi(["destroy", "--yes", "--skip-preview"]);
     for (const d of serverDirs) expect(existsSync(d)).toBe(false);
     for (const p of ports) expect(await portOpen(p)).toBe(false);
     expect(await fs.readdir(root)).toEqual([]);
+    expect(await fs.readdir(path.join(stateRoot(), stack, "proxies"))).toEqual([]);
   });
 });

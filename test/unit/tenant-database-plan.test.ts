@@ -1,0 +1,86 @@
+import { describe, expect, it } from "vitest";
+import { checkTenantDatabase, connectionString, planTenantDatabase, UNKNOWN } from "../../dynamic-providers/tenant-database/plan";
+import type { TenantDatabaseInputs, TenantDatabaseOutputs } from "../../dynamic-providers/tenant-database/types";
+
+const inputs = (over: Partial<TenantDatabaseInputs> = {}): Record<string, unknown> => ({
+  tenant: "acme",
+  database: "app",
+  engine: "postgres",
+  isolation: "shared",
+  region: "eu-west",
+  serverName: "shared-postgres-eu-west",
+  server: { host: "127.0.0.1", port: 25432, adminUser: "admin" },
+  serverAdminPassword: "pw",
+  catalog: { host: "127.0.0.1", port: 25433, adminUser: "admin", database: "tenantfleet_catalog" },
+  catalogPassword: "pw",
+  proxyEndpoints: ["127.0.0.1:16432", "127.0.0.1:16433"],
+  stack: "local",
+  platform: "local",
+  resourceUrn: "urn:x",
+  ...over,
+});
+
+function checked(olds: Record<string, unknown> | undefined, news: Record<string, unknown>): TenantDatabaseInputs {
+  const r = checkTenantDatabase(olds as Partial<TenantDatabaseInputs> | undefined, news);
+  if ("failures" in r) throw new Error(JSON.stringify(r.failures));
+  return r.inputs;
+}
+
+function outputsOf(i: TenantDatabaseInputs, over: Partial<TenantDatabaseOutputs> = {}): TenantDatabaseOutputs {
+  return { ...i, role: "app__acme", password: "p", scramVerifier: "v", backendDatabase: "app__acme", epoch: 1, connectionString: "c", status: "ready", lastMigration: null, retained: [], ...over };
+}
+
+describe("TenantDatabase check", () => {
+  it("defaults the rollback window to 24 hours and describes a create", () => {
+    const i = checked(undefined, inputs());
+    expect(i.rollbackWindowHours).toBe(24);
+    expect(i.plan).toBe("create on shared-postgres-eu-west (shared, eu-west)");
+  });
+
+  it("describes a tier change as a migration from server to server, with the method", () => {
+    const olds = checked(undefined, inputs());
+    const i = checked(olds as unknown as Record<string, unknown>, inputs({ isolation: "dedicated", serverName: "dedicated-acme-app-eu-west" }));
+    expect(i.plan).toMatch(/^migrate shared-postgres-eu-west \(shared, eu-west\) → dedicated-acme-app-eu-west \(dedicated, eu-west\): PostgreSQL logical replication/);
+  });
+
+  it("refuses a rename and an engine change, saying why (no path drops data)", () => {
+    const olds = checked(undefined, inputs()) as unknown as Partial<TenantDatabaseInputs>;
+    const renamed = checkTenantDatabase(olds, inputs({ tenant: "acmecorp" }));
+    expect(renamed).toEqual({ failures: [{ property: "tenant", reason: expect.stringMatching(/cannot be renamed to acmecorp\/app: a rename would create an empty database and drop this one/) }] });
+    const engine = checkTenantDatabase({ ...olds, engine: "mysql" as never }, inputs());
+    expect(engine).toEqual({ failures: [{ property: "engine", reason: expect.stringMatching(/cannot change engine from mysql to postgres/) }] });
+  });
+
+  it("names each bad field", () => {
+    const r = checkTenantDatabase(undefined, inputs({ tenant: "Bad Name", isolation: "solo" as never, engine: "redis" as never, rollbackWindowHours: -1, proxyEndpoints: [] }));
+    expect("failures" in r && r.failures.map((f) => f.property)).toEqual(["tenant", "engine", "isolation", "proxyEndpoints", "rollbackWindowHours"]);
+  });
+
+  it("accepts values still unknown at preview", () => {
+    expect(() => checked(undefined, inputs({ server: UNKNOWN as never, proxyEndpoints: UNKNOWN as never }))).not.toThrow();
+  });
+});
+
+describe("TenantDatabase update plan", () => {
+  const now = new Date("2026-11-22T12:00:00Z");
+  it("a server change is a migration; nothing else changed is no change", () => {
+    const i = checked(undefined, inputs());
+    expect(planTenantDatabase(outputsOf(i), i, now)).toMatchObject({ changes: false, migrate: false });
+    const moved = checked(i as unknown as Record<string, unknown>, inputs({ region: "us-east", serverName: "shared-postgres-us-east" }));
+    expect(planTenantDatabase(outputsOf(i), moved, now)).toMatchObject({ changes: true, migrate: true });
+  });
+
+  it("retained copies past the rollback window are an update that drops them", () => {
+    const i = checked(undefined, inputs());
+    const retained = [
+      { kind: "backup" as const, location: "/b1", expiresAt: "2026-11-22T11:00:00Z" },
+      { kind: "backup" as const, location: "/b2", expiresAt: "2026-11-23T11:00:00Z" },
+    ];
+    const p = planTenantDatabase(outputsOf(i, { retained }), i, now);
+    expect(p).toMatchObject({ changes: true, migrate: false, expired: [retained[0]] });
+  });
+});
+
+it("the connection string is a libpq multi-host URI naming every proxy", () => {
+  expect(connectionString("app__acme", "p/w", ["127.0.0.1:16432", "127.0.0.1:16433"], "app__acme")).toBe("postgresql://app__acme:p%2Fw@127.0.0.1:16432,127.0.0.1:16433/app__acme");
+});
