@@ -131,14 +131,20 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
     for (const n of pre.notes) log(n, "warn");
     log(`preflight ok: ${(pre.sizeBytes / 1024 / 1024).toFixed(1)} MB, method ${pre.method === "native" ? engine.nativeMechanism : "backup and restore under a pause"}`);
 
-    await enter("backup");
+    // The safety backup runs alongside the initial sync (both only read the source) and must be
+    // complete before the cutover; with dump/restore it comes first.
     const file = path.join(opts.backupDir, req.key.tenant, req.key.database, `${startedAt.toISOString().replace(/[:.]/g, "-")}-${req.fromServer}.dump`);
-    const b = await engine.backup(file);
-    record.backup = { location: file, bytes: b.bytes, takenAt: new Date().toISOString() };
-    log(`safety backup: ${file} (${(b.bytes / 1024 / 1024).toFixed(1)} MB)`);
+    const backupStarted = Date.now();
+    const backup = engine.backup(file).then((b) => {
+      record.backup = { location: file, bytes: b.bytes, takenAt: new Date().toISOString() };
+      record.timings.backup = Date.now() - backupStarted;
+      log(`safety backup: ${file} (${(b.bytes / 1024 / 1024).toFixed(1)} MB, ${record.timings.backup} ms)`);
+    });
+    backup.catch(() => undefined); // awaited below; a failure is reported there
+    if (pre.method !== "native") await backup;
 
     await enter("prepare");
-    await engine.prepareTarget(pre.method, file);
+    await engine.prepareTarget(pre.method, path.dirname(file));
 
     if (pre.method === "native") {
       await engine.startReplication(record.migrationId);
@@ -146,6 +152,9 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
       await setStatus("migrating_sync");
       await initialSync(engine, opts, log, (p) => save({ syncPercent: p }));
       const syncMs = Date.now() - phaseStarted;
+      await backup.catch((e) => {
+        throw new Error(`safety backup: ${(e as Error).message}`);
+      });
       record.syncMBps = pre.sizeBytes / 1024 / 1024 / Math.max(0.001, syncMs / 1000);
       await enter("catchup");
       await setStatus("migrating");
@@ -155,7 +164,10 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
     await enter("cutover");
     coordinator = await Coordinator.connect(opts.catalog);
     const t0 = Date.now();
-    const paused = await coordinator.pause(req.key, { target: engine.target, timeoutMs: opts.drainTimeoutMs ?? 60_000, leaseMs: opts.leaseMs ?? 10_000, requestedBy: opts.requestedBy ?? `migration ${record.migrationId}` }).catch(async (e) => {
+    // Announcing the target lets proxies open connections there while they drain; only when the
+    // target already holds the schema (native replication), not before a dump/restore copy.
+    const announced = pre.method === "native" ? engine.target : undefined;
+    const paused = await coordinator.pause(req.key, { target: announced, timeoutMs: opts.drainTimeoutMs ?? 60_000, leaseMs: opts.leaseMs ?? 10_000, requestedBy: opts.requestedBy ?? `migration ${record.migrationId}` }).catch(async (e) => {
       await coordinator!.resume(req.key).catch(() => undefined);
       throw new Error(`the proxies could not drain ${who}: ${(e as Error).message}`);
     });

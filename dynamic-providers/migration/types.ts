@@ -56,7 +56,8 @@ export interface EngineMigration {
   /** Checks that touch nothing. Throws with what to fix when no method can work. */
   preflight(): Promise<PreflightResult>;
   backup(file: string): Promise<{ bytes: number }>;
-  prepareTarget(method: MigrationMethod, backupFile: string): Promise<void>;
+  /** Target database and role; for `native`, the schema too. `workDir` holds temporary files. */
+  prepareTarget(method: MigrationMethod, workDir: string): Promise<void>;
   startReplication(migrationId: number): Promise<void>;
   syncProgress(): Promise<SyncProgress>;
   /** Write a marker into the tenant database on the source; resolve with the ms until the target

@@ -517,10 +517,13 @@ export class PgSession implements DrainMember {
   }
 
   /** A connection on `route` carrying this session's state (settings, statements, LISTENs). */
-  private async connectWithState(route: Route): Promise<Backend> {
+  private async connectWithState(route: Route, opts: { strict?: boolean } = {}): Promise<Backend> {
     const b = await this.openBackend(route);
     try {
       const result = await restoreSession(b, this.snapshot, this.prepared, this.unnamedParse);
+      // A connection opened ahead of the switch must carry everything: the target may not hold the
+      // data yet (a copy still running), and the switch will connect again once it does.
+      if (opts.strict && result.failures.length) throw new Error(`session state did not restore: ${result.failures.join("; ")}`);
       for (const f of result.failures) this.log.warn({ failure: f }, "session state item did not restore on the new server");
     } catch (e) {
       b.destroy();
@@ -540,7 +543,7 @@ export class PgSession implements DrainMember {
     const key = targetKey(t);
     if (this.next?.target === key || key === targetKey(route)) return;
     this.dropNext();
-    const backend = this.connectWithState({ ...route, host: t.host, port: t.port, backendDatabase: t.backendDatabase }).catch((e: Error) => {
+    const backend = this.connectWithState({ ...route, host: t.host, port: t.port, backendDatabase: t.backendDatabase }, { strict: true }).catch((e: Error) => {
       this.log.warn({ err: e.message }, "could not open a connection to the announced switch target; the switch will connect itself");
       return undefined;
     });

@@ -12,6 +12,8 @@
  * an interrupted attempt are found and dropped by the next one, and never another tenant's).
  */
 import { randomBytes } from "node:crypto";
+import { promises as fs } from "node:fs";
+import * as path from "node:path";
 import { Client, escapeIdentifier as ident, escapeLiteral as literal } from "pg";
 import type { RouteTarget } from "../../../proxy/catalog/routes";
 import type { EngineMigration, MigrationMethod, PreflightResult, SyncProgress, Verification } from "../../migration/types";
@@ -178,12 +180,18 @@ export class PgMigration implements EngineMigration {
     return dumpDatabase(this.a.source, this.a.from.backendDatabase, file);
   }
 
-  async prepareTarget(method: MigrationMethod, backupFile: string): Promise<void> {
-    const { target, from, targetDatabase } = this.a;
+  async prepareTarget(method: MigrationMethod, workDir: string): Promise<void> {
+    const { source, target, from, targetDatabase } = this.a;
     await ensureTenantDatabase(target, { ...from, backendDatabase: targetDatabase });
     if (method !== "native") return;
-    // The schema from the safety backup: one dump serves both.
-    await restoreDatabase(target, targetDatabase, backupFile, { schemaOnly: true });
+    // Schema only (tables, indexes, constraints); the rows come with the subscription's initial copy.
+    const schema = path.join(workDir, `${targetDatabase}.schema.dump`);
+    try {
+      await dumpDatabase(source, from.backendDatabase, schema, { schemaOnly: true });
+      await restoreDatabase(target, targetDatabase, schema, { schemaOnly: true });
+    } finally {
+      await fs.rm(schema, { force: true });
+    }
     const markerDdl = `create schema ${MARKER_SCHEMA};
       revoke all on schema ${MARKER_SCHEMA} from public;
       create table ${MARKER_SCHEMA}.marker (id int primary key, token text not null, written_at timestamptz not null default clock_timestamp())`;

@@ -148,10 +148,11 @@ function waitExit(child: ReturnType<typeof spawn>, what: string, stderr: () => s
 }
 
 /** `pg_dump -Fc` of one database into `file` (custom format: pg_restore can take parts of it). */
-export async function dumpDatabase(s: PgServerAccess, database: string, file: string): Promise<{ bytes: number }> {
+export async function dumpDatabase(s: PgServerAccess, database: string, file: string, opts: { schemaOnly?: boolean } = {}): Promise<{ bytes: number }> {
   await fs.mkdir(path.dirname(file), { recursive: true });
   const partial = `${file}.partial`;
-  const child = spawn(await pgBinary("pg_dump"), [...connArgs(s, database), "-Fc", "-f", partial], { env: pgEnv(s), stdio: ["ignore", "ignore", "pipe"] });
+  const args = [...connArgs(s, database), "-Fc", ...(opts.schemaOnly ? ["--schema-only"] : []), "-f", partial];
+  const child = spawn(await pgBinary("pg_dump"), args, { env: pgEnv(s), stdio: ["ignore", "ignore", "pipe"] });
   let err = "";
   child.stderr!.on("data", (d) => (err += d));
   await waitExit(child, `pg_dump of ${database} on ${s.name}`, () => err);
