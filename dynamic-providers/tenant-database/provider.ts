@@ -146,8 +146,8 @@ export const provider: pulumi.dynamic.ResourceProvider = {
   },
 };
 
-/** The migration step of an update; returns the outputs that change. */
-async function migrateTo(olds: TenantDatabaseOutputs, news: TenantDatabaseInputs, log: (m: string, l?: "info" | "warn") => void): Promise<Partial<TenantDatabaseOutputs>> {
+/** The migration step of an update; returns the outputs that change. Exported for the kill test. */
+export async function migrateTo(olds: TenantDatabaseOutputs, news: TenantDatabaseInputs, log: (m: string, l?: "info" | "warn") => void): Promise<Partial<TenantDatabaseOutputs>> {
   const route = await withCatalog(news, (c) => loadRoute(c, news));
   if (!route) throw new Error(`the control catalog has no route for ${clientDatabaseName(news)}: it was removed outside Pulumi; run \`pulumi refresh\` and check \`npm run status\``);
   const source = access(serverOf(olds), olds.serverAdminPassword);

@@ -5,6 +5,7 @@
  * that dies during the initial sync.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import * as path from "node:path";
 import { Client } from "pg";
@@ -218,6 +219,89 @@ describe("fallback and failure", () => {
     expect(missing).toEqual([]);
     expect(extra).toEqual([]);
   });
+});
+
+describe("a migration process killed with SIGKILL (a killed `pulumi up`)", () => {
+  /** Start the migration of `key` from → to in a child process; SIGKILL it when the catalog shows `phase`. */
+  async function killDuring(key: TenantDbKey, from: PgServer, to: PgServer, phase: string): Promise<void> {
+    const route = await fleet.route(key);
+    const args = {
+      engine: { source: access(from), target: access(to), from: { backendDatabase: route.backendDatabase, role: route.role, verifier: route.scramVerifier }, targetDatabase: targetDatabaseName(key, route.epoch + 1) },
+      req: { key, fromServer: from.serverName, toServer: to.serverName, epoch: route.epoch },
+      catalog: fleet.catalogConfig,
+      backupDir: path.join(fleet.root, "backups"),
+    };
+    const child = spawn(process.execPath, ["--import", "tsx", path.join(__dirname, "../fixtures/run-migration.ts")], { env: { ...process.env, MIGRATION_ARGS: JSON.stringify(args) }, stdio: "ignore" });
+    const exited = new Promise((r) => child.once("exit", r));
+    const c = new Client(fleet.catalogConfig);
+    await c.connect();
+    try {
+      for (;;) {
+        const r = await c.query("select phase from tenantfleet.migrations where tenant = $1 and database = $2 order by migration_id desc limit 1", [key.tenant, key.database]);
+        if (r.rows[0]?.phase === phase) break;
+        if (child.exitCode !== null) throw new Error(`the migration ended before phase ${phase}`);
+        await sleep(5);
+      }
+    } finally {
+      await c.end();
+    }
+    child.kill("SIGKILL");
+    await exited;
+  }
+
+  /** What the next `pulumi up` does: TenantDatabase's update step, with the previous outputs. */
+  async function nextUp(key: TenantDbKey, from: PgServer, to: PgServer, route: { backendDatabase: string; role: string; scramVerifier: string }) {
+    const { migrateTo } = await import("../../dynamic-providers/tenant-database/provider");
+    const ref = (s: PgServer) => ({ host: s.host, port: s.port, adminUser: s.adminUser });
+    const cat = fleet.catalogConfig;
+    const common = { tenant: key.tenant, database: key.database, engine: "postgres" as const, region: "local", catalog: { host: cat.host!, port: cat.port!, adminUser: cat.user!, database: cat.database! }, catalogPassword: String(cat.password), proxyEndpoints: [`127.0.0.1:${p1.port}`], stack: fleet.stack, platform: "local" as const, rollbackWindowHours: 24, resourceUrn: "", plan: "" };
+    const olds = { ...common, isolation: "shared" as const, serverName: from.serverName, server: ref(from), serverAdminPassword: from.adminPassword, role: route.role, password: "", scramVerifier: route.scramVerifier, backendDatabase: route.backendDatabase, epoch: 1, connectionString: "", status: "ready", lastMigration: null, retained: [] };
+    const news = { ...common, isolation: "dedicated" as const, serverName: to.serverName, server: ref(to), serverAdminPassword: to.adminPassword };
+    const logs: string[] = [];
+    const out = await migrateTo(olds, news, (m) => logs.push(m));
+    return { out, logs };
+  }
+
+  for (const phase of ["sync", "cutover"]) {
+    it(`killed during ${phase}: no pause outlives its lease, nothing is lost, the next run converges`, async () => {
+      const key = { tenant: `kill_${phase}`, database: "app" };
+      const t = await fleet.tenantDatabase(a, { ...key, role: `app__kill_${phase}` });
+      await prepareLoadTables(endpoints(t)[0]!);
+      const c = new Client(endpoints(t)[0]!);
+      await c.connect();
+      await c.query("create table blobs (id bigserial primary key, body text not null)");
+      await c.query("insert into blobs (body) select repeat(md5(g::text), 30) from generate_series(1, 30000) g");
+      await c.end();
+      const before = await fleet.route(key);
+      const load = new LoadGenerator({ endpoints: endpoints(t), clients: 3 });
+      load.start();
+      await sleep(300);
+      await killDuring(key, a, b, phase);
+      const killedAt = Date.now();
+      // Within the lease (10 s) every proxy serves again, on whatever route is committed.
+      const acked = load.report().acknowledged;
+      await sleep(11_000);
+      expect(load.report().acknowledged).toBeGreaterThan(acked + 10);
+      expect(load.maxLatencyBetween(killedAt + 10_500, Date.now())).toBeLessThan(2000);
+
+      const { out, logs } = await nextUp(key, a, b, before);
+      await sleep(300);
+      const report = await load.stop();
+      expect(report.errors).toEqual([]);
+      const after = await fleet.route(key);
+      expect(after).toMatchObject({ server: b.serverName, status: "ready" });
+      expect(out.backendDatabase).toBe(after.backendDatabase);
+      const { missing, extra } = compareIds(load.acknowledgedIds(), await storedIds(b.admin(after.backendDatabase)));
+      expect(missing).toEqual([]);
+      expect(extra).toEqual([]);
+      expect(await replicationLeftovers(a)).toEqual({ slots: 0, roles: 0 });
+      if (after.epoch === before.epoch + 1 && logs.some((l) => /already routes/.test(l))) {
+        console.log(`killed during ${phase}: the cutover had committed; the next run finished its cleanup`);
+      } else {
+        expect(logs.join("\n")).toMatch(/removed a leftover of an earlier attempt/);
+      }
+    }, 120_000);
+  }
 });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
