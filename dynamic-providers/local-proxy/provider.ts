@@ -9,10 +9,8 @@ import * as path from "node:path";
 import { logTail, pidAlive, portOpen, readPid, startDetached, stopPid } from "../local-server/process";
 import { claimPort, releasePort, reservePort } from "../local-server/ports";
 import { projectRoot, stateRoot } from "../local-server/state";
+import { isUnknown } from "../preview";
 import type { LocalProxyInputs, LocalProxyOutputs } from "./types";
-
-/** The value a dynamic provider sees for an input not known yet (during preview). */
-const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
 
 export const PROXY_BASE_PORT = 16432;
 export const PROXY_ADMIN_BASE_PORT = 19187;
@@ -31,17 +29,11 @@ async function start(o: LocalProxyOutputs): Promise<void> {
   const logFile = path.join(o.dir, "proxy.log");
   const before = (await fs.stat(logFile).catch(() => undefined))?.size ?? 0;
   // The catalog URL carries a password: it goes through the environment, never argv.
-  process.env.TENANTFLEET_CATALOG_URL = o.catalogUrl;
-  let pid: number;
-  try {
-    ({ pid } = await startDetached(
-      process.execPath,
-      ["--import", "tsx", path.join(root, "proxy", "main.ts"), "--id", o.proxyId, "--listen", `${o.host}:${o.port}`, "--admin", `${o.host}:${o.adminPort}`],
-      { logFile, wait: false, cwd: root },
-    ));
-  } finally {
-    delete process.env.TENANTFLEET_CATALOG_URL;
-  }
+  const { pid } = await startDetached(
+    process.execPath,
+    ["--import", "tsx", path.join(root, "proxy", "main.ts"), "--id", o.proxyId, "--listen", `${o.host}:${o.port}`, "--admin", `${o.host}:${o.adminPort}`],
+    { logFile, wait: false, cwd: root, env: { ...process.env, TENANTFLEET_CATALOG_URL: o.catalogUrl } },
+  );
   await fs.writeFile(path.join(o.dir, "proxy.pid"), `${pid}\n`);
   const deadline = Date.now() + 60_000;
   for (;;) {
@@ -64,7 +56,7 @@ export const provider: pulumi.dynamic.ResourceProvider = {
     const failures: pulumi.dynamic.CheckFailure[] = [];
     if (typeof news.proxyId !== "string" || !/^[a-z0-9][a-z0-9-]{0,62}$/.test(news.proxyId)) failures.push({ property: "proxyId", reason: `proxyId must be lower-case letters, digits and dashes, got ${JSON.stringify(news.proxyId)}` });
     if (typeof news.stack !== "string" || !/^[A-Za-z0-9._-]+$/.test(news.stack)) failures.push({ property: "stack", reason: "stack must be a Pulumi stack name" });
-    if (news.catalogUrl !== UNKNOWN && (typeof news.catalogUrl !== "string" || !news.catalogUrl.startsWith("postgres"))) failures.push({ property: "catalogUrl", reason: "catalogUrl must be a postgres:// URL of the control catalog" });
+    if (!isUnknown(news.catalogUrl) && (typeof news.catalogUrl !== "string" || !news.catalogUrl.startsWith("postgres"))) failures.push({ property: "catalogUrl", reason: "catalogUrl must be a postgres:// URL of the control catalog" });
     return failures.length ? { failures } : { inputs: news };
   },
 

@@ -46,14 +46,14 @@ export async function run(
 export async function startDetached(
   cmd: string,
   args: string[],
-  opts: { user?: string; logFile: string; wait: boolean; cwd?: string },
+  opts: { user?: string; logFile: string; wait: boolean; cwd?: string; env?: NodeJS.ProcessEnv },
 ): Promise<{ pid: number; code?: number }> {
   const [c, a] = asUser(opts.user, cmd, args);
   const fd = openSync(opts.logFile, "a");
   try {
     // The server (running as opts.user) appends to the same log later.
     await chownTree(opts.logFile, opts.user);
-    const child = spawn(c, a, { detached: true, stdio: ["ignore", fd, fd], cwd: opts.cwd });
+    const child = spawn(c, a, { detached: true, stdio: ["ignore", fd, fd], cwd: opts.cwd, env: opts.env ?? process.env });
     const pid = child.pid;
     if (pid === undefined) {
       const err = await new Promise<Error>((resolve) => child.once("error", resolve));

@@ -15,7 +15,7 @@ import { Coordinator } from "../../proxy/catalog/coordinator";
 import { loadRoute, type TenantDbKey } from "../../proxy/catalog/routes";
 import type { BackupRecord, EngineMigration, MigrationMethod, Verification } from "./types";
 
-export type MigrationPhase = "preflight" | "backup" | "prepare" | "sync" | "catchup" | "cutover" | "fence" | "done" | "failed";
+export type MigrationPhase = "preflight" | "prepare" | "sync" | "catchup" | "cutover" | "fence" | "done" | "failed";
 
 export interface MigrationRecord {
   migrationId: number;

@@ -2,14 +2,11 @@
  * Pure planning for TenantDatabase: input checks (with the refusals that protect data), the plan
  * text `preview --diff` shows, and what an update must do. Unit-tested without servers.
  */
+import { isUnknown } from "../preview";
 import type { RetainedCopy, TenantDatabaseInputs, TenantDatabaseOutputs } from "./types";
 
 export const DEFAULT_ROLLBACK_WINDOW_HOURS = 24;
 const NAME = /^[a-z][a-z0-9_]{0,29}$/;
-
-/** The value a dynamic provider sees for an input not known yet (during preview). */
-export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
-export const isUnknown = (v: unknown): boolean => v === UNKNOWN;
 
 export type CheckOutcome = { inputs: TenantDatabaseInputs } | { failures: Array<{ property: string; reason: string }> };
 

@@ -132,7 +132,7 @@ create table tenantfleet.migrations (
   to_server    text not null,
   -- logical_replication | dump_restore
   method       text not null,
-  -- preflight | backup | prepare | sync | catchup | cutover | fence | done | failed
+  -- preflight | prepare | sync | catchup | cutover | fence | done | failed (the backup runs alongside)
   phase        text not null,
   -- Initial sync, 0..100 (logical replication only).
   sync_percent real,

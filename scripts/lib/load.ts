@@ -61,7 +61,8 @@ export async function prepareLoadTables(config: ClientConfig): Promise<void> {
 export class LoadGenerator {
   private readonly acked = new Set<bigint>();
   private readonly errors: LoadError[] = [];
-  private readonly latencies: number[] = [];
+  /** Every operation: when it started (ms since epoch) and how long it took. */
+  private readonly samples: Array<{ at: number; ms: number }> = [];
   private longest = { at: 0, ms: 0, op: "" };
   private running = false;
   private loops: Promise<void>[] = [];
@@ -81,8 +82,7 @@ export class LoadGenerator {
     return [...this.acked];
   }
 
-  /** Latencies of operations that started within [from, to] (ms since epoch). */
-  private samples: Array<{ at: number; ms: number }> = [];
+  /** The longest operation among those that started within [from, to] (ms since epoch). */
   maxLatencyBetween(from: number, to: number): number {
     let max = 0;
     for (const s of this.samples) if (s.at >= from && s.at <= to && s.ms > max) max = s.ms;
@@ -96,7 +96,7 @@ export class LoadGenerator {
   }
 
   report(): LoadReport {
-    const sorted = [...this.latencies].sort((a, b) => a - b);
+    const sorted = this.samples.map((x) => x.ms).sort((a, b) => a - b);
     const q = (p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]! : 0);
     return {
       ops: this.ops,
@@ -167,7 +167,6 @@ export class LoadGenerator {
           await sleep(50);
         }
         const ms = performance.now() - t0;
-        this.latencies.push(ms);
         this.samples.push({ at, ms });
         if (ms > this.longest.ms) this.longest = { at, ms, op };
         if (interval > 0) {

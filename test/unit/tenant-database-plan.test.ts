@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { checkTenantDatabase, connectionString, planTenantDatabase, UNKNOWN } from "../../dynamic-providers/tenant-database/plan";
+import { checkTenantDatabase, connectionString, planTenantDatabase } from "../../dynamic-providers/tenant-database/plan";
+import { UNKNOWN } from "../../dynamic-providers/preview";
 import type { TenantDatabaseInputs, TenantDatabaseOutputs } from "../../dynamic-providers/tenant-database/types";
 
 const inputs = (over: Partial<TenantDatabaseInputs> = {}): Record<string, unknown> => ({

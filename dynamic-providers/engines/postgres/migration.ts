@@ -14,11 +14,11 @@
 import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
-import { Client, escapeIdentifier as ident, escapeLiteral as literal } from "pg";
+import { escapeIdentifier as ident, escapeLiteral as literal, type Client } from "pg";
 import type { RouteTarget } from "../../../proxy/catalog/routes";
 import type { EngineMigration, MigrationMethod, PreflightResult, SyncProgress, Verification } from "../../migration/types";
 import {
-  adminConfig,
+  connectAdmin,
   copyDatabase,
   databaseExists,
   dropSubscriptionsIn,
@@ -81,18 +81,18 @@ export class PgMigration implements EngineMigration {
   }
 
   private async source(): Promise<Client> {
-    if (!this.sourceDb) this.sourceDb = await connect(this.a.source, this.a.from.backendDatabase);
+    if (!this.sourceDb) this.sourceDb = await connectAdmin(this.a.source, this.a.from.backendDatabase);
     return this.sourceDb;
   }
 
   private async targetClient(): Promise<Client> {
-    if (!this.targetDb) this.targetDb = await connect(this.a.target, this.a.targetDatabase);
+    if (!this.targetDb) this.targetDb = await connectAdmin(this.a.target, this.a.targetDatabase);
     return this.targetDb;
   }
 
   async cleanupLeftovers(): Promise<string[]> {
     const removed: string[] = [];
-    const { source, target, from, targetDatabase } = this.a;
+    const { target, targetDatabase } = this.a;
     // On the target: a half-made copy (no route points to it: its name carries the next epoch).
     await withAdmin(target, "postgres", async (c) => {
       if (await databaseExists(c, targetDatabase)) {
@@ -101,8 +101,19 @@ export class PgMigration implements EngineMigration {
         removed.push(`database ${targetDatabase} on ${target.name}`);
       }
     });
-    // On the source: publications and the marker schema in the tenant database, its slots, its
-    // replication logins.
+    const problems: string[] = [];
+    await this.dropSourceReplication(removed, problems);
+    if (problems.length) throw new Error(problems.join("; "));
+    return removed;
+  }
+
+  /**
+   * On the source: this tenant database's publications and marker schema, its slots, its
+   * replication logins. Each of the two connections that fails is reported in `problems`, so a
+   * source that is gone does not stop the rest; what was dropped is named in `removed`.
+   */
+  private async dropSourceReplication(removed: string[], problems: string[]): Promise<void> {
+    const { source, from } = this.a;
     await withAdmin(source, from.backendDatabase, async (c) => {
       for (const { pubname } of (await c.query<{ pubname: string }>("select pubname from pg_publication where pubname like 'tf\\_mig\\_%'")).rows) {
         await c.query(`drop publication ${ident(pubname)}`);
@@ -112,7 +123,7 @@ export class PgMigration implements EngineMigration {
         await c.query(`drop schema ${ident(MARKER_SCHEMA)} cascade`);
         removed.push(`schema ${MARKER_SCHEMA} in ${from.backendDatabase} on ${source.name}`);
       }
-    });
+    }).catch((e) => problems.push((e as Error).message));
     await withAdmin(source, "postgres", async (c) => {
       const slots = await c.query<{ slot_name: string }>(
         "select slot_name from pg_replication_slots where database = $1 and slot_name like 'tf\\_mig\\_%'",
@@ -126,8 +137,7 @@ export class PgMigration implements EngineMigration {
         await dropRole(c, role);
         removed.push(`role ${role} on ${source.name}`);
       }
-    });
-    return removed;
+    }).catch((e) => problems.push((e as Error).message));
   }
 
   async preflight(): Promise<PreflightResult> {
@@ -315,23 +325,13 @@ export class PgMigration implements EngineMigration {
   }
 
   async removeReplication(): Promise<void> {
-    const { source, target, from, targetDatabase } = this.a;
+    const { target, targetDatabase } = this.a;
     const problems: string[] = [];
     // Dropping the subscription drops its slot on the source too; if the source is unreachable the
     // slot is dropped below (or by the next attempt's cleanup).
     await dropSubscriptionsIn(target, targetDatabase).catch((e) => problems.push((e as Error).message));
     await withAdmin(target, targetDatabase, (c) => c.query(`drop schema if exists ${ident(MARKER_SCHEMA)} cascade`)).catch((e) => problems.push((e as Error).message));
-    await withAdmin(source, from.backendDatabase, async (c) => {
-      for (const { pubname } of (await c.query<{ pubname: string }>("select pubname from pg_publication where pubname like 'tf\\_mig\\_%'")).rows) {
-        await c.query(`drop publication ${ident(pubname)}`);
-      }
-      await c.query(`drop schema if exists ${ident(MARKER_SCHEMA)} cascade`);
-    }).catch((e) => problems.push((e as Error).message));
-    await withAdmin(source, "postgres", async (c) => {
-      const slots = await c.query<{ slot_name: string }>("select slot_name from pg_replication_slots where database = $1 and slot_name like 'tf\\_mig\\_%'", [from.backendDatabase]);
-      for (const { slot_name } of slots.rows) await dropSlot(c, slot_name);
-      for (const role of await replicationRoles(c, from.backendDatabase)) await dropRole(c, role);
-    }).catch((e) => problems.push((e as Error).message));
+    await this.dropSourceReplication([], problems);
     if (problems.length) throw new Error(`removing replication objects: ${problems.join("; ")}`);
   }
 
@@ -356,17 +356,6 @@ export class PgMigration implements EngineMigration {
   async close(): Promise<void> {
     await this.closeConnections();
   }
-}
-
-async function connect(s: PgServerAccess, database: string): Promise<Client> {
-  const c = new Client(adminConfig(s, database));
-  c.on("error", () => undefined);
-  try {
-    await c.connect();
-  } catch (e) {
-    throw new Error(`cannot reach PostgreSQL server ${s.name} at ${s.host}:${s.port} (database ${database}): ${(e as Error).message}`);
-  }
-  return c;
 }
 
 function roleComment(database: string): string {

@@ -35,8 +35,8 @@ export function adminConfig(s: PgServerAccess, database = "postgres"): ClientCon
   return { host: s.host, port: s.port, user: s.adminUser, password: s.adminPassword, database, connectionTimeoutMillis: 10_000 };
 }
 
-/** Run `fn` on an admin connection to `database` on `s`; connection errors name the server. */
-export async function withAdmin<T>(s: PgServerAccess, database: string, fn: (c: Client) => Promise<T>): Promise<T> {
+/** An open admin connection to `database` on `s`; connection errors name the server. The caller ends it. */
+export async function connectAdmin(s: PgServerAccess, database: string): Promise<Client> {
   const c = new Client(adminConfig(s, database));
   // An error event on an idle client (server stopped under us) must not crash the process: the
   // next query rejects with it instead.
@@ -46,6 +46,12 @@ export async function withAdmin<T>(s: PgServerAccess, database: string, fn: (c: 
   } catch (e) {
     throw new Error(`cannot reach PostgreSQL server ${s.name} at ${s.host}:${s.port} (database ${database}): ${(e as Error).message}`);
   }
+  return c;
+}
+
+/** Run `fn` on an admin connection to `database` on `s`, closed afterwards. */
+export async function withAdmin<T>(s: PgServerAccess, database: string, fn: (c: Client) => Promise<T>): Promise<T> {
+  const c = await connectAdmin(s, database);
   try {
     return await fn(c);
   } finally {
@@ -160,7 +166,7 @@ export async function dumpDatabase(s: PgServerAccess, database: string, file: st
   return { bytes: (await fs.stat(file)).size };
 }
 
-/** pg_restore from a custom-format file into an existing database; `section` limits what is restored. */
+/** pg_restore from a custom-format file into an existing database (the schema only, when asked). */
 export async function restoreDatabase(s: PgServerAccess, database: string, file: string, opts: { schemaOnly?: boolean } = {}): Promise<void> {
   const args = [...connArgs(s, database), "--exit-on-error", "--single-transaction", "--no-publications", "--no-subscriptions", ...(opts.schemaOnly ? ["--schema-only"] : []), file];
   const child = spawn(await pgBinary("pg_restore"), args, { env: pgEnv(s), stdio: ["ignore", "ignore", "pipe"] });
