@@ -18,12 +18,10 @@ import * as path from "node:path";
 import { parseArgs, promisify } from "node:util";
 import { Client } from "pg";
 
-import { LocalPgFleet, type PgServer } from "./lib/local-pg-fleet";
+import { LocalPgFleet, serverAccess } from "./lib/local-pg-fleet";
 import { LoadGenerator, compareIds, prepareLoadTables, storedIds } from "./lib/load";
 import { pgBinary } from "../dynamic-providers/engines/postgres/local";
-import { PgMigration } from "../dynamic-providers/engines/postgres/migration";
 import { copyDatabase, databaseSize, ensureTenantDatabase } from "../dynamic-providers/engines/postgres/tenant-db";
-import { migrate, targetDatabaseName } from "../dynamic-providers/migration/orchestrator";
 import { repoRoot } from "./lib/pulumi-env";
 
 const execFileP = promisify(execFile);
@@ -43,7 +41,6 @@ const sizeMb = values.quick ? 100 : Number(values["size-mb"]);
 const writes = Number(values.writes);
 const clients = Number(values.clients);
 const progress = (m: string) => process.stderr.write(`[bench:cutover] ${m}\n`);
-const access = (s: PgServer) => ({ name: s.serverName, host: s.host, port: s.port, adminUser: s.adminUser, adminPassword: s.adminPassword });
 
 async function main(): Promise<void> {
   const fleet = await LocalPgFleet.create({ stack: "bench-cutover" });
@@ -71,15 +68,15 @@ async function main(): Promise<void> {
     await owner.connect();
     await owner.query("alter table pgbench_history add column id bigserial primary key");
     await owner.end();
-    const sizeBytes = await databaseSize(access(shared), acme.name);
+    const sizeBytes = await databaseSize(serverAccess(shared), acme.name);
     progress(`built ${(sizeBytes / 1024 / 1024).toFixed(0)} MB in ${((Date.now() - t) / 1000).toFixed(0)} s`);
 
     // Baseline: pg_dump | pg_restore of the same database, no load, to a third server.
     const route = await fleet.route(key);
-    await ensureTenantDatabase(access(baselineTarget), { backendDatabase: "baseline", role: route.role, verifier: route.scramVerifier });
+    await ensureTenantDatabase(serverAccess(baselineTarget), { backendDatabase: "baseline", role: route.role, verifier: route.scramVerifier });
     progress("baseline: pg_dump | pg_restore of the same database");
     t = Date.now();
-    await copyDatabase(access(shared), acme.name, access(baselineTarget), "baseline");
+    await copyDatabase(serverAccess(shared), acme.name, serverAccess(baselineTarget), "baseline");
     const dumpRestoreMs = Date.now() - t;
     progress(`baseline took ${(dumpRestoreMs / 1000).toFixed(1)} s`);
 
@@ -91,20 +88,10 @@ async function main(): Promise<void> {
     const logs: string[] = [];
     const migStarted = Date.now();
     let cutoverStarted = 0;
-    const engine = new PgMigration({
-      source: access(shared),
-      target: access(dedicated),
-      from: { backendDatabase: route.backendDatabase, role: route.role, verifier: route.scramVerifier },
-      targetDatabase: targetDatabaseName(key, route.epoch + 1),
-    });
-    const record = await migrate(engine, { key, fromServer: shared.serverName, toServer: dedicated.serverName, epoch: route.epoch }, {
-      catalog: fleet.catalogConfig,
-      backupDir: path.join(fleet.root, "backups"),
-      log: (m) => {
-        logs.push(m);
-        if (/^caught up/.test(m)) cutoverStarted = Date.now();
-        progress(m);
-      },
+    const record = await fleet.migrate(key, shared, dedicated, (m) => {
+      logs.push(m);
+      if (/^caught up/.test(m)) cutoverStarted = Date.now();
+      progress(m);
     });
     const migEnded = Date.now();
     await sleep(3000);

@@ -17,9 +17,25 @@ import { upsertRoute, type Route, type TenantDbKey, clientDatabaseName } from ".
 import { makeVerifier } from "../../proxy/postgres/scram";
 import { ident, literal } from "../../proxy/postgres/session-state";
 import { projectRoot } from "../../dynamic-providers/local-server/state";
+import { PgMigration, type PgMigrationArgs } from "../../dynamic-providers/engines/postgres/migration";
+import { withAdmin, type PgServerAccess } from "../../dynamic-providers/engines/postgres/tenant-db";
+import { migrate, targetDatabaseName, type MigrateOptions, type MigrateRequest, type MigrationRecord } from "../../dynamic-providers/migration/orchestrator";
 
 export interface PgServer extends LocalServerOutputs {
   admin(database?: string): ClientConfig;
+}
+
+/** What the migration engine needs of a server. */
+export function serverAccess(s: PgServer): PgServerAccess {
+  return { name: s.serverName, host: s.host, port: s.port, adminUser: s.adminUser, adminPassword: s.adminPassword };
+}
+
+/** Everything a migration of one tenant database needs (plain data: a child process can take it as JSON). */
+export interface MigrationPlan {
+  engine: PgMigrationArgs;
+  req: MigrateRequest;
+  catalog: ClientConfig;
+  backupDir: string;
 }
 
 export interface TenantDb extends TenantDbKey {
@@ -144,6 +160,33 @@ export class LocalPgFleet {
     } finally {
       await c.end();
     }
+  }
+
+  /** Run `fn` on an admin connection to `database` on `s`, closed afterwards. */
+  withAdmin<T>(s: PgServer, database: string, fn: (c: Client) => Promise<T>): Promise<T> {
+    return withAdmin(serverAccess(s), database, fn);
+  }
+
+  /** The migration of `key`, as the catalog routes it now, from `from` to `to`. */
+  async migrationPlan(key: TenantDbKey, from: PgServer, to: PgServer): Promise<MigrationPlan> {
+    const route = await this.route(key);
+    return {
+      engine: {
+        source: serverAccess(from),
+        target: serverAccess(to),
+        from: { backendDatabase: route.backendDatabase, role: route.role, verifier: route.scramVerifier },
+        targetDatabase: targetDatabaseName(key, route.epoch + 1),
+      },
+      req: { key, fromServer: from.serverName, toServer: to.serverName, epoch: route.epoch },
+      catalog: this.catalogConfig,
+      backupDir: path.join(this.root, "backups"),
+    };
+  }
+
+  /** Move `key` from `from` to `to` with the real engine and orchestrator. */
+  async migrate(key: TenantDbKey, from: PgServer, to: PgServer, log: MigrateOptions["log"]): Promise<MigrationRecord> {
+    const p = await this.migrationPlan(key, from, to);
+    return migrate(new PgMigration(p.engine), p.req, { catalog: p.catalog, backupDir: p.backupDir, log });
   }
 
   /** Stop a server (pg_ctl stop -m fast): its clients see their connections end. */

@@ -11,8 +11,7 @@ import * as path from "node:path";
 import { Client } from "pg";
 import { LocalPgFleet, type PgServer, type ProxyProcess, type TenantDb } from "../../scripts/lib/local-pg-fleet";
 import { LoadGenerator, compareIds, prepareLoadTables, storedIds } from "../../scripts/lib/load";
-import { PgMigration } from "../../dynamic-providers/engines/postgres/migration";
-import { MigrationError, migrate, targetDatabaseName, type MigrationRecord } from "../../dynamic-providers/migration/orchestrator";
+import { MigrationError, type MigrationRecord } from "../../dynamic-providers/migration/orchestrator";
 import type { TenantDbKey } from "../../proxy/catalog/routes";
 
 let fleet: LocalPgFleet;
@@ -21,39 +20,18 @@ let b: PgServer;
 let p1: ProxyProcess;
 let p2: ProxyProcess;
 
-const access = (s: PgServer) => ({ name: s.serverName, host: s.host, port: s.port, adminUser: s.adminUser, adminPassword: s.adminPassword });
-
-async function admin<T>(s: PgServer, db: string, fn: (c: Client) => Promise<T>): Promise<T> {
-  const c = new Client(s.admin(db));
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
-}
+const admin = <T>(s: PgServer, db: string, fn: (c: Client) => Promise<T>): Promise<T> => fleet.withAdmin(s, db, fn);
 
 function endpoints(t: TenantDb) {
   return [p1, p2].map((p) => ({ host: "127.0.0.1", port: p.port, user: t.role, password: t.password, database: t.name }));
 }
 
-/** Move `key` from `from` to `to` with the real engine and orchestrator. */
+/** Move `key` from `from` to `to` with the real engine and orchestrator; every progress line kept. */
 async function move(key: TenantDbKey, from: PgServer, to: PgServer, opts: { onLog?: (m: string) => void } = {}): Promise<{ record: MigrationRecord; logs: string[] }> {
-  const route = await fleet.route(key);
   const logs: string[] = [];
-  const engine = new PgMigration({
-    source: access(from),
-    target: access(to),
-    from: { backendDatabase: route.backendDatabase, role: route.role, verifier: route.scramVerifier },
-    targetDatabase: targetDatabaseName(key, route.epoch + 1),
-  });
-  const record = await migrate(engine, { key, fromServer: from.serverName, toServer: to.serverName, epoch: route.epoch }, {
-    catalog: fleet.catalogConfig,
-    backupDir: path.join(fleet.root, "backups"),
-    log: (m) => {
-      logs.push(m);
-      opts.onLog?.(m);
-    },
+  const record = await fleet.migrate(key, from, to, (m) => {
+    logs.push(m);
+    opts.onLog?.(m);
   });
   return { record, logs };
 }
@@ -224,13 +202,7 @@ describe("fallback and failure", () => {
 describe("a migration process killed with SIGKILL (a killed `pulumi up`)", () => {
   /** Start the migration of `key` from → to in a child process; SIGKILL it when the catalog shows `phase`. */
   async function killDuring(key: TenantDbKey, from: PgServer, to: PgServer, phase: string): Promise<void> {
-    const route = await fleet.route(key);
-    const args = {
-      engine: { source: access(from), target: access(to), from: { backendDatabase: route.backendDatabase, role: route.role, verifier: route.scramVerifier }, targetDatabase: targetDatabaseName(key, route.epoch + 1) },
-      req: { key, fromServer: from.serverName, toServer: to.serverName, epoch: route.epoch },
-      catalog: fleet.catalogConfig,
-      backupDir: path.join(fleet.root, "backups"),
-    };
+    const args = await fleet.migrationPlan(key, from, to);
     const child = spawn(process.execPath, ["--import", "tsx", path.join(__dirname, "../fixtures/run-migration.ts")], { env: { ...process.env, MIGRATION_ARGS: JSON.stringify(args) }, stdio: "ignore" });
     const exited = new Promise((r) => child.once("exit", r));
     const c = new Client(fleet.catalogConfig);

@@ -28,15 +28,7 @@ const key = { tenant: "acme", database: "app" };
 const SCHEMA = `create table if not exists items (id bigint primary key, client text not null, payload text not null);
   create table if not exists counters (name text primary key, n bigint not null)`;
 
-async function admin<T>(s: PgServer, db: string, fn: (c: Client) => Promise<T>): Promise<T> {
-  const c = new Client(s.admin(db));
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
-}
+const admin = <T>(s: PgServer, db: string, fn: (c: Client) => Promise<T>): Promise<T> => fleet.withAdmin(s, db, fn);
 
 function client(p: ProxyProcess, t: TenantDb, extra: Record<string, unknown> = {}): Client {
   return new Client({ host: "127.0.0.1", port: p.port, user: t.role, password: t.password, database: t.name, ...extra });
