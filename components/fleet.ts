@@ -4,6 +4,7 @@ import * as pulumi from "@pulumi/pulumi";
 import type { Engine } from "../dynamic-providers/engines";
 import type { FleetSpec } from "../stacks/config";
 import { DedicatedServer } from "./dedicated-server";
+import { fleetOutput, type FleetOutputInputs } from "./fleet-output";
 import { dedicatedServerName, planFleet, sharedClusterName } from "./fleet-plan";
 import type { Platform } from "./platforms";
 import { localPlatform } from "./platforms/local";
@@ -40,6 +41,8 @@ export interface FleetResult {
   tenantDatabases: Record<string, Record<string, TenantDatabaseOutput>>;
   /** Secret. */
   catalogUrl: pulumi.Output<string>;
+  /** The `fleet` stack output: the documented contract for other repos (fleet-output.ts). */
+  contract: FleetOutputInputs;
 }
 
 function platformFor(spec: FleetSpec, stack: string): Platform {
@@ -122,6 +125,7 @@ export function createFleet(parent: Fleet, args: FleetArgs): FleetResult {
     proxies: { endpoints: proxyFleet.endpoints, adminEndpoints: proxyFleet.adminEndpoints },
     tenantDatabases,
     catalogUrl: catalog.url,
+    contract: fleetOutput({ platform: platform.name, postgresEndpoints: proxyFleet.endpoints, tenantDatabases }),
   };
 }
 
@@ -137,6 +141,9 @@ export class Fleet extends pulumi.ComponentResource {
   public readonly tenantDatabases!: FleetResult["tenantDatabases"];
   /** Secret: the control catalog's URL. */
   public readonly catalogUrl!: pulumi.Output<string>;
+  /** The documented contract for other repos: proxies per engine, per tenant → database placement
+   * and (secret) connection string. See components/fleet-output.ts. */
+  public readonly contract!: FleetOutputInputs;
 
   constructor(name: string, args: FleetArgs, opts?: pulumi.ComponentResourceOptions) {
     super("tenantfleet:index:Fleet", name, {}, opts);
@@ -147,6 +154,7 @@ export class Fleet extends pulumi.ComponentResource {
     this.proxies = r.proxies;
     this.tenantDatabases = r.tenantDatabases;
     this.catalogUrl = r.catalogUrl;
-    this.registerOutputs({ servers: this.servers, proxies: this.proxies, tenantDatabases: this.tenantDatabases, catalogUrl: this.catalogUrl });
+    this.contract = r.contract;
+    this.registerOutputs({ fleet: this.contract, servers: this.servers, proxies: this.proxies, tenantDatabases: this.tenantDatabases, catalogUrl: this.catalogUrl });
   }
 }

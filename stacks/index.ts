@@ -19,13 +19,16 @@ if (!result.ok) {
   throw new pulumi.RunError(formatProblems(result.problems));
 }
 
-const fleet = new Fleet("fleet", { spec: result.spec, stack: pulumi.getStack() });
+const fleetResource = new Fleet("fleet", { spec: result.spec, stack: pulumi.getStack() });
 
+/** The contract for other repos (components/fleet-output.ts, README "Stack outputs"): proxy
+ * endpoints per engine; per tenant → database: engine, isolation, region, connection string (secret). */
+export const fleet = fleetResource.contract;
 /** Every server: engine, region, role, host, port, adminUser, adminPassword (secret). */
-export const servers = fleet.servers;
+export const servers = fleetResource.servers;
 /** The proxy fleet: `host:port` endpoints applications connect to, and their admin endpoints. */
-export const proxies = fleet.proxies;
+export const proxies = fleetResource.proxies;
 /** Per tenant → database: engine, isolation, region, server, status, connection string (secret). */
-export const tenantDatabases = fleet.tenantDatabases;
+export const tenantDatabases = fleetResource.tenantDatabases;
 /** Secret: the control catalog (`npm run status` reads it). */
-export const catalogUrl = fleet.catalogUrl;
+export const catalogUrl = fleetResource.catalogUrl;

@@ -1,0 +1,85 @@
+/**
+ * The `fleet` stack output: the contract other infrastructure repos read through a
+ * `pulumi.StackReference`. Its shape only grows; a field is never renamed or removed without a new
+ * `version`. Everything else the stack exports (`servers`, `proxies`, `tenantDatabases`,
+ * `catalogUrl`) is operational detail for this repo's own scripts and may change.
+ *
+ * ```ts
+ * const ref = new pulumi.StackReference("organization/tenantfleet/production");
+ * const fleet = ref.getOutput("fleet") as pulumi.Output<FleetOutput>;
+ * const url = fleet.apply((f) => f.tenants.acme.app.connectionString); // secret
+ * ```
+ */
+import * as pulumi from "@pulumi/pulumi";
+import type { Engine } from "../dynamic-providers/engines";
+
+export const FLEET_OUTPUT_VERSION = 1;
+
+/** The proxies applications connect through, for one engine's wire protocol. */
+export interface FleetProxyEndpoints {
+  /** `host:port` of every proxy (locally one per proxy process; in the cloud the load balancer). */
+  endpoints: string[];
+}
+
+/** One tenant database, as applications and other repos see it. */
+export interface FleetTenantDatabase {
+  engine: Engine;
+  isolation: "shared" | "dedicated";
+  /** The region the database lives in now (the stack's logical region name, e.g. `eu-west`). */
+  region: string;
+  /** Secret. Through the proxy fleet: unchanged by migrations. Present for the engines the proxy
+   * serves (PostgreSQL); other engines are placed but not yet proxied, and have none. */
+  connectionString?: string;
+}
+
+export interface FleetOutput {
+  version: typeof FLEET_OUTPUT_VERSION;
+  /** `local`, `aws` or `gcp`. */
+  platform: string;
+  /** Per engine the proxy fleet serves. */
+  proxies: Partial<Record<Engine, FleetProxyEndpoints>>;
+  /** Per tenant → database. */
+  tenants: Record<string, Record<string, FleetTenantDatabase>>;
+}
+
+/** What the Fleet component knows of one tenant database (see components/tenant.ts). */
+export interface TenantDatabaseFacts {
+  engine: string;
+  isolation: string;
+  region: string;
+  connectionString?: pulumi.Output<string>;
+}
+
+/**
+ * Built as a plain object holding outputs, not one `pulumi.Output`: a stack output keeps its secrets
+ * at the leaves that way, so only the connection strings are ciphertext in the state and
+ * `pulumi stack output fleet` shows everything else in the clear.
+ */
+export function fleetOutput(args: {
+  platform: string;
+  /** Endpoints of the proxies that speak the PostgreSQL protocol. */
+  postgresEndpoints: pulumi.Output<string[]>;
+  tenantDatabases: Record<string, Record<string, TenantDatabaseFacts>>;
+}): FleetOutputInputs {
+  const tenants: FleetOutputInputs["tenants"] = {};
+  for (const [tenant, dbs] of Object.entries(args.tenantDatabases)) {
+    tenants[tenant] = {};
+    for (const [database, d] of Object.entries(dbs)) {
+      tenants[tenant][database] = {
+        engine: d.engine as Engine,
+        isolation: d.isolation as FleetTenantDatabase["isolation"],
+        region: d.region,
+        ...(d.connectionString ? { connectionString: d.connectionString } : {}),
+      };
+    }
+  }
+  return { version: FLEET_OUTPUT_VERSION, platform: args.platform, proxies: { postgres: { endpoints: args.postgresEndpoints } }, tenants };
+}
+
+/** FleetOutput as the program builds it: the same shape, with outputs at the leaves. */
+export interface FleetOutputInputs {
+  version: typeof FLEET_OUTPUT_VERSION;
+  platform: string;
+  proxies: Partial<Record<Engine, { endpoints: pulumi.Output<string[]> }>>;
+  tenants: Record<string, Record<string, Omit<FleetTenantDatabase, "connectionString"> & { connectionString?: pulumi.Output<string> }>>;
+}
