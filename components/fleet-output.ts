@@ -4,10 +4,17 @@
  * `version`. Everything else the stack exports (`servers`, `proxies`, `tenantDatabases`,
  * `catalogUrl`) is operational detail for this repo's own scripts and may change.
  *
+ * Secrets are at the leaves in this stack's state and `pulumi stack output fleet`, but a
+ * StackReference reports secrecy per top-level output: `fleet` holds secrets, so the consumer's
+ * `getOutput("fleet")` is secret as a whole, and so is every `apply` on it. Read the plain fields
+ * with `pulumi.unsecret`, one at a time (never on the whole object, which holds the connection
+ * strings); see test/fixtures/consumer/index.ts.
+ *
  * ```ts
  * const ref = new pulumi.StackReference("organization/tenantfleet/production");
- * const fleet = ref.getOutput("fleet") as pulumi.Output<FleetOutput>;
- * const url = fleet.apply((f) => f.tenants.acme.app.connectionString); // secret
+ * const fleet = ref.requireOutput("fleet") as pulumi.Output<FleetOutput>;
+ * const url = fleet.apply((f) => f.tenants["acme"]?.["app"]?.connectionString); // secret
+ * const region = pulumi.unsecret(fleet.apply((f) => f.tenants["acme"]?.["app"]?.region)); // plain
  * ```
  */
 import * as pulumi from "@pulumi/pulumi";
