@@ -1,22 +1,30 @@
 /** Fleet — builds the whole fleet from the validated stack config: shared clusters and
  * dedicated servers on the stack's platform, and the `servers` stack output. */
 import * as pulumi from "@pulumi/pulumi";
+import * as path from "node:path";
 import type { Engine } from "../dynamic-providers/engines";
 import type { FleetSpec } from "../stacks/config";
 import { DedicatedServer } from "./dedicated-server";
 import { fleetOutput, type FleetOutputInputs } from "./fleet-output";
 import { dedicatedServerName, planFleet, sharedClusterName } from "./fleet-plan";
 import type { Platform } from "./platforms";
+import { awsPlatform } from "./platforms/aws";
+import { gcpPlatform } from "./platforms/gcp";
 import { localPlatform } from "./platforms/local";
 import { ProxyFleet } from "./proxy-fleet";
 import { SharedCluster } from "./shared-cluster";
 import { Tenant, type ServerEndpoint, type TenantDatabaseOutput } from "./tenant";
+
+/** The repository root (components/..): where the proxy's sources are bundled from. */
+const repoRoot = path.resolve(__dirname, "..");
 
 export interface FleetArgs {
   /** The validated stack config (see stacks/config.ts). */
   spec: FleetSpec;
   /** Stack name; local servers keep their data under `.tenantfleet/<stack>/`. */
   stack: string;
+  /** Secret (`tenantfleet:bastionPrivateKey`): how migrations reach private servers on aws and gcp. */
+  bastionPrivateKey?: pulumi.Output<string>;
 }
 
 /** One server in the `servers` output. */
@@ -45,15 +53,16 @@ export interface FleetResult {
   contract: FleetOutputInputs;
 }
 
-function platformFor(spec: FleetSpec, stack: string): Platform {
-  switch (spec.platform) {
-    case "local":
-      return localPlatform(stack);
-  }
+function platformFor(parent: Fleet, args: FleetArgs): Platform {
+  const { spec, stack } = args;
+  if (spec.platform === "local") return localPlatform(stack);
+  if (!spec.cloud) throw new Error(`platform ${spec.platform}: the validated config has no tenantfleet:${spec.platform} settings`);
+  const cloudArgs = { spec: { ...spec, cloud: spec.cloud }, stack, bastionPrivateKey: args.bastionPrivateKey, repoRoot, parent };
+  return spec.platform === "aws" ? awsPlatform(cloudArgs) : gcpPlatform(cloudArgs);
 }
 
 export function createFleet(parent: Fleet, args: FleetArgs): FleetResult {
-  const platform = platformFor(args.spec, args.stack);
+  const platform = platformFor(parent, args);
   const plan = planFleet(args.spec);
   const servers: Record<string, ServerOutput> = {};
   const sharedClusters = plan.sharedClusters.map((c) => {
@@ -111,6 +120,7 @@ export function createFleet(parent: Fleet, args: FleetArgs): FleetResult {
         proxyEndpoints: proxyFleet.endpoints,
         stack: args.stack,
         platform: args.spec.platform,
+        migrationPath: platform.migrationPath,
         rollbackWindowHours: args.spec.rollbackWindowHours,
         protect: args.spec.protectTenantDatabases,
       },

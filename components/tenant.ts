@@ -3,7 +3,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { TenantDatabase } from "../dynamic-providers/tenant-database";
 import type { TenantDatabaseSpec } from "../stacks/config";
-import type { PlatformCatalog, PlatformServer } from "./platforms";
+import { viaBastion, type MigrationPath, type PlatformCatalog, type PlatformServer } from "./platforms";
 
 /** What a tenant database needs of its server. */
 export type ServerEndpoint = Pick<PlatformServer, "host" | "port" | "adminUser" | "adminPassword">;
@@ -17,7 +17,9 @@ export interface TenantArgs {
   catalog: PlatformCatalog;
   proxyEndpoints: pulumi.Output<string[]>;
   stack: string;
-  platform: "local";
+  platform: "local" | "aws" | "gcp";
+  /** Cloud platforms: the bastion the provider tunnels through. */
+  migrationPath?: MigrationPath;
   rollbackWindowHours: number;
   /** Protect tenant databases: removing or renaming one fails the preview instead of dropping data. */
   protect: boolean;
@@ -61,6 +63,7 @@ export function createTenant(name: string, parent: pulumi.ComponentResource, arg
         stack: args.stack,
         platform: args.platform,
         rollbackWindowHours: args.rollbackWindowHours,
+        ...viaBastion(args.migrationPath),
       },
       { parent, protect: args.protect },
     );

@@ -4,7 +4,7 @@
  *
  * ```yaml
  * config:
- *   tenantfleet:platform: local          # local (default); aws and gcp come later
+ *   tenantfleet:platform: local          # local (default), aws or gcp (stacks/cloud-config.ts)
  *   tenantfleet:regions: [eu-west, us-east]
  *   tenantfleet:tenants:
  *     acme:
@@ -14,10 +14,11 @@
  * ```
  */
 import { ENGINES, isEngine, type Engine } from "../dynamic-providers/engines";
+import { validateCloudConfig, type CloudSpec } from "./cloud-config";
 
 export const ISOLATIONS = ["shared", "dedicated"] as const;
 export type Isolation = (typeof ISOLATIONS)[number];
-export const PLATFORMS = ["local"] as const;
+export const PLATFORMS = ["local", "aws", "gcp"] as const;
 export type Platform = (typeof PLATFORMS)[number];
 
 /** One tenant database's placement, as the user wrote it (validated). */
@@ -39,6 +40,8 @@ export interface FleetSpec {
   rollbackWindowHours: number;
   /** Tenant databases are protected resources (removing or renaming one fails the preview) unless false. Default true. */
   protectTenantDatabases: boolean;
+  /** `tenantfleet:aws` / `tenantfleet:gcp` (stacks/cloud-config.ts); only on those platforms. */
+  cloud?: CloudSpec;
 }
 
 export interface ConfigProblem {
@@ -86,6 +89,8 @@ export interface RawFleetConfig {
   proxyReplicas?: unknown;
   rollbackWindowHours?: unknown;
   protectTenantDatabases?: unknown;
+  aws?: unknown;
+  gcp?: unknown;
 }
 
 export function validateFleetConfig(raw: RawFleetConfig): ValidationResult {
@@ -199,10 +204,26 @@ export function validateFleetConfig(raw: RawFleetConfig): ValidationResult {
   const protect = raw.protectTenantDatabases ?? true;
   if (typeof protect !== "boolean") problem("protectTenantDatabases", `protectTenantDatabases must be true or false, got ${JSON.stringify(raw.protectTenantDatabases)}`);
 
+  let cloud: CloudSpec | undefined;
+  if (platform === "aws" || platform === "gcp") {
+    if (regions.length > 0) cloud = validateCloudConfig(platform, raw[platform], regions, (p) => problems.push(p));
+  }
+  for (const other of ["aws", "gcp"] as const) {
+    if (other !== platform && raw[other] !== undefined) problem(other, `tenantfleet:${other} is set but the platform is "${platform}"`);
+  }
+
   if (problems.length > 0) return { ok: false, problems };
   return {
     ok: true,
-    spec: { platform, regions, databases, proxyReplicas: proxyReplicas as number, rollbackWindowHours: rollbackWindowHours as number, protectTenantDatabases: protect as boolean },
+    spec: {
+      platform,
+      regions,
+      databases,
+      proxyReplicas: proxyReplicas as number,
+      rollbackWindowHours: rollbackWindowHours as number,
+      protectTenantDatabases: protect as boolean,
+      ...(cloud ? { cloud } : {}),
+    },
   };
 }
 

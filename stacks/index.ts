@@ -14,12 +14,18 @@ const result = validateFleetConfig({
   proxyReplicas: config.getObject<unknown>("proxyReplicas"),
   rollbackWindowHours: config.getObject<unknown>("rollbackWindowHours"),
   protectTenantDatabases: config.getObject<unknown>("protectTenantDatabases"),
+  aws: config.getObject<unknown>("aws"),
+  gcp: config.getObject<unknown>("gcp"),
 });
 if (!result.ok) {
   throw new pulumi.RunError(formatProblems(result.problems));
 }
 
-const fleetResource = new Fleet("fleet", { spec: result.spec, stack: pulumi.getStack() });
+const fleetResource = new Fleet("fleet", {
+  spec: result.spec,
+  stack: pulumi.getStack(),
+  bastionPrivateKey: config.getSecret("bastionPrivateKey"),
+});
 
 /** The contract for other repos (components/fleet-output.ts, README "Stack outputs"): proxy
  * endpoints per engine; per tenant → database: engine, isolation, region, connection string (secret). */

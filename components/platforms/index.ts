@@ -1,10 +1,15 @@
 /**
- * A platform realises a "server" (a shared cluster's node or a dedicated VM) and, later, a
- * "proxy host". `local` runs real database server processes on this machine; `aws` and `gcp`
- * come with their own issue.
+ * A platform realises a "server" (a shared cluster's node or a dedicated VM), the proxy fleet and
+ * the control catalog. `local` runs real processes on this machine; `aws` and `gcp` build private
+ * networks, VMs configured by cloud-init (vm/), a load-balanced proxy fleet, a managed PostgreSQL
+ * catalog, a backup bucket and a bastion that migrations tunnel through.
  */
 import type * as pulumi from "@pulumi/pulumi";
 import type { Engine } from "../../dynamic-providers/engines";
+
+/** The control catalog's logical server name and database, on every platform. */
+export const CATALOG_SERVER = "control-catalog";
+export const CATALOG_DATABASE = "tenantfleet_catalog";
 
 export type ServerRole = "shared" | "dedicated" | "catalog";
 
@@ -41,25 +46,39 @@ export interface PlatformCatalog {
   url: pulumi.Output<string>;
 }
 
-export interface ProxyHostRequest {
-  /** `proxy-1`, `proxy-2`, …: names the host and its row in the catalog. */
-  proxyId: string;
+export interface ProxyFleetRequest {
+  /** Proxy hosts `proxy-1` … `proxy-N` (each names its row in the catalog). */
+  replicas: number;
   /** Secret. */
   catalogUrl: pulumi.Output<string>;
 }
 
-/** One proxy host running the proxy from `proxy/`. */
-export interface PlatformProxy {
-  host: pulumi.Output<string>;
-  /** Client port (PostgreSQL protocol). */
-  port: pulumi.Output<number>;
-  /** /metrics and /healthz. */
-  adminPort: pulumi.Output<number>;
+/** The proxy fleet as applications and operators reach it. */
+export interface PlatformProxyFleet {
+  /** `host:port` applications connect to (PostgreSQL protocol): one per proxy locally, the load
+   * balancer in the cloud. */
+  endpoints: pulumi.Output<string[]>;
+  /** `host:port` of each proxy's /metrics and /healthz. */
+  adminEndpoints: pulumi.Output<string[]>;
+}
+
+/** How the machine running `pulumi up` reaches private servers and the catalog: an SSH bastion.
+ * Absent on the local platform (everything is on loopback). */
+export interface MigrationPath {
+  bastion: pulumi.Output<{ host: string; port: number; username: string; hostKeyFingerprint?: string }>;
+  /** Secret: the private key matching the bastion's authorized key. */
+  privateKey: pulumi.Output<string>;
 }
 
 export interface Platform {
-  readonly name: string;
+  readonly name: "local" | "aws" | "gcp";
   server(req: ServerRequest, parent: pulumi.Resource): PlatformServer;
   controlCatalog(parent: pulumi.Resource): PlatformCatalog;
-  proxyHost(req: ProxyHostRequest, parent: pulumi.Resource): PlatformProxy;
+  proxyFleet(req: ProxyFleetRequest, parent: pulumi.Resource): PlatformProxyFleet;
+  migrationPath?: MigrationPath;
+}
+
+/** The ControlCatalog / TenantDatabase inputs that route their connections through the bastion. */
+export function viaBastion(path: MigrationPath | undefined): { bastion?: MigrationPath["bastion"]; bastionPrivateKey?: pulumi.Output<string> } {
+  return path ? { bastion: path.bastion, bastionPrivateKey: path.privateKey } : {};
 }

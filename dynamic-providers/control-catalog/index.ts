@@ -19,7 +19,7 @@ export class ControlCatalog extends pulumi.dynamic.Resource {
       lazyProvider("dynamic-providers/control-catalog/provider.ts"),
       name,
       { ...args, url: undefined, schemaVersion: undefined },
-      { ...opts, additionalSecretOutputs: ["adminPassword", "url"] },
+      { ...opts, additionalSecretOutputs: ["adminPassword", "url", "bastionPrivateKey"] },
       "tenantfleet",
       "ControlCatalog",
     );

@@ -6,6 +6,7 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { Client, escapeIdentifier as ident } from "pg";
 import { migrateCatalog, CATALOG_VERSION } from "../../proxy/catalog/schema";
+import { bastionOf, withTunnel } from "../tunnel/ssh-tunnel";
 import type { ControlCatalogInputs, ControlCatalogOutputs } from "./types";
 
 function url(i: ControlCatalogInputs): string {
@@ -13,7 +14,14 @@ function url(i: ControlCatalogInputs): string {
 }
 
 async function ensure(i: ControlCatalogInputs): Promise<ControlCatalogOutputs> {
-  const admin = new Client({ host: i.host, port: i.port, user: i.adminUser, password: i.adminPassword, database: "postgres", connectionTimeoutMillis: 10_000 });
+  const target = { host: i.host, port: i.port };
+  await withTunnel(bastionOf(i), [target], (t) => migrate(i, t.local(target)));
+  // The URL names the catalog's own address (what proxies use), never a tunnel's.
+  return { ...i, url: url(i), schemaVersion: CATALOG_VERSION };
+}
+
+async function migrate(i: ControlCatalogInputs, at: { host: string; port: number }): Promise<void> {
+  const admin = new Client({ host: at.host, port: at.port, user: i.adminUser, password: i.adminPassword, database: "postgres", connectionTimeoutMillis: 10_000 });
   await admin.connect();
   try {
     if (!(await admin.query("select 1 from pg_database where datname = $1", [i.database])).rowCount) {
@@ -22,14 +30,13 @@ async function ensure(i: ControlCatalogInputs): Promise<ControlCatalogOutputs> {
   } finally {
     await admin.end();
   }
-  const c = new Client({ host: i.host, port: i.port, user: i.adminUser, password: i.adminPassword, database: i.database, connectionTimeoutMillis: 10_000 });
+  const c = new Client({ host: at.host, port: at.port, user: i.adminUser, password: i.adminPassword, database: i.database, connectionTimeoutMillis: 10_000 });
   await c.connect();
   try {
     await migrateCatalog(c);
   } finally {
     await c.end();
   }
-  return { ...i, url: url(i), schemaVersion: CATALOG_VERSION };
 }
 
 export const provider: pulumi.dynamic.ResourceProvider = {

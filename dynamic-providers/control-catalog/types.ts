@@ -1,4 +1,5 @@
 import type * as pulumi from "@pulumi/pulumi";
+import type { BastionInputs } from "../tunnel/ssh-tunnel";
 
 export interface ControlCatalogArgs {
   /** Server holding the catalog. Moving the catalog to another server replaces it (not supported while tenants exist). */
@@ -10,9 +11,13 @@ export interface ControlCatalogArgs {
   adminPassword: pulumi.Input<string>;
   /** Database name, default `tenantfleet_catalog`. */
   database: pulumi.Input<string>;
+  /** Cloud platforms: the SSH bastion this provider reaches the (private) catalog through. */
+  bastion?: pulumi.Input<{ host: string; port: number; username: string; hostKeyFingerprint?: string }>;
+  /** Secret. */
+  bastionPrivateKey?: pulumi.Input<string>;
 }
 
-export interface ControlCatalogInputs {
+export interface ControlCatalogInputs extends BastionInputs {
   serverName: string;
   host: string;
   port: number;

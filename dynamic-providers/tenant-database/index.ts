@@ -52,7 +52,7 @@ export class TenantDatabase extends pulumi.dynamic.Resource {
         lastMigration: undefined,
         retained: undefined,
       },
-      { ...opts, additionalSecretOutputs: ["password", "scramVerifier", "connectionString", "retained", "serverAdminPassword", "catalogPassword"] },
+      { ...opts, additionalSecretOutputs: ["password", "scramVerifier", "connectionString", "retained", "serverAdminPassword", "catalogPassword", "bastionPrivateKey"] },
       "tenantfleet",
       "TenantDatabase",
     );

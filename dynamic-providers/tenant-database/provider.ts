@@ -16,17 +16,21 @@ import { dropTenantDatabase, dumpDatabase, ensureTenantDatabase, type PgServerAc
 import { stateRoot } from "../local-server/state";
 import { finishAfterCommit, migrate, targetDatabaseName } from "../migration/orchestrator";
 import { progressLog } from "../progress";
+import { bastionOf, withTunnel } from "../tunnel/ssh-tunnel";
 import { checkTenantDatabase, connectionString, expiry, planTenantDatabase } from "./plan";
 import type { RetainedCopy, ServerRef, TenantDatabaseInputs, TenantDatabaseOutputs } from "./types";
 
 const access = (s: ServerRef, adminPassword: string): PgServerAccess => ({ ...s, adminPassword });
 const serverOf = (i: Pick<TenantDatabaseInputs, "serverName" | "server">): ServerRef => ({ ...i.server, name: i.serverName });
 
-function catalogConfig(i: Pick<TenantDatabaseInputs, "catalog" | "catalogPassword">): ClientConfig {
-  return { host: i.catalog.host, port: i.catalog.port, user: i.catalog.adminUser, password: i.catalogPassword, database: i.catalog.database, connectionTimeoutMillis: 10_000 };
+type CatalogAccess = Pick<TenantDatabaseInputs, "catalog" | "catalogPassword"> & { catalogVia?: { host: string; port: number } };
+
+function catalogConfig(i: CatalogAccess): ClientConfig {
+  const at = i.catalogVia ?? i.catalog;
+  return { host: at.host, port: at.port, user: i.catalog.adminUser, password: i.catalogPassword, database: i.catalog.database, connectionTimeoutMillis: 10_000 };
 }
 
-async function withCatalog<T>(i: Pick<TenantDatabaseInputs, "catalog" | "catalogPassword">, fn: (c: Client) => Promise<T>): Promise<T> {
+async function withCatalog<T>(i: CatalogAccess, fn: (c: Client) => Promise<T>): Promise<T> {
   const c = new Client(catalogConfig(i));
   c.on("error", () => undefined);
   try {
@@ -39,6 +43,20 @@ async function withCatalog<T>(i: Pick<TenantDatabaseInputs, "catalog" | "catalog
   } finally {
     await c.end().catch(() => undefined);
   }
+}
+
+/**
+ * Run `fn` with the catalog and `servers` reachable from this process: directly on the local
+ * platform, through one SSH tunnel over the bastion on the cloud ones. `fn` gets the inputs with
+ * the catalog's tunnel end, and a function that gives a server access its tunnel end.
+ */
+async function reaching<I extends TenantDatabaseInputs, T>(
+  i: I,
+  servers: ServerRef[],
+  fn: (i: I & CatalogAccess, via: (s: PgServerAccess) => PgServerAccess) => Promise<T>,
+): Promise<T> {
+  const targets = [i.catalog, ...servers].map((s) => ({ host: s.host, port: s.port }));
+  return withTunnel(bastionOf(i), targets, (t) => fn({ ...i, catalogVia: t.local(i.catalog) }, (s) => ({ ...s, via: t.local(s) })));
 }
 
 /** The platform's backup store and free-disk probe (the local platform: a folder under the state dir). */
@@ -56,8 +74,10 @@ function routeOf(i: TenantDatabaseInputs, o: Pick<TenantDatabaseOutputs, "role" 
   return { tenant: i.tenant, database: i.database, engine: "postgres", role: o.role, scramVerifier: o.scramVerifier, server: i.serverName, host: i.server.host, port: i.server.port, backendDatabase: o.backendDatabase };
 }
 
+const retainedServers = (copies: RetainedCopy[]): ServerRef[] => copies.flatMap((r) => (r.kind === "fenced_copy" ? [r.server] : []));
+
 /** Drop retained copies past their window. A fenced copy whose server is gone went with it. */
-async function sweep(expired: RetainedCopy[], log: (m: string, l?: "info" | "warn") => void): Promise<void> {
+async function sweep(expired: RetainedCopy[], log: (m: string, l?: "info" | "warn") => void, via: (s: PgServerAccess) => PgServerAccess): Promise<void> {
   for (const r of expired) {
     if (r.kind === "backup") {
       await fs.rm(r.location, { force: true });
@@ -65,7 +85,7 @@ async function sweep(expired: RetainedCopy[], log: (m: string, l?: "info" | "war
       continue;
     }
     try {
-      await dropTenantDatabase(access(r.server, r.adminPassword), r);
+      await dropTenantDatabase(via(access(r.server, r.adminPassword)), r);
       log(`rollback window over: dropped the fenced copy ${r.backendDatabase} on ${r.server.name}`);
     } catch (e) {
       log(`could not drop the fenced copy ${r.backendDatabase} on ${r.server.name} (${(e as Error).message}); its server is gone or unreachable, so it is forgotten`, "warn");
@@ -89,8 +109,10 @@ export const provider: pulumi.dynamic.ResourceProvider = {
     const password = randomBytes(24).toString("base64url");
     const scramVerifier = makeVerifier(password);
     const backendDatabase = clientDatabaseName(inputs);
-    await ensureTenantDatabase(access(serverOf(inputs), inputs.serverAdminPassword), { backendDatabase, role, verifier: scramVerifier });
-    const route = await withCatalog(inputs, (c) => upsertRoute(c, { ...routeOf(inputs, { role, scramVerifier, backendDatabase }), status: "ready" }));
+    const route = await reaching(inputs, [serverOf(inputs)], async (i, via) => {
+      await ensureTenantDatabase(via(access(serverOf(inputs), inputs.serverAdminPassword)), { backendDatabase, role, verifier: scramVerifier });
+      return withCatalog(i, (c) => upsertRoute(c, { ...routeOf(inputs, { role, scramVerifier, backendDatabase }), status: "ready" }));
+    });
     const outs: TenantDatabaseOutputs = {
       ...inputs,
       role,
@@ -115,15 +137,18 @@ export const provider: pulumi.dynamic.ResourceProvider = {
     try {
       const plan = planTenantDatabase(olds, news, new Date());
       const outs: TenantDatabaseOutputs = { ...olds, ...news, status: "ready", retained: (olds.retained ?? []).filter((r) => !plan.expired.includes(r)) };
-      if (plan.migrate) Object.assign(outs, await migrateTo(olds, news, log));
-      await sweep(plan.expired, log);
-      outs.connectionString = connectionString(outs.role, outs.password, news.proxyEndpoints, clientDatabaseName(news));
-      // The route's server and address come from the catalog's own commit; re-writing them here
-      // would only matter when the catalog itself moved.
-      await withCatalog(news, async (c) => {
-        const r = await loadRoute(c, news);
-        if (!r) await upsertRoute(c, { ...routeOf(news, outs), status: "ready" });
+      const servers = [serverOf(olds), serverOf(news), ...retainedServers(plan.expired)];
+      await reaching(news, servers, async (n, via) => {
+        if (plan.migrate) Object.assign(outs, await migrateTo(olds, n, log, via));
+        await sweep(plan.expired, log, via);
+        // The route's server and address come from the catalog's own commit; re-writing them here
+        // would only matter when the catalog itself moved.
+        await withCatalog(n, async (c) => {
+          const r = await loadRoute(c, news);
+          if (!r) await upsertRoute(c, { ...routeOf(news, outs), status: "ready" });
+        });
       });
+      outs.connectionString = connectionString(outs.role, outs.password, news.proxyEndpoints, clientDatabaseName(news));
       return { outs };
     } finally {
       await log.flush();
@@ -133,13 +158,16 @@ export const provider: pulumi.dynamic.ResourceProvider = {
   async delete(_id, props: TenantDatabaseOutputs) {
     const log = progressLog(props.resourceUrn);
     try {
-      const server = access(serverOf(props), props.serverAdminPassword);
-      const file = path.join(platformOf(props).backupDir, props.tenant, props.database, `${new Date().toISOString().replace(/[:.]/g, "-")}-deleted.dump`);
-      await dumpDatabase(server, props.backendDatabase, file);
-      log(`safety backup before delete: ${file}`);
-      await dropTenantDatabase(server, props);
-      await sweep((props.retained ?? []).filter((r) => r.kind === "fenced_copy"), log);
-      await withCatalog(props, (c) => deleteRoute(c, props));
+      const fenced = (props.retained ?? []).filter((r) => r.kind === "fenced_copy");
+      await reaching(props, [serverOf(props), ...retainedServers(fenced)], async (p, via) => {
+        const server = via(access(serverOf(props), props.serverAdminPassword));
+        const file = path.join(platformOf(props).backupDir, props.tenant, props.database, `${new Date().toISOString().replace(/[:.]/g, "-")}-deleted.dump`);
+        await dumpDatabase(server, props.backendDatabase, file);
+        log(`safety backup before delete: ${file}`);
+        await dropTenantDatabase(server, props);
+        await sweep(fenced, log, via);
+        await withCatalog(p, (c) => deleteRoute(c, props));
+      });
     } finally {
       await log.flush();
     }
@@ -147,11 +175,16 @@ export const provider: pulumi.dynamic.ResourceProvider = {
 };
 
 /** The migration step of an update; returns the outputs that change. Exported for the kill test. */
-export async function migrateTo(olds: TenantDatabaseOutputs, news: TenantDatabaseInputs, log: (m: string, l?: "info" | "warn") => void): Promise<Partial<TenantDatabaseOutputs>> {
+export async function migrateTo(
+  olds: TenantDatabaseOutputs,
+  news: TenantDatabaseInputs & CatalogAccess,
+  log: (m: string, l?: "info" | "warn") => void,
+  via: (s: PgServerAccess) => PgServerAccess = (s) => s,
+): Promise<Partial<TenantDatabaseOutputs>> {
   const route = await withCatalog(news, (c) => loadRoute(c, news));
   if (!route) throw new Error(`the control catalog has no route for ${clientDatabaseName(news)}: it was removed outside Pulumi; run \`pulumi refresh\` and check \`npm run status\``);
-  const source = access(serverOf(olds), olds.serverAdminPassword);
-  const target = access(serverOf(news), news.serverAdminPassword);
+  const source = via(access(serverOf(olds), olds.serverAdminPassword));
+  const target = via(access(serverOf(news), news.serverAdminPassword));
   const platform = platformOf(news);
   const from = { backendDatabase: olds.backendDatabase, role: olds.role, verifier: olds.scramVerifier };
   const windowEnd = expiry(new Date(), news.rollbackWindowHours);

@@ -43,8 +43,12 @@ export interface TenantDatabaseArgs {
   proxyEndpoints: pulumi.Input<pulumi.Input<string>[]>;
   /** Stack name: the local platform keeps backups under `.tenantfleet/<stack>/backups/`. */
   stack: pulumi.Input<string>;
-  /** Platform (`local`): where safety backups go and how free disk is read. */
-  platform: pulumi.Input<"local">;
+  /** Platform: where safety backups go and how free disk is read. */
+  platform: pulumi.Input<"local" | "aws" | "gcp">;
+  /** Cloud platforms: the SSH bastion this provider reaches servers and catalog through. */
+  bastion?: pulumi.Input<{ host: string; port: number; username: string; hostKeyFingerprint?: string }>;
+  /** Secret: the bastion's private key. */
+  bastionPrivateKey?: pulumi.Input<string>;
   /** Hours a fenced source copy and the safety backup are kept after a migration. Default 24. */
   rollbackWindowHours?: pulumi.Input<number>;
   /** This resource's own URN, so the provider can attach progress lines to it. */
@@ -64,7 +68,9 @@ export interface TenantDatabaseInputs {
   catalogPassword: string;
   proxyEndpoints: string[];
   stack: string;
-  platform: "local";
+  platform: "local" | "aws" | "gcp";
+  bastion?: { host: string; port: number; username: string; hostKeyFingerprint?: string };
+  bastionPrivateKey?: string;
   rollbackWindowHours: number;
   resourceUrn: string;
   /** Set by check: what `pulumi up` will do, in words (shown by `preview --diff`). */

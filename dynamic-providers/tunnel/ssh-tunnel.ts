@@ -253,3 +253,19 @@ export async function withTunnel<T>(
     await tunnel.close();
   }
 }
+
+/** How a dynamic resource's inputs name the bastion (the private key is a separate, secret input). */
+export interface BastionInputs {
+  bastion?: { host: string; port: number; username: string; hostKeyFingerprint?: string };
+  /** Secret. */
+  bastionPrivateKey?: string;
+}
+
+/** The Bastion of a resource's inputs, or undefined on the local platform. Names what is missing. */
+export function bastionOf(i: BastionInputs): Bastion | undefined {
+  if (!i.bastion) return undefined;
+  if (!i.bastionPrivateKey) {
+    throw new TunnelError("config", `servers are reached through the bastion ${i.bastion.host}, but no private key is configured: set it with \`pulumi config set --secret tenantfleet:bastionPrivateKey < key\``);
+  }
+  return { ...i.bastion, privateKey: i.bastionPrivateKey };
+}

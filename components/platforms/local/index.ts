@@ -1,13 +1,13 @@
 /** The local platform: each server is a LocalServer (a real server process on this machine), each
  * proxy host a LocalProxy (a real proxy process), the control catalog a database on its own
  * LocalServer. */
+import * as pulumi from "@pulumi/pulumi";
 import { ControlCatalog } from "../../../dynamic-providers/control-catalog";
 import { LocalProxy } from "../../../dynamic-providers/local-proxy";
 import { LocalServer } from "../../../dynamic-providers/local-server";
-import type { Platform, PlatformCatalog, PlatformServer, ServerRequest } from "../index";
+import { CATALOG_DATABASE, CATALOG_SERVER, type Platform, type PlatformCatalog, type PlatformServer, type ServerRequest } from "../index";
 
-export const CATALOG_SERVER = "control-catalog";
-export const CATALOG_DATABASE = "tenantfleet_catalog";
+export { CATALOG_DATABASE, CATALOG_SERVER } from "../index";
 
 export function localPlatform(stack: string): Platform {
   const server = (req: ServerRequest, parent: Parameters<Platform["server"]>[1]): PlatformServer => {
@@ -30,9 +30,15 @@ export function localPlatform(stack: string): Platform {
       );
       return { serverName: CATALOG_SERVER, host: c.host, port: c.port, adminUser: c.adminUser, adminPassword: s.adminPassword, database: c.database, url: c.url };
     },
-    proxyHost(req, parent) {
-      const p = new LocalProxy(req.proxyId, { proxyId: req.proxyId, stack, catalogUrl: req.catalogUrl }, { parent });
-      return { host: p.host, port: p.port, adminPort: p.adminPort };
+    proxyFleet(req, parent) {
+      const proxies = Array.from({ length: req.replicas }, (_, i) => {
+        const proxyId = `proxy-${i + 1}`;
+        return new LocalProxy(proxyId, { proxyId, stack, catalogUrl: req.catalogUrl }, { parent });
+      });
+      return {
+        endpoints: pulumi.all(proxies.map((p) => pulumi.interpolate`${p.host}:${p.port}`)),
+        adminEndpoints: pulumi.all(proxies.map((p) => pulumi.interpolate`${p.host}:${p.adminPort}`)),
+      };
     },
   };
 }

@@ -11,6 +11,10 @@ export interface PostgresSettingsInput {
   /** Small servers locally (many per machine); more on a dedicated VM. */
   sharedBuffers?: string;
   maxConnections?: number;
+  /** Default none (see below); a VM keeps Debian's `/var/run/postgresql` for local admin by peer auth. */
+  unixSocketDirectories?: string;
+  /** Extra settings of one platform (e.g. TLS files on a VM), appended after the common ones. */
+  extra?: Record<string, string | number>;
 }
 
 export function postgresSettings(input: PostgresSettingsInput): Record<string, string | number> {
@@ -19,7 +23,7 @@ export function postgresSettings(input: PostgresSettingsInput): Record<string, s
     port: input.port,
     // No Unix socket: every client (admin, proxy, migration) connects over TCP, and socket paths
     // under a deep state dir would pass the 107-byte sun_path limit.
-    unix_socket_directories: "",
+    unix_socket_directories: input.unixSocketDirectories ?? "",
     password_encryption: "scram-sha-256",
     max_connections: input.maxConnections ?? 100,
     shared_buffers: input.sharedBuffers ?? "32MB",
@@ -38,6 +42,7 @@ export function postgresSettings(input: PostgresSettingsInput): Record<string, s
     synchronous_commit: "on",
     log_line_prefix: "%m [%p] %q%u@%d ",
     log_connections: "off",
+    ...input.extra,
   };
 }
 
@@ -49,12 +54,15 @@ export function renderPostgresConf(settings: Record<string, string | number>): s
   return `# Managed by tenantfleet: rewritten at every start. Do not edit.\n${lines.join("\n")}\n`;
 }
 
-/** pg_hba.conf: password (SCRAM) auth only, from the given client networks. */
-export function renderPgHba(clientCidrs: string[]): string {
+/** pg_hba.conf: password (SCRAM) auth only, from the given client networks (on a VM, also the
+ * `postgres` OS account over the local socket, for the configuration step and operators). */
+export function renderPgHba(clientCidrs: string[], opts: { localPeerAdmin?: boolean; hostssl?: boolean } = {}): string {
   const lines = ["# Managed by tenantfleet. TYPE DATABASE USER ADDRESS METHOD"];
+  if (opts.localPeerAdmin) lines.push("local all postgres peer");
+  const host = opts.hostssl ? "hostssl" : "host";
   for (const cidr of clientCidrs) {
-    lines.push(`host all all ${cidr} scram-sha-256`);
-    lines.push(`host replication all ${cidr} scram-sha-256`);
+    lines.push(`${host} all all ${cidr} scram-sha-256`);
+    lines.push(`${host} replication all ${cidr} scram-sha-256`);
   }
   return lines.join("\n") + "\n";
 }

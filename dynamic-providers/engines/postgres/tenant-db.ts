@@ -19,6 +19,10 @@ export interface PgServerAccess {
   adminUser: string;
   /** Secret. */
   adminPassword: string;
+  /** Where this process connects to reach the server when that is not `host:port` (a tunnel's
+   * loopback end on the cloud platforms). `host:port` stays the server's own address: the one its
+   * peers replicate from and the proxies route to. */
+  via?: { host: string; port: number };
 }
 
 /** A tenant database as it lives on one server. */
@@ -32,7 +36,8 @@ export interface PgTenantDatabase {
 }
 
 export function adminConfig(s: PgServerAccess, database = "postgres"): ClientConfig {
-  return { host: s.host, port: s.port, user: s.adminUser, password: s.adminPassword, database, connectionTimeoutMillis: 10_000 };
+  const at = s.via ?? s;
+  return { host: at.host, port: at.port, user: s.adminUser, password: s.adminPassword, database, connectionTimeoutMillis: 10_000 };
 }
 
 /** An open admin connection to `database` on `s`; connection errors name the server. The caller ends it. */
@@ -143,7 +148,8 @@ function pgEnv(s: PgServerAccess): NodeJS.ProcessEnv {
 }
 
 function connArgs(s: PgServerAccess, database: string): string[] {
-  return ["-h", s.host, "-p", String(s.port), "-U", s.adminUser, "-d", database];
+  const at = s.via ?? s;
+  return ["-h", at.host, "-p", String(at.port), "-U", s.adminUser, "-d", database];
 }
 
 function waitExit(child: ReturnType<typeof spawn>, what: string, stderr: () => string): Promise<void> {

@@ -39,6 +39,10 @@ export function renderRedisConf(settings: Record<string, string | number>): stri
 /** users.acl: the default user off, the admin user with every permission; the password is kept
  * only as its SHA-256 (Redis ACL `#<hash>` form), never in plain text. */
 export function renderRedisAcl(adminUser: string, adminPassword: string): string {
-  const hash = createHash("sha256").update(adminPassword).digest("hex");
-  return [`user default off`, `user ${adminUser} on #${hash} ~* &* +@all`].join("\n") + "\n";
+  return renderRedisAclForHash(adminUser, createHash("sha256").update(adminPassword).digest("hex"));
+}
+
+/** The same file from the password's SHA-256 (hex): a VM computes it from the secret it fetched. */
+export function renderRedisAclForHash(adminUser: string, passwordSha256: string): string {
+  return [`user default off`, `user ${adminUser} on #${passwordSha256} ~* &* +@all`].join("\n") + "\n";
 }

@@ -1,0 +1,301 @@
+/**
+ * The AWS platform: EC2 database servers (Debian 12, encrypted gp3 disks, no public address,
+ * configured by cloud-init from the same settings as LocalServer), a proxy fleet of EC2 instances
+ * behind a network load balancer, the control catalog on RDS PostgreSQL Multi-AZ, a versioned and
+ * encrypted S3 bucket for safety backups, and a bastion that migrations tunnel through.
+ *
+ * One `aws.Provider` per region used; IAM (global) and the home region's resources use the home
+ * region's provider.
+ */
+import * as aws from "@pulumi/aws";
+import * as pulumi from "@pulumi/pulumi";
+import * as random from "@pulumi/random";
+import * as path from "node:path";
+import type { Engine } from "../../../dynamic-providers/engines";
+import { ControlCatalog } from "../../../dynamic-providers/control-catalog";
+import type { FleetSpec } from "../../../stacks/config";
+import type { CloudSpec } from "../../../stacks/cloud-config";
+import { viaBastion, type MigrationPath, type Platform, type PlatformCatalog, type PlatformServer, type ServerRequest } from "../index";
+import { awsSecretFetch, bastionUserData, PROXY_ADMIN_PORT, PROXY_PORT, proxyUserData, serverUserData } from "../vm/cloud-init";
+import { VM_PORTS } from "../vm/configure";
+import { buildProxyBundle } from "../vm/proxy-artifact";
+import { ADMIN_USER, CATALOG_DATABASE, CATALOG_SERVER, ENGINE_VERSIONS, serverId } from "../vm/naming";
+import { allowDatabaseIngress, createRegionNet, peerRegions, regionCidr, type AwsRegionNet, type HomeSecurityGroups } from "./network";
+
+export interface AwsPlatformArgs {
+  spec: FleetSpec & { cloud: CloudSpec };
+  stack: string;
+  /** Secret: the key migrations use to reach the bastion (`tenantfleet:bastionPrivateKey`). */
+  bastionPrivateKey?: pulumi.Output<string>;
+  repoRoot: string;
+  parent: pulumi.Resource;
+}
+
+const assumeRole = (service: string) =>
+  JSON.stringify({ Version: "2012-10-17", Statement: [{ Effect: "Allow", Principal: { Service: service }, Action: "sts:AssumeRole" }] });
+
+export function awsPlatform(args: AwsPlatformArgs): Platform {
+  const { spec, stack, parent } = args;
+  const cloud = spec.cloud;
+  const prefix = `tenantfleet/${stack}`;
+
+  // Regions: every region a tenant database lives in, and the home region. CIDRs follow the order
+  // of the stack's region list, so adding a region never renumbers another.
+  const used = new Set([cloud.homeRegion, ...spec.databases.map((d) => d.region)]);
+  const nets = new Map<string, AwsRegionNet>();
+  spec.regions.forEach((region, i) => {
+    if (used.has(region)) nets.set(region, createRegionNet({ stack, region, cloudRegion: cloud.regions[region]!, cidr: regionCidr(i), parent }));
+  });
+  const home = nets.get(cloud.homeRegion)!;
+  peerRegions([...nets.values()], parent);
+  const h = { parent, provider: home.provider };
+
+  // Bastion and proxy security groups (home region), then database ingress in every region.
+  const bastionSg = new aws.ec2.SecurityGroup(
+    "bastion-sg",
+    {
+      vpcId: home.vpc.id,
+      description: "tenantfleet bastion: SSH from the operators' networks only",
+      ingress: cloud.bastion.allowedCidrs.map((c) => ({ protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: [c], description: "operators / CI" })),
+      egress: [{ protocol: "-1", fromPort: 0, toPort: 0, cidrBlocks: ["0.0.0.0/0"] }],
+    },
+    h,
+  );
+  const fleetCidrs = [...nets.values()].map((n) => n.cidr);
+  const proxySg = new aws.ec2.SecurityGroup(
+    "proxy-sg",
+    {
+      vpcId: home.vpc.id,
+      description: "tenantfleet proxies: client port from applications, admin port from the VPC",
+      ingress: [
+        ...(cloud.proxyClientCidrs ?? fleetCidrs).map((c) => ({ protocol: "tcp", fromPort: PROXY_PORT, toPort: PROXY_PORT, cidrBlocks: [c], description: "applications" })),
+        { protocol: "tcp", fromPort: PROXY_ADMIN_PORT, toPort: PROXY_ADMIN_PORT, cidrBlocks: [home.cidr], description: "health checks, metrics" },
+      ],
+      egress: [{ protocol: "-1", fromPort: 0, toPort: 0, cidrBlocks: ["0.0.0.0/0"] }],
+    },
+    h,
+  );
+  const homeGroups: HomeSecurityGroups = { bastion: bastionSg, proxy: proxySg };
+  for (const net of nets.values()) {
+    const engines = spec.databases.filter((d) => d.region === net.region).map((d) => d.engine as Engine);
+    allowDatabaseIngress({ net, home, homeGroups, nets: [...nets.values()], engines, parent });
+  }
+
+  // Instance roles: servers read their own admin secrets; proxies the catalog URL and their code.
+  const instanceProfile = (name: string, statements: pulumi.Input<unknown>[]) => {
+    const role = new aws.iam.Role(`${name}-role`, { assumeRolePolicy: assumeRole("ec2.amazonaws.com") }, h);
+    new aws.iam.RolePolicy(`${name}-policy`, { role: role.id, policy: pulumi.jsonStringify({ Version: "2012-10-17", Statement: statements }) }, h);
+    return new aws.iam.InstanceProfile(`${name}-profile`, { role: role.name }, h);
+  };
+  const serverProfile = instanceProfile("servers", [
+    { Effect: "Allow", Action: "secretsmanager:GetSecretValue", Resource: `arn:aws:secretsmanager:*:*:secret:${prefix}/servers/*` },
+  ]);
+
+  // Safety backups (and the proxy's code): versioned, KMS-encrypted, private, expiring.
+  const bucket = new aws.s3.Bucket("backups", { forceDestroy: false }, { ...h, protect: spec.protectTenantDatabases });
+  new aws.s3.BucketPublicAccessBlock("backups-private", { bucket: bucket.id, blockPublicAcls: true, blockPublicPolicy: true, ignorePublicAcls: true, restrictPublicBuckets: true }, h);
+  new aws.s3.BucketVersioning("backups-versioning", { bucket: bucket.id, versioningConfiguration: { status: "Enabled" } }, h);
+  new aws.s3.BucketServerSideEncryptionConfiguration("backups-encryption", { bucket: bucket.id, rules: [{ applyServerSideEncryptionByDefault: { sseAlgorithm: "aws:kms" }, bucketKeyEnabled: true }] }, h);
+  new aws.s3.BucketLifecycleConfiguration(
+    "backups-lifecycle",
+    {
+      bucket: bucket.id,
+      rules: [
+        { id: "expire-backups", status: "Enabled", filter: { prefix: "backups/" }, expiration: { days: cloud.backupRetentionDays }, noncurrentVersionExpiration: { noncurrentDays: cloud.backupRetentionDays } },
+        { id: "old-artifacts", status: "Enabled", filter: { prefix: "artifacts/" }, noncurrentVersionExpiration: { noncurrentDays: 30 } },
+      ],
+    },
+    h,
+  );
+
+  // The bastion: the only instance with a public address; SSH only, from the configured networks.
+  const keyPair = new aws.ec2.KeyPair("bastion-key", { publicKey: cloud.bastion.publicKey }, h);
+  const bastion = new aws.ec2.Instance(
+    "bastion",
+    {
+      ami: home.ami,
+      instanceType: cloud.instanceTypes.bastion as aws.ec2.InstanceType,
+      subnetId: home.publicSubnets[0]!.id,
+      associatePublicIpAddress: true,
+      vpcSecurityGroupIds: [bastionSg.id],
+      keyName: keyPair.keyName,
+      rootBlockDevice: { encrypted: true, volumeType: "gp3", volumeSize: 8 },
+      metadataOptions: { httpTokens: "required", httpEndpoint: "enabled" },
+      userData: bastionUserData(cloud.bastion.user, cloud.bastion.publicKey),
+      tags: { Name: `tenantfleet-${stack}-bastion`, "tenantfleet:role": "bastion" },
+    },
+    { ...h, ignoreChanges: ["ami"] },
+  );
+  const migrationPath: MigrationPath | undefined = args.bastionPrivateKey
+    ? {
+        bastion: pulumi.output({ host: bastion.publicIp, port: 22, username: cloud.bastion.user }),
+        privateKey: pulumi.secret(args.bastionPrivateKey),
+      }
+    : undefined;
+
+  const server = (req: ServerRequest, p: pulumi.Resource): PlatformServer => {
+    const net = nets.get(req.region)!;
+    const o = { parent: p, provider: net.provider };
+    const password = new random.RandomPassword(`${req.serverName}-admin-password`, { length: 32, special: false }, { parent: p });
+    const secret = new aws.secretsmanager.Secret(`${req.serverName}-admin`, { name: `${prefix}/servers/${req.serverName}/admin`, recoveryWindowInDays: 7 }, o);
+    new aws.secretsmanager.SecretVersion(`${req.serverName}-admin`, { secretId: secret.id, secretString: password.result }, o);
+    const role = req.role === "catalog" ? "shared" : req.role;
+    const userData = secret.arn.apply((arn) =>
+      serverUserData(
+        { engine: req.engine, adminUser: ADMIN_USER, clientCidrs: [...nets.values()].map((n) => n.cidr), role, serverId: serverId(req.serverName) },
+        awsSecretFetch(arn, net.cloudRegion),
+      ),
+    );
+    const instance = new aws.ec2.Instance(
+      req.serverName,
+      {
+        ami: net.ami,
+        instanceType: cloud.instanceTypes[role] as aws.ec2.InstanceType,
+        subnetId: net.privateSubnets[serverId(req.serverName) % net.privateSubnets.length]!.id,
+        associatePublicIpAddress: false,
+        vpcSecurityGroupIds: [net.dbSecurityGroup.id],
+        iamInstanceProfile: serverProfile.name,
+        rootBlockDevice: { encrypted: true, volumeType: "gp3", volumeSize: cloud.diskGb[role], deleteOnTermination: true },
+        metadataOptions: { httpTokens: "required", httpEndpoint: "enabled" },
+        disableApiTermination: req.role === "dedicated" || req.role === "shared" ? spec.protectTenantDatabases : false,
+        userData,
+        tags: {
+          Name: `tenantfleet-${stack}-${req.serverName}`,
+          "tenantfleet:server": req.serverName,
+          "tenantfleet:engine": req.engine,
+          "tenantfleet:role": req.role,
+          ...(req.tenant ? { "tenantfleet:tenant": req.tenant, "tenantfleet:database": req.database! } : {}),
+        },
+      },
+      // A newer AMI or a changed boot script must never replace a server that holds data.
+      { ...o, ignoreChanges: ["ami", "userData"] },
+    );
+    return { host: instance.privateIp, port: pulumi.output(VM_PORTS[req.engine]), adminUser: pulumi.output(ADMIN_USER), adminPassword: pulumi.secret(password.result), version: pulumi.output(ENGINE_VERSIONS.debian12[req.engine]) };
+  };
+
+  let catalogUrlSecretArn: pulumi.Output<string> | undefined;
+
+  return {
+    name: "aws",
+    migrationPath,
+    server,
+    controlCatalog(p): PlatformCatalog {
+      const password = new random.RandomPassword("catalog-admin-password", { length: 32, special: false }, { parent: p });
+      const sg = new aws.ec2.SecurityGroup(
+        "catalog-sg",
+        {
+          vpcId: home.vpc.id,
+          description: "tenantfleet control catalog: PostgreSQL from proxies and bastion only",
+          ingress: [
+            { protocol: "tcp", fromPort: 5432, toPort: 5432, securityGroups: [proxySg.id], description: "proxy fleet" },
+            { protocol: "tcp", fromPort: 5432, toPort: 5432, securityGroups: [bastionSg.id], description: "bastion (providers)" },
+          ],
+        },
+        { ...h, parent: p },
+      );
+      const subnets = new aws.rds.SubnetGroup("catalog-subnets", { subnetIds: home.privateSubnets.map((s) => s.id) }, { ...h, parent: p });
+      const db = new aws.rds.Instance(
+        "control-catalog",
+        {
+          engine: "postgres",
+          engineVersion: "16",
+          instanceClass: cloud.instanceTypes.catalog as aws.rds.InstanceType,
+          allocatedStorage: 20,
+          maxAllocatedStorage: 100,
+          storageType: "gp3",
+          storageEncrypted: true,
+          multiAz: true,
+          publiclyAccessible: false,
+          dbSubnetGroupName: subnets.name,
+          vpcSecurityGroupIds: [sg.id],
+          username: ADMIN_USER,
+          password: password.result,
+          backupRetentionPeriod: 7,
+          deletionProtection: true,
+          skipFinalSnapshot: false,
+          finalSnapshotIdentifier: `tenantfleet-${stack}-catalog-final`,
+          autoMinorVersionUpgrade: true,
+        },
+        { ...h, parent: p, protect: true },
+      );
+      const catalog = new ControlCatalog(
+        "control-catalog",
+        { serverName: CATALOG_SERVER, host: db.address, port: db.port, adminUser: ADMIN_USER, adminPassword: password.result, database: CATALOG_DATABASE, ...viaBastion(migrationPath) },
+        { parent: p },
+      );
+      const urlSecret = new aws.secretsmanager.Secret("catalog-url", { name: `${prefix}/catalog-url`, recoveryWindowInDays: 7 }, { ...h, parent: p });
+      new aws.secretsmanager.SecretVersion("catalog-url", { secretId: urlSecret.id, secretString: catalog.url }, { ...h, parent: p });
+      catalogUrlSecretArn = urlSecret.arn;
+      return { serverName: CATALOG_SERVER, host: catalog.host, port: catalog.port, adminUser: catalog.adminUser, adminPassword: pulumi.secret(password.result), database: catalog.database, url: catalog.url };
+    },
+    proxyFleet(req, p) {
+      if (!catalogUrlSecretArn) throw new Error("aws platform: the control catalog must be declared before the proxy fleet");
+      const o = { ...h, parent: p };
+      const bundle = buildProxyBundle(args.repoRoot, path.join(args.repoRoot, ".tenantfleet", "artifacts"));
+      const artifact = new aws.s3.BucketObjectv2("proxy-bundle", { bucket: bucket.id, key: "artifacts/proxy.js", source: new pulumi.asset.FileAsset(bundle), serverSideEncryption: "aws:kms" }, o);
+      const profile = instanceProfile("proxies", [
+        { Effect: "Allow", Action: "secretsmanager:GetSecretValue", Resource: catalogUrlSecretArn },
+        { Effect: "Allow", Action: "s3:GetObject", Resource: pulumi.interpolate`${bucket.arn}/artifacts/*` },
+      ]);
+      const instances = Array.from({ length: req.replicas }, (_, i) => {
+        const proxyId = `proxy-${i + 1}`;
+        const userData = pulumi.all([catalogUrlSecretArn!, bucket.bucket, artifact.key, artifact.versionId]).apply(([arn, b, key, version]) =>
+          proxyUserData({
+            proxyId,
+            // The object's version pins the code this instance runs; a new bundle replaces proxies
+            // one at a time (they drain on SIGTERM) rather than changing code under them.
+            fetchArtifact: { packages: ["awscli"], command: `aws s3api get-object --region ${home.cloudRegion} --bucket ${b} --key ${key} --version-id ${version} /dev/stdout >/dev/null` },
+            catalogUrl: awsSecretFetch(arn, home.cloudRegion),
+          }),
+        );
+        return new aws.ec2.Instance(
+          proxyId,
+          {
+            ami: home.ami,
+            instanceType: cloud.instanceTypes.proxy as aws.ec2.InstanceType,
+            subnetId: home.privateSubnets[i % home.privateSubnets.length]!.id,
+            associatePublicIpAddress: false,
+            vpcSecurityGroupIds: [proxySg.id],
+            iamInstanceProfile: profile.name,
+            rootBlockDevice: { encrypted: true, volumeType: "gp3", volumeSize: 16 },
+            metadataOptions: { httpTokens: "required", httpEndpoint: "enabled" },
+            userData,
+            userDataReplaceOnChange: true,
+            tags: { Name: `tenantfleet-${stack}-${proxyId}`, "tenantfleet:role": "proxy" },
+          },
+          { ...o, ignoreChanges: ["ami"], replaceOnChanges: ["userData"], deleteBeforeReplace: false },
+        );
+      });
+      const lb = new aws.lb.LoadBalancer(
+        "proxies-nlb",
+        {
+          loadBalancerType: "network",
+          internal: !cloud.proxyInternetFacing,
+          subnets: (cloud.proxyInternetFacing ? home.publicSubnets : home.privateSubnets).map((s) => s.id),
+          securityGroups: [proxySg.id],
+          enableCrossZoneLoadBalancing: true,
+        },
+        o,
+      );
+      const tg = new aws.lb.TargetGroup(
+        "proxies-tg",
+        {
+          port: PROXY_PORT,
+          protocol: "TCP",
+          vpcId: home.vpc.id,
+          targetType: "instance",
+          // Deregistration lets a stopping proxy finish its transactions (its shutdown grace).
+          deregistrationDelay: 45,
+          healthCheck: { protocol: "HTTP", port: String(PROXY_ADMIN_PORT), path: "/healthz", interval: 10, healthyThreshold: 2, unhealthyThreshold: 2 },
+        },
+        o,
+      );
+      instances.forEach((inst, i) => new aws.lb.TargetGroupAttachment(`proxy-${i + 1}-tg`, { targetGroupArn: tg.arn, targetId: inst.id, port: PROXY_PORT }, o));
+      new aws.lb.Listener("proxies-listener", { loadBalancerArn: lb.arn, port: PROXY_PORT, protocol: "TCP", defaultActions: [{ type: "forward", targetGroupArn: tg.arn }] }, o);
+      return {
+        endpoints: pulumi.all([lb.dnsName]).apply(([dns]) => [`${dns}:${PROXY_PORT}`]),
+        adminEndpoints: pulumi.all(instances.map((inst) => pulumi.interpolate`${inst.privateIp}:${PROXY_ADMIN_PORT}`)),
+      };
+    },
+  };
+}
