@@ -66,8 +66,9 @@ export interface PlatformProxyFleet {
  * Absent on the local platform (everything is on loopback). */
 export interface MigrationPath {
   bastion: pulumi.Output<{ host: string; port: number; username: string; hostKeyFingerprint?: string }>;
-  /** Secret: the private key matching the bastion's authorized key. */
-  privateKey: pulumi.Output<string>;
+  /** Secret: the private key matching the bastion's authorized key (`tenantfleet:bastionPrivateKey`).
+   * Without it the fleet still deploys; a migration then fails with a message naming the setting. */
+  privateKey?: pulumi.Output<string>;
 }
 
 export interface Platform {
@@ -80,5 +81,5 @@ export interface Platform {
 
 /** The ControlCatalog / TenantDatabase inputs that route their connections through the bastion. */
 export function viaBastion(path: MigrationPath | undefined): { bastion?: MigrationPath["bastion"]; bastionPrivateKey?: pulumi.Output<string> } {
-  return path ? { bastion: path.bastion, bastionPrivateKey: path.privateKey } : {};
+  return path ? { bastion: path.bastion, ...(path.privateKey ? { bastionPrivateKey: path.privateKey } : {}) } : {};
 }

@@ -153,3 +153,38 @@ describe("validateFleetConfig", () => {
     ]);
   });
 });
+
+describe("validateFleetConfig: tenantfleet:aws / tenantfleet:gcp", () => {
+  const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMockKey ops@example";
+  const aws = (cloud: unknown): RawFleetConfig => ({ ...valid(), platform: "aws", aws: cloud });
+
+  it("accepts a cloud config, filling in defaults", () => {
+    const r = validateFleetConfig(aws({ regions: { "eu-west": "eu-west-1", "us-east": "us-east-1" }, bastion: { allowedCidrs: ["203.0.113.0/24"], publicKey: key } }));
+    if (!r.ok) throw new Error(formatProblems(r.problems));
+    expect(r.spec.cloud).toMatchObject({
+      regions: { "eu-west": "eu-west-1", "us-east": "us-east-1" },
+      homeRegion: "eu-west",
+      bastion: { allowedCidrs: ["203.0.113.0/24"], publicKey: key, user: "tenantfleet" },
+      proxyInternetFacing: false,
+      backupRetentionDays: 30,
+      diskGb: { shared: 200, dedicated: 100 },
+    });
+  });
+
+  it("needs the cloud block on a cloud platform, naming what to write", () => {
+    expect(problemsOf({ ...valid(), platform: "gcp" })).toEqual([
+      { path: "gcp", message: expect.stringMatching(/needs tenantfleet:gcp with at least regions .* and bastion/) },
+    ]);
+  });
+
+  it("reports every problem: unmapped region, bad region name, open bastion, bad key, unknown field", () => {
+    const problems = problemsOf(aws({ regions: { "eu-west": "europe-west1" }, bastion: { allowedCidrs: ["0.0.0.0/0"], publicKey: "not a key" }, colour: "blue" }));
+    expect(problems.map((p) => p.path).sort()).toEqual(["aws.bastion.allowedCidrs", "aws.bastion.publicKey", "aws.colour", "aws.regions.eu-west", "aws.regions.us-east"]);
+    expect(problems.find((p) => p.path === "aws.bastion.allowedCidrs")!.message).toMatch(/never open to the whole internet/);
+    expect(problems.find((p) => p.path === "aws.regions.eu-west")!.message).toMatch(/not a aws region name \(e\.g\. eu-west-1\)/);
+  });
+
+  it("refuses settings of the other cloud", () => {
+    expect(problemsOf({ ...valid(), gcp: { project: "x" } })).toEqual([{ path: "gcp", message: 'tenantfleet:gcp is set but the platform is "local"' }]);
+  });
+});

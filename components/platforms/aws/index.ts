@@ -126,12 +126,10 @@ export function awsPlatform(args: AwsPlatformArgs): Platform {
     },
     { ...h, ignoreChanges: ["ami"] },
   );
-  const migrationPath: MigrationPath | undefined = args.bastionPrivateKey
-    ? {
-        bastion: pulumi.output({ host: bastion.publicIp, port: 22, username: cloud.bastion.user }),
-        privateKey: pulumi.secret(args.bastionPrivateKey),
-      }
-    : undefined;
+  const migrationPath: MigrationPath = {
+    bastion: pulumi.output({ host: bastion.publicIp, port: 22, username: cloud.bastion.user }),
+    ...(args.bastionPrivateKey ? { privateKey: pulumi.secret(args.bastionPrivateKey) } : {}),
+  };
 
   const server = (req: ServerRequest, p: pulumi.Resource): PlatformServer => {
     const net = nets.get(req.region)!;

@@ -135,12 +135,10 @@ export function gcpPlatform(args: GcpPlatformArgs): Platform {
     },
     { ...h, ignoreChanges: ["bootDisk.initializeParams.image"] },
   );
-  const migrationPath: MigrationPath | undefined = args.bastionPrivateKey
-    ? {
-        bastion: pulumi.output({ host: bastion.networkInterfaces.apply((n) => n[0]!.accessConfigs![0]!.natIp!), port: 22, username: cloud.bastion.user }),
-        privateKey: pulumi.secret(args.bastionPrivateKey),
-      }
-    : undefined;
+  const migrationPath: MigrationPath = {
+    bastion: pulumi.output({ host: bastion.networkInterfaces.apply((n) => n[0]!.accessConfigs![0]!.natIp!), port: 22, username: cloud.bastion.user }),
+    ...(args.bastionPrivateKey ? { privateKey: pulumi.secret(args.bastionPrivateKey) } : {}),
+  };
 
   const secret = (id: string, value: pulumi.Input<string>, reader: gcp.serviceaccount.Account, p: pulumi.Resource) => {
     const s = new gcp.secretmanager.Secret(id, { secretId: name(id), replication: { auto: {} } }, { ...h, parent: p });
