@@ -24,7 +24,8 @@ export interface CloudSpec {
   regions: Record<string, string>;
   /** Logical region of the control catalog, the proxies, the bastion and the backup bucket. */
   homeRegion: string;
-  bastion: { allowedCidrs: string[]; publicKey: string; user: string };
+  /** `hostKeyFingerprint` ("SHA256:…", from `ssh-keygen -lf` of the bastion's host key) pins it. */
+  bastion: { allowedCidrs: string[]; publicKey: string; user: string; hostKeyFingerprint?: string };
   /** Networks allowed to reach the proxies' load balancer. Default: the fleet's own networks. */
   proxyClientCidrs?: string[];
   /** Make the proxies' load balancer internet-facing (default false: internal). */
@@ -117,7 +118,10 @@ export function validateCloudConfig(
     }
     const user = b.user ?? "tenantfleet";
     if (typeof user !== "string" || !/^[a-z_][a-z0-9_-]{0,31}$/.test(user)) counted("bastion.user", `bastion.user must be a Unix user name, got ${JSON.stringify(b.user)}`);
-    if (found === before) bastion = { allowedCidrs: cidrs as string[], publicKey: b.publicKey as string, user: user as string };
+    const fp = b.hostKeyFingerprint;
+    if (fp !== undefined && (typeof fp !== "string" || !/^SHA256:[A-Za-z0-9+/]{43}=?$/.test(fp))) counted("bastion.hostKeyFingerprint", `bastion.hostKeyFingerprint must be "SHA256:<base64>" as printed by ssh-keygen -lf, got ${JSON.stringify(fp)}`);
+    for (const k of Object.keys(b)) if (!["allowedCidrs", "publicKey", "user", "hostKeyFingerprint"].includes(k)) counted(`bastion.${k}`, `unknown field "${k}" (expected allowedCidrs, publicKey, user, hostKeyFingerprint)`);
+    if (found === before) bastion = { allowedCidrs: cidrs as string[], publicKey: b.publicKey as string, user: user as string, ...(typeof fp === "string" ? { hostKeyFingerprint: fp } : {}) };
   }
 
   const pcc = raw.proxyClientCidrs;

@@ -127,7 +127,7 @@ export function awsPlatform(args: AwsPlatformArgs): Platform {
     { ...h, ignoreChanges: ["ami"] },
   );
   const migrationPath: MigrationPath = {
-    bastion: pulumi.output({ host: bastion.publicIp, port: 22, username: cloud.bastion.user }),
+    bastion: pulumi.output({ host: bastion.publicIp, port: 22, username: cloud.bastion.user, ...(cloud.bastion.hostKeyFingerprint ? { hostKeyFingerprint: cloud.bastion.hostKeyFingerprint } : {}) }),
     ...(args.bastionPrivateKey ? { privateKey: pulumi.secret(args.bastionPrivateKey) } : {}),
   };
 

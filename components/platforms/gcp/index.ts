@@ -136,7 +136,7 @@ export function gcpPlatform(args: GcpPlatformArgs): Platform {
     { ...h, ignoreChanges: ["bootDisk.initializeParams.image"] },
   );
   const migrationPath: MigrationPath = {
-    bastion: pulumi.output({ host: bastion.networkInterfaces.apply((n) => n[0]!.accessConfigs![0]!.natIp!), port: 22, username: cloud.bastion.user }),
+    bastion: pulumi.output({ host: bastion.networkInterfaces.apply((n) => n[0]!.accessConfigs![0]!.natIp!), port: 22, username: cloud.bastion.user, ...(cloud.bastion.hostKeyFingerprint ? { hostKeyFingerprint: cloud.bastion.hostKeyFingerprint } : {}) }),
     ...(args.bastionPrivateKey ? { privateKey: pulumi.secret(args.bastionPrivateKey) } : {}),
   };
 
