@@ -6,7 +6,7 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { Client, escapeIdentifier as ident } from "pg";
 import { migrateCatalog, CATALOG_VERSION } from "../../proxy/catalog/schema";
-import { bastionOf, withTunnel } from "../tunnel/ssh-tunnel";
+import { bastionOf, throughBastion } from "../tunnel/ssh-tunnel";
 import type { ControlCatalogInputs, ControlCatalogOutputs } from "./types";
 
 function url(i: ControlCatalogInputs): string {
@@ -15,7 +15,7 @@ function url(i: ControlCatalogInputs): string {
 
 async function ensure(i: ControlCatalogInputs): Promise<ControlCatalogOutputs> {
   const target = { host: i.host, port: i.port };
-  await withTunnel(bastionOf(i), [target], (t) => migrate(i, t.local(target)));
+  await throughBastion(bastionOf(i), [target], (t) => migrate(i, t.local(target)));
   // The URL names the catalog's own address (what proxies use), never a tunnel's.
   return { ...i, url: url(i), schemaVersion: CATALOG_VERSION };
 }

@@ -16,7 +16,7 @@ import { dropTenantDatabase, dumpDatabase, ensureTenantDatabase, type PgServerAc
 import { stateRoot } from "../local-server/state";
 import { finishAfterCommit, migrate, targetDatabaseName } from "../migration/orchestrator";
 import { progressLog } from "../progress";
-import { bastionOf, withTunnel } from "../tunnel/ssh-tunnel";
+import { bastionOf, throughBastion } from "../tunnel/ssh-tunnel";
 import { checkTenantDatabase, connectionString, expiry, planTenantDatabase } from "./plan";
 import type { RetainedCopy, ServerRef, TenantDatabaseInputs, TenantDatabaseOutputs } from "./types";
 
@@ -56,7 +56,7 @@ async function reaching<I extends TenantDatabaseInputs, T>(
   fn: (i: I & CatalogAccess, via: (s: PgServerAccess) => PgServerAccess) => Promise<T>,
 ): Promise<T> {
   const targets = [i.catalog, ...servers].map((s) => ({ host: s.host, port: s.port }));
-  return withTunnel(bastionOf(i), targets, (t) => fn({ ...i, catalogVia: t.local(i.catalog) }, (s) => ({ ...s, via: t.local(s) })));
+  return throughBastion(bastionOf(i), targets, (t) => fn({ ...i, catalogVia: t.local(i.catalog) }, (s) => ({ ...s, via: t.local(s) })));
 }
 
 /** The platform's backup store and free-disk probe (the local platform: a folder under the state dir). */

@@ -269,3 +269,17 @@ export function bastionOf(i: BastionInputs): Bastion | undefined {
   }
   return { ...i.bastion, privateKey: i.bastionPrivateKey };
 }
+
+/**
+ * withTunnel for a provider step: a connection the bastion could not forward shows to the client
+ * only as a closed socket, so the bastion's reasons are added to the error the step fails with.
+ */
+export async function throughBastion<T>(bastion: Bastion | undefined, targets: Endpoint[], fn: (t: Pick<Tunnel, "local">) => Promise<T>): Promise<T> {
+  const reasons = new Set<string>();
+  try {
+    return await withTunnel(bastion, targets, fn, { onError: (e) => reasons.add(e.message) });
+  } catch (e) {
+    if (reasons.size > 0 && e instanceof Error) e.message += ` (bastion ${bastion?.host}: ${[...reasons].join("; ")})`;
+    throw e;
+  }
+}
