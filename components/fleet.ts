@@ -121,6 +121,7 @@ export function createFleet(parent: Fleet, args: FleetArgs): FleetResult {
         stack: args.stack,
         platform: args.spec.platform,
         migrationPath: platform.migrationPath,
+        ...(platform.backupBucket ? { backupBucket: platform.backupBucket } : {}),
         rollbackWindowHours: args.spec.rollbackWindowHours,
         protect: args.spec.protectTenantDatabases,
       },

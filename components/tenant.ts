@@ -1,6 +1,7 @@
 /** Tenant — one tenant's databases: a TenantDatabase for each PostgreSQL database (the engines with
  * live migration), placed on the server the fleet plan chose for it. */
 import * as pulumi from "@pulumi/pulumi";
+import type { BackupBucket } from "../dynamic-providers/backups/store";
 import { TenantDatabase } from "../dynamic-providers/tenant-database";
 import type { TenantDatabaseSpec } from "../stacks/config";
 import { viaBastion, type MigrationPath, type PlatformCatalog, type PlatformServer } from "./platforms";
@@ -20,6 +21,8 @@ export interface TenantArgs {
   platform: "local" | "aws" | "gcp";
   /** Cloud platforms: the bastion the provider tunnels through. */
   migrationPath?: MigrationPath;
+  /** Cloud platforms: where safety backups go. */
+  backupBucket?: pulumi.Output<BackupBucket>;
   rollbackWindowHours: number;
   /** Protect tenant databases: removing or renaming one fails the preview instead of dropping data. */
   protect: boolean;
@@ -64,6 +67,7 @@ export function createTenant(name: string, parent: pulumi.ComponentResource, arg
         platform: args.platform,
         rollbackWindowHours: args.rollbackWindowHours,
         ...viaBastion(args.migrationPath),
+        ...(args.backupBucket ? { backupBucket: args.backupBucket } : {}),
       },
       { parent, protect: args.protect },
     );

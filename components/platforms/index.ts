@@ -5,6 +5,7 @@
  * catalog, a backup bucket and a bastion that migrations tunnel through.
  */
 import type * as pulumi from "@pulumi/pulumi";
+import type { BackupBucket } from "../../dynamic-providers/backups/store";
 import type { Engine } from "../../dynamic-providers/engines";
 
 /** The control catalog's logical server name and database, on every platform. */
@@ -77,6 +78,8 @@ export interface Platform {
   controlCatalog(parent: pulumi.Resource): PlatformCatalog;
   proxyFleet(req: ProxyFleetRequest, parent: pulumi.Resource): PlatformProxyFleet;
   migrationPath?: MigrationPath;
+  /** Cloud platforms: the bucket migrations move safety backups to. */
+  backupBucket?: pulumi.Output<BackupBucket>;
 }
 
 /** The ControlCatalog / TenantDatabase inputs that route their connections through the bastion. */

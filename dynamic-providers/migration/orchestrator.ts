@@ -10,6 +10,7 @@
  * leftovers the next attempt's `cleanupLeftovers` removes.
  */
 import * as path from "node:path";
+import type { BackupStore } from "../backups/store";
 import { Client, type ClientConfig } from "pg";
 import { Coordinator } from "../../proxy/catalog/coordinator";
 import { loadRoute, type TenantDbKey } from "../../proxy/catalog/routes";
@@ -51,6 +52,9 @@ export interface MigrateOptions {
   catalog: ClientConfig;
   /** The platform's backup store (a folder on the local platform). */
   backupDir: string;
+  /** Where a finished backup goes (the fleet's bucket on the cloud platforms); default: it stays
+   * in backupDir. */
+  backups?: BackupStore;
   /** One progress line (Pulumi log line on the resource, or a test's console). */
   log: (message: string, level?: "info" | "warn") => void;
   /** Drain timeout; past it the pause is lifted and the migration fails (safely). Default 60 s. */
@@ -135,10 +139,11 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
     // complete before the cutover; with dump/restore it comes first.
     const file = path.join(opts.backupDir, req.key.tenant, req.key.database, `${startedAt.toISOString().replace(/[:.]/g, "-")}-${req.fromServer}.dump`);
     const backupStarted = Date.now();
-    const backup = engine.backup(file).then((b) => {
-      record.backup = { location: file, bytes: b.bytes, takenAt: new Date().toISOString() };
+    const backup = engine.backup(file).then(async (b) => {
+      const location = opts.backups ? await opts.backups.put(file, path.relative(opts.backupDir, file)) : file;
+      record.backup = { location, bytes: b.bytes, takenAt: new Date().toISOString() };
       record.timings.backup = Date.now() - backupStarted;
-      log(`safety backup: ${file} (${(b.bytes / 1024 / 1024).toFixed(1)} MB, ${record.timings.backup} ms)`);
+      log(`safety backup: ${location} (${(b.bytes / 1024 / 1024).toFixed(1)} MB, ${record.timings.backup} ms)`);
     });
     backup.catch(() => undefined); // awaited below; a failure is reported there
     if (pre.method !== "native") await backup;

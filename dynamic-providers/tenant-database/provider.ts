@@ -15,6 +15,7 @@ import { PgMigration } from "../engines/postgres/migration";
 import { dropTenantDatabase, dumpDatabase, ensureTenantDatabase, type PgServerAccess } from "../engines/postgres/tenant-db";
 import { stateRoot } from "../local-server/state";
 import { finishAfterCommit, migrate, targetDatabaseName } from "../migration/orchestrator";
+import { backupStore, storeOf, type BackupBucket } from "../backups/store";
 import { progressLog } from "../progress";
 import { bastionOf, throughBastion } from "../tunnel/ssh-tunnel";
 import { checkTenantDatabase, connectionString, expiry, planTenantDatabase } from "./plan";
@@ -77,10 +78,10 @@ function routeOf(i: TenantDatabaseInputs, o: Pick<TenantDatabaseOutputs, "role" 
 const retainedServers = (copies: RetainedCopy[]): ServerRef[] => copies.flatMap((r) => (r.kind === "fenced_copy" ? [r.server] : []));
 
 /** Drop retained copies past their window. A fenced copy whose server is gone went with it. */
-async function sweep(expired: RetainedCopy[], log: (m: string, l?: "info" | "warn") => void, via: (s: PgServerAccess) => PgServerAccess): Promise<void> {
+async function sweep(expired: RetainedCopy[], log: (m: string, l?: "info" | "warn") => void, via: (s: PgServerAccess) => PgServerAccess, bucket: BackupBucket | undefined): Promise<void> {
   for (const r of expired) {
     if (r.kind === "backup") {
-      await fs.rm(r.location, { force: true });
+      await storeOf(r.location, bucket).remove(r.location);
       log(`rollback window over: removed the safety backup ${r.location}`);
       continue;
     }
@@ -140,7 +141,7 @@ export const provider: pulumi.dynamic.ResourceProvider = {
       const servers = [serverOf(olds), serverOf(news), ...retainedServers(plan.expired)];
       await reaching(news, servers, async (n, via) => {
         if (plan.migrate) Object.assign(outs, await migrateTo(olds, n, log, via));
-        await sweep(plan.expired, log, via);
+        await sweep(plan.expired, log, via, news.backupBucket);
         // The route's server and address come from the catalog's own commit; re-writing them here
         // would only matter when the catalog itself moved.
         await withCatalog(n, async (c) => {
@@ -161,11 +162,13 @@ export const provider: pulumi.dynamic.ResourceProvider = {
       const fenced = (props.retained ?? []).filter((r) => r.kind === "fenced_copy");
       await reaching(props, [serverOf(props), ...retainedServers(fenced)], async (p, via) => {
         const server = via(access(serverOf(props), props.serverAdminPassword));
-        const file = path.join(platformOf(props).backupDir, props.tenant, props.database, `${new Date().toISOString().replace(/[:.]/g, "-")}-deleted.dump`);
+        const backupDir = platformOf(props).backupDir;
+        const file = path.join(backupDir, props.tenant, props.database, `${new Date().toISOString().replace(/[:.]/g, "-")}-deleted.dump`);
         await dumpDatabase(server, props.backendDatabase, file);
-        log(`safety backup before delete: ${file}`);
+        const location = await backupStore(props.backupBucket).put(file, path.relative(backupDir, file));
+        log(`safety backup before delete: ${location}`);
         await dropTenantDatabase(server, props);
-        await sweep(fenced, log, via);
+        await sweep(fenced, log, via, props.backupBucket);
         await withCatalog(p, (c) => deleteRoute(c, props));
       });
     } finally {
@@ -209,7 +212,7 @@ export async function migrateTo(
     throw new Error(`the catalog routes ${clientDatabaseName(news)} to ${route.server}, neither ${olds.serverName} (Pulumi's record) nor ${news.serverName} (the new placement): someone changed the route outside Pulumi. Check \`npm run status\`.`);
   }
   const engine = new PgMigration({ source, target, from, targetDatabase: targetDatabaseName(news, route.epoch + 1), freeBytes: platform.freeBytes });
-  const record = await migrate(engine, { key: news, fromServer: olds.serverName, toServer: news.serverName, epoch: route.epoch }, { catalog: catalogConfig(news), backupDir: platform.backupDir, log, requestedBy: `pulumi up (${news.stack})` });
+  const record = await migrate(engine, { key: news, fromServer: olds.serverName, toServer: news.serverName, epoch: route.epoch }, { catalog: catalogConfig(news), backupDir: platform.backupDir, backups: backupStore(news.backupBucket), log, requestedBy: `pulumi up (${news.stack})` });
   return {
     backendDatabase: engine.target.backendDatabase,
     epoch: route.epoch + 1,

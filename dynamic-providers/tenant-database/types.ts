@@ -1,4 +1,5 @@
 import type * as pulumi from "@pulumi/pulumi";
+import type { BackupBucket } from "../backups/store";
 import type { MigrationRecord } from "../migration/orchestrator";
 
 /** Where a tenant database's server is and how the migration engine logs into it. */
@@ -49,6 +50,8 @@ export interface TenantDatabaseArgs {
   bastion?: pulumi.Input<{ host: string; port: number; username: string; hostKeyFingerprint?: string }>;
   /** Secret: the bastion's private key. */
   bastionPrivateKey?: pulumi.Input<string>;
+  /** Cloud platforms: the bucket safety backups are moved to (default: they stay on this machine). */
+  backupBucket?: pulumi.Input<BackupBucket>;
   /** Hours a fenced source copy and the safety backup are kept after a migration. Default 24. */
   rollbackWindowHours?: pulumi.Input<number>;
   /** This resource's own URN, so the provider can attach progress lines to it. */
@@ -71,6 +74,7 @@ export interface TenantDatabaseInputs {
   platform: "local" | "aws" | "gcp";
   bastion?: { host: string; port: number; username: string; hostKeyFingerprint?: string };
   bastionPrivateKey?: string;
+  backupBucket?: BackupBucket;
   rollbackWindowHours: number;
   resourceUrn: string;
   /** Set by check: what `pulumi up` will do, in words (shown by `preview --diff`). */

@@ -125,6 +125,8 @@ describe("aws platform: security and placement invariants", () => {
     for (const d of [...tenantDbs, named(shared, CONTROL_CATALOG, "control-catalog")]) {
       expect(d.inputs.bastion, d.name).toMatchObject({ host: "203.0.113.10", port: 22, username: "tenantfleet" });
     }
+    // Safety backups go to the fleet's bucket.
+    for (const d of tenantDbs) expect(d.inputs.backupBucket, d.name).toEqual({ provider: "s3", bucket: "backups-bucket", region: "eu-west-1" });
     // Regions are peered so a migration's target replicates from its source across regions.
     expect(ofType(shared, "aws:ec2/vpcPeeringConnection:VpcPeeringConnection").map((p) => p.inputs.peerRegion)).toEqual(["us-east-1"]);
   });

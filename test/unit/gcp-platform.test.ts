@@ -82,7 +82,10 @@ describe("gcp platform graph", () => {
     expect(dbServers().filter((s) => s.inputs.labels["tenantfleet-role"] === "dedicated").map((s) => `${s.inputs.labels["tenantfleet-tenant"]}@${s.region}`).sort()).toEqual(["globex@us-east1", "initech@us-east1"]);
     expect(named(g, "gcp:compute/regionInstanceGroupManager:RegionInstanceGroupManager", "proxies").inputs.targetSize).toBe(2);
     expect(named(g, "gcp:compute/forwardingRule:ForwardingRule", "proxies-lb").inputs).toMatchObject({ loadBalancingScheme: "INTERNAL", ports: ["6432"] });
-    for (const d of ofType(g, TENANT_DATABASE)) expect(d.inputs.bastion, d.name).toMatchObject({ host: "203.0.113.20", port: 22 });
+    for (const d of ofType(g, TENANT_DATABASE)) {
+      expect(d.inputs.bastion, d.name).toMatchObject({ host: "203.0.113.20", port: 22 });
+      expect(d.inputs.backupBucket, d.name).toEqual({ provider: "gcs", bucket: "tf-prod-backups-europe-west1", projectId: "acme-saas" });
+    }
   });
 
   it("changing one tenant's isolation changes only that tenant's resources", async () => {

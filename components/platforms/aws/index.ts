@@ -176,6 +176,7 @@ export function awsPlatform(args: AwsPlatformArgs): Platform {
   return {
     name: "aws",
     migrationPath,
+    backupBucket: pulumi.output({ provider: "s3" as const, bucket: bucket.bucket, region: home.cloudRegion }),
     server,
     controlCatalog(p): PlatformCatalog {
       const password = new random.RandomPassword("catalog-admin-password", { length: 32, special: false }, { parent: p });

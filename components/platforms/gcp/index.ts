@@ -117,7 +117,6 @@ export function gcpPlatform(args: GcpPlatformArgs): Platform {
     },
     { ...h, protect: spec.protectTenantDatabases },
   );
-  void backups;
 
   // The bastion: the only VM with an external address.
   const bastionZone = home.zones.apply((z) => z[0]!);
@@ -190,6 +189,7 @@ export function gcpPlatform(args: GcpPlatformArgs): Platform {
   return {
     name: "gcp",
     migrationPath,
+    backupBucket: pulumi.output({ provider: "gcs" as const, bucket: backups.name, projectId }),
     server,
     controlCatalog(p): PlatformCatalog {
       const o = { ...h, parent: p };
