@@ -204,11 +204,12 @@ export class LocalPgFleet {
   }
 
   /** Start a real proxy process; resolves once it prints "proxy ready". */
-  async startProxy(id: string, opts: { port?: number; adminPort?: number; extraArgs?: string[]; env?: Record<string, string>; nodeArgs?: string[] } = {}): Promise<ProxyProcess> {
+  async startProxy(id: string, opts: { port?: number; adminPort?: number; extraArgs?: string[]; env?: Record<string, string>; nodeArgs?: string[]; /** A built proxy (the cloud VMs' bundle) instead of proxy/main.ts. */ entry?: string } = {}): Promise<ProxyProcess> {
     const root = projectRoot();
+    const entry = opts.entry ? [opts.entry] : ["--import", "tsx", path.join(root, "proxy/main.ts")];
     const child = spawn(
       process.execPath,
-      [...(opts.nodeArgs ?? []), "--import", "tsx", path.join(root, "proxy/main.ts"), "--id", id, "--listen", `127.0.0.1:${opts.port ?? 0}`, "--admin", `127.0.0.1:${opts.adminPort ?? 0}`, "--shutdown-grace", "5", ...(opts.extraArgs ?? [])],
+      [...(opts.nodeArgs ?? []), ...entry, "--id", id, "--listen", `127.0.0.1:${opts.port ?? 0}`, "--admin", `127.0.0.1:${opts.adminPort ?? 0}`, "--shutdown-grace", "5", ...(opts.extraArgs ?? [])],
       { cwd: root, env: { ...process.env, TENANTFLEET_CATALOG_URL: this.catalogUrl, TENANTFLEET_LOG_LEVEL: "info", ...opts.env }, stdio: ["ignore", "pipe", "pipe"] },
     );
     const logs: Record<string, unknown>[] = [];
