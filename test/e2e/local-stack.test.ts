@@ -18,6 +18,7 @@ import { stateRoot } from "../../dynamic-providers/local-server/state";
 import { resolveLayout } from "../../dynamic-providers/local-server/provider";
 import { localRuntime } from "../../dynamic-providers/engines/local-runtime";
 import type { LocalServerOutputs } from "../../dynamic-providers/local-server/types";
+import { writeLocalStackConfig } from "../fixtures/local-stack-config";
 
 const stack = `e2e-${randomBytes(3).toString("hex")}`;
 const stackFile = path.join(repoRoot, "stacks", `Pulumi.${stack}.yaml`);
@@ -48,18 +49,7 @@ const tenants: Record<string, { databases: Record<string, { engine: string; isol
 
 /** Rewrite the config of the temporary stack, keeping the encryption salt Pulumi added. */
 async function writeConfig(t: typeof tenants): Promise<void> {
-  const current = existsSync(stackFile) ? await fs.readFile(stackFile, "utf8") : "";
-  const salt = /^encryptionsalt: .*$/m.exec(current)?.[0];
-  const lines = [
-    ...(salt ? [salt] : []),
-    "config:",
-    "  tenantfleet:platform: local",
-    "  tenantfleet:regions: [eu-west, us-east]",
-    // Tenant databases are protected by default; this stack is destroyed at the end.
-    "  tenantfleet:protectTenantDatabases: false",
-    `  tenantfleet:tenants: ${JSON.stringify(t)}`,
-  ];
-  await fs.writeFile(stackFile, lines.join("\n") + "\n");
+  await writeLocalStackConfig(stackFile, t);
 }
 
 const pulumi = (args: string[]) => pulumiOk(tc, [...args, "--stack", stack, "--non-interactive"]);

@@ -18,6 +18,7 @@ import { listServerRecords, stateRoot } from "../../dynamic-providers/local-serv
 import { resolveLayout } from "../../dynamic-providers/local-server/provider";
 import { localRuntime } from "../../dynamic-providers/engines/local-runtime";
 import type { LocalServerOutputs } from "../../dynamic-providers/local-server/types";
+import { writeLocalStackConfig } from "../fixtures/local-stack-config";
 
 const stack = `e2e-mig-${randomBytes(3).toString("hex")}`;
 const stackFile = path.join(repoRoot, "stacks", `Pulumi.${stack}.yaml`);
@@ -31,18 +32,7 @@ const tenants: Record<string, { databases: Record<string, Db> }> = {
 };
 
 async function writeConfig(acme: Db): Promise<void> {
-  const current = existsSync(stackFile) ? await fs.readFile(stackFile, "utf8") : "";
-  const salt = /^encryptionsalt: .*$/m.exec(current)?.[0];
-  const t = { ...tenants, acme: { databases: { app: acme } } };
-  const lines = [
-    ...(salt ? [salt] : []),
-    "config:",
-    "  tenantfleet:platform: local",
-    "  tenantfleet:regions: [eu-west, us-east]",
-    "  tenantfleet:protectTenantDatabases: false",
-    `  tenantfleet:tenants: ${JSON.stringify(t)}`,
-  ];
-  await fs.writeFile(stackFile, lines.join("\n") + "\n");
+  await writeLocalStackConfig(stackFile, { ...tenants, acme: { databases: { app: acme } } });
 }
 
 const pulumi = (args: string[]) => pulumiOk(tc, [...args, "--stack", stack, "--non-interactive"]);

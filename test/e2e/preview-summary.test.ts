@@ -17,6 +17,7 @@ import { repoRoot } from "../../scripts/lib/pulumi-env";
 import type { Toolchain } from "../../scripts/lib/toolchain";
 import { stateRoot } from "../../dynamic-providers/local-server/state";
 import { parsePreviewJson, previewSummaryMarkdown, summarizePreview, type Row } from "../../scripts/lib/preview-summary";
+import { writeLocalStackConfig } from "../fixtures/local-stack-config";
 
 const stack = `e2e-prs-${randomBytes(3).toString("hex")}`;
 const stackFile = path.join(repoRoot, "stacks", `Pulumi.${stack}.yaml`);
@@ -40,18 +41,7 @@ const after: Tenants = {
 
 /** Rewrite the config of the temporary stack, keeping the encryption salt Pulumi added. */
 async function writeConfig(t: Tenants): Promise<void> {
-  const current = existsSync(stackFile) ? await fs.readFile(stackFile, "utf8") : "";
-  const salt = /^encryptionsalt: .*$/m.exec(current)?.[0];
-  const lines = [
-    ...(salt ? [salt] : []),
-    "config:",
-    "  tenantfleet:platform: local",
-    "  tenantfleet:regions: [eu-west, us-east]",
-    // Tenant databases are protected by default; this stack is destroyed at the end.
-    "  tenantfleet:protectTenantDatabases: false",
-    `  tenantfleet:tenants: ${JSON.stringify(t)}`,
-  ];
-  await fs.writeFile(stackFile, lines.join("\n") + "\n");
+  await writeLocalStackConfig(stackFile, t);
 }
 
 const pulumi = (args: string[]) => pulumiOk(tc, [...args, "--stack", stack, "--non-interactive"]);
