@@ -60,7 +60,7 @@ export function createTenant(name: string, parent: pulumi.ComponentResource, arg
         serverName: placed.name,
         server: pulumi.all([s.host, s.port, s.adminUser]).apply(([host, port, adminUser]) => ({ host, port, adminUser })),
         serverAdminPassword: s.adminPassword,
-        catalog: pulumi.all([args.catalog.host, args.catalog.port, args.catalog.adminUser, args.catalog.database]).apply(([host, port, adminUser, database]) => ({ host, port, adminUser, database })),
+        catalog: pulumi.all([args.catalog.host, args.catalog.port, args.catalog.adminUser, args.catalog.database]).apply(([host, port, adminUser, database]) => ({ host, port, adminUser, database, ...(args.catalog.tls ? { tls: true } : {}) })),
         catalogPassword: args.catalog.adminPassword,
         proxyEndpoints: args.proxyEndpoints,
         stack: args.stack,

@@ -45,6 +45,8 @@ export interface PlatformCatalog {
   database: pulumi.Output<string>;
   /** Secret: postgres://… */
   url: pulumi.Output<string>;
+  /** Connections to it use TLS (managed catalogs). */
+  tls: boolean;
 }
 
 export interface ProxyFleetRequest {

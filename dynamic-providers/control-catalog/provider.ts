@@ -10,7 +10,7 @@ import { bastionOf, throughBastion } from "../tunnel/ssh-tunnel";
 import type { ControlCatalogInputs, ControlCatalogOutputs } from "./types";
 
 function url(i: ControlCatalogInputs): string {
-  return `postgres://${encodeURIComponent(i.adminUser)}:${encodeURIComponent(i.adminPassword)}@${i.host}:${i.port}/${encodeURIComponent(i.database)}`;
+  return `postgres://${encodeURIComponent(i.adminUser)}:${encodeURIComponent(i.adminPassword)}@${i.host}:${i.port}/${encodeURIComponent(i.database)}${i.tls ? "?sslmode=no-verify" : ""}`;
 }
 
 async function ensure(i: ControlCatalogInputs): Promise<ControlCatalogOutputs> {
@@ -21,7 +21,8 @@ async function ensure(i: ControlCatalogInputs): Promise<ControlCatalogOutputs> {
 }
 
 async function migrate(i: ControlCatalogInputs, at: { host: string; port: number }): Promise<void> {
-  const admin = new Client({ host: at.host, port: at.port, user: i.adminUser, password: i.adminPassword, database: "postgres", connectionTimeoutMillis: 10_000 });
+  const ssl = i.tls ? { ssl: { rejectUnauthorized: false } } : {};
+  const admin = new Client({ ...ssl, host: at.host, port: at.port, user: i.adminUser, password: i.adminPassword, database: "postgres", connectionTimeoutMillis: 10_000 });
   await admin.connect();
   try {
     if (!(await admin.query("select 1 from pg_database where datname = $1", [i.database])).rowCount) {
@@ -30,7 +31,7 @@ async function migrate(i: ControlCatalogInputs, at: { host: string; port: number
   } finally {
     await admin.end();
   }
-  const c = new Client({ host: at.host, port: at.port, user: i.adminUser, password: i.adminPassword, database: i.database, connectionTimeoutMillis: 10_000 });
+  const c = new Client({ ...ssl, host: at.host, port: at.port, user: i.adminUser, password: i.adminPassword, database: i.database, connectionTimeoutMillis: 10_000 });
   await c.connect();
   try {
     await migrateCatalog(c);

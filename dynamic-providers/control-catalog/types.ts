@@ -11,6 +11,9 @@ export interface ControlCatalogArgs {
   adminPassword: pulumi.Input<string>;
   /** Database name, default `tenantfleet_catalog`. */
   database: pulumi.Input<string>;
+  /** Connect with TLS (encrypted, not verified); the url then says `sslmode=no-verify`. For managed
+   * catalogs that require TLS (RDS PostgreSQL 15+ sets rds.force_ssl). */
+  tls?: pulumi.Input<boolean>;
   /** Cloud platforms: the SSH bastion this provider reaches the (private) catalog through. */
   bastion?: pulumi.Input<{ host: string; port: number; username: string; hostKeyFingerprint?: string }>;
   /** Secret. */
@@ -24,6 +27,7 @@ export interface ControlCatalogInputs extends BastionInputs {
   adminUser: string;
   adminPassword: string;
   database: string;
+  tls?: boolean;
 }
 
 export interface ControlCatalogOutputs extends ControlCatalogInputs {

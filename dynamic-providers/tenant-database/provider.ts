@@ -28,7 +28,7 @@ type CatalogAccess = Pick<TenantDatabaseInputs, "catalog" | "catalogPassword"> &
 
 function catalogConfig(i: CatalogAccess): ClientConfig {
   const at = i.catalogVia ?? i.catalog;
-  return { host: at.host, port: at.port, user: i.catalog.adminUser, password: i.catalogPassword, database: i.catalog.database, connectionTimeoutMillis: 10_000 };
+  return { ...(i.catalog.tls ? { ssl: { rejectUnauthorized: false } } : {}), host: at.host, port: at.port, user: i.catalog.adminUser, password: i.catalogPassword, database: i.catalog.database, connectionTimeoutMillis: 10_000 };
 }
 
 async function withCatalog<T>(i: CatalogAccess, fn: (c: Client) => Promise<T>): Promise<T> {

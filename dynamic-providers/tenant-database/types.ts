@@ -16,6 +16,9 @@ export interface CatalogRef {
   port: number;
   adminUser: string;
   database: string;
+  /** Connect with TLS (a managed catalog that requires it, e.g. RDS PostgreSQL 15+). Encrypted,
+   * not verified: the tunnel's loopback end never matches the certificate's name. */
+  tls?: boolean;
 }
 
 /** Public inputs of a TenantDatabase. */

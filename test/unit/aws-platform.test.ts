@@ -125,6 +125,9 @@ describe("aws platform: security and placement invariants", () => {
     for (const d of [...tenantDbs, named(shared, CONTROL_CATALOG, "control-catalog")]) {
       expect(d.inputs.bastion, d.name).toMatchObject({ host: "203.0.113.10", port: 22, username: "tenantfleet" });
     }
+    // RDS PostgreSQL 16 requires TLS (rds.force_ssl): every catalog connection uses it.
+    expect(named(shared, CONTROL_CATALOG, "control-catalog").inputs.tls).toBe(true);
+    for (const d of tenantDbs) expect(d.inputs.catalog.tls, d.name).toBe(true);
     // Safety backups go to the fleet's bucket.
     for (const d of tenantDbs) expect(d.inputs.backupBucket, d.name).toEqual({ provider: "s3", bucket: "backups-bucket", region: "eu-west-1" });
     // Regions are peered so a migration's target replicates from its source across regions.

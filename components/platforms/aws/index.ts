@@ -219,13 +219,13 @@ export function awsPlatform(args: AwsPlatformArgs): Platform {
       );
       const catalog = new ControlCatalog(
         "control-catalog",
-        { serverName: CATALOG_SERVER, host: db.address, port: db.port, adminUser: ADMIN_USER, adminPassword: password.result, database: CATALOG_DATABASE, ...viaBastion(migrationPath) },
+        { serverName: CATALOG_SERVER, host: db.address, port: db.port, adminUser: ADMIN_USER, adminPassword: password.result, database: CATALOG_DATABASE, tls: true, ...viaBastion(migrationPath) },
         { parent: p },
       );
       const urlSecret = new aws.secretsmanager.Secret("catalog-url", { name: `${prefix}/catalog-url`, recoveryWindowInDays: 7 }, { ...h, parent: p });
       new aws.secretsmanager.SecretVersion("catalog-url", { secretId: urlSecret.id, secretString: catalog.url }, { ...h, parent: p });
       catalogUrlSecretArn = urlSecret.arn;
-      return { serverName: CATALOG_SERVER, host: catalog.host, port: catalog.port, adminUser: catalog.adminUser, adminPassword: pulumi.secret(password.result), database: catalog.database, url: catalog.url };
+      return { serverName: CATALOG_SERVER, host: catalog.host, port: catalog.port, adminUser: catalog.adminUser, adminPassword: pulumi.secret(password.result), database: catalog.database, url: catalog.url, tls: true };
     },
     proxyFleet(req, p) {
       if (!catalogUrlSecretArn) throw new Error("aws platform: the control catalog must be declared before the proxy fleet");

@@ -208,7 +208,7 @@ export function gcpPlatform(args: GcpPlatformArgs): Platform {
             tier: cloud.instanceTypes.catalog,
             availabilityType: "REGIONAL",
             diskAutoresize: true,
-            ipConfiguration: { ipv4Enabled: false, privateNetwork: network.id, sslMode: "ALLOW_UNENCRYPTED_AND_ENCRYPTED" },
+            ipConfiguration: { ipv4Enabled: false, privateNetwork: network.id, sslMode: "ENCRYPTED_ONLY" },
             backupConfiguration: { enabled: true, pointInTimeRecoveryEnabled: true },
             deletionProtectionEnabled: true,
           },
@@ -218,11 +218,11 @@ export function gcpPlatform(args: GcpPlatformArgs): Platform {
       new gcp.sql.User("catalog-admin", { instance: db.name, name: ADMIN_USER, password: password.result }, o);
       const catalog = new ControlCatalog(
         "control-catalog",
-        { serverName: CATALOG_SERVER, host: db.privateIpAddress, port: 5432, adminUser: ADMIN_USER, adminPassword: password.result, database: CATALOG_DATABASE, ...viaBastion(migrationPath) },
+        { serverName: CATALOG_SERVER, host: db.privateIpAddress, port: 5432, adminUser: ADMIN_USER, adminPassword: password.result, database: CATALOG_DATABASE, tls: true, ...viaBastion(migrationPath) },
         { parent: p },
       );
       catalogUrlSecretId = secret("catalog-url", catalog.url, proxiesSa, p).secretId;
-      return { serverName: CATALOG_SERVER, host: catalog.host, port: catalog.port, adminUser: catalog.adminUser, adminPassword: pulumi.secret(password.result), database: catalog.database, url: catalog.url };
+      return { serverName: CATALOG_SERVER, host: catalog.host, port: catalog.port, adminUser: catalog.adminUser, adminPassword: pulumi.secret(password.result), database: catalog.database, url: catalog.url, tls: true };
     },
     proxyFleet(req, p) {
       if (!catalogUrlSecretId) throw new Error("gcp platform: the control catalog must be declared before the proxy fleet");
