@@ -139,6 +139,10 @@ function mysqlScript(input: ConfigureInput): string {
 make_cert /etc/mysql mysql:mysql
 ${heredoc("/etc/mysql/mariadb.conf.d/90-tenantfleet.cnf", cnf)}
 [ -z "\${TF_PORT:-}" ] || echo "port = $TF_PORT" >> /etc/mysql/mariadb.conf.d/90-tenantfleet.cnf
+# Debian 12's mariadb-server logs to the journal and creates no /var/log/mysql: without it mariadbd
+# (run directly by systemd) says "Can't create file '/var/log/mysql/error.log'" and the log-error
+# above is lost (found by test/integration/vm-configure.test.ts).
+install -d -o mysql -g adm -m 2750 /var/log/mysql
 if has_systemd; then systemctl restart mariadb; else service mariadb restart; fi
 pw="$(cat "$password_file")"
 pw_sql=\${pw//"\\\\"/"\\\\\\\\"}; pw_sql=\${pw_sql//"'"/"\\\\'"}
@@ -167,7 +171,11 @@ function redisScript(input: ConfigureInput): string {
   const acl = renderRedisAclForHash(input.adminUser, "@ADMIN_PASSWORD_SHA256@");
   return `${PRELUDE}
 ${heredoc("/etc/redis/redis.conf", conf, "0640", "redis:redis")}
-echo "supervised systemd" >> /etc/redis/redis.conf
+# Under systemd the Debian unit (Type=notify) supervises a foreground server. Without systemd the
+# init script's start-stop-daemon (no --background) waits for redis-server to daemonise itself: a
+# foreground server made \`service redis-server restart\` hang forever (found by
+# test/integration/vm-configure.test.ts).
+if has_systemd; then echo "supervised systemd" >> /etc/redis/redis.conf; else echo "daemonize yes" >> /etc/redis/redis.conf; fi
 [ -z "\${TF_PORT:-}" ] || echo "port $TF_PORT" >> /etc/redis/redis.conf
 ${heredoc("/etc/redis/users.acl.in", acl, "0600", "redis:redis")}
 sed "s/@ADMIN_PASSWORD_SHA256@/$(printf %s "$(cat "$password_file")" | sha256sum | cut -d' ' -f1)/" /etc/redis/users.acl.in > /etc/redis/users.acl
