@@ -83,7 +83,9 @@ function postgresScript(input: ConfigureInput): string {
       maxConnections: input.role === "dedicated" ? 200 : 400,
     }),
   );
-  const hba = renderPgHba(input.clientCidrs, { localPeerAdmin: true, hostssl: true });
+  // TLS is on, but not yet required: the proxy's and the migration's connections to servers do not
+  // negotiate it yet (README "Cloud platforms", limits). `hostssl` lines once they do.
+  const hba = renderPgHba(input.clientCidrs, { localPeerAdmin: true });
   return `${PRELUDE}
 cluster="\${TF_PG_CLUSTER:-main}"
 version="\${TF_PG_VERSION:-$(ls /etc/postgresql | sort -V | tail -n 1)}"
@@ -102,7 +104,7 @@ ssl_key_file = '$conf_dir/tenantfleet-server.key'
 EOF
 [ -z "\${TF_PORT:-}" ] || echo "port = $TF_PORT" >> "$conf_dir/conf.d/tenantfleet.conf"
 ${heredoc("$conf_dir/pg_hba.conf", hba, "0640", "postgres:postgres")}
-[ -z "$extra_cidr" ] || printf 'hostssl all all %s scram-sha-256\\nhostssl replication all %s scram-sha-256\\n' "$extra_cidr" "$extra_cidr" >> "$conf_dir/pg_hba.conf"
+[ -z "$extra_cidr" ] || printf 'host all all %s scram-sha-256\\nhost replication all %s scram-sha-256\\n' "$extra_cidr" "$extra_cidr" >> "$conf_dir/pg_hba.conf"
 
 # The admin role, over the local socket (peer auth as the postgres OS account). The password goes
 # through psql's stdin, never argv (which \`ps\` shows).
