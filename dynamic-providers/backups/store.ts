@@ -73,16 +73,16 @@ function s3Store(b: Extract<BackupBucket, { provider: "s3" }>): BackupStore {
 }
 
 function gcsStore(b: Extract<BackupBucket, { provider: "gcs" }>): BackupStore {
-  const bucket = async () => {
+  const bucket = async (name = b.bucket) => {
     const { Storage } = await import("@google-cloud/storage");
-    return new Storage({ ...(b.endpoint ? { apiEndpoint: b.endpoint, projectId: b.projectId ?? "test" } : b.projectId ? { projectId: b.projectId } : {}) }).bucket(b.bucket);
+    return new Storage({ ...(b.endpoint ? { apiEndpoint: b.endpoint, projectId: b.projectId ?? "test" } : b.projectId ? { projectId: b.projectId } : {}) }).bucket(name);
   };
   return {
     async put(file, key) {
       const objectKey = `${BACKUP_PREFIX}${key}`;
       try {
-        // Resumable upload for big dumps; the emulator speaks only the simple one.
-        await (await bucket()).upload(file, { destination: objectKey, resumable: !b.endpoint, contentType: "application/octet-stream" });
+        // Resumable upload for big dumps (fake-gcs-server speaks it too, so tests take this path).
+        await (await bucket()).upload(file, { destination: objectKey, resumable: true, contentType: "application/octet-stream" });
       } catch (e) {
         throw new Error(`could not upload the safety backup to gs://${b.bucket}/${objectKey} (it is kept at ${file}): ${(e as Error).message}`);
       }
@@ -90,8 +90,9 @@ function gcsStore(b: Extract<BackupBucket, { provider: "gcs" }>): BackupStore {
       return `gs://${b.bucket}/${objectKey}`;
     },
     async remove(location) {
-      const { key } = parse(location, "gs");
-      await (await bucket()).file(key).delete({ ignoreNotFound: true });
+      // The location's own bucket, as for S3: a retained backup outlives a change of the configured bucket.
+      const { bucket: name, key } = parse(location, "gs");
+      await (await bucket(name)).file(key).delete({ ignoreNotFound: true });
     },
   };
 }
