@@ -6,6 +6,7 @@
  *  2. the Debian packages the local platform runs (postgresql, mariadb-server, redis-server)
  *  3. the Pulumi CLI and Node.js language host matching the pinned @pulumi/pulumi, built offline
  *     from Go modules and cached in ~/.cache/tenantfleet (instant once cached)
+ *  4. the S3/GCS test servers (gofakes3, fake-gcs-server), likewise from Go modules and cached
  *
  * Flags: --quiet (print only when there is work to do).
  */
@@ -15,6 +16,7 @@ import { missingPackages } from "./lib/system-packages";
 import { buildToolchain, findToolchain, pinnedSdkVersion, type Toolchain } from "./lib/toolchain";
 import { backendDir, repoRoot } from "./lib/pulumi-env";
 import { installShim } from "./lib/pulumi-cli";
+import { ensureTestServers } from "./lib/test-servers";
 
 const say = (line: string) => console.log(`[setup] ${line}`);
 
@@ -60,6 +62,7 @@ export async function setup(opts: { quiet?: boolean } = {}): Promise<Toolchain> 
   await installShim(toolchain);
   await fs.mkdirp(backendDir());
   progress(`pulumi ${toolchain.version} (${toolchain.source}) in ${toolchain.binDir}`);
+  await ensureTestServers(say); // S3/GCS protocol servers for the backup-store tests (Go modules, cached)
   return toolchain;
 }
 

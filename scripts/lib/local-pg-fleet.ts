@@ -183,10 +183,10 @@ export class LocalPgFleet {
     };
   }
 
-  /** Move `key` from `from` to `to` with the real engine and orchestrator. */
-  async migrate(key: TenantDbKey, from: PgServer, to: PgServer, log: MigrateOptions["log"]): Promise<MigrationRecord> {
+  /** Move `key` from `from` to `to` with the real engine and orchestrator (`backups`: a bucket store for the safety backup). */
+  async migrate(key: TenantDbKey, from: PgServer, to: PgServer, log: MigrateOptions["log"], opts: Pick<MigrateOptions, "backups"> = {}): Promise<MigrationRecord> {
     const p = await this.migrationPlan(key, from, to);
-    return migrate(new PgMigration(p.engine), p.req, { catalog: p.catalog, backupDir: p.backupDir, log });
+    return migrate(new PgMigration(p.engine), p.req, { catalog: p.catalog, backupDir: p.backupDir, log, ...opts });
   }
 
   /** Stop a server (pg_ctl stop -m fast): its clients see their connections end. */
