@@ -125,8 +125,12 @@ export class PgMigration implements EngineMigration {
       }
     }).catch((e) => problems.push((e as Error).message));
     await withAdmin(source, "postgres", async (c) => {
+      // Our subscription's slot, and the table-sync slots its workers made (`pg_<sub oid>_sync_<rel
+      // oid>_<system id>`, permanent since PostgreSQL 14): a target that died mid-copy leaves them,
+      // and nothing else would ever drop them. Only this tenant database's slots are considered,
+      // and only our migrations subscribe to a tenant database.
       const slots = await c.query<{ slot_name: string }>(
-        "select slot_name from pg_replication_slots where database = $1 and slot_name like 'tf\\_mig\\_%'",
+        "select slot_name from pg_replication_slots where database = $1 and (slot_name like 'tf\\_mig\\_%' or slot_name ~ '^pg_[0-9]+_sync_[0-9]+_[0-9]+$')",
         [from.backendDatabase],
       );
       for (const { slot_name } of slots.rows) {
