@@ -6,6 +6,7 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { Client, escapeIdentifier as ident } from "pg";
 import { migrateCatalog, CATALOG_VERSION } from "../../proxy/catalog/schema";
+import { isUnknown } from "../preview";
 import { bastionOf, throughBastion } from "../tunnel/ssh-tunnel";
 import type { ControlCatalogInputs, ControlCatalogOutputs } from "./types";
 
@@ -47,8 +48,13 @@ export const provider: pulumi.dynamic.ResourceProvider = {
     return failures.length ? { failures } : { inputs: news };
   },
   async diff(_id, olds: ControlCatalogOutputs, news: ControlCatalogInputs) {
-    const moved = (["host", "port", "database"] as const).filter((k) => olds[k] !== news[k]);
-    return { changes: moved.length > 0 || olds.adminPassword !== news.adminPassword || olds.schemaVersion !== CATALOG_VERSION, replaces: moved };
+    // At preview, an address that depends on a server being updated is unknown: that is not a
+    // move (the update keeps its address), so it must not show as a replacement in a review. If it
+    // does change, `pulumi up` diffs again with the real value and replaces then.
+    const keys = ["host", "port", "database"] as const;
+    const unknown = keys.filter((k) => isUnknown(news[k]));
+    const moved = keys.filter((k) => !isUnknown(news[k]) && olds[k] !== news[k]);
+    return { changes: moved.length > 0 || unknown.length > 0 || olds.adminPassword !== news.adminPassword || olds.schemaVersion !== CATALOG_VERSION, replaces: moved };
   },
   async create(inputs: ControlCatalogInputs) {
     return { id: `${inputs.serverName}/${inputs.database}`, outs: await ensure(inputs) };
