@@ -10,6 +10,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { isRoot, logTail, pidAlive, portOpen, run, waitFor } from "../../dynamic-providers/local-server/process";
 import type { Bastion } from "../../dynamic-providers/tunnel/ssh-tunnel";
+import { freePort } from "./free-port";
 
 export const SSHD = "/usr/sbin/sshd";
 
@@ -66,16 +67,6 @@ async function childrenOf(pid: number): Promise<number[]> {
   return out;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 export async function startLocalSshd(): Promise<LocalSshd> {
   const dir = mkdtempSync(path.join(os.tmpdir(), "tf-sshd-"));

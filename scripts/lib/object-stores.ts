@@ -8,6 +8,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import * as net from "node:net";
 import { pidAlive, waitFor } from "../../dynamic-providers/local-server/process";
 import { testServerBinary, type TestServerName } from "./test-servers";
+import { freePort } from "./free-port";
 
 export interface ObjectStoreServer {
   /** `http://127.0.0.1:<port>`: the `endpoint` of a BackupBucket. */
@@ -22,16 +23,6 @@ export interface ObjectStoreServer {
   stop(): Promise<void>;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** HTTP status of a request, or undefined when nothing answered. */
 async function status(url: string, init?: RequestInit): Promise<number | undefined> {

@@ -13,6 +13,9 @@ import { promises as fs, readFileSync } from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import { promisify } from "node:util";
+import { freePort } from "./free-port";
+
+export { freePort };
 
 const execFileP = promisify(execFile);
 
@@ -105,17 +108,6 @@ export async function pgbouncerVersion(): Promise<string> {
   return stdout.split("\n")[0]!.trim();
 }
 
-/** A free TCP port on host (bind :0, read it, close; a small race, fine for a benchmark). */
-export function freePort(host = "127.0.0.1"): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, host, () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function waitForPort(host: string, port: number, timeoutMs: number, child: ChildProcess): Promise<void> {
   const deadline = Date.now() + timeoutMs;
