@@ -19,6 +19,7 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import type { Engine } from "../dynamic-providers/engines";
+import type { TenantDatabaseOutput } from "./tenant";
 
 export const FLEET_OUTPUT_VERSION = 1;
 
@@ -49,13 +50,8 @@ export interface FleetOutput {
   tenants: Record<string, Record<string, FleetTenantDatabase>>;
 }
 
-/** What the Fleet component knows of one tenant database (see components/tenant.ts). */
-export interface TenantDatabaseFacts {
-  engine: string;
-  isolation: string;
-  region: string;
-  connectionString?: pulumi.Output<string>;
-}
+/** What the contract takes of each tenant database the Tenant component reports. */
+type TenantDatabaseFacts = Pick<TenantDatabaseOutput, "engine" | "isolation" | "region" | "connectionString">;
 
 /**
  * Built as a plain object holding outputs, not one `pulumi.Output`: a stack output keeps its secrets

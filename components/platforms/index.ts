@@ -7,6 +7,8 @@
 import type * as pulumi from "@pulumi/pulumi";
 import type { BackupBucket } from "../../dynamic-providers/backups/store";
 import type { Engine } from "../../dynamic-providers/engines";
+import type { CloudSpec } from "../../stacks/cloud-config";
+import type { FleetSpec } from "../../stacks/config";
 
 /** The control catalog's logical server name and database, on every platform. */
 export const CATALOG_SERVER = "control-catalog";
@@ -72,6 +74,17 @@ export interface MigrationPath {
   /** Secret: the private key matching the bastion's authorized key (`tenantfleet:bastionPrivateKey`).
    * Without it the fleet still deploys; a migration then fails with a message naming the setting. */
   privateKey?: pulumi.Output<string>;
+}
+
+/** What the aws and gcp platforms are built from. */
+export interface CloudPlatformArgs {
+  spec: FleetSpec & { cloud: CloudSpec };
+  stack: string;
+  /** Secret: the key migrations use to reach the bastion (`tenantfleet:bastionPrivateKey`). */
+  bastionPrivateKey?: pulumi.Output<string>;
+  /** Where `proxy/` is bundled from. */
+  repoRoot: string;
+  parent: pulumi.Resource;
 }
 
 export interface Platform {

@@ -302,7 +302,8 @@ function readMechanisms(body: Buffer): string[] {
   return out;
 }
 
-function parseDataRow(body: Buffer): (string | null)[] {
+/** A DataRow's columns, text format (NULL as null). */
+export function parseDataRow(body: Buffer): (string | null)[] {
   const n = body.readInt16BE(0);
   const out: (string | null)[] = [];
   let i = 2;

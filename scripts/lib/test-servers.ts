@@ -13,7 +13,7 @@ import { execFile } from "node:child_process";
 import { existsSync, promises as fs } from "node:fs";
 import * as path from "node:path";
 import { promisify } from "node:util";
-import { cacheRoot, type Log } from "./toolchain";
+import { cacheRoot, goEnv, type Log } from "./toolchain";
 
 const execFileP = promisify(execFile);
 
@@ -44,16 +44,6 @@ export function testServerBinary(name: TestServerName): string {
   return path.join(testServerDir(name), name);
 }
 
-function goEnv(gobin: string): NodeJS.ProcessEnv {
-  return {
-    ...process.env,
-    GOBIN: gobin,
-    // `go install pkg@version` builds outside any main module: -mod=mod (the toolchain's) is refused there.
-    GOFLAGS: "-buildvcs=false",
-    GOTOOLCHAIN: process.env.GOTOOLCHAIN ?? "local",
-    CGO_ENABLED: "0",
-  };
-}
 
 /**
  * `go install` every test server that is not built yet. Without Go on PATH it says so and builds
@@ -85,7 +75,8 @@ async function installTestServer(name: TestServerName, log: Log): Promise<void> 
   try {
     await execFileP("go", ["install", "-trimpath", "-ldflags", "-s -w", target], {
       cwd: dir, // outside the repo, so no go.mod around can interfere
-      env: goEnv(dir),
+      // `go install pkg@version` builds outside any main module, where -mod=mod is refused.
+      env: { ...goEnv({ modMod: false }), GOBIN: dir },
       maxBuffer: 16 << 20,
       timeout: 30 * 60_000,
     });

@@ -233,10 +233,12 @@ async function goBuild(
   }
 }
 
-function goEnv(): NodeJS.ProcessEnv {
+/** Go's environment for the project's builds: the local Go, static binaries. `-mod=mod` resolves
+ * modules for builds inside a module; `go install pkg@version` refuses it (test-servers.ts). */
+export function goEnv(opts: { modMod?: boolean } = {}): NodeJS.ProcessEnv {
   return {
     ...process.env,
-    GOFLAGS: "-buildvcs=false -mod=mod",
+    GOFLAGS: opts.modMod === false ? "-buildvcs=false" : "-buildvcs=false -mod=mod",
     GOTOOLCHAIN: process.env.GOTOOLCHAIN ?? "local",
     CGO_ENABLED: "0",
   };

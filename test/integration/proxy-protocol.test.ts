@@ -15,6 +15,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import * as tls from "node:tls";
 import { Client, type ClientConfig, type Notification, type QueryConfig } from "pg";
+import { parseDataRow } from "../../proxy/postgres/backend";
 import { LocalPgFleet, type PgServer, type ProxyProcess, type TenantDb } from "../../scripts/lib/local-pg-fleet";
 
 const PSQL = "/usr/bin/psql";
@@ -316,19 +317,6 @@ function errorFields(body: Buffer): Record<string, string> {
   return out;
 }
 
-function dataRow(body: Buffer): (string | null)[] {
-  const n = body.readInt16BE(0);
-  const out: (string | null)[] = [];
-  let i = 2;
-  for (let c = 0; c < n; c++) {
-    const len = body.readInt32BE(i);
-    i += 4;
-    out.push(len < 0 ? null : body.toString("utf8", i, i + len));
-    if (len > 0) i += len;
-  }
-  return out;
-}
-
 /** A client-side SCRAM-SHA-256 login (RFC 5802) over a raw connection; returns at ReadyForQuery. */
 async function rawLogin(c: RawConn, db: TenantDb): Promise<Frame[]> {
   c.write(startupMessage({ user: db.role, database: db.name }));
@@ -602,7 +590,7 @@ describe("the wire protocol byte by byte (raw client)", () => {
       );
       const frames = await c.untilReady();
       expect(frames.map((f) => f.type).join("")).toBe("12TDC12EZ");
-      expect(dataRow(frames[3]!.body)).toEqual(["1"]);
+      expect(parseDataRow(frames[3]!.body)).toEqual(["1"]);
       expect(errorFields(frames[7]!.body).C).toBe("22012");
       expect(frames[8]!.body.toString()).toBe("I");
 
@@ -618,10 +606,10 @@ describe("the wire protocol byte by byte (raw client)", () => {
       const b = await c.untilReady();
       const d = await c.untilReady();
       expect(a.map((f) => f.type).join("")).toBe("12DCZ");
-      expect(dataRow(a[2]!.body)).toEqual(["2"]);
+      expect(parseDataRow(a[2]!.body)).toEqual(["2"]);
       expect(b.map((f) => f.type).join("")).toBe("12EZ");
       expect(d.map((f) => f.type).join("")).toBe("2DCZ");
-      expect(dataRow(d[1]!.body)).toEqual(["42"]);
+      expect(parseDataRow(d[1]!.body)).toEqual(["42"]);
     } finally {
       c.close();
     }
@@ -638,10 +626,10 @@ describe("the wire protocol byte by byte (raw client)", () => {
       }
       const q = await c.untilReady();
       expect(q.map((f) => f.type).join("")).toBe("TDCZ");
-      expect(dataRow(q[1]!.body)).toEqual(["split"]);
+      expect(parseDataRow(q[1]!.body)).toEqual(["split"]);
       const e = await c.untilReady();
       expect(e.map((f) => f.type).join("")).toBe("12DCZ");
-      expect(dataRow(e[2]!.body)).toEqual(["abcd"]);
+      expect(parseDataRow(e[2]!.body)).toEqual(["abcd"]);
       c.write(F.terminate());
       await c.closed();
     } finally {
@@ -705,7 +693,7 @@ describe("the wire protocol byte by byte (raw client)", () => {
       expect(bytes).toBeGreaterThan(512 * 2 ** 20);
       c.write(F.query("select 'after' as s"));
       const after = await c.untilReady();
-      expect(dataRow(after.find((f) => f.type === "D")!.body)).toEqual(["after"]);
+      expect(parseDataRow(after.find((f) => f.type === "D")!.body)).toEqual(["after"]);
     } finally {
       c.close();
     }
@@ -1026,7 +1014,7 @@ describe("SSL and GSSAPI negotiation", () => {
       await rawLogin(c, acme);
       c.write(F.query("select current_database()"));
       const r = await c.untilReady();
-      expect(dataRow(r.find((f) => f.type === "D")!.body)).toEqual([acme.name]);
+      expect(parseDataRow(r.find((f) => f.type === "D")!.body)).toEqual([acme.name]);
     } finally {
       c.close();
     }

@@ -13,28 +13,17 @@ import * as random from "@pulumi/random";
 import * as path from "node:path";
 import type { Engine } from "../../../dynamic-providers/engines";
 import { ControlCatalog } from "../../../dynamic-providers/control-catalog";
-import type { FleetSpec } from "../../../stacks/config";
-import type { CloudSpec } from "../../../stacks/cloud-config";
-import { viaBastion, type MigrationPath, type Platform, type PlatformCatalog, type PlatformServer, type ServerRequest } from "../index";
+import { CATALOG_DATABASE, CATALOG_SERVER, viaBastion, type CloudPlatformArgs, type MigrationPath, type Platform, type PlatformCatalog, type PlatformServer, type ServerRequest } from "../index";
 import { awsSecretFetch, bastionUserData, PROXY_ADMIN_PORT, PROXY_PORT, proxyUserData, serverUserData } from "../vm/cloud-init";
 import { VM_PORTS } from "../vm/configure";
 import { buildProxyBundle } from "../vm/proxy-artifact";
-import { ADMIN_USER, CATALOG_DATABASE, CATALOG_SERVER, ENGINE_VERSIONS, serverId } from "../vm/naming";
+import { ADMIN_USER, ENGINE_VERSIONS, serverId } from "../vm/naming";
 import { allowDatabaseIngress, createRegionNet, peerRegions, regionCidr, type AwsRegionNet, type HomeSecurityGroups } from "./network";
-
-export interface AwsPlatformArgs {
-  spec: FleetSpec & { cloud: CloudSpec };
-  stack: string;
-  /** Secret: the key migrations use to reach the bastion (`tenantfleet:bastionPrivateKey`). */
-  bastionPrivateKey?: pulumi.Output<string>;
-  repoRoot: string;
-  parent: pulumi.Resource;
-}
 
 const assumeRole = (service: string) =>
   JSON.stringify({ Version: "2012-10-17", Statement: [{ Effect: "Allow", Principal: { Service: service }, Action: "sts:AssumeRole" }] });
 
-export function awsPlatform(args: AwsPlatformArgs): Platform {
+export function awsPlatform(args: CloudPlatformArgs): Platform {
   const { spec, stack, parent } = args;
   const cloud = spec.cloud;
   const prefix = `tenantfleet/${stack}`;
@@ -131,16 +120,22 @@ export function awsPlatform(args: AwsPlatformArgs): Platform {
     ...(args.bastionPrivateKey ? { privateKey: pulumi.secret(args.bastionPrivateKey) } : {}),
   };
 
+  /** A Secrets Manager secret `<prefix>/<path>` holding `value`; instances read it at boot. */
+  const secret = (name: string, secretPath: string, value: pulumi.Input<string>, o: pulumi.CustomResourceOptions) => {
+    const s = new aws.secretsmanager.Secret(name, { name: `${prefix}/${secretPath}`, recoveryWindowInDays: 7 }, o);
+    new aws.secretsmanager.SecretVersion(name, { secretId: s.id, secretString: value }, o);
+    return s;
+  };
+
   const server = (req: ServerRequest, p: pulumi.Resource): PlatformServer => {
     const net = nets.get(req.region)!;
     const o = { parent: p, provider: net.provider };
     const password = new random.RandomPassword(`${req.serverName}-admin-password`, { length: 32, special: false }, { parent: p });
-    const secret = new aws.secretsmanager.Secret(`${req.serverName}-admin`, { name: `${prefix}/servers/${req.serverName}/admin`, recoveryWindowInDays: 7 }, o);
-    new aws.secretsmanager.SecretVersion(`${req.serverName}-admin`, { secretId: secret.id, secretString: password.result }, o);
+    const adminSecret = secret(`${req.serverName}-admin`, `servers/${req.serverName}/admin`, password.result, o);
     const role = req.role === "catalog" ? "shared" : req.role;
-    const userData = secret.arn.apply((arn) =>
+    const userData = adminSecret.arn.apply((arn) =>
       serverUserData(
-        { engine: req.engine, adminUser: ADMIN_USER, clientCidrs: [...nets.values()].map((n) => n.cidr), role, serverId: serverId(req.serverName) },
+        { engine: req.engine, adminUser: ADMIN_USER, clientCidrs: fleetCidrs, role, serverId: serverId(req.serverName) },
         awsSecretFetch(arn, net.cloudRegion),
       ),
     );
@@ -222,9 +217,7 @@ export function awsPlatform(args: AwsPlatformArgs): Platform {
         { serverName: CATALOG_SERVER, host: db.address, port: db.port, adminUser: ADMIN_USER, adminPassword: password.result, database: CATALOG_DATABASE, tls: true, ...viaBastion(migrationPath) },
         { parent: p },
       );
-      const urlSecret = new aws.secretsmanager.Secret("catalog-url", { name: `${prefix}/catalog-url`, recoveryWindowInDays: 7 }, { ...h, parent: p });
-      new aws.secretsmanager.SecretVersion("catalog-url", { secretId: urlSecret.id, secretString: catalog.url }, { ...h, parent: p });
-      catalogUrlSecretArn = urlSecret.arn;
+      catalogUrlSecretArn = secret("catalog-url", "catalog-url", catalog.url, { ...h, parent: p }).arn;
       return { serverName: CATALOG_SERVER, host: catalog.host, port: catalog.port, adminUser: catalog.adminUser, adminPassword: pulumi.secret(password.result), database: catalog.database, url: catalog.url, tls: true };
     },
     proxyFleet(req, p) {

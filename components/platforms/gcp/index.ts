@@ -14,21 +14,11 @@ import * as random from "@pulumi/random";
 import * as path from "node:path";
 import { ControlCatalog } from "../../../dynamic-providers/control-catalog";
 import type { Engine } from "../../../dynamic-providers/engines";
-import type { CloudSpec } from "../../../stacks/cloud-config";
-import type { FleetSpec } from "../../../stacks/config";
-import { viaBastion, type MigrationPath, type Platform, type PlatformCatalog, type PlatformServer, type ServerRequest } from "../index";
+import { CATALOG_DATABASE, CATALOG_SERVER, viaBastion, type CloudPlatformArgs, type MigrationPath, type Platform, type PlatformCatalog, type PlatformServer, type ServerRequest } from "../index";
 import { bastionUserData, gcpSecretFetch, PROXY_ADMIN_PORT, PROXY_PORT, proxyUserData, serverUserData } from "../vm/cloud-init";
 import { VM_PORTS } from "../vm/configure";
-import { ADMIN_USER, CATALOG_DATABASE, CATALOG_SERVER, cloudName, ENGINE_VERSIONS, serverId } from "../vm/naming";
+import { ADMIN_USER, cloudName, ENGINE_VERSIONS, serverId } from "../vm/naming";
 import { buildProxyBundle } from "../vm/proxy-artifact";
-
-export interface GcpPlatformArgs {
-  spec: FleetSpec & { cloud: CloudSpec };
-  stack: string;
-  bastionPrivateKey?: pulumi.Output<string>;
-  repoRoot: string;
-  parent: pulumi.Resource;
-}
 
 /** Google's load balancer health-check ranges (they must reach the proxies' admin port). */
 export const GCP_HEALTH_CHECK_RANGES = ["35.191.0.0/16", "130.211.0.0/22"];
@@ -45,7 +35,7 @@ interface GcpRegion {
   zones: pulumi.Output<string[]>;
 }
 
-export function gcpPlatform(args: GcpPlatformArgs): Platform {
+export function gcpPlatform(args: CloudPlatformArgs): Platform {
   const { spec, stack, parent } = args;
   const cloud = spec.cloud;
   const name = (s: string) => cloudName(`tf-${stack}-${s}`);

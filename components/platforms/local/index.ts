@@ -7,7 +7,6 @@ import { LocalProxy } from "../../../dynamic-providers/local-proxy";
 import { LocalServer } from "../../../dynamic-providers/local-server";
 import { CATALOG_DATABASE, CATALOG_SERVER, type Platform, type PlatformCatalog, type PlatformServer, type ServerRequest } from "../index";
 
-export { CATALOG_DATABASE, CATALOG_SERVER } from "../index";
 
 export function localPlatform(stack: string): Platform {
   const server = (req: ServerRequest, parent: Parameters<Platform["server"]>[1]): PlatformServer => {

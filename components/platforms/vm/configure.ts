@@ -84,7 +84,7 @@ function postgresScript(input: ConfigureInput): string {
     }),
   );
   // TLS is on, but not yet required: the proxy's and the migration's connections to servers do not
-  // negotiate it yet (README "Cloud platforms", limits). `hostssl` lines once they do.
+  // negotiate it yet (README "Cloud platforms", limits); `hostssl` lines once they do.
   const hba = renderPgHba(input.clientCidrs, { localPeerAdmin: true });
   return `${PRELUDE}
 cluster="\${TF_PG_CLUSTER:-main}"

@@ -2,8 +2,6 @@
 import { createHash } from "node:crypto";
 import type { Engine } from "../../../dynamic-providers/engines";
 
-export { CATALOG_DATABASE, CATALOG_SERVER } from "../index";
-
 /** The admin account every cloud server and the managed catalog get. */
 export const ADMIN_USER = "tenantfleet_admin";
 

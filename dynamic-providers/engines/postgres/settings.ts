@@ -56,13 +56,12 @@ export function renderPostgresConf(settings: Record<string, string | number>): s
 
 /** pg_hba.conf: password (SCRAM) auth only, from the given client networks (on a VM, also the
  * `postgres` OS account over the local socket, for the configuration step and operators). */
-export function renderPgHba(clientCidrs: string[], opts: { localPeerAdmin?: boolean; hostssl?: boolean } = {}): string {
+export function renderPgHba(clientCidrs: string[], opts: { localPeerAdmin?: boolean } = {}): string {
   const lines = ["# Managed by tenantfleet. TYPE DATABASE USER ADDRESS METHOD"];
   if (opts.localPeerAdmin) lines.push("local all postgres peer");
-  const host = opts.hostssl ? "hostssl" : "host";
   for (const cidr of clientCidrs) {
-    lines.push(`${host} all all ${cidr} scram-sha-256`);
-    lines.push(`${host} replication all ${cidr} scram-sha-256`);
+    lines.push(`host all all ${cidr} scram-sha-256`);
+    lines.push(`host replication all ${cidr} scram-sha-256`);
   }
   return lines.join("\n") + "\n";
 }
