@@ -26,7 +26,11 @@ export function lazyProvider(modulePath: string): pulumi.dynamic.ResourceProvide
     check: (olds, news) => load().check!(olds, news),
     diff: (id, olds, news) => load().diff!(id, olds, news),
     create: (inputs) => load().create(inputs),
-    read: (id, props) => load().read!(id, props),
+    // A provider without `read` keeps its state on refresh (what Pulumi does for one that has none).
+    read: async (id, props) => {
+      const p = load();
+      return p.read ? p.read(id, props) : { id, props };
+    },
     update: (id, olds, news) => load().update!(id, olds, news),
     delete: (id, props) => load().delete!(id, props),
   };

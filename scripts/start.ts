@@ -4,13 +4,14 @@
  * Extra arguments go to `pulumi up` (e.g. `npm start -- --diff`).
  */
 import { setup } from "./setup";
-import { pulumiOk, selectStack } from "./lib/pulumi-cli";
+import { clearStaleLocks, describeStaleLock, pulumiOk, selectStack } from "./lib/pulumi-cli";
 import { LOCAL_PASSPHRASE } from "./lib/pulumi-env";
 
 const STACK = "local";
 
 async function main(): Promise<void> {
   const toolchain = await setup();
+  for (const l of await clearStaleLocks()) console.log(`[start] ${describeStaleLock(l)}`);
   await selectStack(toolchain, STACK);
   console.log(`[start] pulumi up --stack ${STACK} (file backend .pulumi-state/, passphrase "${LOCAL_PASSPHRASE}")`);
   await pulumiOk(toolchain, ["up", "--yes", "--stack", STACK, ...process.argv.slice(2)], { echo: true });

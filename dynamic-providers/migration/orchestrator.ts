@@ -5,15 +5,19 @@
  * The catalog is the commit point. Before `commitRoute` (inside Coordinator.switch) nothing the
  * tenant sees has changed: any failure resumes the proxies on the source, removes replication
  * objects and the half-made target, marks the tenant `failed` with the reason and rethrows. After
- * the commit the migration has happened; what is left (fence, cleanup) is retried by the next run
- * if it fails. A process killed at any moment leaves at most a pause whose lease runs out, and
- * leftovers the next attempt's `cleanupLeftovers` removes.
+ * the commit the migration has happened; what is left (cleanup, fence) is retried by the next run
+ * if it fails. A process killed at any moment (stop-points.ts names every step boundary) leaves at
+ * most a pause whose lease runs out, and what the next run finds: before the commit, the attempt
+ * is closed as failed and its leftovers removed (`closeInterrupted`, then the engine's
+ * `cleanupLeftovers`) before a fresh start; after it, `finishCommitted` completes it.
  */
+import { existsSync, promises as fs } from "node:fs";
 import * as path from "node:path";
-import type { BackupStore } from "../backups/store";
-import { Client, type ClientConfig } from "pg";
+import { backupStore, type BackupStore } from "../backups/store";
+import { Client, type ClientBase, type ClientConfig } from "pg";
 import { Coordinator } from "../../proxy/catalog/coordinator";
 import { loadRoute, type TenantDbKey } from "../../proxy/catalog/routes";
+import { stopPoint } from "./stop-points";
 import type { BackupRecord, EngineMigration, MigrationMethod, Verification } from "./types";
 
 export type MigrationPhase = "preflight" | "prepare" | "sync" | "catchup" | "cutover" | "fence" | "done" | "failed";
@@ -84,6 +88,7 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
   await catalog.connect();
   const startedAt = new Date();
   const who = `${req.key.tenant}/${req.key.database}`;
+  for (const line of await closeInterrupted(catalog, req.key, opts)) opts.log(line, "warn");
   const rec = await catalog.query<{ migration_id: string }>(
     `insert into tenantfleet.migrations (tenant, database, from_server, to_server, method, phase) values ($1, $2, $3, $4, 'native', 'preflight') returning migration_id`,
     [req.key.tenant, req.key.database, req.fromServer, req.toServer],
@@ -134,6 +139,7 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
     record.notes.push(...pre.notes);
     for (const n of pre.notes) log(n, "warn");
     log(`preflight ok: ${(pre.sizeBytes / 1024 / 1024).toFixed(1)} MB, method ${pre.method === "native" ? engine.nativeMechanism : "backup and restore under a pause"}`);
+    await stopPoint("after-preflight");
 
     // The safety backup runs alongside the initial sync (both only read the source) and must be
     // complete before the cutover; with dump/restore it comes first.
@@ -145,11 +151,17 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
       record.timings.backup = Date.now() - backupStarted;
       log(`safety backup: ${location} (${(b.bytes / 1024 / 1024).toFixed(1)} MB, ${record.timings.backup} ms)`);
     });
-    backup.catch(() => undefined); // awaited below; a failure is reported there
+    let backupSettled = false;
+    backup.then(
+      () => (backupSettled = true),
+      () => (backupSettled = true),
+    ); // awaited below; a failure is reported there
+    await stopPoint("backup", async () => backupSettled || existsSync(`${file}.partial`));
     if (pre.method !== "native") await backup;
 
     await enter("prepare");
     await engine.prepareTarget(pre.method, path.dirname(file));
+    await stopPoint("after-prepare");
 
     if (pre.method === "native") {
       await engine.startReplication(record.migrationId);
@@ -177,6 +189,7 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
       throw new Error(`the proxies could not drain ${who}: ${(e as Error).message}`);
     });
     record.timings.drain = paused.drainedMs;
+    await stopPoint("paused");
     try {
       let t = Date.now();
       if (pre.method === "native") {
@@ -195,7 +208,7 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
       if (!v.ok) throw new Error(`verification failed: ${v.mismatches.join("; ")}`);
       t = Date.now();
       try {
-        await coordinator.switch(req.key, engine.target, req.epoch + 1);
+        await coordinator.switch(req.key, engine.target, req.epoch + 1, { afterCommit: () => stopPoint("after-commit") });
         committed = true;
       } catch (e) {
         // The commit may have happened before the proxies' acknowledgements timed out.
@@ -212,6 +225,7 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
       record.pauseMs = Date.now() - t0;
     }
     log(`cutover: queries held ${record.pauseMs} ms (drain ${record.timings.drain} ms, verify ${record.timings.verify} ms: ${record.verification!.tables} tables, ${record.verification!.rows} rows); route epoch ${req.epoch + 1} → ${req.toServer}`);
+    await stopPoint("after-switch");
 
     await enter("fence");
     await finishAfterCommit(engine, log);
@@ -222,6 +236,7 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
     await save();
     await setStatus("ready");
     log(`migrated ${who} to ${req.toServer} in ${(record.timings.total / 1000).toFixed(1)} s`);
+    await stopPoint("done");
     return record;
   } catch (e) {
     const reason = (e as Error).message;
@@ -252,11 +267,98 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
   }
 }
 
-/** After the commit: replication objects go (both sides), then the source copy is fenced. */
+/**
+ * After the commit: replication objects go (both sides), then the source copy is fenced. In that
+ * order because the fence forbids every connection to the copy, the admin's too, and the
+ * publication and marker live inside it. Both steps are idempotent and tolerate a copy already
+ * fenced, so a run killed between or after them is finished by repeating them.
+ */
 export async function finishAfterCommit(engine: EngineMigration, log: MigrateOptions["log"]): Promise<void> {
   await engine.removeReplication();
+  await stopPoint("after-cleanup");
   await engine.fenceSource();
+  await stopPoint("after-fence");
   log("source copy fenced (no role can connect to it); replication objects removed on both servers");
+}
+
+/** The latest migration of `key` to `server` recorded in the catalog. */
+export async function lastMigrationTo(catalog: ClientBase, key: TenantDbKey, server: string): Promise<StoredMigration | undefined> {
+  const r = await catalog.query<StoredMigration>(`select migration_id, phase, to_server, record from tenantfleet.migrations where tenant = $1 and database = $2 and to_server = $3 order by migration_id desc limit 1`, [
+    key.tenant,
+    key.database,
+    server,
+  ]);
+  return r.rows[0];
+}
+
+export interface StoredMigration {
+  migration_id: string;
+  phase: string;
+  to_server: string;
+  record: Partial<MigrationRecord> | null;
+}
+
+/**
+ * Attempts of an earlier run on this tenant database that never finished and never committed (the
+ * caller has checked the route): each is closed as failed, the safety backup it took and any
+ * half-written backup file are removed (the new attempt takes its own), and a pause it left is
+ * lifted at once rather than at the end of its lease. One line per thing found.
+ */
+async function closeInterrupted(catalog: Client, key: TenantDbKey, opts: MigrateOptions): Promise<string[]> {
+  const lines: string[] = [];
+  const open = await catalog.query<StoredMigration>(
+    `select migration_id, phase, to_server, record from tenantfleet.migrations where tenant = $1 and database = $2 and phase not in ('done', 'failed') order by migration_id`,
+    [key.tenant, key.database],
+  );
+  for (const m of open.rows) {
+    const backup = m.record?.backup?.location;
+    if (backup) await (opts.backups ?? backupStore(undefined)).remove(backup);
+    await catalog.query(`update tenantfleet.migrations set phase = 'failed', error = $2, finished_at = now(), updated_at = now() where migration_id = $1`, [
+      m.migration_id,
+      `${m.phase}: interrupted (the process running it stopped before it finished)`,
+    ]);
+    lines.push(`found migration ${m.migration_id} (→ ${m.to_server}) interrupted during ${m.phase}, before its cutover committed: removing what it left${backup ? ` (its safety backup too)` : ""} and starting again`);
+  }
+  const dir = path.join(opts.backupDir, key.tenant, key.database);
+  for (const f of await fs.readdir(dir).catch(() => [] as string[])) {
+    if (!f.endsWith(".partial")) continue;
+    await fs.rm(path.join(dir, f), { force: true });
+    lines.push(`removed the unfinished backup file ${path.join(dir, f)}`);
+  }
+  const lifted = await catalog.query(`delete from tenantfleet.pauses where tenant = $1 and database = $2`, [key.tenant, key.database]);
+  if (lifted.rowCount) lines.push(`lifted the pause an interrupted run left on ${key.tenant}/${key.database}`);
+  return lines;
+}
+
+/**
+ * The catalog already routes the tenant database to `engine.target`, but Pulumi was not told (the
+ * run that committed was killed): lift a pause it left, finish the cleanup and the fence, and close
+ * its record as done. Returns that record (timings, backup), when the catalog has it.
+ */
+export async function finishCommitted(engine: EngineMigration, key: TenantDbKey, opts: Pick<MigrateOptions, "catalog" | "log">): Promise<MigrationRecord | undefined> {
+  const catalog = new Client(opts.catalog);
+  catalog.on("error", () => undefined);
+  await catalog.connect();
+  try {
+    const who = `${key.tenant}/${key.database}`;
+    const last = await lastMigrationTo(catalog, key, engine.target.server);
+    const found = last ? `migration ${last.migration_id} ${last.phase === "done" ? "finished" : `stopped during ${last.phase}`}` : "a move";
+    opts.log(`found ${found} after its cutover committed (the catalog routes ${who} to ${engine.target.server}), but Pulumi was not told: finishing it`, "warn");
+    const lifted = await catalog.query(`delete from tenantfleet.pauses where tenant = $1 and database = $2`, [key.tenant, key.database]);
+    if (lifted.rowCount) opts.log(`lifted the pause the interrupted run left on ${who}`);
+    await finishAfterCommit(engine, opts.log);
+    await catalog.query(`update tenantfleet.tenant_databases set status = 'ready', updated_at = now() where tenant = $1 and database = $2`, [key.tenant, key.database]);
+    if (!last) return undefined;
+    const record = { ...(last.record as MigrationRecord), status: "done" as const };
+    if (last.phase !== "done") {
+      record.notes = [...(record.notes ?? []), `interrupted during ${last.phase} after the commit; finished by a later run`];
+      record.finishedAt = new Date().toISOString();
+      await catalog.query(`update tenantfleet.migrations set phase = 'done', record = $2, finished_at = now(), updated_at = now() where migration_id = $1`, [last.migration_id, JSON.stringify(record)]);
+    }
+    return record;
+  } finally {
+    await catalog.end().catch(() => undefined);
+  }
 }
 
 async function initialSync(engine: EngineMigration, opts: MigrateOptions, log: MigrateOptions["log"], save: (p: number) => Promise<unknown>): Promise<void> {
@@ -278,6 +380,7 @@ async function initialSync(engine: EngineMigration, opts: MigrateOptions, log: M
       lastLog = Date.now();
       lastLogged = p.percent;
       await save(p.percent);
+      await stopPoint("sync");
     }
     if (p.done) return;
     if (Date.now() - lastProgress > stallMs) throw new Error(`initial sync made no progress for ${Math.round(stallMs / 1000)} s (stuck at ${Math.floor(best)}%)`);
@@ -290,6 +393,7 @@ async function catchUp(engine: EngineMigration, opts: MigrateOptions, log: Migra
   for (let round = 1; ; round++) {
     const lag = await engine.markerLag(5 * 60_000);
     await save(lag);
+    await stopPoint("catchup");
     if (lag <= want) {
       log(`caught up: this tenant database's lag is ${lag} ms`);
       return;

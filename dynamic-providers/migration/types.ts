@@ -55,6 +55,8 @@ export interface EngineMigration {
   cleanupLeftovers(): Promise<string[]>;
   /** Checks that touch nothing. Throws with what to fix when no method can work. */
   preflight(): Promise<PreflightResult>;
+  /** The safety backup, written to `${file}.partial` and renamed to `file` when complete (so a
+   * killed run leaves only a `.partial` the next one removes, never a truncated `file`). */
   backup(file: string): Promise<{ bytes: number }>;
   /** Target database and role; for `native`, the schema too. `workDir` holds temporary files. */
   prepareTarget(method: MigrationMethod, workDir: string): Promise<void>;

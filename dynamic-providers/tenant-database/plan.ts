@@ -3,6 +3,8 @@
  * text `preview --diff` shows, and what an update must do. Unit-tested without servers.
  */
 import { isUnknown } from "../preview";
+import type { Route } from "../../proxy/catalog/routes";
+import type { MigrationRecord } from "../migration/orchestrator";
 import type { RetainedCopy, TenantDatabaseInputs, TenantDatabaseOutputs } from "./types";
 
 export const DEFAULT_ROLLBACK_WINDOW_HOURS = 24;
@@ -71,7 +73,8 @@ export function planTenantDatabase(olds: TenantDatabaseOutputs, news: TenantData
   const migrate = olds.serverName !== news.serverName;
   if (migrate) reasons.push(news.plan);
   if (isUnknown(news.proxyEndpoints) || olds.proxyEndpoints.join(",") !== news.proxyEndpoints.join(",")) reasons.push("proxy endpoints changed: the connection string changes");
-  if (olds.status !== "ready") reasons.push(`status is ${olds.status}: the update repairs it`);
+  if (olds.status === "finishing") reasons.push(`an interrupted run moved it to ${olds.serverName}: the update finishes that move's cleanup and fence`);
+  else if (olds.status !== "ready") reasons.push(`status is ${olds.status}: the update repairs it`);
   const catalogMoved = isUnknown(news.catalog) || olds.catalog.host !== news.catalog.host || olds.catalog.port !== news.catalog.port || olds.catalog.database !== news.catalog.database;
   if (catalogMoved) reasons.push("the control catalog moved: the route is written there");
   const expired = (olds.retained ?? []).filter((r) => new Date(r.expiresAt) <= now);
@@ -86,4 +89,36 @@ export function connectionString(role: string, password: string, endpoints: stri
 
 export function expiry(from: Date, hours: number): string {
   return new Date(from.getTime() + hours * 3600_000).toISOString();
+}
+
+/**
+ * `pulumi refresh`: the state brought in line with the catalog, the truth about placement. When the
+ * route points elsewhere than the state says, an interrupted run committed a move: the state takes
+ * the route's server, database and epoch (status `finishing`), and keeps the copy it left as a
+ * retained copy whose cleanup and fence the next update finishes. `committed` is that move's record.
+ */
+export function refreshedOutputs(props: TenantDatabaseOutputs, route: Route, now: Date, committed?: MigrationRecord): TenantDatabaseOutputs {
+  if (route.server === props.serverName) {
+    return { ...props, backendDatabase: route.backendDatabase, epoch: route.epoch, status: route.status };
+  }
+  const left: RetainedCopy = {
+    kind: "fenced_copy",
+    server: { ...props.server, name: props.serverName },
+    adminPassword: props.serverAdminPassword,
+    backendDatabase: props.backendDatabase,
+    role: props.role,
+    expiresAt: expiry(now, props.rollbackWindowHours),
+    finishMove: true,
+  };
+  const backup: RetainedCopy[] = committed?.backup ? [{ kind: "backup", location: committed.backup.location, expiresAt: expiry(now, props.rollbackWindowHours) }] : [];
+  return {
+    ...props,
+    serverName: route.server,
+    server: { ...props.server, host: route.host, port: route.port },
+    backendDatabase: route.backendDatabase,
+    epoch: route.epoch,
+    status: "finishing",
+    lastMigration: committed ?? props.lastMigration,
+    retained: [...(props.retained ?? []), left, ...backup],
+  };
 }

@@ -14,11 +14,11 @@ import { makeVerifier } from "../../proxy/postgres/scram";
 import { PgMigration } from "../engines/postgres/migration";
 import { dropTenantDatabase, dumpDatabase, ensureTenantDatabase, type PgServerAccess } from "../engines/postgres/tenant-db";
 import { stateRoot } from "../local-server/state";
-import { finishAfterCommit, migrate, targetDatabaseName } from "../migration/orchestrator";
+import { finishCommitted, lastMigrationTo, migrate, targetDatabaseName, type MigrationRecord } from "../migration/orchestrator";
 import { backupStore, storeOf, type BackupBucket } from "../backups/store";
 import { progressLog } from "../progress";
 import { bastionOf, throughBastion } from "../tunnel/ssh-tunnel";
-import { checkTenantDatabase, connectionString, expiry, planTenantDatabase } from "./plan";
+import { checkTenantDatabase, connectionString, expiry, planTenantDatabase, refreshedOutputs } from "./plan";
 import type { RetainedCopy, ServerRef, TenantDatabaseInputs, TenantDatabaseOutputs } from "./types";
 
 const access = (s: ServerRef, adminPassword: string): PgServerAccess => ({ ...s, adminPassword });
@@ -129,17 +129,41 @@ export const provider: pulumi.dynamic.ResourceProvider = {
     return { id: `${inputs.tenant}/${inputs.database}`, outs };
   },
 
+  /** `pulumi refresh`: placement as the catalog has committed it (plan.ts refreshedOutputs). */
   async read(id, props: TenantDatabaseOutputs) {
-    return { id, props };
+    const log = progressLog(props.resourceUrn);
+    try {
+      const refreshed = await reaching(props, [], (p) =>
+        withCatalog(p, async (c) => {
+          const route = await loadRoute(c, props);
+          if (!route) {
+            log(`the control catalog has no route for ${clientDatabaseName(props)}: it was removed outside Pulumi; the state is left as it was (check \`npm run status\`)`, "warn");
+            return props;
+          }
+          if (route.server === props.serverName) return refreshedOutputs(props, route, new Date());
+          const last = await lastMigrationTo(c, props, route.server);
+          log(`the catalog routes ${clientDatabaseName(props)} to ${route.server} (epoch ${route.epoch}), not ${props.serverName}: an interrupted run committed that move; the state now says so, and the next \`pulumi up\` finishes its cleanup`, "warn");
+          return refreshedOutputs(props, route, new Date(), last?.record ? (last.record as MigrationRecord) : undefined);
+        }),
+      );
+      return { id, props: refreshed };
+    } finally {
+      await log.flush();
+    }
   },
 
   async update(_id, olds: TenantDatabaseOutputs, news: TenantDatabaseInputs) {
     const log = progressLog(news.resourceUrn);
     try {
       const plan = planTenantDatabase(olds, news, new Date());
-      const outs: TenantDatabaseOutputs = { ...olds, ...news, status: "ready", retained: (olds.retained ?? []).filter((r) => !plan.expired.includes(r)) };
-      const servers = [serverOf(olds), serverOf(news), ...retainedServers(plan.expired)];
+      const unfinished = (olds.retained ?? []).filter((r): r is Extract<RetainedCopy, { kind: "fenced_copy" }> => r.kind === "fenced_copy" && !!r.finishMove);
+      const outs: TenantDatabaseOutputs = { ...olds, ...news, status: "ready", retained: (olds.retained ?? []).filter((r) => !plan.expired.includes(r)).map(settled) };
+      const servers = [serverOf(olds), serverOf(news), ...retainedServers([...plan.expired, ...unfinished])];
       await reaching(news, servers, async (n, via) => {
+        for (const r of unfinished) {
+          const record = await finishRefreshedMove(olds, n, r, log, via);
+          if (record) outs.lastMigration = record;
+        }
         if (plan.migrate) Object.assign(outs, await migrateTo(olds, n, log, via));
         await sweep(plan.expired, log, via, news.backupBucket);
         // The route's server and address come from the catalog's own commit; re-writing them here
@@ -177,6 +201,40 @@ export const provider: pulumi.dynamic.ResourceProvider = {
   },
 };
 
+/** A retained copy with its `finishMove` mark removed (the update has finished that move). */
+function settled(r: RetainedCopy): RetainedCopy {
+  if (r.kind !== "fenced_copy" || !r.finishMove) return r;
+  const { finishMove: _done, ...rest } = r;
+  return rest;
+}
+
+/** Finish a move `pulumi refresh` found committed (its copy is `left`): cleanup and fence. */
+async function finishRefreshedMove(
+  olds: TenantDatabaseOutputs,
+  news: TenantDatabaseInputs & CatalogAccess,
+  left: Extract<RetainedCopy, { kind: "fenced_copy" }>,
+  log: (m: string, l?: "info" | "warn") => void,
+  via: (s: PgServerAccess) => PgServerAccess,
+): Promise<MigrationRecord | undefined> {
+  if (olds.serverName !== news.serverName) {
+    throw new Error(
+      `an interrupted run moved ${clientDatabaseName(news)} to ${olds.serverName} (found by \`pulumi refresh\`), and the config now places it on ${news.serverName}: ` +
+        `finish that move first (place it on ${olds.serverName} and run \`pulumi up\`), then change its placement`,
+    );
+  }
+  const engine = new PgMigration({
+    source: via(access(left.server, left.adminPassword)),
+    target: via(access(serverOf(news), news.serverAdminPassword)),
+    from: { backendDatabase: left.backendDatabase, role: left.role, verifier: olds.scramVerifier },
+    targetDatabase: olds.backendDatabase,
+  });
+  try {
+    return await finishCommitted(engine, news, { catalog: catalogConfig(news), log });
+  } finally {
+    await engine.close();
+  }
+}
+
 /** The migration step of an update; returns the outputs that change. Exported for the kill test. */
 export async function migrateTo(
   olds: TenantDatabaseOutputs,
@@ -198,18 +256,20 @@ export async function migrateTo(
 
   if (route.server === news.serverName) {
     // An earlier run committed the cutover and was interrupted before Pulumi saved it: finish it.
-    log(`the catalog already routes ${clientDatabaseName(news)} to ${news.serverName} (epoch ${route.epoch}): an earlier run committed the cutover; finishing its cleanup`, "warn");
     const engine = new PgMigration({ source, target, from, targetDatabase: route.backendDatabase });
+    let record: Awaited<ReturnType<typeof finishCommitted>>;
     try {
-      await finishAfterCommit(engine, log);
+      record = await finishCommitted(engine, news, { catalog: catalogConfig(news), log });
     } finally {
       await engine.close();
     }
-    await withCatalog(news, (c) => c.query("update tenantfleet.tenant_databases set status = 'ready' where tenant = $1 and database = $2", [news.tenant, news.database]));
-    return { backendDatabase: route.backendDatabase, epoch: route.epoch, retained: [...(olds.retained ?? []), ...keep()] };
+    return { backendDatabase: route.backendDatabase, epoch: route.epoch, ...(record ? { lastMigration: record } : {}), retained: [...(olds.retained ?? []), ...keep(record?.backup)] };
   }
   if (route.server !== olds.serverName) {
-    throw new Error(`the catalog routes ${clientDatabaseName(news)} to ${route.server}, neither ${olds.serverName} (Pulumi's record) nor ${news.serverName} (the new placement): someone changed the route outside Pulumi. Check \`npm run status\`.`);
+    throw new Error(
+      `the catalog routes ${clientDatabaseName(news)} to ${route.server} (epoch ${route.epoch}), neither ${olds.serverName} (Pulumi's record) nor ${news.serverName} (the new placement). ` +
+        `If an interrupted \`pulumi up\` moved it there, run \`pulumi refresh\` to record that, then \`pulumi up\` again; otherwise the route was changed outside Pulumi. Check \`npm run status\`.`,
+    );
   }
   const engine = new PgMigration({ source, target, from, targetDatabase: targetDatabaseName(news, route.epoch + 1), freeBytes: platform.freeBytes });
   const record = await migrate(engine, { key: news, fromServer: olds.serverName, toServer: news.serverName, epoch: route.epoch }, { catalog: catalogConfig(news), backupDir: platform.backupDir, backups: backupStore(news.backupBucket), log, requestedBy: `pulumi up (${news.stack})` });

@@ -86,7 +86,17 @@ export interface TenantDatabaseInputs {
 
 /** A copy kept for the rollback window after a migration. */
 export type RetainedCopy =
-  | { kind: "fenced_copy"; server: ServerRef; adminPassword: string; backendDatabase: string; role: string; expiresAt: string }
+  | {
+      kind: "fenced_copy";
+      server: ServerRef;
+      adminPassword: string;
+      backendDatabase: string;
+      role: string;
+      expiresAt: string;
+      /** Set by `pulumi refresh` when it finds that an interrupted run committed the move away from
+       * this copy: its cleanup and fence may not have run; the next update finishes them. */
+      finishMove?: boolean;
+    }
   | { kind: "backup"; location: string; expiresAt: string };
 
 export interface TenantDatabaseOutputs extends TenantDatabaseInputs {
@@ -102,7 +112,9 @@ export interface TenantDatabaseOutputs extends TenantDatabaseInputs {
   epoch: number;
   /** `postgresql://role:password@proxy1,proxy2/<database>__<tenant>` — secret, unchanged by migrations. */
   connectionString: string;
-  /** ready | failed (a failed migration leaves the previous placement serving). */
+  /** ready | failed (a failed migration leaves the previous placement serving) | migrating (a run
+   * was interrupted mid-move: the update cleans up and moves again) | finishing (refresh found a
+   * committed move whose cleanup the update finishes). */
   status: string;
   lastMigration: MigrationRecord | null;
   /** Secret: fenced copies and backups kept for the rollback window. */

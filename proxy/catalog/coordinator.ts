@@ -128,11 +128,12 @@ export class Coordinator {
    * Commit `target` as the route of `k` at `epoch` (the previous epoch + 1) and wait until every
    * live proxy has moved its parked sessions there. Must be called while paused.
    */
-  async switch(k: TenantDbKey, target: RouteTarget, epoch: number, opts: { timeoutMs?: number } = {}): Promise<{ route: Route; proxies: ProxyAck[] }> {
+  async switch(k: TenantDbKey, target: RouteTarget, epoch: number, opts: { timeoutMs?: number; afterCommit?: () => Promise<void> } = {}): Promise<{ route: Route; proxies: ProxyAck[] }> {
     const name = clientDatabaseName(k);
     const h = this.held.get(name);
     if (!h) throw new Error(`switch of ${name} without a pause held by this coordinator: pause first`);
     const route = await commitRoute(this.db, k, target, epoch);
+    await opts.afterCommit?.();
     const proxies = await this.waitFor(k, h.pauseId, ["switched"], opts.timeoutMs ?? 30_000, `switch of ${name}`, epoch);
     return { route, proxies };
   }

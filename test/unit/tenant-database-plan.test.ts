@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { checkTenantDatabase, connectionString, planTenantDatabase } from "../../dynamic-providers/tenant-database/plan";
+import { checkTenantDatabase, connectionString, planTenantDatabase, refreshedOutputs } from "../../dynamic-providers/tenant-database/plan";
+import type { Route } from "../../proxy/catalog/routes";
 import { UNKNOWN } from "../../dynamic-providers/preview";
 import type { TenantDatabaseInputs, TenantDatabaseOutputs } from "../../dynamic-providers/tenant-database/types";
 
@@ -84,4 +85,32 @@ describe("TenantDatabase update plan", () => {
 
 it("the connection string is a libpq multi-host URI naming every proxy", () => {
   expect(connectionString("app__acme", "p/w", ["127.0.0.1:16432", "127.0.0.1:16433"], "app__acme")).toBe("postgresql://app__acme:p%2Fw@127.0.0.1:16432,127.0.0.1:16433/app__acme");
+});
+
+describe("TenantDatabase refresh (pulumi refresh after a killed run)", () => {
+  const now = new Date("2026-12-02T10:00:00Z");
+  const route = (over: Partial<Route>): Route => ({ tenant: "acme", database: "app", engine: "postgres", role: "app__acme", scramVerifier: "v", server: "shared-postgres-eu-west", host: "127.0.0.1", port: 25432, backendDatabase: "app__acme", epoch: 1, status: "ready", ...over });
+
+  it("a route on the recorded server: the state takes the catalog's status and epoch, nothing else moves", () => {
+    const o = outputsOf(checked(undefined, inputs()));
+    const r = refreshedOutputs(o, route({ status: "migrating" }), now);
+    expect(r).toEqual({ ...o, status: "migrating" });
+    expect(planTenantDatabase(r, checked(inputs(), inputs()), now).reasons).toEqual(["status is migrating: the update repairs it"]);
+  });
+
+  it("a route committed elsewhere: the state follows it, keeps the left copy to finish and its backup, and the plan says so", () => {
+    const o = outputsOf(checked(undefined, inputs()), { retained: [{ kind: "backup", location: "/b/old.dump", expiresAt: "2026-12-03T00:00:00Z" }] });
+    const committed = { migrationId: 7, backup: { location: "/b/new.dump", bytes: 10, takenAt: "x" } } as never;
+    const r = refreshedOutputs(o, route({ server: "dedicated-acme-app-eu-west", port: 25440, backendDatabase: "app__acme_e2", epoch: 2 }), now, committed);
+    expect(r).toMatchObject({ serverName: "dedicated-acme-app-eu-west", server: { host: "127.0.0.1", port: 25440, adminUser: "admin" }, backendDatabase: "app__acme_e2", epoch: 2, status: "finishing", lastMigration: committed });
+    expect(r.retained).toEqual([
+      o.retained[0],
+      { kind: "fenced_copy", server: { name: "shared-postgres-eu-west", host: "127.0.0.1", port: 25432, adminUser: "admin" }, adminPassword: "pw", backendDatabase: "app__acme", role: "app__acme", expiresAt: "2026-12-03T10:00:00.000Z", finishMove: true },
+      { kind: "backup", location: "/b/new.dump", expiresAt: "2026-12-03T10:00:00.000Z" },
+    ]);
+    const news = checked(inputs(), inputs({ isolation: "dedicated", serverName: "dedicated-acme-app-eu-west" }));
+    const plan = planTenantDatabase(r, news, now);
+    expect(plan.migrate).toBe(false);
+    expect(plan.reasons).toEqual(["an interrupted run moved it to dedicated-acme-app-eu-west: the update finishes that move's cleanup and fence"]);
+  });
 });

@@ -114,7 +114,13 @@ export class PgMigration implements EngineMigration {
    */
   private async dropSourceReplication(removed: string[], problems: string[]): Promise<void> {
     const { source, from } = this.a;
-    await withAdmin(source, from.backendDatabase, async (c) => {
+    // A fenced copy (a run killed after the fence, finished now) admits no connection, and needs
+    // none: its publication and marker went before the fence (finishAfterCommit's order).
+    const admits = await withAdmin(source, "postgres", async (c) => (await c.query("select 1 from pg_database where datname = $1 and datallowconn", [from.backendDatabase])).rowCount! > 0).catch((e) => {
+      problems.push((e as Error).message);
+      return false;
+    });
+    if (admits) await withAdmin(source, from.backendDatabase, async (c) => {
       for (const { pubname } of (await c.query<{ pubname: string }>("select pubname from pg_publication where pubname like 'tf\\_mig\\_%'")).rows) {
         await c.query(`drop publication ${ident(pubname)}`);
         removed.push(`publication ${pubname} on ${source.name}`);
