@@ -88,7 +88,6 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
   await catalog.connect();
   const startedAt = new Date();
   const who = `${req.key.tenant}/${req.key.database}`;
-  for (const line of await closeInterrupted(catalog, req.key, opts)) opts.log(line, "warn");
   const rec = await catalog.query<{ migration_id: string }>(
     `insert into tenantfleet.migrations (tenant, database, from_server, to_server, method, phase) values ($1, $2, $3, $4, 'native', 'preflight') returning migration_id`,
     [req.key.tenant, req.key.database, req.fromServer, req.toServer],
@@ -131,6 +130,7 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
   try {
     await setStatus("migrating");
     log(`migrating ${who}: ${req.fromServer} → ${req.toServer} (migration ${record.migrationId})`);
+    for (const line of await closeInterrupted(catalog, req.key, record.migrationId, opts)) log(line, "warn");
     const leftovers = await engine.cleanupLeftovers();
     for (const l of leftovers) log(`removed a leftover of an earlier attempt: ${l}`);
     const pre = await engine.preflight();
@@ -304,15 +304,18 @@ export interface StoredMigration {
  * half-written backup file are removed (the new attempt takes its own), and a pause it left is
  * lifted at once rather than at the end of its lease. One line per thing found.
  */
-async function closeInterrupted(catalog: Client, key: TenantDbKey, opts: MigrateOptions): Promise<string[]> {
+async function closeInterrupted(catalog: Client, key: TenantDbKey, current: number, opts: MigrateOptions): Promise<string[]> {
   const lines: string[] = [];
   const open = await catalog.query<StoredMigration>(
-    `select migration_id, phase, to_server, record from tenantfleet.migrations where tenant = $1 and database = $2 and phase not in ('done', 'failed') order by migration_id`,
-    [key.tenant, key.database],
+    `select migration_id, phase, to_server, record from tenantfleet.migrations
+     where tenant = $1 and database = $2 and migration_id <> $3 and phase not in ('done', 'failed') order by migration_id`,
+    [key.tenant, key.database, current],
   );
   for (const m of open.rows) {
     const backup = m.record?.backup?.location;
-    if (backup) await (opts.backups ?? backupStore(undefined)).remove(backup);
+    if (backup) {
+      await (opts.backups ?? backupStore(undefined)).remove(backup).catch((e) => lines.push(`could not remove ${backup}, the safety backup of interrupted migration ${m.migration_id}: ${(e as Error).message} (remove it by hand)`));
+    }
     await catalog.query(`update tenantfleet.migrations set phase = 'failed', error = $2, finished_at = now(), updated_at = now() where migration_id = $1`, [
       m.migration_id,
       `${m.phase}: interrupted (the process running it stopped before it finished)`,
