@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { existsSync, promises as fs } from "node:fs";
 import * as path from "node:path";
 import { randomBytes } from "node:crypto";
-import { Client, type ClientConfig } from "pg";
+import { Client } from "pg";
 import { setup } from "../../scripts/setup";
 import { pulumiOk, runPulumi } from "../../scripts/lib/pulumi-cli";
 import { backendDir, repoRoot } from "../../scripts/lib/pulumi-env";
@@ -19,6 +19,7 @@ import { resolveLayout } from "../../dynamic-providers/local-server/provider";
 import { localRuntime } from "../../dynamic-providers/engines/local-runtime";
 import type { LocalServerOutputs } from "../../dynamic-providers/local-server/types";
 import { writeLocalStackConfig } from "../fixtures/local-stack-config";
+import { endpointsOf } from "../fixtures/kill-matrix/postgres";
 
 const stack = `e2e-mig-${randomBytes(3).toString("hex")}`;
 const stackFile = path.join(repoRoot, "stacks", `Pulumi.${stack}.yaml`);
@@ -52,15 +53,6 @@ async function outputs(): Promise<Outputs> {
 async function expectNoChanges(): Promise<void> {
   const r = JSON.parse((await pulumi(["preview", "--json"])).stdout) as { steps: Array<{ op: string; urn: string }> };
   expect(r.steps.filter((s) => s.op !== "same").map((s) => `${s.op} ${s.urn.split("::").pop()}`)).toEqual([]);
-}
-
-/** Client configs for each host of a libpq multi-host connection string. */
-function endpointsOf(connectionString: string): ClientConfig[] {
-  const m = /^postgresql:\/\/([^:]+):([^@]+)@([^/]+)\/(.+)$/.exec(connectionString)!;
-  return m[3]!.split(",").map((hp) => {
-    const [host, port] = hp.split(":");
-    return { host, port: Number(port), user: decodeURIComponent(m[1]!), password: decodeURIComponent(m[2]!), database: decodeURIComponent(m[4]!) };
-  });
 }
 
 async function catalogQuery<T>(sql: string, params: unknown[] = []): Promise<T[]> {
