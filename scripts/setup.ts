@@ -2,7 +2,7 @@
 /**
  * scripts/setup — idempotent; `npm start` and `npm test` call it first.
  *
- *  1. npm dependencies present (npm ci when node_modules is missing)
+ *  1. where the state lives: `.tenantfleet/`, or a folder the servers' accounts can reach (said)
  *  2. the Debian packages the local platform runs (postgresql, mariadb-server, redis-server)
  *  3. the Pulumi CLI and Node.js language host matching the pinned @pulumi/pulumi, built offline
  *     from Go modules and cached in ~/.cache/tenantfleet (instant once cached)
@@ -11,12 +11,12 @@
  * Flags: --quiet (print only when there is work to do).
  */
 import { $, fs } from "zx";
-import * as path from "node:path";
 import { missingPackages } from "./lib/system-packages";
 import { buildToolchain, findToolchain, pinnedSdkVersion, type Toolchain } from "./lib/toolchain";
 import { backendDir, repoRoot } from "./lib/pulumi-env";
 import { installShim } from "./lib/pulumi-cli";
 import { ensureTestServers } from "./lib/test-servers";
+import { chooseStateRoot } from "../dynamic-providers/local-server/state";
 
 const say = (line: string) => console.log(`[setup] ${line}`);
 
@@ -27,9 +27,10 @@ export async function setup(opts: { quiet?: boolean } = {}): Promise<Toolchain> 
   $.verbose = false;
   $.cwd = repoRoot;
 
-  if (!(await fs.pathExists(path.join(repoRoot, "node_modules", "@pulumi", "pulumi")))) {
-    say("installing npm dependencies (npm ci)");
-    await $({ stdio: "inherit" })`npm ci --no-audit --no-fund`;
+  // npm dependencies: installed by scripts/install-deps.mjs (npm's pre-hook) before this runs.
+  const state = process.env.TENANTFLEET_STATE_DIR ? undefined : chooseStateRoot(repoRoot);
+  if (state?.redirected) {
+    (state.chosenNow ? say : progress)(`server data, proxy logs and backups go to ${state.root} (${state.redirected})`);
   }
 
   const missing = await missingPackages();
