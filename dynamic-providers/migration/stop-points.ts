@@ -8,7 +8,7 @@
  * test then SIGKILLs it and everything it started. Unset (every real run), a stop point costs one
  * environment lookup.
  */
-import { writeFileSync } from "node:fs";
+import { renameSync, writeFileSync } from "node:fs";
 
 export const MOVE_STEPS = [
   /** Preflight passed; nothing is made yet. */
@@ -46,6 +46,11 @@ export async function stopPoint(step: MoveStep, ready?: () => Promise<boolean>):
   if (ready) {
     for (const end = Date.now() + 60_000; Date.now() < end && !(await ready().catch(() => false)); ) await new Promise((r) => setTimeout(r, 5));
   }
-  if (process.env.TENANTFLEET_STOP_FILE) writeFileSync(process.env.TENANTFLEET_STOP_FILE, `${step} ${process.pid}\n`);
+  const file = process.env.TENANTFLEET_STOP_FILE;
+  if (file) {
+    // Whole or not at all: a test polling for the file must never read it half-written.
+    writeFileSync(`${file}.tmp`, `${step} ${process.pid}\n`);
+    renameSync(`${file}.tmp`, file);
+  }
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
 }

@@ -105,10 +105,11 @@ for (const engine of engines) {
         if (Date.now() > end) throw new Error(`pulumi up never reached the stop point ${step}`);
         await sleep(20);
       }
-      expect(readFileSync(stopFile, "utf8")).toMatch(new RegExp(`^${step} \\d+`));
+      // Kill first: a failed check must not leave a frozen `pulumi up` holding the stack's lock.
       const pids = killTree(pid!);
       const killedAt = Date.now();
       await run;
+      expect(readFileSync(stopFile, "utf8")).toMatch(new RegExp(`^${step} \\d+`));
       return { killedAt, pids };
     }
 
