@@ -124,6 +124,7 @@ export function createFleet(parent: Fleet, args: FleetArgs): FleetResult {
         ...(platform.backupBucket ? { backupBucket: platform.backupBucket } : {}),
         rollbackWindowHours: args.spec.rollbackWindowHours,
         protect: args.spec.protectTenantDatabases,
+        proxyReplicas: args.spec.proxyReplicas,
       },
       { parent },
     );

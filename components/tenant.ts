@@ -5,6 +5,12 @@ import type { BackupBucket } from "../dynamic-providers/backups/store";
 import { TenantDatabase } from "../dynamic-providers/tenant-database";
 import type { TenantDatabaseSpec } from "../stacks/config";
 import { viaBastion, type MigrationPath, type PlatformCatalog, type PlatformServer } from "./platforms";
+import { connectionBudget, postgresMaxConnections } from "../dynamic-providers/engines/postgres/settings";
+
+/** Connections each proxy may open to a server of this kind, over all its tenant databases. */
+export function serverBudgetPerProxy(platform: "local" | "aws" | "gcp", isolation: "shared" | "dedicated", proxies: number): number {
+  return connectionBudget(postgresMaxConnections(platform === "local" ? "local" : "vm", isolation), proxies).perProxy;
+}
 
 /** What a tenant database needs of its server. */
 export type ServerEndpoint = Pick<PlatformServer, "host" | "port" | "adminUser" | "adminPassword">;
@@ -26,6 +32,8 @@ export interface TenantArgs {
   rollbackWindowHours: number;
   /** Protect tenant databases: removing or renaming one fails the preview instead of dropping data. */
   protect: boolean;
+  /** Proxy hosts: each gets its share of a server's connection budget. */
+  proxyReplicas: number;
 }
 
 export interface TenantDatabaseOutput {
@@ -66,6 +74,7 @@ export function createTenant(name: string, parent: pulumi.ComponentResource, arg
         stack: args.stack,
         platform: args.platform,
         rollbackWindowHours: args.rollbackWindowHours,
+        ...(db.pool ? { pool: { ...db.pool, serverBudget: serverBudgetPerProxy(args.platform, db.isolation, args.proxyReplicas) } } : {}),
         ...viaBastion(args.migrationPath),
         ...(args.backupBucket ? { backupBucket: args.backupBucket } : {}),
       },

@@ -9,6 +9,7 @@ import type { ProxyOptions } from "./proxy";
 export const USAGE = `usage: tenantfleet-proxy --id <proxy-id> [--listen host:port] [--admin host:port]
                          [--advertise host:port] [--tls-cert file --tls-key file]
                          [--login-timeout seconds (default 60)] [--shutdown-grace seconds (default 30)]
+                         [--pool-queue-timeout seconds (default 30)] [--pool-idle-timeout seconds (default 600)]
 environment:
   TENANTFLEET_CATALOG_URL   postgres://user:password@host:port/db of the control catalog (required)
   TENANTFLEET_LOG_LEVEL     trace | debug | info (default) | warn | error`;
@@ -37,6 +38,8 @@ export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv): Omit<Pro
       "tls-key": { type: "string" },
       "login-timeout": { type: "string", default: "60" },
       "shutdown-grace": { type: "string", default: "30" },
+      "pool-queue-timeout": { type: "string", default: "30" },
+      "pool-idle-timeout": { type: "string", default: "600" },
     },
     strict: true,
   });
@@ -49,6 +52,13 @@ export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv): Omit<Pro
   if (!(loginTimeout > 0 && loginTimeout <= 86_400)) problems.push(`--login-timeout must be a number of seconds between 0 and 86400, got "${values["login-timeout"]}"`);
   const shutdownGrace = Number(values["shutdown-grace"]);
   if (!(shutdownGrace >= 0 && shutdownGrace <= 86_400) || values["shutdown-grace"] === "") problems.push(`--shutdown-grace must be a number of seconds from 0 to 86400, got "${values["shutdown-grace"]}"`);
+  const seconds = (flag: string, min: number) => {
+    const v = Number(values[flag as "pool-queue-timeout"]);
+    if (!(v >= min && v <= 86_400) || values[flag as "pool-queue-timeout"] === "") problems.push(`--${flag} must be a number of seconds from ${min} to 86400, got "${values[flag as "pool-queue-timeout"]}"`);
+    return v * 1000;
+  };
+  const poolQueueTimeoutMs = seconds("pool-queue-timeout", 0.01);
+  const poolIdleTimeoutMs = seconds("pool-idle-timeout", 1);
   if (problems.length) throw new ConfigError(problems.join("\n"));
   const opts: Omit<ProxyOptions, "log"> = {
     proxyId: values.id!,
@@ -57,6 +67,8 @@ export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv): Omit<Pro
     admin: hostPort("admin", values.admin!),
     loginTimeoutMs: loginTimeout * 1000,
     shutdownGraceMs: shutdownGrace * 1000,
+    poolQueueTimeoutMs,
+    poolIdleTimeoutMs,
   };
   if (values.advertise) opts.advertise = hostPort("advertise", values.advertise);
   if (values["tls-cert"]) {

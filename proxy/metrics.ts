@@ -16,6 +16,12 @@ export class TenantStats {
   switches = 0;
   switchFailures = 0;
   pauses = 0;
+  /** Transaction mode: clients that waited longer than the queue timeout for a server connection. */
+  poolTimeouts = 0;
+  /** Transaction mode: sessions pinned to a server connection by session state. */
+  pinned = 0;
+  /** Transaction mode: the pool of the committed route (server connections open, lent, clients waiting). */
+  pool: { open(): number; lent(): number; waiting(): number } | undefined;
   constructor(
     readonly tenant: string,
     readonly database: string,
@@ -51,6 +57,22 @@ export class Metrics {
     counter("tenantfleet_proxy_pauses_total", "Pauses of the tenant database on this proxy.", (s) => s.pauses);
     counter("tenantfleet_proxy_session_switches_total", "Sessions moved to a new server by a switch.", (s) => s.switches);
     counter("tenantfleet_proxy_session_switch_failures_total", "Sessions that could not follow a switch and were closed.", (s) => s.switchFailures);
+    counter("tenantfleet_proxy_pool_timeouts_total", "Clients that waited longer than the queue timeout for a pooled server connection.", (s) => s.poolTimeouts);
+    counter("tenantfleet_proxy_pinned_sessions_total", "Sessions of transaction-mode databases pinned to a server connection by session state.", (s) => s.pinned);
+    const poolGauge = (name: string, help: string, read: (p: NonNullable<TenantStats["pool"]>) => number) =>
+      new Gauge({
+        name,
+        help,
+        labelNames,
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          for (const s of stats()) if (s.pool) this.set({ tenant: s.tenant, database: s.database }, read(s.pool));
+        },
+      });
+    poolGauge("tenantfleet_proxy_pool_server_connections", "Transaction mode: server connections the pool holds (idle and lent).", (p) => p.open());
+    poolGauge("tenantfleet_proxy_pool_lent_connections", "Transaction mode: server connections lent to a client now.", (p) => p.lent());
+    poolGauge("tenantfleet_proxy_pool_waiting_clients", "Transaction mode: clients waiting for a server connection.", (p) => p.waiting());
     new Gauge({
       name: "tenantfleet_proxy_active_connections",
       help: "Client sessions open now.",

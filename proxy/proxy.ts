@@ -12,6 +12,8 @@ import { keyString, type Route } from "./catalog/routes";
 import { TenantDrain } from "./drain";
 import { Metrics, type TenantStats } from "./metrics";
 import { PgSession, type SessionHost } from "./postgres/session";
+import { PgPool, ServerBudget, type PoolOptions } from "./postgres/pool";
+import { parseVerifier } from "./postgres/scram";
 import { cancelRequest } from "./postgres/writer";
 import { SQLSTATE } from "./postgres/codes";
 
@@ -30,6 +32,10 @@ export interface ProxyOptions {
   /** On SIGTERM, how long sessions get to reach an idle point before they are closed anyway. */
   shutdownGraceMs?: number;
   heartbeatMs?: number;
+  /** Transaction pool mode: how long a client waits for a server connection (default 30 s). */
+  poolQueueTimeoutMs?: number;
+  /** Transaction pool mode: an idle server connection is closed after this long (default 10 min). */
+  poolIdleTimeoutMs?: number;
 }
 
 /** BackendKeyData pid layout: 11 bits of proxy ordinal, 20 bits of session number (31 bits, positive). */
@@ -43,6 +49,10 @@ export class Proxy {
   private admin: import("node:http").Server | undefined;
   private readonly drains = new Map<string, TenantDrain>();
   private readonly sessions = new Map<number, PgSession>();
+  /** Transaction-mode pools, one per tenant database (for its committed route). */
+  private readonly pools = new Map<string, PgPool>();
+  /** This proxy's connections per server, over the pools on it. */
+  private readonly budgets = new Map<string, ServerBudget>();
   private nextSession = 0;
   private readonly host: SessionHost;
   readonly log: Logger;
@@ -70,6 +80,7 @@ export class Proxy {
       register: (s) => this.register(s),
       unregister: (s) => this.sessions.delete(s.pid),
       cancel: (pid, secret) => void this.cancel(pid, secret),
+      pool: (key, route) => this.pool(key, route),
     };
     this.follower.on("route", (key, route, prev) => this.onRoute(key, route, prev));
     this.follower.on("pause", (key, p) => this.onPause(key, p.pauseId, p.remainingMs, p.target));
@@ -159,8 +170,56 @@ export class Proxy {
 
   private onRoute(key: string, route: Route | undefined, prev: Route | undefined): void {
     const k = route ?? prev;
-    this.log.info({ tenant: k?.tenant, database: k?.database, epoch: route?.epoch, server: route?.server, previousEpoch: prev?.epoch }, route ? "route loaded" : "route removed");
+    this.log.info({ tenant: k?.tenant, database: k?.database, epoch: route?.epoch, server: route?.server, previousEpoch: prev?.epoch, poolMode: route?.poolMode }, route ? "route loaded" : "route removed");
+    const pool = this.pools.get(key);
+    if (pool && (!route || !samePoolTarget(pool, route))) {
+      // Moved (or removed): lend nothing more from the old server; lent connections close on return.
+      pool.retire();
+      this.pools.delete(key);
+    } else if (pool && route) {
+      pool.resize(this.poolOptions(route));
+      this.budgetOf(route);
+    }
     if (route && prev && route.epoch !== prev.epoch) this.drains.get(key)?.routeChanged(route.epoch);
+  }
+
+  private poolOptions(route: Route): PoolOptions {
+    return {
+      size: route.poolSize,
+      queueTimeoutMs: this.opts.poolQueueTimeoutMs ?? 30_000,
+      idleTimeoutMs: this.opts.poolIdleTimeoutMs ?? 600_000,
+      connectTimeoutMs: this.opts.connectTimeoutMs ?? 10_000,
+    };
+  }
+
+  private budgetOf(route: Route): ServerBudget {
+    const name = `${route.host}:${route.port}`;
+    let b = this.budgets.get(name);
+    if (!b) {
+      b = new ServerBudget(route.server, route.serverBudget ?? Infinity);
+      this.budgets.set(name, b);
+    }
+    if (route.serverBudget !== undefined) b.limit = route.serverBudget;
+    return b;
+  }
+
+  /** The transaction-mode pool of a tenant database's committed route. */
+  private pool(key: string, route: Route): PgPool {
+    let p = this.pools.get(key);
+    if (p && samePoolTarget(p, route)) return p;
+    p?.retire();
+    p = new PgPool(
+      key,
+      { host: route.host, port: route.port, database: route.backendDatabase, user: route.role, verifier: parseVerifier(route.scramVerifier) },
+      route.epoch,
+      this.poolOptions(route),
+      this.budgetOf(route),
+      (e) => this.log.warn({ key, err: e.message }, "pool could not open a server connection"),
+    );
+    this.pools.set(key, p);
+    const pool = p;
+    this.stats(key).pool = { open: () => pool.open, lent: () => pool.lent, waiting: () => pool.waiting };
+    return p;
   }
 
   /** The lease ran out: the coordinator may be gone. Resume on whatever route is committed. */
@@ -226,7 +285,12 @@ export class Proxy {
     if (this.sessions.size > 0) this.log.warn({ sessions: this.sessions.size }, "grace period over: closing sessions still busy");
     for (const s of open()) s.fatal(SQLSTATE.AdminShutdown, "the proxy is shutting down", "Reconnect: another proxy serves the same address.");
     for (const d of this.drains.values()) d.close();
+    for (const p of this.pools.values()) p.retire();
     await this.follower.stop({ deregister: true });
     await new Promise<void>((r) => (this.admin ? this.admin.close(() => r()) : r()));
   }
+}
+
+function samePoolTarget(p: PgPool, r: Route): boolean {
+  return p.epoch === r.epoch && p.target.host === r.host && p.target.port === r.port && p.target.database === r.backendDatabase;
 }

@@ -1,7 +1,12 @@
 #!/usr/bin/env -S npx tsx
 /**
  * npm run bench:proxy — pgbench through tenantfleet's proxy, against PostgreSQL directly and
- * against PgBouncer (session mode), on the same server and the same pgbench database, in one run.
+ * against PgBouncer (in the same pool mode), on the same server and the same pgbench database, in
+ * one run. `--pool transaction` pools both (the proxy's route and PgBouncer's pool_mode) with
+ * the same pool size; `--idle N` adds a connection-scale run: N mostly idle clients spread over
+ * `--tenants` tenant databases, `--active` of them running pgbench, RSS per client for the proxy
+ * and PgBouncer (and with `--migrate`, one of those tenant databases moved to another server
+ * meanwhile, every idle client checked afterwards).
  *
  * Targets are interleaved: every round runs each workload once per target, the target order
  * rotating from round to round so no target always goes first (cold) or last. Latency percentiles
@@ -17,7 +22,13 @@
  *   --rounds <n>            rounds                             [BENCH_ROUNDS, 3]
  *   --warmup <s>            unrecorded warm-up run per target and workload, 0 = none [BENCH_WARMUP, 3]
  *   --scale <n>             pgbench -i scale factor            [BENCH_SCALE, 10]
- *   --clients <n>           pgbench -c                         [BENCH_CLIENTS, 8]
+ *   --clients <list>        pgbench -c, one or more (e.g. 8,200) [BENCH_CLIENTS, 8]
+ *   --pool <mode>           session|transaction for the proxy and PgBouncer [BENCH_POOL, session]
+ *   --pool-size <n>         transaction mode: server connections per pool [BENCH_POOL_SIZE, 20]
+ *   --idle <n>              connection-scale run: this many idle clients (0 = none) [BENCH_IDLE, 0]
+ *   --active <n>            connection-scale run: pgbench clients among them [BENCH_ACTIVE, 200]
+ *   --tenants <n>           connection-scale run: tenant databases the idle clients spread over [1]
+ *   --migrate               connection-scale run: move one tenant database to a second server during it
  *   --threads <n>           pgbench -j                         [BENCH_THREADS, 2]
  *   --protocol <p>          pgbench -M simple|extended|prepared [BENCH_PROTOCOL, simple]
  *   --workloads <list>      select-only,tpcb-like
@@ -38,6 +49,9 @@ import { LocalPgFleet, type ProxyProcess } from "./lib/local-pg-fleet";
 import { median, parsePgbenchSummary, PGBENCH, readTxnLogs, runningChildren, runPgbench, summarizeTxnLogs, type Conn } from "./lib/pgbench";
 import { pgbouncerVersion, startPgbouncer, type PgbouncerProcess } from "./lib/pgbouncer";
 import { summarizeCpuProfile, type CpuProfile, type CpuProfileSummary } from "./lib/cpuprofile";
+import { setRoutePool } from "../proxy/catalog/routes";
+import { connectionBudget, postgresMaxConnections } from "../dynamic-providers/engines/postgres/settings";
+import { connectionScale, watchRss } from "./lib/connection-scale";
 
 const execFileP = promisify(execFile);
 const repoRoot = path.resolve(__dirname, "..");
@@ -55,8 +69,14 @@ interface Options {
   rounds: number;
   warmupSec: number;
   scale: number;
-  clients: number;
+  clients: number[];
   threads: number;
+  pool: "session" | "transaction";
+  poolSize: number;
+  idle: number;
+  active: number;
+  tenants: number;
+  migrate: boolean;
   protocol: "simple" | "extended" | "prepared";
   workloads: Workload[];
   targets: Target[];
@@ -75,6 +95,12 @@ function options(argv: string[]): Options {
       warmup: { type: "string" },
       scale: { type: "string" },
       clients: { type: "string" },
+      pool: { type: "string" },
+      "pool-size": { type: "string" },
+      idle: { type: "string" },
+      active: { type: "string" },
+      tenants: { type: "string" },
+      migrate: { type: "boolean", default: false },
       threads: { type: "string" },
       protocol: { type: "string" },
       workloads: { type: "string" },
@@ -106,6 +132,9 @@ function options(argv: string[]): Options {
     return items as T[];
   };
   const protocol = values.protocol ?? process.env.BENCH_PROTOCOL ?? "simple";
+  const pool = values.pool ?? process.env.BENCH_POOL ?? "session";
+  if (pool !== "session" && pool !== "transaction") throw new Error(`--pool must be session or transaction, got "${pool}"`);
+  const clients = (values.clients ?? process.env.BENCH_CLIENTS ?? "8").split(",").map((c) => int("clients", c.trim(), "BENCH_CLIENTS", 8, 1));
   if (!["simple", "extended", "prepared"].includes(protocol)) throw new Error(`--protocol must be simple, extended or prepared, got "${protocol}"`);
   return {
     quick,
@@ -113,7 +142,13 @@ function options(argv: string[]): Options {
     rounds: int("rounds", values.rounds, "BENCH_ROUNDS", quick ? 1 : 3, 1),
     warmupSec: int("warmup", values.warmup, "BENCH_WARMUP", quick ? 1 : 3, 0),
     scale: int("scale", values.scale, "BENCH_SCALE", quick ? 2 : 10, 1),
-    clients: int("clients", values.clients, "BENCH_CLIENTS", 8, 1),
+    clients,
+    pool,
+    poolSize: int("pool-size", values["pool-size"], "BENCH_POOL_SIZE", 20, 1),
+    idle: int("idle", values.idle, "BENCH_IDLE", 0, 0),
+    active: int("active", values.active, "BENCH_ACTIVE", 200, 1),
+    tenants: int("tenants", values.tenants, "BENCH_TENANTS", 1, 1),
+    migrate: values.migrate!,
     threads: int("threads", values.threads, "BENCH_THREADS", 2, 1),
     protocol: protocol as Options["protocol"],
     workloads: list("workloads", values.workloads, WORKLOADS),
@@ -230,6 +265,9 @@ interface CpuCores {
 interface RunRecord {
   round: number;
   workload: Workload;
+  clients: number;
+  /** Peak resident memory of the proxy or PgBouncer process during the run (MiB; 0 for direct). */
+  rssMiB: number;
   target: Target;
   /** pgbench's "tps = … (without initial connection time)". */
   tps: number;
@@ -311,14 +349,19 @@ async function main(): Promise<number> {
     await new Promise((r) => setTimeout(r, 1000));
     const busyBefore = round1((machineTicks().busy - b0) / CLK_TCK, 2)!;
     if (busyBefore > 0.25) say(`warning: the machine is already busy (${busyBefore} cores over the last second, load average ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}): figures will be skewed`);
-    const expected = opts.rounds * opts.workloads.length * opts.targets.length * opts.durationSec + (opts.warmupSec ? opts.workloads.length * opts.targets.length * opts.warmupSec : 0);
-    say(`${opts.rounds} round(s) × ${opts.workloads.join(", ")} × ${opts.targets.join(", ")}, ${opts.durationSec} s each, -c ${opts.clients} -j ${opts.threads} -M ${opts.protocol}, scale ${opts.scale}: about ${Math.ceil(expected / 60)} min of pgbench`);
+    const combos = opts.workloads.flatMap((workload) => opts.clients.map((clients) => ({ workload, clients, key: `${workload}/c${clients}` })));
+    const expected = opts.rounds * combos.length * opts.targets.length * opts.durationSec + (opts.warmupSec ? combos.length * opts.targets.length * opts.warmupSec : 0);
+    say(`${opts.rounds} round(s) × ${combos.map((c) => c.key).join(", ")} × ${opts.targets.join(", ")}, ${opts.durationSec} s each, -j ${opts.threads} -M ${opts.protocol}, scale ${opts.scale}, ${opts.pool} pool mode${opts.pool === "transaction" ? ` (${opts.poolSize} server connections)` : ""}: about ${Math.ceil(expected / 60)} min of pgbench`);
 
     say("starting the catalog and a PostgreSQL server");
     fleet = await LocalPgFleet.create({ stack: "bench" });
     const server = await fleet.server("bench-pg");
     const tdb = await fleet.tenantDatabase(server, { tenant: "bench", database: "pgbench" });
-    const route = await fleet.route({ tenant: "bench", database: "pgbench" });
+    const key = { tenant: "bench", database: "pgbench" };
+    // One proxy here: it may use the server's whole budget (max_connections 100 less the reserve).
+    const serverBudget = connectionBudget(postgresMaxConnections("local", "shared"), 1).perProxy;
+    if (opts.pool === "transaction") await fleet.withAdmin(fleet.catalog, "tenantfleet_catalog", (c) => setRoutePool(c, key, { poolMode: "transaction", poolSize: opts.poolSize, serverBudget }));
+    const route = await fleet.route(key);
     const direct: Conn = { host: server.host, port: server.port, user: tdb.role, password: tdb.password, database: tdb.name };
 
     say(`pgbench -i -s ${opts.scale} on ${tdb.name} (as ${tdb.role}, directly)`);
@@ -329,20 +372,24 @@ async function main(): Promise<number> {
     conns.direct = direct;
     if (opts.targets.includes("proxy")) {
       say("starting tenantfleet's proxy");
-      proxy = await fleet.startProxy("bench-1", opts.cpuProf ? { nodeArgs: ["--cpu-prof", "--cpu-prof-dir", path.join(fleet.root, "cpu-prof")] } : {});
+      proxy = await fleet.startProxy("bench-1", {
+        ...(opts.cpuProf ? { nodeArgs: ["--cpu-prof", "--cpu-prof-dir", path.join(fleet.root, "cpu-prof")] } : {}),
+        // The connection-scale run needs the server's connections free between its phases.
+        ...(opts.idle > 0 ? { extraArgs: ["--pool-idle-timeout", "2"] } : {}),
+      });
       conns.proxy = { ...direct, host: "127.0.0.1", port: proxy.port };
     }
     if (opts.targets.includes("pgbouncer")) {
-      say("starting PgBouncer (session mode, SCRAM verifier in auth_file)");
+      say(`starting PgBouncer (${opts.pool} mode, SCRAM verifier in auth_file)`);
       bouncer = await startPgbouncer(
         {
           dir: path.join(fleet.root, "pgbouncer"),
           listenHost: "127.0.0.1",
           databases: [{ name: tdb.name, host: server.host, port: server.port }],
-          poolMode: "session",
+          poolMode: opts.pool,
           authType: "scram-sha-256",
-          maxClientConn: Math.max(100, opts.clients * 2),
-          defaultPoolSize: Math.max(20, opts.clients + 4),
+          maxClientConn: Math.max(100, Math.max(...opts.clients) * 2),
+          defaultPoolSize: opts.pool === "transaction" ? opts.poolSize : Math.max(20, Math.max(...opts.clients) + 4),
         },
         [{ user: tdb.role, secret: route.scramVerifier }],
       );
@@ -393,15 +440,18 @@ async function main(): Promise<number> {
       postgres: postmaster ? treeTicks(postmaster) : undefined,
     });
 
-    const run = async (round: number, workload: Workload, target: Target, seconds: number): Promise<RunRecord> => {
+    const rssOf = (target: Target) => (target === "proxy" ? proxy?.child.pid : target === "pgbouncer" ? bouncer?.child.pid : undefined);
+    const run = async (round: number, workload: Workload, clients: number, target: Target, seconds: number): Promise<RunRecord> => {
       if (interrupted) throw new Error(`interrupted by ${interrupted}`);
       await vacuum();
       const prefix = `run${++runNo}`;
-      const args = ["-n", "-c", String(opts.clients), "-j", String(opts.threads), "-T", String(seconds), "-M", opts.protocol, "--log", `--log-prefix=${path.join(logRoot, prefix)}`];
+      const args = ["-n", "-c", String(clients), "-j", String(opts.threads), "-T", String(seconds), "-M", opts.protocol, "--log", `--log-prefix=${path.join(logRoot, prefix)}`];
       if (workload === "select-only") args.push("-S");
       args.push(conns[target].database);
       const before = sample();
+      const peak = watchRss(rssOf(target));
       const r = await runPgbench(args, conns[target], { timeoutMs: (seconds + 60) * 1000 });
+      const rssMiB = peak.stop();
       const after = sample();
       const wallS = (after.at - before.at) / 1000;
       const cores = (k: keyof Omit<CpuSample, "at" | "postgres">) => (after[k] - before[k]) / CLK_TCK / wallS;
@@ -424,7 +474,7 @@ async function main(): Promise<number> {
       const logs = await readTxnLogs(logRoot, prefix);
       await Promise.all((await fs.readdir(logRoot)).filter((n) => n.startsWith(`${prefix}.`)).map((n) => fs.rm(path.join(logRoot, n))));
       const lat = summarizeTxnLogs(logs);
-      const rec: RunRecord = { round, workload, target, tps: NaN, transactions: lat.count, failed: lat.failed, p50Us: lat.p50Us, p90Us: lat.p90Us, p99Us: lat.p99Us, meanUs: round1(lat.meanUs)!, maxUs: lat.maxUs, wallMs: r.wallMs, cpuCores: cpu };
+      const rec: RunRecord = { round, workload, clients, rssMiB, target, tps: NaN, transactions: lat.count, failed: lat.failed, p50Us: lat.p50Us, p90Us: lat.p90Us, p99Us: lat.p99Us, meanUs: round1(lat.meanUs)!, maxUs: lat.maxUs, wallMs: r.wallMs, cpuCores: cpu };
       if (r.code !== 0) {
         const detail = [`pgbench exited ${r.code ?? r.signal}`, r.stderr.trim().split("\n").slice(-15).join("\n")];
         if (target === "proxy" && proxy) detail.push("proxy log tail:", ...proxy.logs.slice(-15).map((l) => JSON.stringify(l)));
@@ -448,40 +498,42 @@ async function main(): Promise<number> {
     const fmt = (r: RunRecord) =>
       r.error && !Number.isFinite(r.tps)
         ? "FAILED"
-        : `${r.tps} tps, p50 ${r.p50Us} µs, p99 ${r.p99Us} µs; cores: ${r.target === "direct" ? "" : `${r.target} ${r.cpuCores[r.target]} (sys ${r.cpuCores[`${r.target}System`]}), `}pgbench ${r.cpuCores.pgbench}, postgres ${r.cpuCores.postgres}, irq ${r.cpuCores.irq}, rest ${r.cpuCores.rest}, steal ${r.cpuCores.steal} of ${os.cpus().length}${r.failed ? `; ${r.failed} failed` : ""}`;
+        : `${r.tps} tps, p50 ${r.p50Us} µs, p99 ${r.p99Us} µs${r.rssMiB ? `, RSS ${r.rssMiB} MiB` : ""}; cores: ${r.target === "direct" ? "" : `${r.target} ${r.cpuCores[r.target]} (sys ${r.cpuCores[`${r.target}System`]}), `}pgbench ${r.cpuCores.pgbench}, postgres ${r.cpuCores.postgres}, irq ${r.cpuCores.irq}, rest ${r.cpuCores.rest}, steal ${r.cpuCores.steal} of ${os.cpus().length}${r.failed ? `; ${r.failed} failed` : ""}`;
 
     if (opts.warmupSec > 0) {
-      for (const workload of opts.workloads) {
+      for (const c of combos) {
         for (const target of opts.targets) {
-          const r = await run(0, workload, target, opts.warmupSec);
-          say(`warm-up ${workload} via ${target}: ${fmt(r)}`);
-          if (r.error) throw new Error(`warm-up ${workload} via ${target} failed:\n${r.error}`);
+          const r = await run(0, c.workload, c.clients, target, opts.warmupSec);
+          say(`warm-up ${c.key} via ${target}: ${fmt(r)}`);
+          if (r.error) throw new Error(`warm-up ${c.key} via ${target} failed:\n${r.error}`);
         }
       }
     }
 
     const runs: RunRecord[] = [];
     for (let round = 1; round <= opts.rounds; round++) {
-      for (const [wi, workload] of opts.workloads.entries()) {
+      for (const [wi, c] of combos.entries()) {
         const shift = (round - 1 + wi) % opts.targets.length;
         const order = [...opts.targets.slice(shift), ...opts.targets.slice(0, shift)];
         for (const target of order) {
-          say(`round ${round}/${opts.rounds} ${workload} via ${target} (${opts.durationSec} s)`);
-          const r = await run(round, workload, target, opts.durationSec);
+          say(`round ${round}/${opts.rounds} ${c.key} via ${target} (${opts.durationSec} s)`);
+          const r = await run(round, c.workload, c.clients, target, opts.durationSec);
           runs.push(r);
           say(`  ${fmt(r)}`);
         }
       }
     }
 
+    const scaleRun = opts.idle > 0 ? await connectionScale({ opts, fleet, server, conns, proxy, bouncer, route, serverBudget }) : undefined;
+
     // ---------------------------------------------------------------- report
     const workloads: Record<string, unknown> = {};
     const goalsThroughput: Record<string, { proxyVsPgbouncerTps: number | null; met: boolean }> = {};
     const goalsLatency: Record<string, { proxyAddedP50Us: number | null; met: boolean }> = {};
-    for (const workload of opts.workloads) {
-      const targets: Record<string, { tps: number | null; p50Us: number | null; p99Us: number | null; meanUs: number | null; cpuCores: Record<string, number | null>; failedRuns: number; rounds: RunRecord[] }> = {};
+    for (const { workload, clients, key: comboKey } of combos) {
+      const targets: Record<string, { tps: number | null; p50Us: number | null; p99Us: number | null; meanUs: number | null; rssMiB: number | null; cpuCores: Record<string, number | null>; failedRuns: number; rounds: RunRecord[] }> = {};
       for (const target of opts.targets) {
-        const rs = runs.filter((r) => r.workload === workload && r.target === target);
+        const rs = runs.filter((r) => r.workload === workload && r.clients === clients && r.target === target);
         const ok = rs.filter((r) => !r.error);
         const m = (f: (r: RunRecord) => number, d = 1) => round1(median(ok.map(f)), d);
         targets[target] = {
@@ -489,6 +541,7 @@ async function main(): Promise<number> {
           p50Us: m((r) => r.p50Us),
           p99Us: m((r) => r.p99Us),
           meanUs: m((r) => r.meanUs),
+          rssMiB: m((r) => r.rssMiB),
           cpuCores: Object.fromEntries((Object.keys(ok[0]?.cpuCores ?? {}) as (keyof CpuCores)[]).map((k) => [k, m((r) => r.cpuCores[k], 2)])),
           failedRuns: rs.length - ok.length,
           rounds: rs,
@@ -505,12 +558,13 @@ async function main(): Promise<number> {
         pgbouncerAddedP50Us: added("pgbouncer"),
         proxyAddedP99Us: t("proxy")?.p99Us != null && t("direct")?.p99Us != null ? round1(t("proxy")!.p99Us! - t("direct")!.p99Us!) : null,
       };
-      workloads[workload] = { medians: Object.fromEntries(Object.entries(targets).map(([k, v]) => [k, { tps: v.tps, p50Us: v.p50Us, p99Us: v.p99Us, meanUs: v.meanUs, cpuCores: v.cpuCores, failedRuns: v.failedRuns }])), ratios, runs: Object.fromEntries(Object.entries(targets).map(([k, v]) => [k, v.rounds])) };
-      goalsThroughput[workload] = { proxyVsPgbouncerTps: ratios.proxyVsPgbouncerTps, met: ratios.proxyVsPgbouncerTps !== null && ratios.proxyVsPgbouncerTps >= 1 };
-      goalsLatency[workload] = { proxyAddedP50Us: ratios.proxyAddedP50Us, met: ratios.proxyAddedP50Us !== null && ratios.proxyAddedP50Us <= 100 };
+      workloads[comboKey] = { medians: Object.fromEntries(Object.entries(targets).map(([k, v]) => [k, { tps: v.tps, p50Us: v.p50Us, p99Us: v.p99Us, meanUs: v.meanUs, rssMiB: v.rssMiB, cpuCores: v.cpuCores, failedRuns: v.failedRuns }])), ratios, runs: Object.fromEntries(Object.entries(targets).map(([k, v]) => [k, v.rounds])) };
+      goalsThroughput[comboKey] = { proxyVsPgbouncerTps: ratios.proxyVsPgbouncerTps, met: ratios.proxyVsPgbouncerTps !== null && ratios.proxyVsPgbouncerTps >= 1 };
+      goalsLatency[comboKey] = { proxyAddedP50Us: ratios.proxyAddedP50Us, met: ratios.proxyAddedP50Us !== null && ratios.proxyAddedP50Us <= 100 };
     }
     const throughputMet = Object.values(goalsThroughput).every((g) => g.met);
     const latencyMet = Object.values(goalsLatency).every((g) => g.met);
+    const scaleGoals = scaleRun?.goals;
 
     let proxyCpuProfile: CpuProfileSummary | undefined;
     if (opts.cpuProf && proxy && fleet) {
@@ -535,6 +589,9 @@ async function main(): Promise<number> {
         scale: opts.scale,
         clients: opts.clients,
         threads: opts.threads,
+        pool: opts.pool,
+        poolSize: opts.pool === "transaction" ? opts.poolSize : undefined,
+        serverBudget: opts.pool === "transaction" ? serverBudget : undefined,
         protocol: opts.protocol,
         workloads: opts.workloads,
         targets: opts.targets,
@@ -542,7 +599,7 @@ async function main(): Promise<number> {
         latency: "per-transaction pgbench --log over all clients of a run, nearest-rank percentiles; medians across rounds",
         tps: "pgbench's 'tps … (without initial connection time)'; one connection per client for the whole run",
         cpuCores: "CPU-seconds per wall second during each run from /proc: the proxy or PgBouncer process (…System: its kernel part), pgbench (reaped children), the PostgreSQL server (postmaster and backends, exited ones by cutime), machine total (irq: its interrupt part, also inside the processes' figures; steal: taken by the hypervisor, not in machine); rest = machine − those processes (this script, interrupts, anything else on the machine: a high rest means a noisy run)",
-        pgbouncer: bouncer ? { poolMode: "session", auth: "scram-sha-256: auth_file holds the role's SCRAM verifier from the catalog route; PgBouncer logs in to the server by SCRAM pass-through", runsAs: bouncer.user } : undefined,
+        pgbouncer: bouncer ? { poolMode: opts.pool, defaultPoolSize: opts.pool === "transaction" ? opts.poolSize : undefined, auth: "scram-sha-256: auth_file holds the role's SCRAM verifier from the catalog route; PgBouncer logs in to the server by SCRAM pass-through", runsAs: bouncer.user } : undefined,
         postgres: "LocalServer settings (fsync on, synchronous_commit on), TCP on 127.0.0.1; the catalog runs on a separate server",
       },
       machine: {
@@ -562,11 +619,13 @@ async function main(): Promise<number> {
         proxyUncommittedDiff: await git(["diff", "HEAD", "--", "proxy"]).then((d) => (d ? createHash("sha256").update(d).digest("hex").slice(0, 16) : null)),
       },
       workloads,
+      connectionScale: scaleRun?.result,
       proxyCpuProfile,
       goals: {
         throughputAtLeastPgbouncer: { goal: "proxy tps ≥ PgBouncer tps (median of rounds)", ...goalsThroughput, met: throughputMet },
         p50AtMost100usOverDirect: { goal: "proxy p50 − direct p50 ≤ 100 µs (medians of rounds)", ...goalsLatency, met: latencyMet },
-        met: throughputMet && latencyMet,
+        ...(scaleGoals ? { connectionScale: scaleGoals } : {}),
+        met: throughputMet && latencyMet && (scaleGoals?.met ?? true),
       },
       problems: {
         failedRuns: errors.map((r) => ({ round: r.round, workload: r.workload, target: r.target, error: r.error })),
@@ -584,7 +643,7 @@ async function main(): Promise<number> {
       writeFileSync(out, json + "\n");
       say(`wrote ${path.relative(process.cwd(), out) || out}`);
     }
-    for (const w of opts.workloads) {
+    for (const { key: w } of combos) {
       const r = (workloads[w] as { ratios: Record<string, number | null> }).ratios;
       say(`${w}: proxy/pgbouncer ${r.proxyVsPgbouncerTps}, proxy/direct ${r.proxyVsDirectTps}, proxy adds ${r.proxyAddedP50Us} µs p50`);
     }

@@ -11,10 +11,13 @@
  *       databases:
  *         app:   { engine: postgres, isolation: dedicated, region: eu-west }
  *         cache: { engine: redis,    isolation: shared,    region: eu-west }
+ *         api:   { engine: postgres, isolation: shared, region: eu-west, pool: { mode: transaction, size: 5 } }
  * ```
  */
 import { ENGINES, isEngine, type Engine } from "../dynamic-providers/engines";
 import { validateCloudConfig, type CloudSpec } from "./cloud-config";
+import { connectionBudget, postgresMaxConnections } from "../dynamic-providers/engines/postgres/settings";
+import { POOL_MODES, type PoolMode } from "../proxy/catalog/routes";
 
 export const ISOLATIONS = ["shared", "dedicated"] as const;
 export type Isolation = (typeof ISOLATIONS)[number];
@@ -28,7 +31,19 @@ export interface TenantDatabaseSpec {
   engine: Engine;
   isolation: Isolation;
   region: string;
+  /** PostgreSQL: how the proxies lend server connections (absent: `session`, as before pools existed). */
+  pool?: PoolSpec;
 }
+
+export interface PoolSpec {
+  mode: PoolMode;
+  /** `transaction` mode: server connections per proxy for this tenant database. */
+  size: number;
+}
+
+/** Pool size when `pool.size` is not given. */
+export const DEFAULT_POOL_SIZE = 5;
+export const MAX_POOL_SIZE = 1000;
 
 export interface FleetSpec {
   platform: Platform;
@@ -62,6 +77,7 @@ export const IDENTIFIER = /^[a-z][a-z0-9_]{0,29}$/;
 export const REGION = /^[a-z][a-z0-9]*(-[a-z0-9]+)*$/;
 
 const DATABASE_FIELDS = ["engine", "isolation", "region"] as const;
+const OPTIONAL_DATABASE_FIELDS = ["pool"] as const;
 
 function isRecord(x: unknown): x is Record<string, unknown> {
   return typeof x === "object" && x !== null && !Array.isArray(x);
@@ -166,8 +182,8 @@ export function validateFleetConfig(raw: RawFleetConfig): ValidationResult {
           continue;
         }
         for (const key of Object.keys(dbValue)) {
-          if (!(DATABASE_FIELDS as readonly string[]).includes(key)) {
-            problem(`${dpath}.${key}`, `${who}: unknown field "${key}" (expected ${oneOf(DATABASE_FIELDS)})`);
+          if (!(DATABASE_FIELDS as readonly string[]).includes(key) && !(OPTIONAL_DATABASE_FIELDS as readonly string[]).includes(key)) {
+            problem(`${dpath}.${key}`, `${who}: unknown field "${key}" (expected ${oneOf([...DATABASE_FIELDS, ...OPTIONAL_DATABASE_FIELDS])})`);
           }
         }
         for (const field of DATABASE_FIELDS) {
@@ -186,8 +202,9 @@ export function validateFleetConfig(raw: RawFleetConfig): ValidationResult {
             `${who}: region ${JSON.stringify(region)} is not one of the stack's regions (${oneOf(regions)})`,
           );
         }
+        const pool = dbValue.pool === undefined ? undefined : poolSpec(dbValue.pool, engine, `${dpath}.pool`, who, problem);
         if (isEngine(engine) && (ISOLATIONS as readonly unknown[]).includes(isolation) && typeof region === "string" && regions.includes(region)) {
-          databases.push({ tenant, database, engine, isolation: isolation as Isolation, region });
+          databases.push({ tenant, database, engine, isolation: isolation as Isolation, region, ...(pool ? { pool } : {}) });
         }
       }
     }
@@ -203,6 +220,10 @@ export function validateFleetConfig(raw: RawFleetConfig): ValidationResult {
   }
   const protect = raw.protectTenantDatabases ?? true;
   if (typeof protect !== "boolean") problem("protectTenantDatabases", `protectTenantDatabases must be true or false, got ${JSON.stringify(raw.protectTenantDatabases)}`);
+
+  if (typeof proxyReplicas === "number") {
+    for (const p of oversubscribedServers(platform, databases, proxyReplicas)) problem(p.path, p.message);
+  }
 
   let cloud: CloudSpec | undefined;
   if (platform === "aws" || platform === "gcp") {
@@ -225,6 +246,67 @@ export function validateFleetConfig(raw: RawFleetConfig): ValidationResult {
       ...(cloud ? { cloud } : {}),
     },
   };
+}
+
+function poolSpec(raw: unknown, engine: unknown, path: string, who: string, problem: (path: string, message: string) => void): PoolSpec | undefined {
+  if (!isRecord(raw)) {
+    problem(path, `${who}: pool must be a map { mode, size }, e.g. { mode: transaction, size: ${DEFAULT_POOL_SIZE} }`);
+    return undefined;
+  }
+  let ok = true;
+  for (const key of Object.keys(raw)) {
+    if (key !== "mode" && key !== "size") {
+      problem(`${path}.${key}`, `${who}: unknown pool field "${key}" (expected "mode", "size")`);
+      ok = false;
+    }
+  }
+  if (engine !== "postgres") {
+    problem(path, `${who}: pool applies to postgres tenant databases (the ${String(engine)} proxy does not pool yet)`);
+    return undefined;
+  }
+  const mode = raw.mode ?? "session";
+  if (!(POOL_MODES as readonly unknown[]).includes(mode)) {
+    problem(`${path}.mode`, `${who}: pool.mode must be one of ${oneOf(POOL_MODES)}, got ${JSON.stringify(raw.mode)}`);
+    ok = false;
+  }
+  const size = raw.size ?? DEFAULT_POOL_SIZE;
+  if (typeof size !== "number" || !Number.isInteger(size) || size < 1 || size > MAX_POOL_SIZE) {
+    problem(`${path}.size`, `${who}: pool.size must be a whole number from 1 to ${MAX_POOL_SIZE} (server connections per proxy), got ${JSON.stringify(raw.size)}`);
+    ok = false;
+  }
+  return ok ? { mode: mode as PoolMode, size: size as number } : undefined;
+}
+
+/** The server a tenant database is placed on (components/fleet-plan.ts names them the same way). */
+const serverOf = (d: TenantDatabaseSpec) => (d.isolation === "shared" ? `shared-${d.engine}-${d.region}` : `dedicated-${d.tenant}-${d.database}-${d.region}`);
+
+/**
+ * Servers whose transaction pools, all full at once on every proxy, would need more connections
+ * than the server's budget (max_connections less the reserve). Session-mode databases keep a
+ * server connection per client session, as before pools, and are not counted.
+ */
+export function oversubscribedServers(platform: Platform, databases: TenantDatabaseSpec[], proxies: number): ConfigProblem[] {
+  const byServer = new Map<string, TenantDatabaseSpec[]>();
+  for (const d of databases) {
+    if (d.engine !== "postgres" || d.pool?.mode !== "transaction") continue;
+    const s = serverOf(d);
+    byServer.set(s, [...(byServer.get(s) ?? []), d]);
+  }
+  const out: ConfigProblem[] = [];
+  for (const [server, dbs] of byServer) {
+    const max = postgresMaxConnections(platform === "local" ? "local" : "vm", dbs[0]!.isolation);
+    const budget = connectionBudget(max, proxies).server;
+    const need = dbs.reduce((n, d) => n + d.pool!.size * proxies, 0);
+    if (need <= budget) continue;
+    const list = dbs.map((d) => `${d.tenant}/${d.database} (${d.pool!.size})`).join(", ");
+    out.push({
+      path: `tenants.${dbs[0]!.tenant}.databases.${dbs[0]!.database}.pool.size`,
+      message:
+        `server ${server} is oversubscribed: the transaction pools of ${list} need ${need} connections with ${proxies} prox${proxies === 1 ? "y" : "ies"}, ` +
+        `more than its budget of ${budget} (max_connections ${max} less ${max - budget} kept for admin, replication and migrations). Lower the pool sizes, or move a database to a dedicated server.`,
+    });
+  }
+  return out;
 }
 
 /** One readable block for the CLI: every problem on its own line, prefixed with its config path. */

@@ -29,6 +29,13 @@ export function checkTenantDatabase(olds: Partial<TenantDatabaseInputs> | undefi
     fail("server", `${who}: server must be { host, port, adminUser }`);
   }
   if (!isUnknown(news.proxyEndpoints) && (!Array.isArray(news.proxyEndpoints) || news.proxyEndpoints.length === 0)) fail("proxyEndpoints", `${who}: at least one proxy endpoint is needed`);
+  const pool = news.pool as Record<string, unknown> | undefined;
+  if (pool !== undefined && !isUnknown(pool)) {
+    const whole = (v: unknown) => typeof v === "number" && Number.isInteger(v) && v > 0;
+    if (typeof pool !== "object" || pool === null || (pool.mode !== "session" && pool.mode !== "transaction") || !whole(pool.size) || !whole(pool.serverBudget)) {
+      fail("pool", `${who}: pool must be { mode: "session" | "transaction", size, serverBudget } (whole numbers above 0), got ${JSON.stringify(pool)}`);
+    }
+  }
   const window = news.rollbackWindowHours ?? DEFAULT_ROLLBACK_WINDOW_HOURS;
   if (typeof window !== "number" || !(window >= 0 && window <= 24 * 365)) fail("rollbackWindowHours", `${who}: rollbackWindowHours must be a number of hours from 0 to 8760, got ${JSON.stringify(window)}`);
 
@@ -73,6 +80,10 @@ export function planTenantDatabase(olds: TenantDatabaseOutputs, news: TenantData
   const migrate = olds.serverName !== news.serverName;
   if (migrate) reasons.push(news.plan);
   if (isUnknown(news.proxyEndpoints) || olds.proxyEndpoints.join(",") !== news.proxyEndpoints.join(",")) reasons.push("proxy endpoints changed: the connection string changes");
+  const was = olds.pool, now_ = news.pool;
+  if (isUnknown(now_) || was?.mode !== now_?.mode || was?.size !== now_?.size || was?.serverBudget !== now_?.serverBudget) {
+    reasons.push(`pool: ${describePool(was)} → ${describePool(now_)} (the proxies apply it to new transactions; nothing moves)`);
+  }
   if (olds.status === "finishing") reasons.push(`an interrupted run moved it to ${olds.serverName}: the update finishes that move's cleanup and fence`);
   else if (olds.status !== "ready") reasons.push(`status is ${olds.status}: the update repairs it`);
   const catalogMoved = isUnknown(news.catalog) || olds.catalog.host !== news.catalog.host || olds.catalog.port !== news.catalog.port || olds.catalog.database !== news.catalog.database;
@@ -80,6 +91,16 @@ export function planTenantDatabase(olds: TenantDatabaseOutputs, news: TenantData
   const expired = (olds.retained ?? []).filter((r) => new Date(r.expiresAt) <= now);
   if (expired.length) reasons.push(`${expired.length} retained cop${expired.length === 1 ? "y is" : "ies are"} past the rollback window: dropped`);
   return { changes: reasons.length > 0, migrate, expired, reasons };
+}
+
+function describePool(p: TenantDatabaseInputs["pool"]): string {
+  if (!p || isUnknown(p)) return p ? "(known after the servers update)" : "session (default)";
+  return p.mode === "session" ? "session" : `transaction, ${p.size} per proxy (server budget ${p.serverBudget} per proxy)`;
+}
+
+/** The route's pool columns for a TenantDatabase's inputs (no pool: session, as before pools). */
+export function poolOfRoute(p: TenantDatabaseInputs["pool"]): { poolMode: "session" | "transaction"; poolSize: number; serverBudget: number | undefined } {
+  return p ? { poolMode: p.mode, poolSize: p.size, serverBudget: p.serverBudget } : { poolMode: "session", poolSize: 20, serverBudget: undefined };
 }
 
 /** libpq multi-host URI: clients that support it (libpq, psql, pgx, JDBC) try the proxies in turn. */

@@ -9,7 +9,7 @@ import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { Client, type ClientConfig } from "pg";
-import { clientDatabaseName, deleteRoute, loadRoute, upsertRoute, type Route } from "../../proxy/catalog/routes";
+import { clientDatabaseName, deleteRoute, loadRoute, setRoutePool, upsertRoute, type Route } from "../../proxy/catalog/routes";
 import { makeVerifier } from "../../proxy/postgres/scram";
 import { PgMigration } from "../engines/postgres/migration";
 import { dropTenantDatabase, dumpDatabase, ensureTenantDatabase, type PgServerAccess } from "../engines/postgres/tenant-db";
@@ -18,7 +18,7 @@ import { finishCommitted, lastMigrationTo, migrate, targetDatabaseName, type Mig
 import { backupStore, storeOf, type BackupBucket } from "../backups/store";
 import { progressLog } from "../progress";
 import { bastionOf, throughBastion } from "../tunnel/ssh-tunnel";
-import { checkTenantDatabase, connectionString, expiry, planTenantDatabase, refreshedOutputs } from "./plan";
+import { checkTenantDatabase, connectionString, expiry, planTenantDatabase, poolOfRoute, refreshedOutputs } from "./plan";
 import type { RetainedCopy, ServerRef, TenantDatabaseInputs, TenantDatabaseOutputs } from "./types";
 
 const access = (s: ServerRef, adminPassword: string): PgServerAccess => ({ ...s, adminPassword });
@@ -72,7 +72,10 @@ function platformOf(i: Pick<TenantDatabaseInputs, "platform" | "stack">) {
 }
 
 function routeOf(i: TenantDatabaseInputs, o: Pick<TenantDatabaseOutputs, "role" | "scramVerifier" | "backendDatabase">): Omit<Route, "epoch" | "status"> {
-  return { tenant: i.tenant, database: i.database, engine: "postgres", role: o.role, scramVerifier: o.scramVerifier, server: i.serverName, host: i.server.host, port: i.server.port, backendDatabase: o.backendDatabase };
+  return {
+    tenant: i.tenant, database: i.database, engine: "postgres", role: o.role, scramVerifier: o.scramVerifier,
+    server: i.serverName, host: i.server.host, port: i.server.port, backendDatabase: o.backendDatabase, ...poolOfRoute(i.pool),
+  };
 }
 
 const retainedServers = (copies: RetainedCopy[]): ServerRef[] => copies.flatMap((r) => (r.kind === "fenced_copy" ? [r.server] : []));
@@ -158,6 +161,7 @@ export const provider: pulumi.dynamic.ResourceProvider = {
       const plan = planTenantDatabase(olds, news, new Date());
       const unfinished = (olds.retained ?? []).filter((r): r is Extract<RetainedCopy, { kind: "fenced_copy" }> => r.kind === "fenced_copy" && !!r.finishMove);
       const outs: TenantDatabaseOutputs = { ...olds, ...news, status: "ready", retained: (olds.retained ?? []).filter((r) => !plan.expired.includes(r)).map(settled) };
+      if (!news.pool) delete outs.pool; // removed from the config: back to session mode
       const servers = [serverOf(olds), serverOf(news), ...retainedServers([...plan.expired, ...unfinished])];
       await reaching(news, servers, async (n, via) => {
         for (const r of unfinished) {
@@ -171,6 +175,7 @@ export const provider: pulumi.dynamic.ResourceProvider = {
         await withCatalog(n, async (c) => {
           const r = await loadRoute(c, news);
           if (!r) await upsertRoute(c, { ...routeOf(news, outs), status: "ready" });
+          else await setRoutePool(c, news, poolOfRoute(news.pool));
         });
       });
       outs.connectionString = connectionString(outs.role, outs.password, news.proxyEndpoints, clientDatabaseName(news));

@@ -59,6 +59,16 @@ export interface TenantDatabaseArgs {
   rollbackWindowHours?: pulumi.Input<number>;
   /** This resource's own URN, so the provider can attach progress lines to it. */
   resourceUrn: pulumi.Input<string>;
+  /** How the proxies lend server connections (absent: `session`, as before pools existed). */
+  pool?: pulumi.Input<TenantDatabasePool>;
+}
+
+export interface TenantDatabasePool {
+  mode: "session" | "transaction";
+  /** `transaction` mode: server connections per proxy. */
+  size: number;
+  /** Connections each proxy may open to the server, over all its tenant databases. */
+  serverBudget: number;
 }
 
 export interface TenantDatabaseInputs {
@@ -80,6 +90,7 @@ export interface TenantDatabaseInputs {
   backupBucket?: BackupBucket;
   rollbackWindowHours: number;
   resourceUrn: string;
+  pool?: TenantDatabasePool;
   /** Set by check: what `pulumi up` will do, in words (shown by `preview --diff`). */
   plan: string;
 }

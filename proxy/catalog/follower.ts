@@ -162,7 +162,8 @@ export class CatalogFollower extends EventEmitter<FollowerEvents> {
     const prev = this.routes.get(key);
     if (route) this.routes.set(key, route);
     else this.routes.delete(key);
-    if (prev?.epoch !== route?.epoch || prev?.host !== route?.host || prev?.port !== route?.port || prev?.scramVerifier !== route?.scramVerifier || !prev !== !route) {
+    if (prev?.epoch !== route?.epoch || prev?.host !== route?.host || prev?.port !== route?.port || prev?.scramVerifier !== route?.scramVerifier || !prev !== !route ||
+      prev?.poolMode !== route?.poolMode || prev?.poolSize !== route?.poolSize || prev?.serverBudget !== route?.serverBudget) {
       this.emit("route", key, route, prev);
     }
   }

@@ -19,7 +19,18 @@ export interface Route extends TenantDbKey {
   backendDatabase: string;
   epoch: number;
   status: string;
+  /** `session` (a server connection per client) or `transaction` (lent per transaction). */
+  poolMode: PoolMode;
+  /** Transaction mode: server connections per proxy for this tenant database. */
+  poolSize: number;
+  /** Connections each proxy may open to the server, over all its tenant databases; undefined: no limit. */
+  serverBudget: number | undefined;
 }
+
+export const POOL_MODES = ["session", "transaction"] as const;
+export type PoolMode = (typeof POOL_MODES)[number];
+/** What a route without pool settings gets (a catalog written before they existed). */
+export const DEFAULT_POOL = { mode: "session" as PoolMode, size: 20 };
 
 /** Where a route points; what a switch changes. */
 export type RouteTarget = Pick<Route, "server" | "host" | "port" | "backendDatabase">;
@@ -38,7 +49,7 @@ export function parseClientDatabaseName(name: string): TenantDbKey | undefined {
 
 export const keyString = (k: TenantDbKey) => clientDatabaseName(k);
 
-const COLUMNS = `tenant, database, engine, role, scram_verifier, server, host, port, backend_database, epoch, status`;
+const COLUMNS = `tenant, database, engine, role, scram_verifier, server, host, port, backend_database, epoch, status, pool_mode, pool_size, server_budget`;
 
 function rowToRoute(r: Record<string, unknown>): Route {
   return {
@@ -53,6 +64,9 @@ function rowToRoute(r: Record<string, unknown>): Route {
     backendDatabase: r.backend_database as string,
     epoch: Number(r.epoch),
     status: r.status as string,
+    poolMode: (r.pool_mode as PoolMode | undefined) ?? DEFAULT_POOL.mode,
+    poolSize: r.pool_size == null ? DEFAULT_POOL.size : Number(r.pool_size),
+    serverBudget: r.server_budget == null ? undefined : Number(r.server_budget),
   };
 }
 
@@ -66,17 +80,34 @@ export async function loadRoute(c: ClientBase, k: TenantDbKey): Promise<Route | 
 }
 
 /** Create or update a tenant database's route (not a cutover: the epoch is kept). */
-export async function upsertRoute(c: ClientBase, r: Omit<Route, "epoch" | "status"> & { status?: string }): Promise<Route> {
+export async function upsertRoute(
+  c: ClientBase,
+  r: Omit<Route, "epoch" | "status" | "poolMode" | "poolSize" | "serverBudget"> & Partial<Pick<Route, "poolMode" | "poolSize" | "serverBudget">> & { status?: string },
+): Promise<Route> {
   const res = await c.query(
-    `insert into tenantfleet.tenant_databases (tenant, database, engine, role, scram_verifier, server, host, port, backend_database, status)
-     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10, 'ready'))
+    `insert into tenantfleet.tenant_databases (tenant, database, engine, role, scram_verifier, server, host, port, backend_database, status, pool_mode, pool_size, server_budget)
+     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10, 'ready'), coalesce($11, 'session'), coalesce($12, 20), $13)
      on conflict (tenant, database) do update set engine = excluded.engine, role = excluded.role,
        scram_verifier = excluded.scram_verifier, server = excluded.server, host = excluded.host, port = excluded.port,
-       backend_database = excluded.backend_database, status = coalesce($10, tenant_databases.status), updated_at = now()
+       backend_database = excluded.backend_database, status = coalesce($10, tenant_databases.status),
+       pool_mode = coalesce($11, tenant_databases.pool_mode), pool_size = coalesce($12, tenant_databases.pool_size),
+       server_budget = case when $14 then $13 else tenant_databases.server_budget end, updated_at = now()
      returning ${COLUMNS}`,
-    [r.tenant, r.database, r.engine, r.role, r.scramVerifier, r.server, r.host, r.port, r.backendDatabase, r.status ?? null],
+    [
+      r.tenant, r.database, r.engine, r.role, r.scramVerifier, r.server, r.host, r.port, r.backendDatabase, r.status ?? null,
+      r.poolMode ?? null, r.poolSize ?? null, r.serverBudget ?? null, "serverBudget" in r,
+    ],
   );
   return rowToRoute(res.rows[0]);
+}
+
+/** Change a route's pool settings only (never where it points: that is commitRoute's). */
+export async function setRoutePool(c: ClientBase, k: TenantDbKey, p: Pick<Route, "poolMode" | "poolSize" | "serverBudget">): Promise<void> {
+  await c.query(
+    `update tenantfleet.tenant_databases set pool_mode = $3, pool_size = $4, server_budget = $5, updated_at = now()
+     where tenant = $1 and database = $2 and (pool_mode, pool_size, server_budget) is distinct from ($3, $4, $5)`,
+    [k.tenant, k.database, p.poolMode, p.poolSize, p.serverBudget ?? null],
+  );
 }
 
 export async function deleteRoute(c: ClientBase, k: TenantDbKey): Promise<void> {

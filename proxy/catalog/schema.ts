@@ -149,6 +149,20 @@ create table tenantfleet.migrations (
 create index migrations_by_tenant_database on tenantfleet.migrations (tenant, database, migration_id desc);
 `,
   },
+  {
+    version: 4,
+    name: "pool mode and size per tenant database, the server's connection budget per proxy",
+    sql: `
+-- session: a server connection per client session (every feature); transaction: lent per
+-- transaction from a pool of pool_size per proxy (DESIGN.md, "Connections and pooling").
+alter table tenantfleet.tenant_databases
+  add column pool_mode text not null default 'session' check (pool_mode in ('session', 'transaction')),
+  add column pool_size integer not null default 20 check (pool_size > 0),
+  -- Connections each proxy may open to the route's server over all its tenant databases (its
+  -- share of max_connections less the reserve); null: no limit known.
+  add column server_budget integer check (server_budget > 0);
+`,
+  },
 ];
 
 export const CATALOG_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

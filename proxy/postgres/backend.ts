@@ -38,6 +38,20 @@ export class BackendError extends Error {
 
 /** What forwarding mode reports to the session: ReadyForQuery and ParameterStatus. */
 const FORWARD_WANTS = typeSet([BE.ReadyForQuery, BE.ParameterStatus, BE.NotificationResponse]);
+/** A pooled connection also follows ParseComplete and CloseComplete (see `owed`). */
+const POOLED_WANTS = typeSet([BE.ReadyForQuery, BE.ParameterStatus, BE.NotificationResponse, BE.ParseComplete, BE.CloseComplete]);
+
+/**
+ * An answer the server owes a pooled connection, in the order the messages went out. `swallow`
+ * marks the answers to messages the proxy added itself (a Parse of a statement this connection has
+ * not seen, a Close to make room): the client never asked, so it must not see them.
+ */
+export interface Owed {
+  kind: "parse" | "close" | "sync";
+  swallow: boolean;
+  /** The server-side statement a Parse creates (forgotten if the Parse fails). */
+  statement?: string;
+}
 
 export interface QueryResult {
   rows: (string | null)[][];
@@ -62,6 +76,18 @@ export class Backend {
   onClose: (err?: Error) => void = () => undefined;
   private closed = false;
 
+  // ---- pooled (transaction mode) bookkeeping; unused in session mode
+  /** Named statements this server connection holds, least recently used first. */
+  readonly statements = new Map<string, true>();
+  /** Answers owed for what was sent (Parse, Close, Sync/Query), oldest first. */
+  readonly owed: Owed[] = [];
+  private swallowsOwed = 0;
+  /** The start of a 5-byte ParseComplete/CloseComplete split across chunks, held back in case it is swallowed. */
+  private carry: Buffer | undefined;
+  /** Settings applied for the client it is lent to (startup parameters), to skip re-applying the same ones. */
+  readonly applied = new Map<string, string>();
+  private pooled = false;
+
   private constructor(
     readonly socket: net.Socket,
     readonly target: BackendTarget,
@@ -85,6 +111,7 @@ export class Backend {
     // very session get the pid the client knows (the proxy's BackendKeyData), patched in place,
     // as clients compare the two to skip their own notifications. The session hears of frames only
     // after the client has the bytes: what it does then (park, close at shutdown) comes after them.
+    if (this.pooled) return this.pooledData(chunk);
     const seen = this.seen;
     try {
       this.scanner.scan(chunk, (type, body) => {
@@ -106,6 +133,101 @@ export class Backend {
     this.onData(chunk);
     for (let i = 0; i < seen.length; i += 2) this.onFrame(seen[i] as number, seen[i + 1] as Buffer);
     seen.length = 0;
+  }
+
+  /**
+   * A pooled connection's bytes: as forwarding, minus the answers to the proxy's own messages.
+   * Those are 5-byte frames; the chunk is cut around them (a frame split across chunks has its
+   * start held back until it is known whether it is the client's).
+   */
+  private pooledData(chunk: Buffer): void {
+    const seen = this.seen;
+    const cuts: number[] = [];
+    try {
+      this.scanner.scan(chunk, (type, body, end) => {
+        switch (type) {
+          case BE.ParseComplete:
+          case BE.CloseComplete: {
+            const o = this.owed.shift();
+            if (o?.swallow) {
+              this.swallowsOwed--;
+              cuts.push(end - 5, end);
+            }
+            return;
+          }
+          case BE.ReadyForQuery:
+            this.txStatus = body[0]!;
+            this.settle();
+            break;
+          case BE.ParameterStatus: {
+            const p = parseParameterStatus(body);
+            this.parameters.set(p.name, p.value);
+            break;
+          }
+          case BE.NotificationResponse:
+            if (this.clientPid && body.buffer === chunk.buffer && body.readInt32BE(0) === this.pid) body.writeInt32BE(this.clientPid, 0);
+            return;
+        }
+        seen.push(type, body);
+      });
+    } catch (e) {
+      seen.length = 0;
+      this.fail(e as Error);
+      return;
+    }
+    let prefix = this.carry;
+    this.carry = undefined;
+    if (cuts.length === 0 && !prefix && this.swallowsOwed === 0) this.onData(chunk);
+    else {
+      let from = 0;
+      for (let i = 0; i < cuts.length; i += 2) {
+        const start = cuts[i]!;
+        if (start < 0) prefix = undefined; // the swallowed frame began in the held-back bytes
+        else {
+          if (prefix) this.onData(prefix);
+          prefix = undefined;
+          if (start > from) this.onData(chunk.subarray(from, start));
+        }
+        from = cuts[i + 1]!;
+      }
+      let to = chunk.length;
+      const t = this.scanner.partialHeaderType;
+      if (this.swallowsOwed > 0 && (t === BE.ParseComplete || t === BE.CloseComplete)) {
+        to = chunk.length - this.scanner.partialHeaderLength;
+        if (to < from) {
+          // Every byte of this chunk is part of that header: hold them all.
+          this.carry = Buffer.concat([prefix ?? Buffer.alloc(0), chunk.subarray(from)]);
+          prefix = undefined;
+          to = from;
+        } else this.carry = Buffer.from(chunk.subarray(to));
+      }
+      if (prefix) this.onData(prefix);
+      if (to > from) this.onData(chunk.subarray(from, to));
+    }
+    for (let i = 0; i < seen.length; i += 2) this.onFrame(seen[i] as number, seen[i + 1] as Buffer);
+    seen.length = 0;
+  }
+
+  /** A ReadyForQuery: what the server still owed before its Sync was skipped after an error. */
+  private settle(): void {
+    while (this.owed.length > 0) {
+      const o = this.owed.shift()!;
+      if (o.kind === "sync") return;
+      if (o.swallow) this.swallowsOwed--;
+      if (o.kind === "parse" && o.statement) this.statements.delete(o.statement);
+    }
+  }
+
+  /** Pooled mode: note an answer the server will owe for a message about to be sent. */
+  owe(o: Owed): void {
+    this.owed.push(o);
+    if (o.swallow) this.swallowsOwed++;
+  }
+
+  /** Pooled mode from now on (a connection of a PgPool); only at a message boundary. */
+  setPooled(): void {
+    this.pooled = true;
+    this.scanner.setWants(POOLED_WANTS);
   }
 
   /** Frames seen in the chunk being handled, as (type, body) pairs; reused. */
@@ -141,7 +263,7 @@ export class Backend {
 
   /** Switch the scanner to forwarding mode (only the frames the session tracks). */
   forward(): void {
-    this.scanner.setWants(FORWARD_WANTS);
+    this.scanner.setWants(this.pooled ? POOLED_WANTS : FORWARD_WANTS);
   }
 
   /**
@@ -158,7 +280,7 @@ export class Backend {
       });
     } finally {
       this.waiter = undefined;
-      this.scanner.setWants(FORWARD_WANTS);
+      this.forward();
     }
   }
 

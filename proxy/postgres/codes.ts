@@ -80,6 +80,7 @@ export const SQLSTATE = {
   ProtocolViolation: "08P01",
   ConnectionFailure: "08006",
   CannotConnectNow: "57P03",
+  TooManyConnections: "53300",
   AdminShutdown: "57P01",
   QueryCanceled: "57014",
   FeatureNotSupported: "0A000",

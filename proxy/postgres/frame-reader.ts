@@ -24,7 +24,8 @@ export function typeSet(types: Iterable<number>): Uint8Array {
 
 export const ALL_TYPES = typeSet(Array.from({ length: 256 }, (_, i) => i));
 
-export type FrameHandler = (type: number, body: Buffer) => void;
+/** `end`: the offset in the chunk just past this message (it may have begun in an earlier chunk). */
+export type FrameHandler = (type: number, body: Buffer, end: number) => void;
 
 export class FrameScanner {
   private readonly header = Buffer.alloc(5);
@@ -51,6 +52,16 @@ export class FrameScanner {
     return this.headerLen === 0 && !this.inBody;
   }
 
+  /** The type of a message whose 5-byte header is only partly received, else -1. */
+  get partialHeaderType(): number {
+    return this.headerLen > 0 ? this.header[0]! : -1;
+  }
+
+  /** How many bytes of that header were received (0 when none). */
+  get partialHeaderLength(): number {
+    return this.headerLen;
+  }
+
   scan(chunk: Buffer, onFrame: FrameHandler): void {
     const n = chunk.length;
     let i = 0;
@@ -65,7 +76,7 @@ export class FrameScanner {
           if (this.keep) {
             const body = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts);
             this.parts = [];
-            onFrame(this.type, body);
+            onFrame(this.type, body, i);
           }
         }
         continue;
@@ -92,7 +103,7 @@ export class FrameScanner {
       this.keep = this.wants[this.type] === 1;
       if (n - i >= bodyLen) {
         // Whole body in this chunk: a view, no copy.
-        if (this.keep) onFrame(this.type, bodyLen === 0 ? EMPTY : chunk.subarray(i, i + bodyLen));
+        if (this.keep) onFrame(this.type, bodyLen === 0 ? EMPTY : chunk.subarray(i, i + bodyLen), i + bodyLen);
         i += bodyLen;
         continue;
       }

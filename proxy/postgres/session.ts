@@ -25,7 +25,9 @@ import { ALL_TYPES, FrameScanner, ProtocolError, StartupReader, typeSet } from "
 import { decoyVerifier, MECHANISM, parseVerifier, ScramError, ScramServer } from "./scram";
 import { parseClose, parseStartupPacket, parseStatementName, readCString } from "./startup";
 import * as w from "./writer";
-import { snapshotSession, restoreSession, type SessionSnapshot } from "./session-state";
+import { ident, literal, snapshotSession, restoreSession, type SessionSnapshot } from "./session-state";
+import { PoolTimeoutError, type PgPool, type ServerBudget } from "./pool";
+import { ClientStatements } from "./statements";
 
 export const STEPS = ["startup", "authenticating", "waiting_route", "connecting", "forwarding", "draining", "parked", "switching", "closed"] as const;
 export type Step = (typeof STEPS)[number];
@@ -44,7 +46,17 @@ export interface SessionHost {
   connectTimeoutMs: number;
   /** How long a client may take to log in (default 60 s, as PostgreSQL). */
   loginTimeoutMs?: number;
+  /** The `transaction`-mode pool of a tenant database's committed route (one per route epoch). */
+  pool(key: string, route: Route): PgPool;
 }
+
+/**
+ * Statements that leave state in the server session, which a pooled connection would carry to the
+ * next client: a session that runs one is pinned to its connection (proxy/README.md, "Pool modes").
+ * SET LOCAL, SET TRANSACTION and SET CONSTRAINTS end with the transaction and are fine.
+ */
+const SESSION_STATE =
+  /(?:^|;)\s*(?:set\s+(?!local\b|transaction\b|constraints\b)|reset\b|discard\b|listen\b|prepare\b|load\b|declare\b[^;]*\bwith\s+hold\b|create\s+(?:global\s+|local\s+)?temp(?:orary)?\b)|\bpg_(?:try_)?advisory_lock(?:_shared)?\s*\(/i;
 
 /** Client message types the session looks at; CopyData and the rest pass by count only. */
 const CLIENT_WANTS = typeSet([FE.Query, FE.Sync, FE.Parse, FE.Bind, FE.Describe, FE.Execute, FE.Close, FE.Flush, FE.FunctionCall, FE.Terminate]);
@@ -99,6 +111,18 @@ export class PgSession implements DrainMember {
   private checking = false;
   snapshot: SessionSnapshot | undefined;
 
+  // Transaction pool mode.
+  /** The tenant database pools connections per transaction (`transaction` mode). */
+  private pooled = false;
+  /** The pool the lent connection came from. */
+  private lender: PgPool | undefined;
+  private acquiring = false;
+  /** Why this session keeps its connection for good (session state on the server), when it does. */
+  pinned: string | undefined;
+  /** A pinned connection's server budget (it counts there until it closes). */
+  private pinnedBudget: ServerBudget | undefined;
+  private readonly statements = new ClientStatements();
+
   constructor(
     socket: net.Socket,
     private readonly host: SessionHost,
@@ -144,11 +168,11 @@ export class PgSession implements DrainMember {
 
   /** Idle: nothing in flight, no open transaction, at a message boundary in both directions. */
   private get idle(): boolean {
+    if (!this.backend) return this.pooled && this.pending === 0 && !this.unsynced && this.clientScanner.atBoundary;
     return (
       this.pending === 0 &&
       !this.unsynced &&
       this.clientScanner.atBoundary &&
-      !!this.backend &&
       this.backend.txStatus === TX.Idle &&
       this.backend.scanner.atBoundary
     );
@@ -206,6 +230,7 @@ export class PgSession implements DrainMember {
   }
 
   private routeIsStale(): boolean {
+    if (this.pooled && !this.backend) return false; // between transactions: the next one borrows from the committed route's pool
     const r = this.host.route(this.tenant, this.database);
     return !!r && r.epoch !== this.backendEpoch;
   }
@@ -218,8 +243,15 @@ export class PgSession implements DrainMember {
       return;
     }
     this.step = "parked";
+    if (!this.backend) {
+      // Pooled, between transactions: nothing on a server to inspect or move.
+      this.unmovable = false;
+      if (!this.pauseRequested) void this.leavePark();
+      else this.drainRef?.check();
+      return;
+    }
     this.checking = true;
-    const backend = this.backend!;
+    const backend = this.backend;
     snapshotSession(backend)
       .then((snap) => {
         this.snapshot = snap;
@@ -300,6 +332,13 @@ export class PgSession implements DrainMember {
       const warm = !!next && !next.isClosed;
       if (!warm) next = await this.connectWithState(route);
       const b = next!;
+      if (this.pooled) {
+        // A pinned session of a pooled database: its statements are the proxy's shared names,
+        // prepared on demand on the new connection as on any lent one.
+        b.setPooled();
+        this.pinnedBudget?.give();
+        this.pinnedBudget = this.host.pool(this.key, route).budgetForPinned();
+      }
       // Tell the client about server parameters that differ on the new server.
       for (const [name, value] of b.parameters) {
         if (old.parameters.get(name) !== value) this.writeClient(w.parameterStatus(name, value));
@@ -369,6 +408,7 @@ export class PgSession implements DrainMember {
       if (this.step !== "draining") return;
       this.held.pop();
     }
+    if (this.pooled) return this.forwardPooled(chunk);
     const stats = this.stats!;
     stats.bytesIn += chunk.length;
     const backend = this.backend!;
@@ -520,7 +560,9 @@ export class PgSession implements DrainMember {
   private async connectWithState(route: Route, opts: { strict?: boolean } = {}): Promise<Backend> {
     const b = await this.openBackend(route);
     try {
-      const result = await restoreSession(b, this.snapshot, this.prepared, this.unnamedParse);
+      const result = this.pooled
+        ? await restoreSession(b, this.snapshot && { ...this.snapshot, protocolPrepared: [] }, new Map(), undefined)
+        : await restoreSession(b, this.snapshot, this.prepared, this.unnamedParse);
       // A connection opened ahead of the switch must carry everything: the target may not hold the
       // data yet (a copy still running), and the switch will connect again once it does.
       if (opts.strict && result.failures.length) throw new Error(`session state did not restore: ${result.failures.join("; ")}`);
@@ -537,6 +579,7 @@ export class PgSession implements DrainMember {
    * there now, state included, so the switch itself only swaps connections.
    */
   private prepareNext(): void {
+    if (this.pooled && !this.backend) return; // between transactions: the new route's pool opens connections when needed
     const t = this.drainRef?.target;
     const route = this.host.route(this.tenant, this.database);
     if (!t || !route || !this.clientKey || this.unmovable || this.step !== "parked" || this.checking) return;
@@ -577,6 +620,7 @@ export class PgSession implements DrainMember {
     b.onFrame = (type) => {
       if (type === BE.ReadyForQuery) {
         if (this.pending > 0) this.pending--;
+        if (this.pooled && !this.pinned && this.idle) this.giveBack(true);
         if (this.shuttingDown) return this.closeIfShuttingDown();
         if (this.step === "draining") this.tryPark();
         else if (this.step === "forwarding" && this.pending === 0 && this.routeIsStale()) this.routeChanged();
@@ -601,6 +645,7 @@ export class PgSession implements DrainMember {
     const route = this.host.route(this.tenant, this.database);
     if (!route) return this.fatal(SQLSTATE.InvalidCatalogName, `database "${this.key}" does not exist`);
     this.step = "connecting";
+    if (route.poolMode === "transaction") return this.connectPooled(route);
     let backend: Backend;
     try {
       backend = await this.openBackend(route);
@@ -627,6 +672,209 @@ export class PgSession implements DrainMember {
     this.releaseHeld();
   }
 
+  // ---------------------------------------------------------------- transaction pool mode
+
+  /**
+   * Logged in to a `transaction`-mode tenant database: no server connection of its own. The client
+   * gets the server's parameters (learned by the pool's first connection) with its own startup
+   * values on top, and a ReadyForQuery; each transaction then borrows a connection.
+   */
+  private async connectPooled(route: Route): Promise<void> {
+    this.pooled = true;
+    this.clientScanner.setWants(ALL_TYPES);
+    const pool = this.host.pool(this.key, route);
+    pool.offerKey(this.clientKey!);
+    if (!pool.parameters) {
+      try {
+        pool.release(await pool.acquire(), true);
+      } catch (e) {
+        return this.poolFailure(e as Error, route);
+      }
+    }
+    if ((this.step as Step) === "closed") return;
+    const key = this.host.register(this);
+    this.pid = key.pid;
+    this.secret = key.secret;
+    this.backendEpoch = route.epoch;
+    this.stats!.connections++;
+    this.stats!.active++;
+    const params = new Map(pool.parameters);
+    const reported = new Map([...params.keys()].map((k) => [k.toLowerCase(), k]));
+    for (const [k, v] of Object.entries(this.clientSettings())) {
+      const name = reported.get(k.toLowerCase());
+      if (name) params.set(name, v);
+    }
+    const out: Buffer[] = [];
+    for (const [k, v] of params) out.push(w.parameterStatus(k, v));
+    out.push(w.backendKeyData(this.pid, this.secret), w.readyForQuery(TX.Idle));
+    this.writeClient(Buffer.concat(out));
+    this.step = this.pauseRequested ? "draining" : "forwarding";
+    this.tryPark();
+    this.releaseHeld();
+  }
+
+  /** The settings a client asked for at startup (its parameters, and `-c name=value` in `options`). */
+  private clientSettings(): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const [k, v] of Object.entries(this.startupParams)) {
+      if (k === "options") Object.assign(out, parseOptions(v));
+      else out[k] = v;
+    }
+    return out;
+  }
+
+  /** Client bytes in pooled mode: borrow a connection first; then map statement names. */
+  private forwardPooled(chunk: Buffer): void {
+    if (!this.backend) {
+      this.hold(chunk);
+      this.lend();
+      return;
+    }
+    const stats = this.stats!;
+    stats.bytesIn += chunk.length;
+    const backend = this.backend;
+    const out: Buffer[] = [];
+    let terminate = false;
+    this.clientScanner.scan(chunk, (type, body) => {
+      if (terminate) return;
+      if (type === FE.Terminate) {
+        terminate = true;
+        return;
+      }
+      if (type === FE.Sync || type === FE.Query || type === FE.FunctionCall) {
+        this.pending++;
+        stats.queries++;
+        if (type === FE.Sync) this.unsynced = false;
+      } else if (EXTENDED[type]) this.unsynced = true;
+      if (!this.pinned && (type === FE.Query || type === FE.Parse)) {
+        const sql = type === FE.Query ? readCString(body, 0).value : readCString(body, readCString(body, 0).next).value;
+        const m = SESSION_STATE.exec(sql);
+        if (m) this.pin(`ran "${m[0].replace(/^[;\s]+/, "").slice(0, 40)}"`);
+      }
+      this.statements.rewrite(backend, type, body, out);
+    });
+    if (out.length > 0 && !backend.write(out.length === 1 ? out[0]! : Buffer.concat(out))) {
+      this.socket.pause();
+      backend.socket.once("drain", () => this.socket.resume());
+    }
+    if (terminate) this.close("client terminated");
+  }
+
+  /** Borrow a connection from the committed route's pool, apply this client's settings, send what was held. */
+  private lend(): void {
+    if (this.acquiring || this.backend) return;
+    const route = this.host.route(this.tenant, this.database);
+    if (!route) return this.fatal(SQLSTATE.InvalidCatalogName, `database "${this.key}" does not exist`);
+    const pool = this.host.pool(this.key, route);
+    pool.offerKey(this.clientKey!); // a pool made after a move has not seen a login yet
+    // Fast path, no promise: an idle connection that already carries this client's settings.
+    const idle = pool.tryAcquire();
+    if (idle && this.settingsApplied(idle)) return this.lent(pool, idle, route);
+    this.acquiring = true;
+    (idle ? Promise.resolve(idle) : pool.acquire())
+      .then(async (b) => {
+        if (this.step === "closed" || this.step === "parked" || this.step === "switching") {
+          // Closed, or a pause came while waiting: the held messages wait for the resume.
+          this.acquiring = false;
+          pool.release(b, true);
+          return;
+        }
+        b.onAsync = (type, body) => this.writeClient(w.message(type, body));
+        try {
+          await this.applySettings(b);
+        } catch (e) {
+          this.acquiring = false;
+          pool.release(b, false);
+          const f = (e as BackendError).fields;
+          return this.fatal(f?.C ?? SQLSTATE.InternalError, f?.M ?? (e as Error).message);
+        }
+        this.acquiring = false;
+        if ((this.step as Step) === "closed") return pool.release(b, true);
+        this.lent(pool, b, route);
+      })
+      .catch((e: Error) => {
+        this.acquiring = false;
+        if (this.step === "closed") return;
+        if (/pool was replaced/.test(e.message)) return this.lend(); // the route moved while waiting
+        this.poolFailure(e, route);
+      });
+  }
+
+  /** A borrowed connection is this session's until its transaction ends: send what was held. */
+  private lent(pool: PgPool, b: Backend, route: Route): void {
+    b.onAsync = (type, body) => this.writeClient(w.message(type, body));
+    this.lender = pool;
+    b.clientPid = this.pid;
+    this.adoptBackend(b, { ...route, epoch: pool.epoch });
+    this.releaseHeld();
+  }
+
+  /** This client's settings, computed once. */
+  private get settings(): Record<string, string> {
+    return (this.settingsCache ??= this.clientSettings());
+  }
+  private settingsCache: Record<string, string> | undefined;
+
+  private settingsApplied(b: Backend): boolean {
+    const want = this.settings;
+    let n = 0;
+    for (const k in want) {
+      if (b.applied.get(k) !== want[k]) return false;
+      n++;
+    }
+    return n === b.applied.size;
+  }
+
+  private poolFailure(e: Error, route: Route): void {
+    if (e instanceof PoolTimeoutError) {
+      this.host.stats(this.key).poolTimeouts++;
+      this.log.warn({ pool: e.pool }, "client waited too long for a pooled server connection");
+      return this.fatal(SQLSTATE.TooManyConnections, e.message, `Raise the pool size of ${this.key} in the stack config, or shorten its transactions.`);
+    }
+    const f = (e as BackendError).fields;
+    this.log.error({ err: e.message, server: route.server }, "could not connect to the tenant database's server");
+    if (f?.C) return this.fatal(f.C, f.M ?? "server refused the connection");
+    this.fatal(SQLSTATE.CannotConnectNow, `the server of ${this.key} is not reachable: ${e.message}`);
+  }
+
+  /** The client's startup settings on a borrowed connection; what another client set is reset. */
+  private async applySettings(b: Backend): Promise<void> {
+    const want = this.settings;
+    const sql: string[] = [];
+    for (const [k, v] of Object.entries(want)) if (b.applied.get(k) !== v) sql.push(`select pg_catalog.set_config(${literal(k)}, ${literal(v)}, false)`);
+    for (const k of b.applied.keys()) if (!(k in want)) sql.push(`reset ${ident(k)}`);
+    if (sql.length === 0) return;
+    const errors = await b.pipeline(sql.map((q) => w.query(q)));
+    b.applied.clear();
+    if (errors.length > 0) throw new BackendError(errors[0]!.M ?? "a startup parameter was refused", errors[0]);
+    for (const [k, v] of Object.entries(want)) b.applied.set(k, v);
+  }
+
+  /** Return the lent connection (after a ReadyForQuery with nothing open). */
+  private giveBack(reusable: boolean): void {
+    const b = this.backend;
+    const pool = this.lender;
+    if (!b || !pool) return;
+    this.backend = undefined;
+    this.lender = undefined;
+    b.onData = () => undefined;
+    b.onFrame = () => undefined;
+    b.onAsync = () => undefined;
+    b.onClose = () => undefined;
+    b.clientPid = 0;
+    pool.release(b, reusable);
+  }
+
+  /** Keep the lent connection for the rest of the session: it holds state the next client must not see. */
+  private pin(reason: string): void {
+    if (this.pinned || !this.lender) return;
+    this.pinned = reason;
+    this.pinnedBudget = this.lender.detach();
+    this.lender = undefined;
+    this.host.stats(this.key).pinned++;
+    this.log.info({ reason }, "session pinned to its server connection (session state in transaction pool mode)");
+  }
+
   // ---------------------------------------------------------------- closing
 
   fatal(code: string, message: string, hint?: string): void {
@@ -645,7 +893,10 @@ export class PgSession implements DrainMember {
     clearTimeout(this.loginTimer);
     this.held = [];
     this.dropNext();
-    this.backend?.close();
+    if (this.pooled && this.backend && !this.pinned) this.giveBack(this.idle);
+    else this.backend?.close();
+    this.pinnedBudget?.give();
+    this.pinnedBudget = undefined;
     if (!this.socket.destroyed) this.socket.end();
     if (this.drainRef) this.drainRef.leave(this);
     if (wasConnected) {
@@ -657,6 +908,31 @@ export class PgSession implements DrainMember {
 }
 
 const targetKey = (t: { host: string; port: number; backendDatabase: string }) => `${t.host}:${t.port}/${t.backendDatabase}`;
+
+/** `-c name=value` (or `--name=value`) pairs of a startup `options` string; backslash escapes a space. */
+export function parseOptions(options: string): Record<string, string> {
+  const words: string[] = [];
+  let cur = "";
+  for (let i = 0; i < options.length; i++) {
+    const c = options[i]!;
+    if (c === "\\" && i + 1 < options.length) cur += options[++i];
+    else if (/\s/.test(c)) {
+      if (cur) words.push(cur);
+      cur = "";
+    } else cur += c;
+  }
+  if (cur) words.push(cur);
+  const out: Record<string, string> = {};
+  for (let i = 0; i < words.length; i++) {
+    let kv: string | undefined;
+    if (words[i] === "-c") kv = words[++i];
+    else if (words[i]!.startsWith("-c")) kv = words[i]!.slice(2);
+    else if (words[i]!.startsWith("--")) kv = words[i]!.slice(2);
+    const eq = kv?.indexOf("=") ?? -1;
+    if (kv && eq > 0) out[kv.slice(0, eq).replace(/-/g, "_")] = kv.slice(eq + 1);
+  }
+  return out;
+}
 
 function summary(s: SessionSnapshot | undefined) {
   return s && { temporaryTables: s.temporaryTables, advisoryLocks: s.advisoryLocks, holdableCursors: s.holdableCursors };

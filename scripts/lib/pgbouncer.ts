@@ -28,6 +28,8 @@ export interface PgbouncerDatabase {
   port: number;
   /** Database on the server (defaults to `name`). */
   dbname?: string;
+  /** This database's pool size (else default_pool_size). */
+  poolSize?: number;
 }
 
 export interface PgbouncerConfig {
@@ -65,7 +67,7 @@ function iniName(s: string): string {
 export function renderPgbouncerIni(c: PgbouncerConfig): string {
   const lines = ["[databases]"];
   for (const d of c.databases) {
-    lines.push(`${iniName(d.name)} = host=${connValue(d.host)} port=${d.port} dbname=${connValue(d.dbname ?? d.name)}`);
+    lines.push(`${iniName(d.name)} = host=${connValue(d.host)} port=${d.port} dbname=${connValue(d.dbname ?? d.name)}${d.poolSize ? ` pool_size=${d.poolSize}` : ""}`);
   }
   lines.push(
     "",

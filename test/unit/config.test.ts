@@ -188,3 +188,47 @@ describe("validateFleetConfig: tenantfleet:aws / tenantfleet:gcp", () => {
     expect(problemsOf({ ...valid(), gcp: { project: "x" } })).toEqual([{ path: "gcp", message: 'tenantfleet:gcp is set but the platform is "local"' }]);
   });
 });
+
+describe("pool settings and the servers' connection budgets", () => {
+  const shared = (n: number, pool?: unknown): RawFleetConfig => ({
+    regions: ["eu-west"],
+    tenants: Object.fromEntries(
+      Array.from({ length: n }, (_, i) => [`t${i}`, { databases: { app: { engine: "postgres", isolation: "shared", region: "eu-west", ...(pool === undefined ? {} : { pool }) } } }]),
+    ),
+  });
+
+  it("no pool: session mode as before (nothing added to the spec); a pool with defaults fills them in", () => {
+    const plain = validateFleetConfig(shared(1));
+    expect(plain.ok && plain.spec.databases[0]).toEqual({ tenant: "t0", database: "app", engine: "postgres", isolation: "shared", region: "eu-west" });
+    const pooled = validateFleetConfig(shared(1, { mode: "transaction" }));
+    expect(pooled.ok && pooled.spec.databases[0]!.pool).toEqual({ mode: "transaction", size: 5 });
+    const session = validateFleetConfig(shared(1, {}));
+    expect(session.ok && session.spec.databases[0]!.pool).toEqual({ mode: "session", size: 5 });
+  });
+
+  it("refuses bad pool values, unknown fields and a pool on an engine the proxy does not pool, naming the field", () => {
+    expect(problemsOf(shared(1, { mode: "statement" }))[0]).toEqual({ path: "tenants.t0.databases.app.pool.mode", message: 'tenant "t0", database "app": pool.mode must be one of "session", "transaction", got "statement"' });
+    expect(problemsOf(shared(1, { mode: "transaction", size: 0 }))[0]!.path).toBe("tenants.t0.databases.app.pool.size");
+    expect(problemsOf(shared(1, { mode: "transaction", size: 2.5 }))[0]!.message).toMatch(/pool.size must be a whole number from 1 to 1000/);
+    expect(problemsOf(shared(1, { mode: "transaction", max: 3 }))[0]!.path).toBe("tenants.t0.databases.app.pool.max");
+    expect(problemsOf(shared(1, "transaction"))[0]!.message).toMatch(/pool must be a map \{ mode, size \}/);
+    const redis = valid();
+    (redis.tenants as Record<string, { databases: Record<string, Record<string, unknown>> }>).acme!.databases.cache!.pool = { mode: "transaction" };
+    expect(problemsOf(redis)[0]!.message).toMatch(/pool applies to postgres tenant databases/);
+  });
+
+  it("refuses a server whose transaction pools would not fit its budget, naming the server and every database on it", () => {
+    // local shared server: max_connections 100, budget 90; 2 proxies.
+    expect(validateFleetConfig(shared(9, { mode: "transaction", size: 5 })).ok).toBe(true); // 9 × 5 × 2 = 90
+    const over = problemsOf(shared(10, { mode: "transaction", size: 5 })); // 100 > 90
+    expect(over).toHaveLength(1);
+    expect(over[0]!.message).toBe(
+      "server shared-postgres-eu-west is oversubscribed: the transaction pools of " +
+        Array.from({ length: 10 }, (_, i) => `t${i}/app (5)`).join(", ") +
+        " need 100 connections with 2 proxies, more than its budget of 90 (max_connections 100 less 10 kept for admin, replication and migrations). Lower the pool sizes, or move a database to a dedicated server.",
+    );
+    // Session-mode databases keep a connection per client session and are not counted; one proxy halves the need.
+    expect(validateFleetConfig(shared(30, { mode: "session", size: 50 })).ok).toBe(true);
+    expect(validateFleetConfig({ ...shared(10, { mode: "transaction", size: 5 }), proxyReplicas: 1 }).ok).toBe(true);
+  });
+});

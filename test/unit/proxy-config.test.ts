@@ -35,7 +35,17 @@ describe("parseProxyArgs", () => {
       admin: { host: "127.0.0.1", port: 9187 },
       loginTimeoutMs: 60_000,
       shutdownGraceMs: 30_000,
+      poolQueueTimeoutMs: 30_000,
+      poolIdleTimeoutMs: 600_000,
     });
+  });
+
+  it("reads the transaction pool's queue and idle timeouts in seconds and rejects nonsense", () => {
+    const o = parseProxyArgs(["--id", "proxy-1", "--pool-queue-timeout", "0.5", "--pool-idle-timeout", "60"], ENV);
+    expect([o.poolQueueTimeoutMs, o.poolIdleTimeoutMs]).toEqual([500, 60_000]);
+    for (const bad of ["0", "soon", "", "86401"]) {
+      expect(configError(() => parseProxyArgs(["--id", "proxy-1", `--pool-queue-timeout=${bad}`], ENV)).message).toMatch(/--pool-queue-timeout must be a number of seconds/);
+    }
   });
 
   it("reads --shutdown-grace in seconds (0: close at once) and rejects negative, non-numbers and more than a day", () => {

@@ -89,7 +89,7 @@ it("the connection string is a libpq multi-host URI naming every proxy", () => {
 
 describe("TenantDatabase refresh (pulumi refresh after a killed run)", () => {
   const now = new Date("2026-12-02T10:00:00Z");
-  const route = (over: Partial<Route>): Route => ({ tenant: "acme", database: "app", engine: "postgres", role: "app__acme", scramVerifier: "v", server: "shared-postgres-eu-west", host: "127.0.0.1", port: 25432, backendDatabase: "app__acme", epoch: 1, status: "ready", ...over });
+  const route = (over: Partial<Route>): Route => ({ tenant: "acme", database: "app", engine: "postgres", role: "app__acme", scramVerifier: "v", server: "shared-postgres-eu-west", host: "127.0.0.1", port: 25432, backendDatabase: "app__acme", epoch: 1, status: "ready", poolMode: "session", poolSize: 20, serverBudget: undefined, ...over });
 
   it("a route on the recorded server: the state takes the catalog's status and epoch, nothing else moves", () => {
     const o = outputsOf(checked(undefined, inputs()));
@@ -112,5 +112,31 @@ describe("TenantDatabase refresh (pulumi refresh after a killed run)", () => {
     const plan = planTenantDatabase(r, news, now);
     expect(plan.migrate).toBe(false);
     expect(plan.reasons).toEqual(["an interrupted run moved it to dedicated-acme-app-eu-west: the update finishes that move's cleanup and fence"]);
+  });
+});
+
+describe("TenantDatabase pool settings", () => {
+  const now = new Date("2026-12-02T10:00:00Z");
+  const tx = { mode: "transaction" as const, size: 5, serverBudget: 45 };
+
+  it("a state written before pools existed, with no pool in the config: no change (an upgrade moves and rewrites nothing)", () => {
+    const old = outputsOf(checked(undefined, inputs()));
+    expect(planTenantDatabase(old, checked(inputs(), inputs()), now)).toMatchObject({ changes: false, migrate: false, reasons: [] });
+  });
+
+  it("setting, resizing or removing a pool is an in-place update that moves nothing", () => {
+    const old = outputsOf(checked(undefined, inputs()));
+    const set = planTenantDatabase(old, checked(inputs(), inputs({ pool: tx })), now);
+    expect(set).toMatchObject({ changes: true, migrate: false });
+    expect(set.reasons).toEqual(["pool: session (default) → transaction, 5 per proxy (server budget 45 per proxy) (the proxies apply it to new transactions; nothing moves)"]);
+    const pooled = outputsOf(checked(undefined, inputs({ pool: tx })));
+    expect(planTenantDatabase(pooled, checked(inputs(), inputs({ pool: tx })), now).changes).toBe(false);
+    expect(planTenantDatabase(pooled, checked(inputs(), inputs({ pool: { ...tx, size: 8 } })), now).reasons[0]).toMatch(/→ transaction, 8 per proxy/);
+    expect(planTenantDatabase(pooled, checked(inputs(), inputs()), now).reasons[0]).toMatch(/^pool: transaction, 5 per proxy .* → session \(default\)/);
+  });
+
+  it("check refuses a malformed pool", () => {
+    const r = checkTenantDatabase(undefined, inputs({ pool: { mode: "statement", size: 5, serverBudget: 45 } as never }));
+    expect("failures" in r && r.failures[0]!.property).toBe("pool");
   });
 });

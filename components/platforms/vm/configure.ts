@@ -15,7 +15,7 @@
  */
 import type { Engine } from "../../../dynamic-providers/engines";
 import { mysqlSettings, renderMyCnf } from "../../../dynamic-providers/engines/mysql/settings";
-import { postgresSettings, renderPgHba, renderPostgresConf } from "../../../dynamic-providers/engines/postgres/settings";
+import { postgresMaxConnections, postgresSettings, renderPgHba, renderPostgresConf } from "../../../dynamic-providers/engines/postgres/settings";
 import { redisSettings, renderRedisAclForHash, renderRedisConf } from "../../../dynamic-providers/engines/redis/settings";
 
 /** Default port of each engine on a VM. */
@@ -80,7 +80,7 @@ function postgresScript(input: ConfigureInput): string {
       listenAddresses: "*",
       unixSocketDirectories: "/var/run/postgresql",
       sharedBuffers: input.role === "dedicated" ? "1GB" : "512MB",
-      maxConnections: input.role === "dedicated" ? 200 : 400,
+      maxConnections: postgresMaxConnections("vm", input.role === "dedicated" ? "dedicated" : "shared"),
     }),
   );
   // TLS is on, but not yet required: the proxy's and the migration's connections to servers do not

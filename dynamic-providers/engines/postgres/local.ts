@@ -4,7 +4,7 @@ import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import type { LocalEngineRuntime, LocalServerLayout } from "../local-runtime";
 import { chownTree, livePid, logTail, run, startDetached } from "../../local-server/process";
-import { postgresSettings, renderPgHba, renderPostgresConf } from "./settings";
+import { postgresMaxConnections, postgresSettings, renderPgHba, renderPostgresConf } from "./settings";
 
 export async function binDir(): Promise<string> {
   const root = "/usr/lib/postgresql";
@@ -32,7 +32,7 @@ export async function pgBinary(name: string): Promise<string> {
 }
 
 async function writeConfig(l: LocalServerLayout): Promise<void> {
-  const conf = renderPostgresConf(postgresSettings({ port: l.port, listenAddresses: "127.0.0.1" }));
+  const conf = renderPostgresConf(postgresSettings({ port: l.port, listenAddresses: "127.0.0.1", maxConnections: postgresMaxConnections("local", "shared") }));
   await fs.writeFile(path.join(l.dataDir, "tenantfleet.conf"), conf);
   await fs.writeFile(path.join(l.dataDir, "pg_hba.conf"), renderPgHba(["127.0.0.1/32"]));
   const main = path.join(l.dataDir, "postgresql.conf");

@@ -17,6 +17,24 @@ export interface PostgresSettingsInput {
   extra?: Record<string, string | number>;
 }
 
+/**
+ * max_connections of a tenantfleet PostgreSQL server: the one source for the servers (LocalServer,
+ * the VMs' configuration step) and for the connection budget the proxies' pools must fit.
+ */
+export function postgresMaxConnections(host: "local" | "vm", isolation: "shared" | "dedicated"): number {
+  if (host === "local") return 100; // many small servers on one machine
+  return isolation === "dedicated" ? 200 : 400;
+}
+
+/** Connections of every server kept out of the pools: superuser slots, the providers' admin and migration sessions, subscription workers. */
+export const CONNECTION_RESERVE = 10;
+
+/** A server's connection budget (max_connections less the reserve), and each proxy's share of it. */
+export function connectionBudget(maxConnections: number, proxies: number): { server: number; perProxy: number } {
+  const server = Math.max(0, maxConnections - CONNECTION_RESERVE);
+  return { server, perProxy: Math.max(1, Math.floor(server / Math.max(1, proxies))) };
+}
+
 export function postgresSettings(input: PostgresSettingsInput): Record<string, string | number> {
   return {
     listen_addresses: input.listenAddresses,

@@ -1,0 +1,349 @@
+/**
+ * Server connections for `transaction` pool mode (DESIGN.md, "Connections and pooling").
+ *
+ * A `PgPool` holds the server connections of one tenant database on one server (one route
+ * target): at most `size` of them, lent to one client at a time for a transaction (or, outside
+ * one, up to the ReadyForQuery of a Sync or simple query) and then returned. Clients wait in a FIFO
+ * queue when all are lent; a wait longer than the queue timeout fails with an ErrorResponse.
+ *
+ * A `ServerBudget` caps the connections this proxy opens to one server, over all the tenant
+ * databases it holds (its share of the server's `max_connections` less the reserve). A pool that
+ * needs a connection while the server is at its budget closes another pool's idle connection, or
+ * waits for one to be returned; so the server never answers "too many clients".
+ *
+ * Connections log in as the tenant database's role with the ClientKey a client proved in its own
+ * SCRAM exchange (the first client to log in lends it to the pool): no password is kept anywhere.
+ */
+import { Backend } from "./backend";
+import type { ScramVerifier } from "./scram";
+
+export interface PoolTarget {
+  host: string;
+  port: number;
+  database: string;
+  user: string;
+  verifier: ScramVerifier;
+}
+
+export class PoolTimeoutError extends Error {
+  override name = "PoolTimeoutError";
+  constructor(
+    message: string,
+    /** The pool when the wait ended, for the log. */
+    readonly pool: Record<string, number>,
+  ) {
+    super(message);
+  }
+}
+
+type Waiter = { resolve(b: Backend): void; reject(e: Error): void; timer: NodeJS.Timeout | undefined };
+
+/** The connections this proxy has open to one server, over every pool on it. */
+export class ServerBudget {
+  open = 0;
+  readonly pools = new Set<PgPool>();
+  private readonly waiting: PgPool[] = [];
+
+  constructor(
+    readonly server: string,
+    /** Connections this proxy may open to the server; Infinity when unknown. */
+    public limit: number,
+  ) {}
+
+  /** Take a slot, closing the longest-idle connection of another pool when at the limit. */
+  take(requester: PgPool): boolean {
+    if (this.open < this.limit) {
+      this.open++;
+      return true;
+    }
+    let victim: PgPool | undefined;
+    for (const p of this.pools) if (p !== requester && p.idleCount > 0 && (!victim || p.oldestIdle < victim.oldestIdle)) victim = p;
+    if (!victim) {
+      if (!this.waiting.includes(requester)) this.waiting.push(requester);
+      return false;
+    }
+    victim.closeOneIdle(); // gives its slot back: open−1, then this take: open+1
+    this.open++;
+    return true;
+  }
+
+  /** True when another pool waits for a slot and `p` holds more than an even share of the limit. */
+  overShare(p: PgPool): boolean {
+    const others = this.waiting.filter((q) => q !== p && q.wantsConnection).length;
+    if (others === 0) return false;
+    return p.open > Math.max(1, Math.floor(this.limit / (others + 1)));
+  }
+
+  give(): void {
+    this.open--;
+    // A pool waiting for a server slot gets the first chance at it.
+    while (this.waiting.length > 0 && this.open < this.limit) {
+      const p = this.waiting.shift()!;
+      if (p.wantsConnection) {
+        p.grow();
+        return;
+      }
+    }
+  }
+
+  /** Pools with idle connections while another pool waits: ask them to give one up. */
+  nudge(): void {
+    while (this.waiting.length > 0) {
+      const p = this.waiting[0]!;
+      if (!p.wantsConnection) {
+        this.waiting.shift();
+        continue;
+      }
+      let victim: PgPool | undefined;
+      for (const q of this.pools) if (q !== p && q.idleCount > 0) victim = q;
+      if (!victim) return;
+      this.waiting.shift();
+      victim.closeOneIdle();
+      return;
+    }
+  }
+}
+
+export interface PoolOptions {
+  size: number;
+  /** How long a client waits for a connection before its query fails (PgBouncer: query_wait_timeout). */
+  queueTimeoutMs: number;
+  connectTimeoutMs: number;
+  /** An idle connection unused this long is closed (PgBouncer: server_idle_timeout). */
+  idleTimeoutMs: number;
+}
+
+export class PgPool {
+  private readonly idle: { b: Backend; since: number }[] = [];
+  private readonly queue: Waiter[] = [];
+  /** Lent plus being opened. */
+  private busy = 0;
+  private opening = 0;
+  private retired = false;
+  private clientKey: Buffer | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
+  /** Server parameters of the first connection (ParameterStatus for new clients). */
+  parameters: Map<string, string> | undefined;
+  /** Connections lent right now, for the metrics. */
+  get lent(): number {
+    return this.busy - this.opening;
+  }
+
+  constructor(
+    readonly key: string,
+    readonly target: PoolTarget,
+    readonly epoch: number,
+    private opts: PoolOptions,
+    private readonly budget: ServerBudget,
+    private readonly onError: (e: Error) => void,
+  ) {
+    budget.pools.add(this);
+  }
+
+  get size(): number {
+    return this.opts.size;
+  }
+
+  get idleCount(): number {
+    return this.idle.length;
+  }
+
+  get oldestIdle(): number {
+    return this.idle[0]?.since ?? Infinity;
+  }
+
+  get waiting(): number {
+    return this.queue.length;
+  }
+
+  get wantsConnection(): boolean {
+    return !this.retired && this.queue.length > 0 && this.busy < this.opts.size;
+  }
+
+  /** Counts for logs and errors. */
+  state(): Record<string, number> {
+    return { size: this.opts.size, busy: this.busy, opening: this.opening, idle: this.idle.length, waiting: this.queue.length, serverOpen: this.budget.open, serverLimit: this.budget.limit };
+  }
+
+  resize(opts: PoolOptions): void {
+    this.opts = opts;
+    this.serve();
+  }
+
+  /** A client proved it holds the role's key: the pool can log in with it. */
+  offerKey(clientKey: Buffer): void {
+    this.clientKey ??= clientKey;
+  }
+
+  /** An idle connection now, if there is one and nobody waits before us (no promise: the hot path). */
+  tryAcquire(): Backend | undefined {
+    if (this.retired || this.queue.length > 0) return undefined;
+    const b = this.takeIdle();
+    if (b) this.busy++;
+    return b;
+  }
+
+  /** A connection for one transaction; rejects with PoolTimeoutError after the queue timeout. */
+  acquire(): Promise<Backend> {
+    if (this.retired) return Promise.reject(new Error("the pool was replaced (the tenant database moved)"));
+    const idle = this.takeIdle();
+    if (idle) {
+      this.busy++;
+      return Promise.resolve(idle);
+    }
+    return new Promise<Backend>((resolve, reject) => {
+      const w: Waiter = { resolve, reject, timer: undefined };
+      w.timer = setTimeout(() => {
+        const i = this.queue.indexOf(w);
+        if (i >= 0) this.queue.splice(i, 1);
+        reject(new PoolTimeoutError(`no server connection for ${this.key} within ${this.opts.queueTimeoutMs} ms: its pool of ${this.opts.size} is busy`, this.state()));
+      }, this.opts.queueTimeoutMs);
+      w.timer.unref();
+      this.queue.push(w);
+      this.serve();
+    });
+  }
+
+  /** Give a connection back. `reusable` false (broken, or holding state) closes it. */
+  release(b: Backend, reusable: boolean): void {
+    this.busy--;
+    if (!reusable || this.retired || b.isClosed || b.txStatus !== 0x49 /* 'I' */) {
+      this.discard(b);
+      this.serve(); // its place can go to a waiting client
+      return;
+    }
+    if (this.budget.overShare(this)) {
+      // Another pool on this server waits for a slot and this one holds more than its share:
+      // close this connection so that pool can open one (no tenant starves another).
+      this.discard(b);
+      this.serve();
+      return;
+    }
+    const w = this.queue.shift();
+    if (w) {
+      clearTimeout(w.timer);
+      this.busy++;
+      w.resolve(b);
+      return;
+    }
+    this.idle.push({ b, since: Date.now() });
+    this.armIdleTimer();
+    this.budget.nudge();
+  }
+
+  /** The route moved: lend nothing more; connections close as they come back. */
+  retire(): void {
+    this.retired = true;
+    for (const w of this.queue.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(new Error("the pool was replaced (the tenant database moved)"));
+    }
+    for (const { b } of this.idle.splice(0)) this.discard(b);
+    clearTimeout(this.idleTimer);
+    this.budget.pools.delete(this);
+  }
+
+  /**
+   * The lent connection leaves the pool for good (its client pinned it): the pool may open another
+   * in its place; the connection still counts in the server's budget, which is returned.
+   */
+  detach(): ServerBudget {
+    this.busy--;
+    this.serve();
+    return this.budget;
+  }
+
+  /** A pinned session's new connection after a switch counts in this pool's server budget. */
+  budgetForPinned(): ServerBudget {
+    this.budget.open++;
+    return this.budget;
+  }
+
+  /** Server connections held now, idle and lent. */
+  get open(): number {
+    return this.busy + this.idle.length;
+  }
+
+  closeOneIdle(): void {
+    const i = this.idle.shift();
+    if (i) this.discard(i.b);
+  }
+
+  /** Called by the budget when a server slot became free for this pool. */
+  grow(): void {
+    this.budget.open++;
+    this.openOne();
+  }
+
+  private takeIdle(): Backend | undefined {
+    while (this.idle.length > 0) {
+      const { b } = this.idle.pop()!; // most recently used: warm caches, lets the oldest time out
+      if (!b.isClosed) return b;
+      this.budget.give();
+    }
+    return undefined;
+  }
+
+  private discard(b: Backend): void {
+    b.onClose = () => undefined;
+    b.close();
+    this.budget.give();
+  }
+
+  /** Open connections for waiting clients, within the pool size and the server budget. */
+  private serve(): void {
+    while (this.queue.length > this.opening && this.busy < this.opts.size && !this.retired) {
+      if (!this.clientKey) return;
+      if (!this.budget.take(this)) return;
+      this.openOne();
+    }
+  }
+
+  private openOne(): void {
+    this.busy++;
+    this.opening++;
+    const t = this.target;
+    Backend.connect(
+      { host: t.host, port: t.port, database: t.database, user: t.user },
+      { clientKey: this.clientKey!, verifier: t.verifier, params: {}, connectTimeoutMs: this.opts.connectTimeoutMs },
+    ).then(
+      (b) => {
+        this.opening--;
+        this.parameters ??= new Map(b.parameters);
+        b.setPooled();
+        b.onClose = () => undefined;
+        this.busy--;
+        if (this.retired) {
+          this.discard(b);
+          return;
+        }
+        this.busy++;
+        this.release(b, true);
+      },
+      (e: Error) => {
+        this.opening--;
+        this.busy--;
+        this.budget.give();
+        // The waiters cannot be served: fail the first (the others retry on the next connection).
+        const w = this.queue.shift();
+        if (w) {
+          clearTimeout(w.timer);
+          w.reject(e);
+        }
+        this.onError(e);
+        this.serve();
+      },
+    );
+  }
+
+  private armIdleTimer(): void {
+    if (this.idleTimer) return;
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = undefined;
+      const cutoff = Date.now() - this.opts.idleTimeoutMs;
+      while (this.idle.length > 0 && this.idle[0]!.since < cutoff) this.closeOneIdle();
+      if (this.idle.length > 0) this.armIdleTimer();
+    }, this.opts.idleTimeoutMs);
+    this.idleTimer.unref();
+  }
+}
