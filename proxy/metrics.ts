@@ -59,7 +59,8 @@ export class Metrics {
     counter("tenantfleet_proxy_session_switch_failures_total", "Sessions that could not follow a switch and were closed.", (s) => s.switchFailures);
     counter("tenantfleet_proxy_pool_timeouts_total", "Clients that waited longer than the queue timeout for a pooled server connection.", (s) => s.poolTimeouts);
     counter("tenantfleet_proxy_pinned_sessions_total", "Sessions of transaction-mode databases pinned to a server connection by session state.", (s) => s.pinned);
-    const poolGauge = (name: string, help: string, read: (p: NonNullable<TenantStats["pool"]>) => number) =>
+    /** A gauge per tenant database; `read` undefined: no sample for it. */
+    const gauge = (name: string, help: string, read: (s: TenantStats) => number | undefined) =>
       new Gauge({
         name,
         help,
@@ -67,22 +68,16 @@ export class Metrics {
         registers: [this.registry],
         collect() {
           this.reset();
-          for (const s of stats()) if (s.pool) this.set({ tenant: s.tenant, database: s.database }, read(s.pool));
+          for (const s of stats()) {
+            const v = read(s);
+            if (v !== undefined) this.set({ tenant: s.tenant, database: s.database }, v);
+          }
         },
       });
-    poolGauge("tenantfleet_proxy_pool_server_connections", "Transaction mode: server connections the pool holds (idle and lent).", (p) => p.open());
-    poolGauge("tenantfleet_proxy_pool_lent_connections", "Transaction mode: server connections lent to a client now.", (p) => p.lent());
-    poolGauge("tenantfleet_proxy_pool_waiting_clients", "Transaction mode: clients waiting for a server connection.", (p) => p.waiting());
-    new Gauge({
-      name: "tenantfleet_proxy_active_connections",
-      help: "Client sessions open now.",
-      labelNames,
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const s of stats()) this.set({ tenant: s.tenant, database: s.database }, s.active);
-      },
-    });
+    gauge("tenantfleet_proxy_pool_server_connections", "Transaction mode: server connections the pool holds (idle and lent).", (s) => s.pool?.open());
+    gauge("tenantfleet_proxy_pool_lent_connections", "Transaction mode: server connections lent to a client now.", (s) => s.pool?.lent());
+    gauge("tenantfleet_proxy_pool_waiting_clients", "Transaction mode: clients waiting for a server connection.", (s) => s.pool?.waiting());
+    gauge("tenantfleet_proxy_active_connections", "Client sessions open now.", (s) => s.active);
   }
 
   /** Stats for a known tenant database (unknown names are never labels: no cardinality blow-up). */

@@ -115,15 +115,7 @@ export class Backend {
     const seen = this.seen;
     try {
       this.scanner.scan(chunk, (type, body) => {
-        if (type === BE.ReadyForQuery) this.txStatus = body[0]!;
-        else if (type === BE.ParameterStatus) {
-          const p = parseParameterStatus(body);
-          this.parameters.set(p.name, p.value);
-        } else if (type === BE.NotificationResponse) {
-          if (this.clientPid && body.buffer === chunk.buffer && body.readInt32BE(0) === this.pid) body.writeInt32BE(this.clientPid, 0);
-          return;
-        }
-        seen.push(type, body);
+        if (this.note(type, body, chunk)) seen.push(type, body);
       });
     } catch (e) {
       seen.length = 0;
@@ -145,30 +137,16 @@ export class Backend {
     const cuts: number[] = [];
     try {
       this.scanner.scan(chunk, (type, body, end) => {
-        switch (type) {
-          case BE.ParseComplete:
-          case BE.CloseComplete: {
-            const o = this.owed.shift();
-            if (o?.swallow) {
-              this.swallowsOwed--;
-              cuts.push(end - 5, end);
-            }
-            return;
+        if (type === BE.ParseComplete || type === BE.CloseComplete) {
+          const o = this.owed.shift();
+          if (o?.swallow) {
+            this.swallowsOwed--;
+            cuts.push(end - 5, end);
           }
-          case BE.ReadyForQuery:
-            this.txStatus = body[0]!;
-            this.settle();
-            break;
-          case BE.ParameterStatus: {
-            const p = parseParameterStatus(body);
-            this.parameters.set(p.name, p.value);
-            break;
-          }
-          case BE.NotificationResponse:
-            if (this.clientPid && body.buffer === chunk.buffer && body.readInt32BE(0) === this.pid) body.writeInt32BE(this.clientPid, 0);
-            return;
+          return;
         }
-        seen.push(type, body);
+        if (type === BE.ReadyForQuery) this.settle();
+        if (this.note(type, body, chunk)) seen.push(type, body);
       });
     } catch (e) {
       seen.length = 0;
@@ -206,6 +184,23 @@ export class Backend {
     }
     for (let i = 0; i < seen.length; i += 2) this.onFrame(seen[i] as number, seen[i + 1] as Buffer);
     seen.length = 0;
+  }
+
+  /**
+   * What forwarding notes of a frame it passes on: the transaction status, server parameters, and
+   * in a NotificationResponse of this very session the pid the client knows (patched in place).
+   * False: the session is not told of it.
+   */
+  private note(type: number, body: Buffer, chunk: Buffer): boolean {
+    if (type === BE.ReadyForQuery) this.txStatus = body[0]!;
+    else if (type === BE.ParameterStatus) {
+      const p = parseParameterStatus(body);
+      this.parameters.set(p.name, p.value);
+    } else if (type === BE.NotificationResponse) {
+      if (this.clientPid && body.buffer === chunk.buffer && body.readInt32BE(0) === this.pid) body.writeInt32BE(this.clientPid, 0);
+      return false;
+    }
+    return true;
   }
 
   /** A ReadyForQuery: what the server still owed before its Sync was skipped after an error. */

@@ -725,6 +725,9 @@ export class PgSession implements DrainMember {
 
   /** Client bytes in pooled mode: borrow a connection first; then map statement names. */
   private forwardPooled(chunk: Buffer): void {
+    if (!this.backend && this.held.length === 0 && this.clientScanner.atBoundary && chunk.length === 5 && chunk[0] === FE.Terminate) {
+      return this.close("client terminated"); // nothing to borrow a connection for
+    }
     if (!this.backend) {
       this.hold(chunk);
       this.lend();

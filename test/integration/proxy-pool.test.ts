@@ -251,6 +251,19 @@ describe("transaction pool mode", () => {
     await waiter.end().catch(() => undefined);
   });
 
+  it("a client that disconnects while the pool is busy leaves at once (no connection borrowed to say goodbye)", async () => {
+    const holder = client(globex); // pool size 1
+    await holder.connect();
+    await holder.query("begin");
+    const leaver = client(globex);
+    await leaver.connect();
+    const started = Date.now();
+    await leaver.end();
+    expect(Date.now() - started).toBeLessThan(500); // the queue timeout is 1.5 s
+    await holder.query("commit");
+    await holder.end();
+  });
+
   it("the server budget is shared: two pools of 3 under a budget of 3 never exceed it, and both keep working", async () => {
     await pool(initech, 3, 3);
     await pool(acme, 3, 3);
