@@ -95,10 +95,9 @@ export class ServerBudget {
         continue;
       }
       let victim: PgPool | undefined;
-      for (const q of this.pools) if (q !== p && q.idleCount > 0) victim = q;
+      for (const q of this.pools) if (q !== p && q.idleCount > 0 && (!victim || q.oldestIdle < victim.oldestIdle)) victim = q;
       if (!victim) return;
-      this.waiting.shift();
-      victim.closeOneIdle();
+      victim.closeOneIdle(); // its slot goes back through give(), to the first waiting pool (p)
       return;
     }
   }

@@ -67,6 +67,17 @@ interface TargetResult {
 }
 
 export async function connectionScale(a: ScaleArgs): Promise<{ result: Record<string, unknown>; goals: Record<string, unknown> & { met: boolean } }> {
+  try {
+    return await scale(a);
+  } catch (e) {
+    // Say who holds the servers' connections: the usual cause of a failed scale run.
+    const who = async (s: PgServer) =>
+      a.fleet.withAdmin(s, "postgres", async (c) => (await c.query("select usename, application_name, state, count(*)::int as n from pg_stat_activity where backend_type = 'client backend' group by 1, 2, 3 order by n desc limit 8")).rows).catch((x: Error) => x.message);
+    throw new Error(`connection scale run: ${(e as Error).message}\n  bench server: ${JSON.stringify(await who(a.server))}\n  catalog: ${JSON.stringify(await who(a.fleet.catalog))}`);
+  }
+}
+
+async function scale(a: ScaleArgs): Promise<{ result: Record<string, unknown>; goals: Record<string, unknown> & { met: boolean } }> {
   const { opts, fleet, server } = a;
   const perPool = Math.max(1, Math.floor(a.serverBudget / opts.tenants));
   say(`connection scale: ${opts.idle} clients over ${opts.tenants} tenant database(s), ${opts.active} running pgbench -S, ${opts.pool} mode${opts.pool === "transaction" ? ` (pools of ${perPool}, server budget ${a.serverBudget})` : ""}`);
@@ -102,7 +113,8 @@ export async function connectionScale(a: ScaleArgs): Promise<{ result: Record<st
     } else {
       if (!a.bouncer) continue; // (the main runs' PgBouncer, stopped above: this phase starts its own)
       // Its own PgBouncer with every tenant database (the main runs' one knows only the bench database).
-      const routes = await Promise.all(dbs.map((d) => fleet.route(d)));
+      const routes: Route[] = [];
+      for (const d of dbs) routes.push(await fleet.route(d)); // one at a time: the catalog has 100 connections too
       bouncer = await startPgbouncer(
         {
           dir: path.join(fleet.root, "pgbouncer-scale"),
