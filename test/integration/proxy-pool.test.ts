@@ -264,6 +264,24 @@ describe("transaction pool mode", () => {
     await holder.end();
   });
 
+  it("more pools than the budget has connections: every tenant database is served in turn, none times out", async () => {
+    const many: TenantDb[] = [];
+    for (let i = 0; i < 6; i++) {
+      const t = await fleet.tenantDatabase(server, { tenant: `many${i}`, database: "app" });
+      await pool(t, 1, 2);
+      many.push(t);
+    }
+    await new Promise((r) => setTimeout(r, 300)); // the proxy follows the catalog
+    const clients = many.map((t) => client(t));
+    await Promise.all(clients.map((c) => c.connect()));
+    const work = Promise.all(clients.map(async (c) => {
+      for (let k = 0; k < 4; k++) await c.query("select pg_sleep(0.05)");
+    }));
+    const { peak } = await peakDuring(async () => (await Promise.all(many.map((t) => serverConnections(t.role)))).reduce((a, b) => a + b, 0), work);
+    expect(peak).toBeLessThanOrEqual(2);
+    await Promise.all(clients.map((c) => c.end()));
+  }, 60_000);
+
   it("the server budget is shared: two pools of 3 under a budget of 3 never exceed it, and both keep working", async () => {
     await pool(initech, 3, 3);
     await pool(acme, 3, 3);
