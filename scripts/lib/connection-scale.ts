@@ -63,6 +63,8 @@ interface TargetResult {
   clientErrors: string[];
   idleChecked: number;
   migration?: { ms: number; pauseMs: number | undefined; from: string; to: string };
+  /** Why the run stopped opening clients early, if it did. */
+  abandoned?: string;
   serverConnectionsPeak: number;
 }
 
@@ -157,7 +159,15 @@ async function onTarget(target: "proxy" | "pgbouncer", host: { host: string; por
   const clients: { c: Client; db: TenantDb }[] = [];
   const started = Date.now();
   say(`${target}: opening ${opts.idle} clients`);
+  let abandoned: string | undefined;
   for (let i = 0; i < opts.idle; i += 250) {
+    if (errors.length >= 500) {
+      // It cannot serve this layout (PgBouncer has no budget across databases: the server refuses
+      // it connections); opening the rest would only take long. Recorded as the result.
+      abandoned = `stopped opening clients after ${errors.length} failed: ${errors[0]}`;
+      say(`${target}: ${abandoned}`);
+      break;
+    }
     await Promise.all(
       Array.from({ length: Math.min(250, opts.idle - i) }, async (_, k) => {
         const db = dbs[(i + k) % dbs.length]!;
@@ -242,6 +252,7 @@ async function onTarget(target: "proxy" | "pgbouncer", host: { host: string; por
     idleChecked: checked,
     serverConnectionsPeak: serverPeak,
     ...(migration ? { migration } : {}),
+    ...(abandoned ? { abandoned } : {}),
   };
   if (errors.length > 20) res.clientErrors.push(`… and ${errors.length - 20} more`);
   say(`${target}: ${JSON.stringify({ tps, p50Us: lat.p50Us, p99Us: lat.p99Us, kibPerClient: res.kibPerClient, rssPeakMiB: peak, errors: errors.length, checked, serverConnectionsPeak: serverPeak })}`);
