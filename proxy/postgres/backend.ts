@@ -337,6 +337,19 @@ export class Backend {
     this.socket.end(w.terminate());
   }
 
+  /** Resolves once the server has closed its end (its backend has gone), or after `timeoutMs`. */
+  gone(timeoutMs = 2000): Promise<void> {
+    if (this.socket.closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, timeoutMs);
+      t.unref();
+      this.socket.once("close", () => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+
   destroy(): void {
     this.closed = true;
     this.socket.destroy();

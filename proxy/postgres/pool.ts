@@ -58,13 +58,10 @@ export class ServerBudget {
     }
     let victim: PgPool | undefined;
     for (const p of this.pools) if (p !== requester && p.idleCount > 0 && (!victim || p.oldestIdle < victim.oldestIdle)) victim = p;
-    if (!victim) {
-      if (!this.waiting.includes(requester)) this.waiting.push(requester);
-      return false;
-    }
-    victim.closeOneIdle(); // gives its slot back: open−1, then this take: open+1
-    this.open++;
-    return true;
+    if (!this.waiting.includes(requester)) this.waiting.push(requester);
+    // Its slot comes back through give() once the server has let that connection go.
+    victim?.closeOneIdle();
+    return false;
   }
 
   /** True when another pool waits for a slot and `p` holds more than an even share of the limit. */
@@ -286,7 +283,9 @@ export class PgPool {
   private discard(b: Backend): void {
     b.onClose = () => undefined;
     b.close();
-    this.budget.give();
+    // The slot is free once the server's backend is gone, not when we hang up: until then it still
+    // counts in max_connections, and a connection opened in its place could be refused.
+    void b.gone().then(() => this.budget.give());
   }
 
   /** Open connections for waiting clients, within the pool size and the server budget. */
@@ -318,6 +317,7 @@ export class PgPool {
         }
         this.busy++;
         this.release(b, true);
+        this.serve(); // more clients waiting: take another slot, or queue for one
       },
       (e: Error) => {
         this.opening--;
