@@ -5,11 +5,11 @@ import type { BackupBucket } from "../dynamic-providers/backups/store";
 import { TenantDatabase } from "../dynamic-providers/tenant-database";
 import type { TenantDatabaseSpec } from "../stacks/config";
 import { viaBastion, type MigrationPath, type PlatformCatalog, type PlatformServer } from "./platforms";
-import { connectionBudget, postgresMaxConnections } from "../dynamic-providers/engines/postgres/settings";
+import { platformConnectionBudget } from "../dynamic-providers/engines/postgres/settings";
 
 /** Connections each proxy may open to a server of this kind, over all its tenant databases. */
 export function serverBudgetPerProxy(platform: "local" | "aws" | "gcp", isolation: "shared" | "dedicated", proxies: number): number {
-  return connectionBudget(postgresMaxConnections(platform === "local" ? "local" : "vm", isolation), proxies).perProxy;
+  return platformConnectionBudget(platform, isolation, proxies).perProxy;
 }
 
 /** What a tenant database needs of its server. */

@@ -16,7 +16,8 @@
  */
 import { ENGINES, isEngine, type Engine } from "../dynamic-providers/engines";
 import { validateCloudConfig, type CloudSpec } from "./cloud-config";
-import { connectionBudget, postgresMaxConnections } from "../dynamic-providers/engines/postgres/settings";
+import { platformConnectionBudget } from "../dynamic-providers/engines/postgres/settings";
+import { dedicatedServerName, sharedClusterName } from "../components/fleet-plan";
 import { POOL_MODES, type PoolMode } from "../proxy/catalog/routes";
 
 export const ISOLATIONS = ["shared", "dedicated"] as const;
@@ -277,8 +278,8 @@ function poolSpec(raw: unknown, engine: unknown, path: string, who: string, prob
   return ok ? { mode: mode as PoolMode, size: size as number } : undefined;
 }
 
-/** The server a tenant database is placed on (components/fleet-plan.ts names them the same way). */
-const serverOf = (d: TenantDatabaseSpec) => (d.isolation === "shared" ? `shared-${d.engine}-${d.region}` : `dedicated-${d.tenant}-${d.database}-${d.region}`);
+/** The server a tenant database is placed on. */
+const serverOf = (d: TenantDatabaseSpec) => (d.isolation === "shared" ? sharedClusterName(d.engine, d.region) : dedicatedServerName(d.tenant, d.database, d.region));
 
 /**
  * Servers whose transaction pools, all full at once on every proxy, would need more connections
@@ -294,8 +295,7 @@ export function oversubscribedServers(platform: Platform, databases: TenantDatab
   }
   const out: ConfigProblem[] = [];
   for (const [server, dbs] of byServer) {
-    const max = postgresMaxConnections(platform === "local" ? "local" : "vm", dbs[0]!.isolation);
-    const budget = connectionBudget(max, proxies).server;
+    const { maxConnections: max, server: budget } = platformConnectionBudget(platform, dbs[0]!.isolation, proxies);
     const need = dbs.reduce((n, d) => n + d.pool!.size * proxies, 0);
     if (need <= budget) continue;
     const list = dbs.map((d) => `${d.tenant}/${d.database} (${d.pool!.size})`).join(", ");

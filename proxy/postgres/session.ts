@@ -700,7 +700,7 @@ export class PgSession implements DrainMember {
     this.stats!.active++;
     const params = new Map(pool.parameters);
     const reported = new Map([...params.keys()].map((k) => [k.toLowerCase(), k]));
-    for (const [k, v] of Object.entries(this.clientSettings())) {
+    for (const [k, v] of Object.entries(this.settings)) {
       const name = reported.get(k.toLowerCase());
       if (name) params.set(name, v);
     }

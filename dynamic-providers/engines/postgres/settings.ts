@@ -35,6 +35,12 @@ export function connectionBudget(maxConnections: number, proxies: number): { ser
   return { server, perProxy: Math.max(1, Math.floor(server / Math.max(1, proxies))) };
 }
 
+/** The budget of a tenantfleet server on a platform (local servers are small; cloud VMs larger). */
+export function platformConnectionBudget(platform: "local" | "aws" | "gcp", isolation: "shared" | "dedicated", proxies: number): { maxConnections: number; server: number; perProxy: number } {
+  const maxConnections = postgresMaxConnections(platform === "local" ? "local" : "vm", isolation);
+  return { maxConnections, ...connectionBudget(maxConnections, proxies) };
+}
+
 export function postgresSettings(input: PostgresSettingsInput): Record<string, string | number> {
   return {
     listen_addresses: input.listenAddresses,
