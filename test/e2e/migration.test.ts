@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { existsSync, promises as fs } from "node:fs";
 import * as path from "node:path";
 import { randomBytes } from "node:crypto";
+import type { ChildProcess } from "node:child_process";
 import { Client } from "pg";
 import { setup } from "../../scripts/setup";
 import { pulumiOk, runPulumi } from "../../scripts/lib/pulumi-cli";
@@ -116,12 +117,23 @@ for (const mode of ["session", "transaction"] as const) describe(`${mode} pool m
 
     it("a target stopped during the initial sync fails `up` with a clear message; acme keeps serving", async () => {
       await writeConfig({ engine: "postgres", isolation: "dedicated", region: "eu-west" });
-      const up = runPulumi(tc, ["up", "--yes", "--stack", stack, "--non-interactive"]);
-      // Wait for the sync phase in the catalog, then stop the new dedicated server under it.
-      for (let i = 0; ; i++) {
+      let child: ChildProcess | undefined;
+      const up = runPulumi(tc, ["up", "--yes", "--stack", stack, "--non-interactive"], { onSpawn: (c) => (child = c) });
+      // Wait for the sync phase in the catalog, then stop the new dedicated server under it. Creating
+      // the dedicated server takes a while on a loaded machine (CI runs other e2e files beside this
+      // one), so the wait is generous; if it gives up, the `up` is stopped so that it does not hold
+      // the stack's lock for the tests after this one.
+      const deadline = Date.now() + 240_000;
+      for (;;) {
         const rows = await catalogQuery<{ phase: string }>("select phase from tenantfleet.migrations where tenant = 'acme' order by migration_id desc limit 1").catch(() => []);
-        if (rows[0]?.phase === "sync") break;
-        if (i > 600) throw new Error("the migration never reached the sync phase");
+        const phase = rows[0]?.phase;
+        if (phase === "sync") break;
+        const missed = phase !== undefined && !["preflight", "prepare"].includes(phase) ? `the migration passed the sync phase before it was seen (now ${phase})` : Date.now() > deadline ? `the migration never reached the sync phase (last phase: ${phase ?? "none"})` : undefined;
+        if (missed) {
+          child?.kill("SIGINT");
+          await up;
+          throw new Error(missed);
+        }
         await sleep(50);
       }
       const rec = (await listServerRecords(stateRoot(), stack)).find((r) => r.serverName === "dedicated-acme-app-eu-west")!;
