@@ -86,3 +86,19 @@ export interface FleetOutputInputs {
   proxies: Partial<Record<Engine, { endpoints: pulumi.Output<string[]> }>>;
   tenants: Record<string, Record<string, Omit<FleetTenantDatabase, "connectionString"> & { connectionString?: pulumi.Output<string> }>>;
 }
+
+/** The `tenantDatabases` stack output: per tenant → database, where it is and its route's state.
+ * Its connection string is in `fleet` only (each secret once in the stack's outputs). */
+export function tenantPlacements(tenantDatabases: Record<string, Record<string, TenantDatabaseOutput>>) {
+  return Object.fromEntries(
+    Object.entries(tenantDatabases).map(([tenant, dbs]) => [
+      tenant,
+      Object.fromEntries(
+        Object.entries(dbs).map(([database, d]) => [
+          database,
+          { engine: d.engine, isolation: d.isolation, region: d.region, server: d.server, ...(d.status ? { status: d.status, epoch: d.epoch } : {}) },
+        ]),
+      ),
+    ]),
+  );
+}

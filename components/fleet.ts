@@ -167,6 +167,8 @@ export class Fleet extends pulumi.ComponentResource {
     this.tenantDatabases = r.tenantDatabases;
     this.catalogUrl = r.catalogUrl;
     this.contract = r.contract;
-    this.registerOutputs({ fleet: this.contract, servers: this.servers, proxies: this.proxies, tenantDatabases: this.tenantDatabases, catalogUrl: this.catalogUrl });
+    // The stack exports these (stacks/index.ts): registered here as well, the state would hold the
+    // fleet's outputs twice, every connection string included.
+    this.registerOutputs({});
   }
 }

@@ -101,6 +101,7 @@ export class Tenant extends pulumi.ComponentResource {
   constructor(name: string, args: TenantArgs, opts?: pulumi.ComponentResourceOptions) {
     super("tenantfleet:index:Tenant", name, {}, opts);
     this.databases = createTenant(name, this, args);
-    this.registerOutputs({ databases: this.databases });
+    // Held once, in the stack's outputs (see Fleet).
+    this.registerOutputs({});
   }
 }

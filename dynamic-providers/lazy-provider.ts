@@ -1,37 +1,31 @@
 /**
- * A dynamic provider whose serialized closure captures nothing but a project-relative module path.
+ * The base of tenantfleet's dynamic resources: a provider that is one line of state.
  *
- * Pulumi serializes a dynamic provider's code into the state and runs it in a separate process.
- * Serializing our providers whole would drag pg/mysql2/ioredis and every helper into that string,
- * and would freeze old code into old resources. Instead each method finds the project root (the
- * provider process runs in the program's directory, below Pulumi.yaml) and requires the
- * implementation from the project's own files, loaded with tsx by the pulumi-resource-pulumi-nodejs
- * shim. Captured state is one plain string; clients, pools and sockets are created per call.
+ * Pulumi runs a dynamic resource's provider from the `__provider` property of its state, a module
+ * whose `handler()` returns the provider. `pulumi.dynamic.Resource` fills it by serializing the
+ * provider's closure: kilobytes per resource (a wrapper per method), stored in the inputs and again
+ * in the outputs of every resource, and re-serialized for every resource the program declares. Ours
+ * is written out instead: a module that requires the implementation from the project's own files
+ * (loaded with tsx by bin/pulumi-resource-pulumi-nodejs).
+ * It is the same text for every resource of a type, and it never freezes old code into old state:
+ * each implementation handles the state every earlier version wrote.
  */
-import type * as pulumi from "@pulumi/pulumi";
+import * as pulumi from "@pulumi/pulumi";
 
-export function lazyProvider(modulePath: string): pulumi.dynamic.ResourceProvider {
-  const load = (): pulumi.dynamic.ResourceProvider => {
-    const p = require("path");
-    const fs = require("fs");
-    let dir: string = process.cwd();
-    while (!fs.existsSync(p.join(dir, "Pulumi.yaml"))) {
-      const up = p.dirname(dir);
-      if (up === dir) throw new Error(`tenantfleet: no Pulumi.yaml above ${process.cwd()}; cannot load ${modulePath}`);
-      dir = up;
-    }
-    return require(p.join(dir, modulePath)).provider;
-  };
-  return {
-    check: (olds, news) => load().check!(olds, news),
-    diff: (id, olds, news) => load().diff!(id, olds, news),
-    create: (inputs) => load().create(inputs),
-    // A provider without `read` keeps its state on refresh (what Pulumi does for one that has none).
-    read: async (id, props) => {
-      const p = load();
-      return p.read ? p.read(id, props) : { id, props };
-    },
-    update: (id, olds, news) => load().update!(id, olds, news),
-    delete: (id, props) => load().delete!(id, props),
-  };
+/**
+ * The `__provider` module text for the implementation at `modulePath` (relative to the project).
+ * Pulumi's dynamic-provider host runs as the plugin process's main module, from the project's own
+ * `node_modules/@pulumi/pulumi/cmd/dynamic-provider` (bin/pulumi-resource-pulumi-nodejs starts it,
+ * and so does Pulumi's own plugin), five directories below the project: the module requires the
+ * implementation from there, whatever the plugin's working directory.
+ */
+export function providerModule(modulePath: string): string {
+  return `exports.handler=()=>require(require.main.path+${JSON.stringify(`/../../../../../${modulePath}`)}).provider`;
+}
+
+/** A dynamic resource whose provider is `provider` exported by `modulePath`; type `pulumi-nodejs:dynamic/tenantfleet:<type>`. */
+export abstract class ProjectResource extends pulumi.CustomResource {
+  protected constructor(type: string, modulePath: string, name: string, props: pulumi.Inputs, opts?: pulumi.CustomResourceOptions) {
+    super(`pulumi-nodejs:dynamic/tenantfleet:${type}`, name, { ...props, __provider: providerModule(modulePath) }, opts);
+  }
 }

@@ -4,37 +4,50 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import { Fleet } from "../components/fleet";
+import { tenantPlacements } from "../components/fleet-output";
 import { formatProblems, validateFleetConfig } from "./config";
 
-const config = new pulumi.Config("tenantfleet");
-const result = validateFleetConfig({
-  platform: config.get("platform"),
-  regions: config.getObject<unknown>("regions"),
-  tenants: config.getObject<unknown>("tenants"),
-  proxyReplicas: config.getObject<unknown>("proxyReplicas"),
-  rollbackWindowHours: config.getObject<unknown>("rollbackWindowHours"),
-  protectTenantDatabases: config.getObject<unknown>("protectTenantDatabases"),
-  aws: config.getObject<unknown>("aws"),
-  gcp: config.getObject<unknown>("gcp"),
-});
-if (!result.ok) {
-  throw new pulumi.RunError(formatProblems(result.problems));
-}
+/**
+ * The stack's outputs. The program is an async function that builds the fleet after its first
+ * `await`: Pulumi stores the call stack of every resource registration in the state, and out of
+ * the module loader's frames that stack is a few frames (about half a kilobyte less of state per
+ * resource).
+ */
+export = async () => {
+  await Promise.resolve();
+  const config = new pulumi.Config("tenantfleet");
+  const result = validateFleetConfig({
+    platform: config.get("platform"),
+    regions: config.getObject<unknown>("regions"),
+    tenants: config.getObject<unknown>("tenants"),
+    proxyReplicas: config.getObject<unknown>("proxyReplicas"),
+    rollbackWindowHours: config.getObject<unknown>("rollbackWindowHours"),
+    protectTenantDatabases: config.getObject<unknown>("protectTenantDatabases"),
+    aws: config.getObject<unknown>("aws"),
+    gcp: config.getObject<unknown>("gcp"),
+  });
+  if (!result.ok) {
+    throw new pulumi.RunError(formatProblems(result.problems));
+  }
 
-const fleetResource = new Fleet("fleet", {
-  spec: result.spec,
-  stack: pulumi.getStack(),
-  bastionPrivateKey: config.getSecret("bastionPrivateKey"),
-});
+  const fleet = new Fleet("fleet", {
+    spec: result.spec,
+    stack: pulumi.getStack(),
+    bastionPrivateKey: config.getSecret("bastionPrivateKey"),
+  });
 
-/** The contract for other repos (components/fleet-output.ts, README "Stack outputs"): proxy
- * endpoints per engine; per tenant → database: engine, isolation, region, connection string (secret). */
-export const fleet = fleetResource.contract;
-/** Every server: engine, region, role, host, port, adminUser, adminPassword (secret). */
-export const servers = fleetResource.servers;
-/** The proxy fleet: `host:port` endpoints applications connect to, and their admin endpoints. */
-export const proxies = fleetResource.proxies;
-/** Per tenant → database: engine, isolation, region, server, status, connection string (secret). */
-export const tenantDatabases = fleetResource.tenantDatabases;
-/** Secret: the control catalog (`npm run status` reads it). */
-export const catalogUrl = fleetResource.catalogUrl;
+  return {
+    /** The contract for other repos (components/fleet-output.ts, README "Stack outputs"): proxy
+     * endpoints per engine; per tenant → database: engine, isolation, region, connection string (secret). */
+    fleet: fleet.contract,
+    /** Every server: engine, region, role, host, port, adminUser, adminPassword (secret). */
+    servers: fleet.servers,
+    /** The proxy fleet: `host:port` endpoints applications connect to, and their admin endpoints. */
+    proxies: fleet.proxies,
+    /** Per tenant → database: engine, isolation, region, server, status, epoch (the connection
+     * string is in `fleet`). */
+    tenantDatabases: tenantPlacements(fleet.tenantDatabases),
+    /** Secret: the control catalog (`npm run status` reads it). */
+    catalogUrl: fleet.catalogUrl,
+  };
+};

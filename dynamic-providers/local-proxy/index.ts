@@ -1,11 +1,11 @@
 /** LocalProxy — a real tenantfleet proxy process on this machine (see provider.ts). */
 import * as pulumi from "@pulumi/pulumi";
-import { lazyProvider } from "../lazy-provider";
+import { ProjectResource } from "../lazy-provider";
 import type { LocalProxyArgs } from "./types";
 
 export type { LocalProxyArgs } from "./types";
 
-export class LocalProxy extends pulumi.dynamic.Resource {
+export class LocalProxy extends ProjectResource {
   declare readonly proxyId: pulumi.Output<string>;
   /** 127.0.0.1. */
   declare readonly host: pulumi.Output<string>;
@@ -17,12 +17,11 @@ export class LocalProxy extends pulumi.dynamic.Resource {
 
   constructor(name: string, args: LocalProxyArgs, opts?: pulumi.CustomResourceOptions) {
     super(
-      lazyProvider("dynamic-providers/local-proxy/provider.ts"),
+      "LocalProxy",
+      "dynamic-providers/local-proxy/provider.ts",
       name,
       { ...args, host: undefined, port: undefined, adminPort: undefined, dir: undefined, state: undefined },
       { ...opts, additionalSecretOutputs: ["catalogUrl"] },
-      "tenantfleet",
-      "LocalProxy",
     );
   }
 }

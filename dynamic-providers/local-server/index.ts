@@ -4,12 +4,12 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import type { Engine } from "../engines";
-import { lazyProvider } from "../lazy-provider";
+import { ProjectResource } from "../lazy-provider";
 import type { LocalServerArgs, ServerRole, ServerState } from "./types";
 
 export type { LocalServerArgs } from "./types";
 
-export class LocalServer extends pulumi.dynamic.Resource {
+export class LocalServer extends ProjectResource {
   declare readonly engine: pulumi.Output<Engine>;
   declare readonly serverName: pulumi.Output<string>;
   declare readonly region: pulumi.Output<string>;
@@ -38,12 +38,11 @@ export class LocalServer extends pulumi.dynamic.Resource {
       state: undefined,
     };
     super(
-      lazyProvider("dynamic-providers/local-server/provider.ts"),
+      "LocalServer",
+      "dynamic-providers/local-server/provider.ts",
       name,
       { tenant: undefined, database: undefined, ...args, ...outputs },
       { ...opts, additionalSecretOutputs: ["adminPassword"] },
-      "tenantfleet",
-      "LocalServer",
     );
   }
 }

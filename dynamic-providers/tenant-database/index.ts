@@ -3,7 +3,7 @@
  * of isolation, region or server is an update: a live migration (provider.ts).
  */
 import * as pulumi from "@pulumi/pulumi";
-import { lazyProvider } from "../lazy-provider";
+import { ProjectResource } from "../lazy-provider";
 import type { MigrationRecord } from "../migration/orchestrator";
 import type { TenantDatabaseArgs } from "./types";
 
@@ -11,7 +11,7 @@ export type { TenantDatabaseArgs } from "./types";
 
 export const TENANT_DATABASE_TYPE = "pulumi-nodejs:dynamic/tenantfleet:TenantDatabase";
 
-export class TenantDatabase extends pulumi.dynamic.Resource {
+export class TenantDatabase extends ProjectResource {
   declare readonly tenant: pulumi.Output<string>;
   declare readonly database: pulumi.Output<string>;
   declare readonly engine: pulumi.Output<"postgres">;
@@ -23,8 +23,6 @@ export class TenantDatabase extends pulumi.dynamic.Resource {
   declare readonly role: pulumi.Output<string>;
   /** Secret. Through the proxies; identical before and after every migration. */
   declare readonly connectionString: pulumi.Output<string>;
-  /** Secret. */
-  declare readonly password: pulumi.Output<string>;
   declare readonly backendDatabase: pulumi.Output<string>;
   declare readonly epoch: pulumi.Output<number>;
   declare readonly status: pulumi.Output<string>;
@@ -36,25 +34,23 @@ export class TenantDatabase extends pulumi.dynamic.Resource {
   constructor(name: string, args: Omit<TenantDatabaseArgs, "resourceUrn">, opts?: pulumi.CustomResourceOptions) {
     const resourceUrn = pulumi.createUrn(name, TENANT_DATABASE_TYPE, opts?.parent);
     super(
-      lazyProvider("dynamic-providers/tenant-database/provider.ts"),
+      "TenantDatabase",
+      "dynamic-providers/tenant-database/provider.ts",
       name,
       {
         ...args,
         resourceUrn,
         plan: undefined,
         role: undefined,
-        password: undefined,
-        scramVerifier: undefined,
         backendDatabase: undefined,
         epoch: undefined,
         connectionString: undefined,
         status: undefined,
         lastMigration: undefined,
         retained: undefined,
+        access: undefined,
       },
-      { ...opts, additionalSecretOutputs: ["password", "scramVerifier", "connectionString", "retained", "serverAdminPassword", "catalogPassword", "bastionPrivateKey"] },
-      "tenantfleet",
-      "TenantDatabase",
+      { ...opts, additionalSecretOutputs: ["access", "connectionString", "retained"] },
     );
   }
 }

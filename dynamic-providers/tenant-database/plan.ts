@@ -36,6 +36,9 @@ export function checkTenantDatabase(olds: Partial<TenantDatabaseInputs> | undefi
       fail("pool", `${who}: pool must be { mode: "session" | "transaction", size, serverBudget } (whole numbers above 0), got ${JSON.stringify(pool)}`);
     }
   }
+  for (const k of ["serverAdminPassword", "catalogPassword"] as const) {
+    if (!isUnknown(news[k]) && (typeof news[k] !== "string" || news[k] === "")) fail(k, `${who}: ${k} is required (the provider logs in with it)`);
+  }
   const window = news.rollbackWindowHours ?? DEFAULT_ROLLBACK_WINDOW_HOURS;
   if (typeof window !== "number" || !(window >= 0 && window <= 24 * 365)) fail("rollbackWindowHours", `${who}: rollbackWindowHours must be a number of hours from 0 to 8760, got ${JSON.stringify(window)}`);
 

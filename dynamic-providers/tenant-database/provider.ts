@@ -19,6 +19,7 @@ import { backupStore, storeOf, type BackupBucket } from "../backups/store";
 import { progressLog } from "../progress";
 import { bastionOf, throughBastion } from "../tunnel/ssh-tunnel";
 import { checkTenantDatabase, connectionString, expiry, planTenantDatabase, poolOfRoute, refreshedOutputs } from "./plan";
+import { accessChanged, fromState, isEarlierState, takeAccess, toState, withAccess, type StoredInputs, type StoredOutputs } from "./state";
 import type { RetainedCopy, ServerRef, TenantDatabaseInputs, TenantDatabaseOutputs } from "./types";
 
 const access = (s: ServerRef, adminPassword: string): PgServerAccess => ({ ...s, adminPassword });
@@ -71,7 +72,7 @@ function platformOf(i: Pick<TenantDatabaseInputs, "platform" | "stack">) {
   };
 }
 
-function routeOf(i: TenantDatabaseInputs, o: Pick<TenantDatabaseOutputs, "role" | "scramVerifier" | "backendDatabase">): Omit<Route, "epoch" | "status"> {
+function routeOf(i: TenantDatabaseInputs, o: Pick<TenantDatabaseOutputs, "role" | "backendDatabase"> & { scramVerifier: string }): Omit<Route, "epoch" | "status"> {
   return {
     tenant: i.tenant, database: i.database, engine: "postgres", role: o.role, scramVerifier: o.scramVerifier,
     server: i.serverName, host: i.server.host, port: i.server.port, backendDatabase: o.backendDatabase, ...poolOfRoute(i.pool),
@@ -100,15 +101,19 @@ async function sweep(expired: RetainedCopy[], log: (m: string, l?: "info" | "war
 export const provider: pulumi.dynamic.ResourceProvider = {
   async check(olds: Partial<TenantDatabaseInputs>, news: Record<string, unknown>) {
     const r = checkTenantDatabase(olds && Object.keys(olds).length ? olds : undefined, news);
-    return "failures" in r ? { failures: r.failures } : { inputs: r.inputs };
+    return "failures" in r ? { failures: r.failures } : { inputs: takeAccess(r.inputs) };
   },
 
-  async diff(_id, olds: TenantDatabaseOutputs, news: TenantDatabaseInputs) {
-    const plan = planTenantDatabase(olds, news, new Date());
-    return { changes: plan.changes, replaces: [], deleteBeforeReplace: false };
+  async diff(_id, stored: StoredOutputs, news: StoredInputs) {
+    const olds = fromState(stored);
+    const plan = planTenantDatabase(olds, news as TenantDatabaseInputs, new Date());
+    // An earlier version's state, or rotated credentials: an update that rewrites the state only.
+    const changes = plan.changes || isEarlierState(stored as unknown as Record<string, unknown>) || accessChanged(olds, news);
+    return { changes, replaces: [], deleteBeforeReplace: false };
   },
 
-  async create(inputs: TenantDatabaseInputs) {
+  async create(checked: StoredInputs) {
+    const inputs = withAccess(checked);
     const role = clientDatabaseName(inputs);
     const password = randomBytes(24).toString("base64url");
     const scramVerifier = makeVerifier(password);
@@ -129,11 +134,12 @@ export const provider: pulumi.dynamic.ResourceProvider = {
       lastMigration: null,
       retained: [],
     };
-    return { id: `${inputs.tenant}/${inputs.database}`, outs };
+    return { id: `${inputs.tenant}/${inputs.database}`, outs: toState(outs) };
   },
 
   /** `pulumi refresh`: placement as the catalog has committed it (plan.ts refreshedOutputs). */
-  async read(id, props: TenantDatabaseOutputs) {
+  async read(id, stored: StoredOutputs) {
+    const props = fromState(stored);
     const log = progressLog(props.resourceUrn);
     try {
       const refreshed = await reaching(props, [], (p) =>
@@ -149,16 +155,22 @@ export const provider: pulumi.dynamic.ResourceProvider = {
           return refreshedOutputs(props, route, new Date(), last?.record ? (last.record as MigrationRecord) : undefined);
         }),
       );
-      return { id, props: refreshed };
+      return { id, props: toState(refreshed) };
     } finally {
       await log.flush();
     }
   },
 
-  async update(_id, olds: TenantDatabaseOutputs, news: TenantDatabaseInputs) {
+  async update(_id, stored: StoredOutputs, checked: StoredInputs) {
+    const olds = fromState(stored);
+    const news = withAccess(checked);
     const log = progressLog(news.resourceUrn);
     try {
       const plan = planTenantDatabase(olds, news, new Date());
+      if (!plan.changes) {
+        // Nothing to do on any server: the state is rewritten (an earlier version's shape, or new credentials).
+        return { outs: toState({ ...olds, ...news }) };
+      }
       const unfinished = (olds.retained ?? []).filter((r): r is Extract<RetainedCopy, { kind: "fenced_copy" }> => r.kind === "fenced_copy" && !!r.finishMove);
       const outs: TenantDatabaseOutputs = { ...olds, ...news, status: "ready", retained: (olds.retained ?? []).filter((r) => !plan.expired.includes(r)).map(settled) };
       if (!news.pool) delete outs.pool; // removed from the config: back to session mode
@@ -174,18 +186,22 @@ export const provider: pulumi.dynamic.ResourceProvider = {
         // would only matter when the catalog itself moved.
         await withCatalog(n, async (c) => {
           const r = await loadRoute(c, news);
-          if (!r) await upsertRoute(c, { ...routeOf(news, outs), status: "ready" });
-          else await setRoutePool(c, news, poolOfRoute(news.pool));
+          if (r) return setRoutePool(c, news, poolOfRoute(news.pool));
+          // Removed outside Pulumi: written again, with the role's verifier set anew on its server.
+          const scramVerifier = makeVerifier(outs.password);
+          await ensureTenantDatabase(via(access(serverOf(outs), outs.serverAdminPassword)), { backendDatabase: outs.backendDatabase, role: outs.role, verifier: scramVerifier });
+          await upsertRoute(c, { ...routeOf(news, { ...outs, scramVerifier }), status: "ready" });
         });
       });
       outs.connectionString = connectionString(outs.role, outs.password, news.proxyEndpoints, clientDatabaseName(news));
-      return { outs };
+      return { outs: toState(outs) };
     } finally {
       await log.flush();
     }
   },
 
-  async delete(_id, props: TenantDatabaseOutputs) {
+  async delete(_id, stored: StoredOutputs) {
+    const props = fromState(stored);
     const log = progressLog(props.resourceUrn);
     try {
       const fenced = (props.retained ?? []).filter((r) => r.kind === "fenced_copy");
@@ -227,10 +243,12 @@ async function finishRefreshedMove(
         `finish that move first (place it on ${olds.serverName} and run \`pulumi up\`), then change its placement`,
     );
   }
+  const route = await withCatalog(news, (c) => loadRoute(c, news));
+  if (!route) throw new Error(`the control catalog has no route for ${clientDatabaseName(news)}: it was removed outside Pulumi; run \`pulumi refresh\` and check \`npm run status\``);
   const engine = new PgMigration({
     source: via(access(left.server, left.adminPassword)),
     target: via(access(serverOf(news), news.serverAdminPassword)),
-    from: { backendDatabase: left.backendDatabase, role: left.role, verifier: olds.scramVerifier },
+    from: { backendDatabase: left.backendDatabase, role: left.role, verifier: route.scramVerifier },
     targetDatabase: olds.backendDatabase,
   });
   try {
@@ -252,7 +270,7 @@ export async function migrateTo(
   const source = via(access(serverOf(olds), olds.serverAdminPassword));
   const target = via(access(serverOf(news), news.serverAdminPassword));
   const platform = platformOf(news);
-  const from = { backendDatabase: olds.backendDatabase, role: olds.role, verifier: olds.scramVerifier };
+  const from = { backendDatabase: olds.backendDatabase, role: olds.role, verifier: route.scramVerifier };
   const windowEnd = expiry(new Date(), news.rollbackWindowHours);
   const keep = (backup?: { location: string }): RetainedCopy[] => [
     { kind: "fenced_copy", server: serverOf(olds), adminPassword: olds.serverAdminPassword, backendDatabase: olds.backendDatabase, role: olds.role, expiresAt: windowEnd },

@@ -113,10 +113,11 @@ export type RetainedCopy =
 export interface TenantDatabaseOutputs extends TenantDatabaseInputs {
   /** Login role (`<database>__<tenant>`). */
   role: string;
-  /** Secret. */
+  /** Secret. Stored in the connection string only (state.ts). */
   password: string;
-  /** Secret: SCRAM-SHA-256 verifier the catalog and the server hold. */
-  scramVerifier: string;
+  /** Secret: SCRAM-SHA-256 verifier the catalog and the server hold. Stored by earlier versions
+   * only; the catalog's route has it. */
+  scramVerifier?: string;
   /** Database name on the current server. */
   backendDatabase: string;
   /** Route epoch in the catalog (bumped by every migration). */

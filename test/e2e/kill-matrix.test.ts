@@ -50,7 +50,8 @@ const cases: Case[] = [...MOVE_STEPS.map((step) => ({ step })), { step: "sync", 
 const COMMITTED: ReadonlySet<MoveStep> = new Set(["after-commit", "after-switch", "after-cleanup", "after-fence", "done"]);
 
 interface Outputs {
-  tenantDatabases: Record<string, Record<string, { server: string; connectionString: string; epoch: number }>>;
+  tenantDatabases: Record<string, Record<string, { server: string; epoch: number }>>;
+  fleet: { tenants: Record<string, Record<string, { connectionString: string }>> };
   servers: Record<string, Omit<ServerAccess, "name"> & { engine: string }>;
   catalogUrl: string;
 }
@@ -123,8 +124,8 @@ for (const engine of engines) {
       await pulumiOk(tc, ["stack", "init", stack, "--non-interactive"]);
       await pulumi(["up", "--yes"]);
       out = await outputs();
-      await engine.seed(out.tenantDatabases.acme!.app!.connectionString);
-      load = await engine.startLoad(out.tenantDatabases.acme!.app!.connectionString);
+      await engine.seed(out.fleet.tenants.acme!.app!.connectionString);
+      load = await engine.startLoad(out.fleet.tenants.acme!.app!.connectionString);
     }, 600_000);
 
     afterAll(async () => {

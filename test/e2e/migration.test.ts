@@ -47,7 +47,8 @@ for (const mode of ["session", "transaction"] as const) describe(`${mode} pool m
 
   interface Outputs {
     proxies: { endpoints: string[]; adminEndpoints: string[] };
-    tenantDatabases: Record<string, Record<string, { server: string; isolation: string; region: string; connectionString: string; status: string; epoch: number }>>;
+    tenantDatabases: Record<string, Record<string, { server: string; isolation: string; region: string; status: string; epoch: number }>>;
+    fleet: { tenants: Record<string, Record<string, { connectionString: string }>> };
     servers: Record<string, { host: string; port: number; adminUser: string; adminPassword: string }>;
     catalogUrl: string;
   }
@@ -98,11 +99,12 @@ for (const mode of ["session", "transaction"] as const) describe(`${mode} pool m
       await pulumi(["up", "--yes"]);
       out0 = await outputs();
       expect(out0.proxies.endpoints).toHaveLength(2);
-      const acme = out0.tenantDatabases.acme!.app!;
-      expect(acme).toMatchObject({ server: "shared-postgres-eu-west", status: "ready", epoch: 1 });
+      expect(out0.tenantDatabases.acme!.app!).toMatchObject({ server: "shared-postgres-eu-west", status: "ready", epoch: 1 });
+      expect(out0.tenantDatabases.acme!.app!).not.toHaveProperty("connectionString"); // once, in `fleet`
+      const acme = out0.fleet.tenants.acme!.app!;
       expect(endpointsOf(acme.connectionString).map((e) => `${e.host}:${e.port}`)).toEqual(out0.proxies.endpoints);
       await prepareLoadTables(endpointsOf(acme.connectionString)[0]!);
-      await prepareLoadTables(endpointsOf(out0.tenantDatabases.globex!.app!.connectionString)[1]!);
+      await prepareLoadTables(endpointsOf(out0.fleet.tenants.globex!.app!.connectionString)[1]!);
       // Enough data that the initial sync takes a few seconds (the failure step stops the target during it).
       const c = new Client(endpointsOf(acme.connectionString)[1]!);
       await c.connect();
@@ -110,7 +112,7 @@ for (const mode of ["session", "transaction"] as const) describe(`${mode} pool m
       await c.query("insert into blobs (body) select repeat(md5(g::text), 30) from generate_series(1, 100000) g");
       await c.end();
       acmeLoad = new LoadGenerator({ endpoints: endpointsOf(acme.connectionString), clients: 4 });
-      globexLoad = new LoadGenerator({ endpoints: endpointsOf(out0.tenantDatabases.globex!.app!.connectionString), clients: 2, mix: ["insert", "read"] });
+      globexLoad = new LoadGenerator({ endpoints: endpointsOf(out0.fleet.tenants.globex!.app!.connectionString), clients: 2, mix: ["insert", "read"] });
       acmeLoad.start();
       globexLoad.start();
     }, 300_000);
@@ -209,7 +211,7 @@ for (const mode of ["session", "transaction"] as const) describe(`${mode} pool m
         }
       }
       // The connection string never changed.
-      for (const t of ["acme", "globex", "initech"]) expect(out.tenantDatabases[t]!.app!.connectionString).toBe(out0.tenantDatabases[t]!.app!.connectionString);
+      for (const t of ["acme", "globex", "initech"]) expect(out.fleet.tenants[t]!.app!.connectionString).toBe(out0.fleet.tenants[t]!.app!.connectionString);
       console.log(JSON.stringify({ acme: { acknowledged: acme.acknowledged, longestMs: acme.longest.ms, p99: acme.latencyMs.p99 }, globex: { acknowledged: globex.acknowledged, longestMs: globex.longest.ms } }));
     }, 120_000);
 
@@ -226,7 +228,7 @@ for (const mode of ["session", "transaction"] as const) describe(`${mode} pool m
     it("the state file holds no tenant password, admin password or catalog password in plain text", async () => {
       const out = await outputs();
       const secrets = [
-        ...Object.values(out.tenantDatabases).flatMap((dbs) => Object.values(dbs).map((d) => decodeURIComponent(/:([^:@]+)@/.exec(d.connectionString)![1]!))),
+        ...Object.values(out.fleet.tenants).flatMap((dbs) => Object.values(dbs).map((d) => decodeURIComponent(/:([^:@]+)@/.exec(d.connectionString)![1]!))),
         ...Object.values(out.servers).map((s) => s.adminPassword),
         decodeURIComponent(/:([^:@]+)@/.exec(out.catalogUrl)![1]!),
       ];

@@ -180,7 +180,7 @@ describe(`the fleet output through a StackReference (${stack})`, () => {
     }
     // the StackReference resource's state holds every producer output: servers' admin passwords,
     // the catalog URL; each only as ciphertext
-    // 2 connection strings (in `fleet` and `tenantDatabases`), 3 server admin passwords, catalogUrl
+    // 2 connection strings (in `fleet`), 3 server admin passwords, catalogUrl
     expect(producerSecrets.length).toBe(6);
     for (const secret of producerSecrets) expect(state).not.toContain(secret);
     expect(state).toContain("ciphertext");

@@ -27,7 +27,8 @@ import { LoadGenerator, compareIds, prepareLoadTables, storedIds } from "../../s
 import { provider as catalogProvider } from "../../dynamic-providers/control-catalog/provider";
 import type { ControlCatalogInputs, ControlCatalogOutputs } from "../../dynamic-providers/control-catalog/types";
 import { provider as tenantProvider } from "../../dynamic-providers/tenant-database/provider";
-import type { TenantDatabaseInputs, TenantDatabaseOutputs } from "../../dynamic-providers/tenant-database/types";
+import type { TenantDatabaseInputs } from "../../dynamic-providers/tenant-database/types";
+import { passwordOf, type StoredInputs, type StoredOutputs } from "../../dynamic-providers/tenant-database/state";
 import { TunnelError, type Endpoint } from "../../dynamic-providers/tunnel/ssh-tunnel";
 import { CATALOG_VERSION } from "../../proxy/catalog/schema";
 import { loadRoute, type Route } from "../../proxy/catalog/routes";
@@ -48,7 +49,7 @@ let p2: ProxyProcess;
 /** The ControlCatalog provider's outputs (test 1); the proxies and the TenantDatabase use them. */
 let catalog: ControlCatalogOutputs;
 /** The TenantDatabase's outputs as Pulumi would have saved them after the last successful call. */
-let acme: { id: string; outs: TenantDatabaseOutputs };
+let acme: { id: string; outs: StoredOutputs };
 
 // ---------------------------------------------------------------------------------------------
 // Every TCP connect this process makes (pg, ssh2, the proxies' clients: all go through
@@ -186,11 +187,12 @@ function tenantArgs(s: PgServer, isolation: "shared" | "dedicated", privateKey: 
   };
 }
 
-/** `check` as the engine runs it before create/update: the inputs with their plan. */
-async function checked(olds: Partial<TenantDatabaseInputs>, news: Record<string, unknown>): Promise<TenantDatabaseInputs> {
+/** `check` as the engine runs it before create/update: the inputs with their plan, as stored (the
+ * credentials kept in this process for the create/update that follows). */
+async function checked(olds: Partial<TenantDatabaseInputs> | StoredOutputs, news: Record<string, unknown>): Promise<StoredInputs> {
   const r = await tenantProvider.check!(olds, news);
   expect(r.failures ?? []).toEqual([]);
-  return r.inputs as TenantDatabaseInputs;
+  return r.inputs as StoredInputs;
 }
 
 async function withCatalogDb<T>(fn: (c: Client) => Promise<T>): Promise<T> {
@@ -203,8 +205,8 @@ const migrationsStarted = (): Promise<number> =>
 const databasesOn = (s: PgServer): Promise<string[]> =>
   fleet.withAdmin(s, "postgres", async (c) => (await c.query<{ datname: string }>("select datname from pg_database where datname like 'app\\_\\_acme%' order by 1")).rows.map((r) => r.datname));
 
-function endpoints(o: TenantDatabaseOutputs) {
-  return [p1, p2].map((p) => ({ host: "127.0.0.1", port: p.port, user: o.role, password: o.password, database: "app__acme" }));
+function endpoints(o: StoredOutputs) {
+  return [p1, p2].map((p) => ({ host: "127.0.0.1", port: p.port, user: o.role, password: passwordOf(o.connectionString), database: "app__acme" }));
 }
 
 /**
@@ -286,8 +288,12 @@ describe("TenantDatabase through the bastion", () => {
     const inputs = await checked({}, tenantArgs(a, "shared", sshd.privateKey));
     const listening = await listeningPorts();
     const logFrom = await logSize();
+    // The stored inputs hold no credential; the outputs hold each secret once.
+    expect(Object.keys(inputs).filter((k) => /password|privatekey|resourceurn/i.test(k))).toEqual([]);
     const call = await watched(() => tenantProvider.create(inputs));
-    acme = { id: call.value.id, outs: call.value.outs as TenantDatabaseOutputs };
+    acme = { id: call.value.id, outs: call.value.outs as StoredOutputs };
+    expect(acme.outs.access).toEqual({ serverAdminPassword: a.adminPassword, catalogPassword: catalog.adminPassword, bastionPrivateKey: sshd.privateKey });
+    expect(Object.keys(acme.outs).filter((k) => /password|verifier|privatekey/i.test(k))).toEqual([]);
 
     expect(await databasesOn(a)).toEqual(["app__acme"]);
     const r = await route();
@@ -340,7 +346,7 @@ describe("TenantDatabase through the bastion", () => {
     await watcher.end();
     await sleep(300);
     const report = await load.stop();
-    const outs = call.value.outs as TenantDatabaseOutputs;
+    const outs = call.value.outs as StoredOutputs;
 
     expect(report.errors).toEqual([]);
     expect(report.acknowledged).toBeGreaterThan(20);

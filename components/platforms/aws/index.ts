@@ -218,7 +218,7 @@ export function awsPlatform(args: CloudPlatformArgs): Platform {
         { parent: p },
       );
       catalogUrlSecretArn = secret("catalog-url", "catalog-url", catalog.url, { ...h, parent: p }).arn;
-      return { serverName: CATALOG_SERVER, host: catalog.host, port: catalog.port, adminUser: catalog.adminUser, adminPassword: pulumi.secret(password.result), database: catalog.database, url: catalog.url, tls: true };
+      return { serverName: CATALOG_SERVER, host: catalog.host, port: catalog.port, adminUser: catalog.adminUser, adminPassword: catalog.adminPassword, database: catalog.database, url: catalog.url, tls: true };
     },
     proxyFleet(req, p) {
       if (!catalogUrlSecretArn) throw new Error("aws platform: the control catalog must be declared before the proxy fleet");

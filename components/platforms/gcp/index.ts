@@ -212,7 +212,7 @@ export function gcpPlatform(args: CloudPlatformArgs): Platform {
         { parent: p },
       );
       catalogUrlSecretId = secret("catalog-url", catalog.url, proxiesSa, p).secretId;
-      return { serverName: CATALOG_SERVER, host: catalog.host, port: catalog.port, adminUser: catalog.adminUser, adminPassword: pulumi.secret(password.result), database: catalog.database, url: catalog.url, tls: true };
+      return { serverName: CATALOG_SERVER, host: catalog.host, port: catalog.port, adminUser: catalog.adminUser, adminPassword: catalog.adminPassword, database: catalog.database, url: catalog.url, tls: true };
     },
     proxyFleet(req, p) {
       if (!catalogUrlSecretId) throw new Error("gcp platform: the control catalog must be declared before the proxy fleet");

@@ -27,7 +27,7 @@ export function localPlatform(stack: string): Platform {
         { serverName: CATALOG_SERVER, host: s.host, port: s.port, adminUser: s.adminUser, adminPassword: s.adminPassword, database: CATALOG_DATABASE },
         { parent },
       );
-      return { serverName: CATALOG_SERVER, host: c.host, port: c.port, adminUser: c.adminUser, adminPassword: s.adminPassword, database: c.database, url: c.url, tls: false };
+      return { serverName: CATALOG_SERVER, host: c.host, port: c.port, adminUser: c.adminUser, adminPassword: c.adminPassword, database: c.database, url: c.url, tls: false };
     },
     proxyFleet(req, parent) {
       const proxies = Array.from({ length: req.replicas }, (_, i) => {
