@@ -23,7 +23,9 @@ import { parseArgs } from "node:util";
 import { setup } from "./setup";
 import { pulumiOk, runPulumi } from "./lib/pulumi-cli";
 import { backendDir, repoRoot } from "./lib/pulumi-env";
+import { writeLocalStackConfig } from "./lib/local-stack-config";
 import { resourceBreakdown, stateSizes, type StackExport } from "./lib/stack-state";
+import { TENANT_DATABASE_TYPE } from "../dynamic-providers/tenant-database";
 import type { Toolchain } from "./lib/toolchain";
 
 const { values } = parseArgs({
@@ -37,21 +39,18 @@ const sizes = values.tenants.split(",").map((s) => Number(s.trim()));
 if (sizes.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`--tenants must be whole numbers above 0, got ${values.tenants}`);
 const progress = (m: string) => process.stderr.write(`[bench:stack] ${new Date().toISOString().slice(11, 19)} ${m}\n`);
 
-const TENANT_DATABASE = "pulumi-nodejs:dynamic/tenantfleet:TenantDatabase";
 const GOALS = { changeUpSeconds: 60, noChangePreviewSeconds: 30, tenantDatabaseStateBytes: 3 * 1024, perTenantGrowth: 1.25 };
 
 const tenantName = (i: number) => `t${String(i).padStart(5, "0")}`;
 
-async function writeConfig(file: string, n: number, dedicated?: string): Promise<void> {
-  const current = existsSync(file) ? await fs.readFile(file, "utf8") : "";
-  const salt = /^encryptionsalt: .*$/m.exec(current)?.[0];
+/** N tenants, one shared PostgreSQL database each in eu-west; `dedicated` the one moved. */
+function writeConfig(file: string, n: number, dedicated?: string): Promise<void> {
   const tenants: Record<string, unknown> = {};
   for (let i = 1; i <= n; i++) {
     const t = tenantName(i);
     tenants[t] = { databases: { app: { engine: "postgres", isolation: t === dedicated ? "dedicated" : "shared", region: "eu-west" } } };
   }
-  const lines = [...(salt ? [salt] : []), "config:", "  tenantfleet:platform: local", "  tenantfleet:regions: [eu-west]", "  tenantfleet:protectTenantDatabases: false", `  tenantfleet:tenants: ${JSON.stringify(tenants)}`];
-  await fs.writeFile(file, lines.join("\n") + "\n");
+  return writeLocalStackConfig(file, tenants);
 }
 
 async function timed<T>(what: string, fn: () => Promise<T>): Promise<{ seconds: number; value: T }> {
@@ -78,12 +77,12 @@ async function oneSize(tc: Toolchain, n: number, keep: boolean) {
     const exported = JSON.parse((await pulumi(["stack", "export"])).stdout) as StackExport;
     const checkpointFile = path.join(backendDir(), ".pulumi", "stacks", "tenantfleet", `${stack}.json`);
     const checkpointBytes = existsSync(checkpointFile) ? statSync(checkpointFile).size : undefined;
-    const movedResource = exported.deployment.resources!.find((r) => r.type === TENANT_DATABASE && r.outputs?.tenant === moved)!;
+    const movedResource = exported.deployment.resources!.find((r) => r.type === TENANT_DATABASE_TYPE && r.outputs?.tenant === moved)!;
     const lastMigration = movedResource.outputs?.lastMigration as { durationMs?: number; pauseMs?: number; status?: string } | undefined;
     await writeConfig(file, n);
     const back = await timed(`${n} tenants: ${moved} → shared, up with PULUMI_SKIP_CHECKPOINTS=true (diagnostic)`, () => pulumi(["up", "--yes"], { PULUMI_SKIP_CHECKPOINTS: "true" }));
     const sizesOf = stateSizes(exported);
-    const sample = exported.deployment.resources!.find((r) => r.type === TENANT_DATABASE && r.outputs?.tenant === tenantName(2))!;
+    const sample = exported.deployment.resources!.find((r) => r.type === TENANT_DATABASE_TYPE && r.outputs?.tenant === tenantName(2))!;
     const result = {
       tenants: n,
       upFromEmptySeconds: up.seconds,
@@ -94,7 +93,7 @@ async function oneSize(tc: Toolchain, n: number, keep: boolean) {
       changeUpSkipCheckpointsSeconds: back.seconds,
       checkpointBytes,
       state: sizesOf,
-      tenantDatabaseBytes: sizesOf.byType[TENANT_DATABASE]!.medianBytes,
+      tenantDatabaseBytes: sizesOf.byType[TENANT_DATABASE_TYPE]!.medianBytes,
       tenantDatabaseBreakdown: resourceBreakdown(sample),
     };
     return { stack, result };

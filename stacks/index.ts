@@ -13,8 +13,8 @@ formatPromiseTracesPlainly();
 /**
  * The stack's outputs. The program is an async function that builds the fleet after its first
  * `await`: Pulumi stores the call stack of every resource registration in the state, and out of
- * the module loader's frames that stack is a few frames (about half a kilobyte less of state per
- * resource).
+ * the module loader's frames that stack is a few frames shorter (a TenantDatabase's stored stackTrace
+ * 762 → 596 bytes, `pulumi stack export` of a 5-tenant stack).
  */
 export = async () => {
   await Promise.resolve();

@@ -65,18 +65,15 @@ export function takeAccess(inputs: TenantDatabaseInputs): StoredInputs {
   return stored as unknown as StoredInputs;
 }
 
-/** The credentials `check` kept for these inputs (undefined: check did not run in this process). */
-export function checkedAccess(i: { tenant: string; database: string }): TenantDatabaseAccess | undefined {
-  return checked.get(keyOf(i))?.access;
+/** Inputs that still hold their credentials (as an earlier version's check returned them). */
+function holdsAccess(news: StoredInputs | TenantDatabaseInputs): news is TenantDatabaseInputs {
+  return "serverAdminPassword" in news && news.serverAdminPassword !== undefined;
 }
 
 /** Checked inputs with their credentials and URN back (create/update). */
 export function withAccess(news: StoredInputs | TenantDatabaseInputs): TenantDatabaseInputs {
   const taken = checked.get(keyOf(news));
-  if ("serverAdminPassword" in news && news.serverAdminPassword !== undefined) {
-    // Inputs as an earlier version's check returned them: everything is still there.
-    return { ...(news as TenantDatabaseInputs), resourceUrn: (news as TenantDatabaseInputs).resourceUrn ?? taken?.resourceUrn ?? "" };
-  }
+  if (holdsAccess(news)) return { ...news, resourceUrn: news.resourceUrn ?? taken?.resourceUrn ?? "" };
   if (!taken) {
     throw new Error(
       `tenant database ${keyOf(news)}: the provider has no credentials for it (the engine runs check before every create and update, in the same process); run \`pulumi up\` again`,
@@ -87,7 +84,7 @@ export function withAccess(news: StoredInputs | TenantDatabaseInputs): TenantDat
 
 /** The credentials changed since the state was written (a rotated admin password): the outputs must take them. */
 export function accessChanged(olds: TenantDatabaseOutputs, news: StoredInputs | TenantDatabaseInputs): boolean {
-  const now = "serverAdminPassword" in news && news.serverAdminPassword !== undefined ? (news as TenantDatabaseAccess) : checkedAccess(news);
+  const now: TenantDatabaseAccess | undefined = holdsAccess(news) ? news : checked.get(keyOf(news))?.access;
   if (!now) return false;
   return ACCESS_KEYS.some((k) => !isUnknown(now[k]) && (now[k] ?? undefined) !== (olds[k] ?? undefined));
 }

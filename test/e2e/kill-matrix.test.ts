@@ -26,7 +26,7 @@ import { clearStaleLocks, pulumiOk, runPulumi, type PulumiRun } from "../../scri
 import { repoRoot } from "../../scripts/lib/pulumi-env";
 import type { Toolchain } from "../../scripts/lib/toolchain";
 import { MOVE_STEPS, type MoveStep } from "../../dynamic-providers/migration/stop-points";
-import { writeLocalStackConfig } from "../fixtures/local-stack-config";
+import { writeLocalStackConfig } from "../../scripts/lib/local-stack-config";
 import { killTree } from "../fixtures/process-tree";
 import type { KillMatrixEngine, Load, RouteRow, ServerAccess } from "../fixtures/kill-matrix/engine";
 import { postgres } from "../fixtures/kill-matrix/postgres";

@@ -18,7 +18,7 @@ import { stateRoot } from "../../dynamic-providers/local-server/state";
 import { resolveLayout } from "../../dynamic-providers/local-server/provider";
 import { localRuntime } from "../../dynamic-providers/engines/local-runtime";
 import type { LocalServerOutputs } from "../../dynamic-providers/local-server/types";
-import { writeLocalStackConfig } from "../fixtures/local-stack-config";
+import { writeLocalStackConfig } from "../../scripts/lib/local-stack-config";
 
 const stack = `e2e-${randomBytes(3).toString("hex")}`;
 const stackFile = path.join(repoRoot, "stacks", `Pulumi.${stack}.yaml`);

@@ -19,7 +19,7 @@ import { listServerRecords, stateRoot } from "../../dynamic-providers/local-serv
 import { resolveLayout } from "../../dynamic-providers/local-server/provider";
 import { localRuntime } from "../../dynamic-providers/engines/local-runtime";
 import type { LocalServerOutputs } from "../../dynamic-providers/local-server/types";
-import { writeLocalStackConfig } from "../fixtures/local-stack-config";
+import { writeLocalStackConfig } from "../../scripts/lib/local-stack-config";
 import { endpointsOf } from "../fixtures/kill-matrix/postgres";
 
 // Every step twice: with the tenant databases in `session` pool mode, then in `transaction` mode

@@ -17,7 +17,7 @@ import { repoRoot } from "../../scripts/lib/pulumi-env";
 import type { Toolchain } from "../../scripts/lib/toolchain";
 import { stateRoot } from "../../dynamic-providers/local-server/state";
 import { parsePreviewJson, previewSummaryMarkdown, summarizePreview, type Row } from "../../scripts/lib/preview-summary";
-import { writeLocalStackConfig } from "../fixtures/local-stack-config";
+import { writeLocalStackConfig } from "../../scripts/lib/local-stack-config";
 
 const stack = `e2e-prs-${randomBytes(3).toString("hex")}`;
 const stackFile = path.join(repoRoot, "stacks", `Pulumi.${stack}.yaml`);

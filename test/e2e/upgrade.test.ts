@@ -21,12 +21,12 @@ import { listServerRecords, stateRoot } from "../../dynamic-providers/local-serv
 import { resolveLayout } from "../../dynamic-providers/local-server/provider";
 import { localRuntime } from "../../dynamic-providers/engines/local-runtime";
 import type { LocalServerOutputs } from "../../dynamic-providers/local-server/types";
-import { writeLocalStackConfig } from "../fixtures/local-stack-config";
+import { TENANT_DATABASE_TYPE } from "../../dynamic-providers/tenant-database";
+import { writeLocalStackConfig } from "../../scripts/lib/local-stack-config";
 import { endpointsOf } from "../fixtures/kill-matrix/postgres";
 
 /** The last commit whose TenantDatabase stored every input in its outputs and its secrets twice. */
 const OLD = "b97b66b";
-const TENANT_DATABASE = "pulumi-nodejs:dynamic/tenantfleet:TenantDatabase";
 
 const stack = `e2e-upgrade-${randomBytes(3).toString("hex")}`;
 const tenants = {
@@ -45,7 +45,7 @@ const oldCode = (args: string[]) =>
   });
 const newCode = (args: string[]) => pulumiOk(tc, [...args, "--stack", stack, "--non-interactive"], { env: { TENANTFLEET_STATE_DIR: stateDir } });
 const exported = async (): Promise<StackExport> => JSON.parse((await newCode(["stack", "export"])).stdout);
-const tenantDatabases = (e: StackExport) => e.deployment.resources!.filter((r) => r.type === TENANT_DATABASE);
+const tenantDatabases = (e: StackExport) => e.deployment.resources!.filter((r) => r.type === TENANT_DATABASE_TYPE);
 
 /** Each server's process id: a restarted server gets another. */
 async function serverPids(): Promise<Record<string, number | undefined>> {
@@ -132,7 +132,7 @@ describe("a stack made by the earlier code, updated by this code", () => {
       expect(r.outputs).not.toHaveProperty("password");
       expect(r.inputs).not.toHaveProperty("serverAdminPassword");
     }
-    const [was, now] = [stateSizes(before).byType[TENANT_DATABASE]!, stateSizes(after).byType[TENANT_DATABASE]!];
+    const [was, now] = [stateSizes(before).byType[TENANT_DATABASE_TYPE]!, stateSizes(after).byType[TENANT_DATABASE_TYPE]!];
     console.log(JSON.stringify({ tenantDatabaseBytes: { before: was.medianBytes, after: now.medianBytes }, totalBytes: { before: stateSizes(before).totalBytes, after: stateSizes(after).totalBytes } }));
     expect(now.medianBytes).toBeLessThan(was.medianBytes * 0.75);
     await newCode(["preview", "--expect-no-changes"]);

@@ -3,24 +3,9 @@ import { checkTenantDatabase, connectionString, planTenantDatabase, refreshedOut
 import type { Route } from "../../proxy/catalog/routes";
 import { UNKNOWN } from "../../dynamic-providers/preview";
 import type { TenantDatabaseInputs, TenantDatabaseOutputs } from "../../dynamic-providers/tenant-database/types";
+import { tenantDatabaseInputs } from "../fixtures/tenant-database-inputs";
 
-const inputs = (over: Partial<TenantDatabaseInputs> = {}): Record<string, unknown> => ({
-  tenant: "acme",
-  database: "app",
-  engine: "postgres",
-  isolation: "shared",
-  region: "eu-west",
-  serverName: "shared-postgres-eu-west",
-  server: { host: "127.0.0.1", port: 25432, adminUser: "admin" },
-  serverAdminPassword: "pw",
-  catalog: { host: "127.0.0.1", port: 25433, adminUser: "admin", database: "tenantfleet_catalog" },
-  catalogPassword: "pw",
-  proxyEndpoints: ["127.0.0.1:16432", "127.0.0.1:16433"],
-  stack: "local",
-  platform: "local",
-  resourceUrn: "urn:x",
-  ...over,
-});
+const inputs = (over: Partial<TenantDatabaseInputs> = {}): Record<string, unknown> => tenantDatabaseInputs(over);
 
 function checked(olds: Record<string, unknown> | undefined, news: Record<string, unknown>): TenantDatabaseInputs {
   const r = checkTenantDatabase(olds as Partial<TenantDatabaseInputs> | undefined, news);

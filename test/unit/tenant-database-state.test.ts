@@ -5,24 +5,15 @@ import { accessChanged, fromState, isEarlierState, passwordOf, takeAccess, toSta
 import { checkTenantDatabase, connectionString } from "../../dynamic-providers/tenant-database/plan";
 import { UNKNOWN } from "../../dynamic-providers/preview";
 import type { TenantDatabaseInputs, TenantDatabaseOutputs } from "../../dynamic-providers/tenant-database/types";
+import { tenantDatabaseInputs } from "../fixtures/tenant-database-inputs";
 
-const program = (over: Record<string, unknown> = {}): Record<string, unknown> => ({
-  tenant: "acme",
-  database: "app",
-  engine: "postgres",
-  isolation: "shared",
-  region: "eu-west",
-  serverName: "shared-postgres-eu-west",
-  server: { host: "127.0.0.1", port: 25432, adminUser: "admin" },
-  serverAdminPassword: "server-secret",
-  catalog: { host: "127.0.0.1", port: 25433, adminUser: "admin", database: "tenantfleet_catalog" },
-  catalogPassword: "catalog-secret",
-  proxyEndpoints: ["127.0.0.1:16432", "127.0.0.1:16433"],
-  stack: "local",
-  platform: "local",
-  resourceUrn: "urn:pulumi:local::tenantfleet::tenantfleet:index:Fleet$tenantfleet:index:Tenant$pulumi-nodejs:dynamic/tenantfleet:TenantDatabase::acme-app",
-  ...over,
-});
+const program = (over: Record<string, unknown> = {}): Record<string, unknown> =>
+  tenantDatabaseInputs({
+    serverAdminPassword: "server-secret",
+    catalogPassword: "catalog-secret",
+    resourceUrn: "urn:pulumi:local::tenantfleet::tenantfleet:index:Fleet$tenantfleet:index:Tenant$pulumi-nodejs:dynamic/tenantfleet:TenantDatabase::acme-app",
+    ...over,
+  });
 
 function checkedInputs(news: Record<string, unknown>): TenantDatabaseInputs {
   const r = checkTenantDatabase(undefined, news);
