@@ -6,9 +6,9 @@ import * as pulumi from "@pulumi/pulumi";
 import { Fleet } from "../components/fleet";
 import { tenantPlacements } from "../components/fleet-output";
 import { formatProblems, validateFleetConfig } from "./config";
-import { formatPromiseTracesPlainly } from "./promise-traces";
+import { installStackTraces } from "./stack-traces";
 
-formatPromiseTracesPlainly();
+installStackTraces();
 
 /**
  * The stack's outputs. The program is an async function that builds the fleet after its first

@@ -1,0 +1,38 @@
+/**
+ * How the program's stack traces are made, for two costs that are Pulumi's and Node's, not ours:
+ *
+ * - Pulumi's SDK records `new Error().stack` on every promise it makes (`debuggablePromise`,
+ *   printed only if the program exits with promises still pending), and under ts-node each of
+ *   those stacks is source-mapped frame by frame by source-map-support. In a 250-tenant preview
+ *   that was a third of the program's CPU time (`npm run bench:stack`, the note on issue 15).
+ *   Those stacks are formatted here without source maps (V8's own frame text: the compiled
+ *   positions); every other stack, and so every error a user sees, is mapped as before.
+ * - @pulumi/pulumi's source maps place its top-level sources one directory too high:
+ *   `resource.js` maps to `node_modules/@pulumi/resource.ts`. Pulumi prints a failed program's
+ *   error with `util.inspect(err, { colors: true })`, and Node 20's inspect loops on a frame whose
+ *   file sits directly in a scope directory until the string overflows (27 s and 3 GB of heap,
+ *   then a RangeError and an uncoloured retry): every error thrown from the program's async body,
+ *   config errors included, passes through `Stack.initializeAndRegisterOutputs` in resource.ts.
+ *   Such frames are given the package's real directory, `node_modules/@pulumi/pulumi/`.
+ */
+const DEBUGGABLE = /[\\/]@pulumi[\\/]pulumi[\\/]runtime[\\/]debuggable\.js$/;
+/** `…/node_modules/@pulumi/resource.ts:1598:22`: a file directly under the scope, at a line's end. */
+const SCOPE_ROOT_FILE = /([\\/]node_modules[\\/]@pulumi[\\/])(?=[^\\/\s()]+:\d+:\d+\)?$)/gm;
+
+type Prepare = (error: Error, frames: NodeJS.CallSite[]) => unknown;
+
+/** Install the two stack-trace changes above over the source-mapping `Error.prepareStackTrace`
+ * that ts-node set up (once; without one there is nothing to change). */
+export function installStackTraces(): void {
+  const mapped = Error.prepareStackTrace as Prepare | undefined;
+  if (!mapped || (mapped as { tenantfleet?: boolean }).tenantfleet) return;
+  const prepare: Prepare = (error, frames) => {
+    if (frames[0] && DEBUGGABLE.test(frames[0].getFileName() ?? "")) {
+      return `${String(error)}\n    at ${frames.join("\n    at ")}`;
+    }
+    const stack = mapped(error, frames);
+    return typeof stack === "string" ? stack.replace(SCOPE_ROOT_FILE, "$1pulumi/") : stack;
+  };
+  (prepare as { tenantfleet?: boolean }).tenantfleet = true;
+  Error.prepareStackTrace = prepare;
+}
