@@ -131,7 +131,31 @@ export class LocalPgFleet {
     } finally {
       await c.end();
     }
+    await this.servedByProxies(name);
     return { tenant: k.tenant, database: k.database, role, password, name };
+  }
+
+  /**
+   * Wait until every running proxy knows the route of `name` (each follows the catalog by
+   * LISTEN/NOTIFY, which a loaded machine can deliver late): a login through it as a role that does not
+   * exist gets past the route lookup and fails authentication (28P01) without ever joining the
+   * tenant's sessions or opening a server connection. "Does not exist" (3D000) means not yet.
+   */
+  async servedByProxies(name: string, timeoutMs = 30_000): Promise<void> {
+    for (const p of this.proxies.filter((x) => x.child.exitCode === null && x.child.signalCode === null)) {
+      for (const end = Date.now() + timeoutMs; ; ) {
+        const c = new Client({ host: "127.0.0.1", port: p.port, user: "tenantfleet_route_probe", password: "-", database: name, connectionTimeoutMillis: 5000 });
+        c.on("error", () => undefined);
+        const code = await c.connect().then(
+          () => undefined,
+          (e: { code?: string }) => e.code,
+        );
+        await c.end().catch(() => undefined);
+        if (code !== "3D000") break;
+        if (Date.now() > end) throw new Error(`proxy ${p.id} did not learn the route of ${name} within ${timeoutMs} ms`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
   }
 
   /** The database and role on a server, with the catalog's verifier (a copy target, say). */
