@@ -1,5 +1,5 @@
 /**
- * How the program's stack traces are made, for two costs that are Pulumi's and Node's, not ours:
+ * How the program's stack traces are made, for costs that are Pulumi's and Node's, not ours:
  *
  * - Pulumi's SDK records `new Error().stack` on every promise it makes (`debuggablePromise`,
  *   printed only if the program exits with promises still pending), and under ts-node each of
@@ -14,14 +14,22 @@
  *   then a RangeError and an uncoloured retry): every error thrown from the program's async body,
  *   config errors included, passes through `Stack.initializeAndRegisterOutputs` in resource.ts.
  *   Such frames are given the package's real directory, `node_modules/@pulumi/pulumi/`.
+ * - Pulumi records where each resource was registered: `Resource.callsites` takes the whole
+ *   stack (no depth limit), every frame source-mapped, and the engine stores it in the state
+ *   (`stackTrace`, about 600 bytes of each TenantDatabase's state at 5 tenants). Only the
+ *   project's own frames say where a resource comes from; the SDK's and Node's frames (the
+ *   promise machinery under the program's awaits) are left out of that stack before mapping.
  */
 const DEBUGGABLE = /[\\/]@pulumi[\\/]pulumi[\\/]runtime[\\/]debuggable\.js$/;
+const RESOURCE_JS = /[\\/]@pulumi[\\/]pulumi[\\/]resource\.js$/;
+/** Frames Pulumi's `Resource.stackTrace` drops from the top of a registration stack (its `skip` + 1). */
+const REGISTRATION_SKIP = 5;
 /** `…/node_modules/@pulumi/resource.ts:1598:22`: a file directly under the scope, at a line's end. */
 const SCOPE_ROOT_FILE = /([\\/]node_modules[\\/]@pulumi[\\/])(?=[^\\/\s()]+:\d+:\d+\)?$)/gm;
 
 type Prepare = (error: Error, frames: NodeJS.CallSite[]) => unknown;
 
-/** Install the two stack-trace changes above over the source-mapping `Error.prepareStackTrace`
+/** Install the stack-trace changes above over the source-mapping `Error.prepareStackTrace`
  * that ts-node set up (once; without one there is nothing to change). */
 export function installStackTraces(): void {
   const mapped = Error.prepareStackTrace as Prepare | undefined;
@@ -30,9 +38,18 @@ export function installStackTraces(): void {
     if (frames[0] && DEBUGGABLE.test(frames[0].getFileName() ?? "")) {
       return `${String(error)}\n    at ${frames.join("\n    at ")}`;
     }
+    if (frames[0]?.getFunctionName() === "callsites" && RESOURCE_JS.test(frames[0].getFileName() ?? "")) {
+      frames = [...frames.slice(0, REGISTRATION_SKIP), ...frames.slice(REGISTRATION_SKIP).filter(ownFrame)];
+    }
     const stack = mapped(error, frames);
     return typeof stack === "string" ? stack.replace(SCOPE_ROOT_FILE, "$1pulumi/") : stack;
   };
   (prepare as { tenantfleet?: boolean }).tenantfleet = true;
   Error.prepareStackTrace = prepare;
+}
+
+/** A frame in the project's own code: not under node_modules, not Node's internals. */
+function ownFrame(f: NodeJS.CallSite): boolean {
+  const file = f.getFileName() ?? "";
+  return file !== "" && !file.startsWith("node:") && !/[\\/]node_modules[\\/]/.test(file);
 }

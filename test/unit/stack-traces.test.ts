@@ -35,6 +35,32 @@ describe("the program's stack traces", () => {
     expect(inspect(error, { colors: true })).toContain("invalid config");
   });
 
+  it("keep only the project's own frames of a resource registration stack, below the frames Pulumi skips", () => {
+    const frame = (file: string, fn: string) => ({ getFileName: () => file, getFunctionName: () => fn }) as unknown as NodeJS.CallSite;
+    const pulumi = "/work/main/node_modules/@pulumi/pulumi";
+    const frames = [
+      frame(`${pulumi}/resource.js`, "callsites"),
+      frame(`${pulumi}/resource.js`, "stackTrace"),
+      frame(`${pulumi}/resource.js`, "Resource"),
+      frame(`${pulumi}/resource.js`, "CustomResource"),
+      frame(`${pulumi}/dynamic/index.js`, "Resource"),
+      frame("/work/main/dynamic-providers/lazy-provider.ts", "ProjectResource"),
+      frame(`${pulumi}/output.js`, "apply"),
+      frame("node:internal/process/task_queues", "processTicksAndRejections"),
+      frame("/work/main/components/tenant.ts", "Tenant"),
+    ];
+    let seen: string[] = [];
+    Error.prepareStackTrace = original;
+    const capture = (_e: Error, fs: NodeJS.CallSite[]) => ((seen = fs.map((f) => f.getFunctionName() ?? "")), "mapped");
+    Error.prepareStackTrace = capture;
+    installStackTraces();
+    Error.prepareStackTrace!(new Error("x"), frames);
+    expect(seen).toEqual(["callsites", "stackTrace", "Resource", "CustomResource", "Resource", "ProjectResource", "Tenant"]);
+    // Any other stack is mapped whole.
+    Error.prepareStackTrace!(new Error("x"), frames.slice(1));
+    expect(seen).toHaveLength(8);
+  });
+
   it("are installed once", () => {
     const installed = Error.prepareStackTrace;
     installStackTraces();
