@@ -6,7 +6,9 @@
  *   those stacks is source-mapped frame by frame by source-map-support. In a 250-tenant preview
  *   that was a third of the program's CPU time (`npm run bench:stack`, the note on issue 15).
  *   Those stacks are formatted here without source maps (V8's own frame text: the compiled
- *   positions); every other stack, and so every error a user sees, is mapped as before.
+ *   positions), and only when printed: even unmapped, formatting each one eagerly was 3 s of a
+ *   1,000-tenant preview's 27 s of program CPU. Every other stack, and so every error a user
+ *   sees, is mapped as before.
  * - @pulumi/pulumi's source maps place its top-level sources one directory too high:
  *   `resource.js` maps to `node_modules/@pulumi/resource.ts`. Pulumi prints a failed program's
  *   error with `util.inspect(err, { colors: true })`, and Node 20's inspect loops on a frame whose
@@ -35,9 +37,7 @@ export function installStackTraces(): void {
   const mapped = Error.prepareStackTrace as Prepare | undefined;
   if (!mapped || (mapped as { tenantfleet?: boolean }).tenantfleet) return;
   const prepare: Prepare = (error, frames) => {
-    if (frames[0] && DEBUGGABLE.test(frames[0].getFileName() ?? "")) {
-      return `${String(error)}\n    at ${frames.join("\n    at ")}`;
-    }
+    if (frames[0] && DEBUGGABLE.test(frames[0].getFileName() ?? "")) return new DeferredStack(error, frames);
     if (frames[0]?.getFunctionName() === "callsites" && RESOURCE_JS.test(frames[0].getFileName() ?? "")) {
       frames = [...frames.slice(0, REGISTRATION_SKIP), ...frames.slice(REGISTRATION_SKIP).filter(ownFrame)];
     }
@@ -52,4 +52,20 @@ export function installStackTraces(): void {
 function ownFrame(f: NodeJS.CallSite): boolean {
   const file = f.getFileName() ?? "";
   return file !== "" && !file.startsWith("node:") && !/[\\/]node_modules[\\/]/.test(file);
+}
+
+/**
+ * A promise's debug stack, formatted only if it is printed (Pulumi prints it for a promise still
+ * pending when the program exits): `${stack}` gives V8's own frame text. Until then it holds the
+ * call sites V8 collected anyway.
+ */
+class DeferredStack {
+  constructor(
+    private readonly error: Error,
+    private readonly frames: NodeJS.CallSite[],
+  ) {}
+
+  toString(): string {
+    return `${String(this.error)}\n    at ${this.frames.join("\n    at ")}`;
+  }
 }

@@ -61,11 +61,17 @@ export function checkTenantDatabase(olds: Partial<TenantDatabaseInputs> | undefi
   return { inputs };
 }
 
-/** What `pulumi up` will do with this tenant database, in one line. */
+/**
+ * What `pulumi up` will do with this tenant database, in one line. Without a move the words do
+ * not change from run to run (the plan is a checked input, and the engine rewrites the stack's
+ * whole checkpoint for every unchanged resource whose inputs differ from the stored ones): a new
+ * database says where it is, and a database that stays keeps the plan it has, except the plan of
+ * the move that brought it there.
+ */
 export function describePlan(olds: Partial<TenantDatabaseInputs> | undefined, news: TenantDatabaseInputs): string {
   const here = `${news.serverName} (${news.isolation}, ${news.region})`;
-  if (!olds?.serverName) return `create on ${here}`;
-  if (olds.serverName === news.serverName) return `stays on ${here}`;
+  if (!olds?.serverName) return `on ${here}`;
+  if (olds.serverName === news.serverName) return typeof olds.plan === "string" && olds.plan !== "" && !olds.plan.startsWith("migrate ") ? olds.plan : `on ${here}`;
   return `migrate ${olds.serverName} (${olds.isolation}, ${olds.region}) → ${here}: PostgreSQL logical replication, lag to zero, drain-and-switch in every proxy (backup-and-restore under a pause if replication is impossible)`;
 }
 

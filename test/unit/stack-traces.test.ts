@@ -61,6 +61,18 @@ describe("the program's stack traces", () => {
     expect(seen).toHaveLength(8);
   });
 
+  it("format a Pulumi promise's debug stack only when it is printed, with V8's own frame text", () => {
+    let mappedCalls = 0;
+    Error.prepareStackTrace = () => (mappedCalls++, "mapped");
+    installStackTraces();
+    const frame = (file: string, text: string) => ({ getFileName: () => file, getFunctionName: () => "f", toString: () => text }) as unknown as NodeJS.CallSite;
+    const frames = [frame("/work/main/node_modules/@pulumi/pulumi/runtime/debuggable.js", "debuggablePromise (debuggable.js:253:5)"), frame("/work/main/stacks/index.ts", "main (index.js:3:1)")];
+    const stack = Error.prepareStackTrace!(new Error("x"), frames);
+    expect(typeof stack).not.toBe("string");
+    expect(`${stack as string}`).toBe("Error: x\n    at debuggablePromise (debuggable.js:253:5)\n    at main (index.js:3:1)");
+    expect(mappedCalls).toBe(0);
+  });
+
   it("are installed once", () => {
     const installed = Error.prepareStackTrace;
     installStackTraces();

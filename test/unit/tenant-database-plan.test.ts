@@ -21,13 +21,24 @@ describe("TenantDatabase check", () => {
   it("defaults the rollback window to 24 hours and describes a create", () => {
     const i = checked(undefined, inputs());
     expect(i.rollbackWindowHours).toBe(24);
-    expect(i.plan).toBe("create on shared-postgres-eu-west (shared, eu-west)");
+    expect(i.plan).toBe("on shared-postgres-eu-west (shared, eu-west)");
   });
 
   it("describes a tier change as a migration from server to server, with the method", () => {
     const olds = checked(undefined, inputs());
     const i = checked(olds as unknown as Record<string, unknown>, inputs({ isolation: "dedicated", serverName: "dedicated-acme-app-eu-west" }));
     expect(i.plan).toMatch(/^migrate shared-postgres-eu-west \(shared, eu-west\) → dedicated-acme-app-eu-west \(dedicated, eu-west\): PostgreSQL logical replication/);
+  });
+
+  it("a database that stays keeps the words of its stored plan (the checked inputs of an unchanged resource do not change, so the engine does not rewrite the checkpoint for it)", () => {
+    const created = checked(undefined, inputs());
+    expect(checked(created as unknown as Record<string, unknown>, inputs()).plan).toBe(created.plan);
+    // An earlier version's words are kept too.
+    const earlier = { ...created, plan: "create on shared-postgres-eu-west (shared, eu-west)" };
+    expect(checked(earlier as unknown as Record<string, unknown>, inputs()).plan).toBe(earlier.plan);
+    // The plan of the move that brought it there gives way to where it is.
+    const moved = checked(created as unknown as Record<string, unknown>, inputs({ isolation: "dedicated", serverName: "dedicated-acme-app-eu-west" }));
+    expect(checked(moved as unknown as Record<string, unknown>, inputs({ isolation: "dedicated", serverName: "dedicated-acme-app-eu-west" })).plan).toBe("on dedicated-acme-app-eu-west (dedicated, eu-west)");
   });
 
   it("refuses a rename and an engine change, saying why (no path drops data)", () => {

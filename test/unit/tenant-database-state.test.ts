@@ -52,7 +52,7 @@ describe("TenantDatabase state", () => {
     expect(stored).not.toHaveProperty("catalogPassword");
     expect(stored).not.toHaveProperty("bastionPrivateKey");
     expect(stored).not.toHaveProperty("resourceUrn");
-    expect(stored.plan).toBe("create on shared-postgres-eu-west (shared, eu-west)");
+    expect(stored.plan).toBe("on shared-postgres-eu-west (shared, eu-west)");
     const back = withAccess(stored as never);
     expect(back).toMatchObject({ serverAdminPassword: "server-secret", catalogPassword: "catalog-secret", bastionPrivateKey: "KEY", resourceUrn: program().resourceUrn });
   });
