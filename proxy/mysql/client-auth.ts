@@ -8,7 +8,7 @@
  * ERR packets with the server's codes; an unknown login and a wrong password read the same (no
  * enumeration of tenants).
  */
-import { CAP, ER } from "./codes";
+import { CAP, ER, type ErrorCode } from "./codes";
 import { encodeAuthSwitch, encodeErr, encodeGreeting, parseHandshakeResponse, PROXY_CAPABILITIES, DEFAULT_CHARSET, type HandshakeResponse } from "./handshake";
 import { NATIVE_PASSWORD, checkNativeReply, newScramble, parseNativeVerifier } from "./native-password";
 
@@ -89,7 +89,7 @@ export class ClientAuth {
     return { kind: "authenticated", user: r.user, database, passwordSha1, response: r, seq };
   }
 
-  private refuse(e: (typeof ER)[keyof typeof ER], message: string, seq: number, reason: string): AuthStep {
+  private refuse(e: ErrorCode, message: string, seq: number, reason: string): AuthStep {
     this.state = "done";
     return { kind: "refuse", payload: encodeErr(e, message), seq, reason };
   }

@@ -129,7 +129,7 @@ export function encodePacket(seq: number, payload: Buffer): { bytes: Buffer; nex
     off += len;
     if (len < MAX_PAYLOAD) break;
   }
-  return { bytes: out.length === 2 ? Buffer.concat(out, 4 + payload.length) : Buffer.concat(out), nextSeq: seq };
+  return { bytes: Buffer.concat(out), nextSeq: seq };
 }
 
 /** Joins the physical packets of one logical packet (all of them wanted). */

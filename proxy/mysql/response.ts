@@ -25,7 +25,6 @@ type State =
   /** A prepare's parameter (then column) definitions; `eof`: an EOF follows them. */
   | { s: "defs"; left: number; eof: boolean; columnsNext: number }
   | { s: "defs-eof"; columnsNext: number }
-  | { s: "field-list" }
   | { s: "single" }; // one packet, whatever it is (COM_STATISTICS)
 
 export interface Prepared {
@@ -81,12 +80,10 @@ export class ResponseTracker {
       case COM.STMT_PREPARE:
         this.state = { s: "prepare-ok" };
         break;
-      case COM.FIELD_LIST:
-        this.state = { s: "field-list" };
-        break;
       case COM.STATISTICS:
         this.state = { s: "single" };
         break;
+      case COM.FIELD_LIST: // column definitions up to an EOF: read as rows are
       case COM.STMT_FETCH:
         this.state = { s: "rows" };
         break;
@@ -100,7 +97,6 @@ export class ResponseTracker {
   wants(kind: number, length: number): boolean {
     switch (this.state.s) {
       case "rows":
-      case "field-list":
         return kind === RESPONSE.ERR || this.isTerminator(kind, length);
       case "columns":
       case "defs":
@@ -147,7 +143,6 @@ export class ResponseTracker {
         this.state = { s: "rows" };
         return "more";
       case "rows":
-      case "field-list":
         if (kind === RESPONSE.ERR) return this.fail(need());
         if (this.isTerminator(kind, length)) return this.deprecateEof && length >= 7 ? this.ok(need()) : this.eof(need());
         return "more";
