@@ -11,9 +11,10 @@ import type { Platform } from "./platforms";
 import { awsPlatform } from "./platforms/aws";
 import { gcpPlatform } from "./platforms/gcp";
 import { localPlatform } from "./platforms/local";
+import { DynamicProviderHost } from "../dynamic-providers/lazy-provider";
 import { ProxyFleet } from "./proxy-fleet";
 import { SharedCluster } from "./shared-cluster";
-import { Tenant, type ServerEndpoint, type TenantDatabaseOutput } from "./tenant";
+import { createTenant, type ServerEndpoint, type TenantDatabaseOutput } from "./tenant";
 
 /** The repository root (components/..): where the proxy's sources are bundled from. */
 const repoRoot = path.resolve(__dirname, "..");
@@ -111,8 +112,9 @@ export function createFleet(parent: Fleet, args: FleetArgs): FleetResult {
       const name = d.isolation === "shared" ? sharedClusterName(d.engine, d.region) : dedicatedServerName(d.tenant, d.database, d.region);
       placement[d.database] = { name, server: byServerName.get(name)! };
     }
-    const t = new Tenant(
+    tenantDatabases[tenant] = createTenant(
       tenant,
+      parent,
       {
         databases,
         servers: placement,
@@ -126,9 +128,7 @@ export function createFleet(parent: Fleet, args: FleetArgs): FleetResult {
         protect: args.spec.protectTenantDatabases,
         proxyReplicas: args.spec.proxyReplicas,
       },
-      { parent },
     );
-    tenantDatabases[tenant] = t.databases;
   }
   return {
     sharedClusters,
@@ -158,7 +158,10 @@ export class Fleet extends pulumi.ComponentResource {
   public readonly contract!: FleetOutputInputs;
 
   constructor(name: string, args: FleetArgs, opts?: pulumi.ComponentResourceOptions) {
-    super("tenantfleet:index:Fleet", name, {}, opts);
+    // Created before the component, as a top-level resource: its URN is the one stacks have held
+    // since it was introduced, whatever the Fleet's name.
+    const providers = opts?.providers ?? [new DynamicProviderHost()];
+    super("tenantfleet:index:Fleet", name, {}, { ...opts, providers });
     const r = createFleet(this, args);
     this.servers = r.servers;
     this.sharedClusters = r.sharedClusters;

@@ -1,8 +1,16 @@
-/** Tenant — one tenant's databases: a TenantDatabase for each PostgreSQL database (the engines with
- * live migration), placed on the server the fleet plan chose for it. */
+/** A tenant's databases: a TenantDatabase for each PostgreSQL database (the engines with live
+ * migration), placed on the server the fleet plan chose for it, a child of the Fleet.
+ *
+ * In earlier versions each tenant had a `tenantfleet:index:Tenant` component of its own between the Fleet and
+ * its TenantDatabases. It held nothing (its outputs are the stack's), but it was a resource per
+ * tenant: a registration, an engine step, a state write on create and ~580 bytes of state each. Its
+ * TenantDatabases now name it as their former parent (an alias), so a stack made with it keeps
+ * them; the next `up` deletes the empty components. */
 import * as pulumi from "@pulumi/pulumi";
 import type { BackupBucket } from "../dynamic-providers/backups/store";
-import { TenantDatabase } from "../dynamic-providers/tenant-database";
+import { TenantDatabase, connectionStringOf } from "../dynamic-providers/tenant-database";
+import { clientDatabaseName } from "../proxy/catalog/routes";
+import { urnOnly } from "../dynamic-providers/lazy-provider";
 import type { TenantDatabaseSpec } from "../stacks/config";
 import { viaBastion, type MigrationPath, type PlatformCatalog, type PlatformServer } from "./platforms";
 import { platformConnectionBudget } from "../dynamic-providers/engines/postgres/settings";
@@ -48,6 +56,28 @@ export interface TenantDatabaseOutput {
   lastMigration?: pulumi.Output<unknown>;
 }
 
+/** A server's address as TenantDatabases take it: one Output per server, shared by all its tenant
+ * databases (an Output per tenant database costs the program time at 1,000 tenants). */
+const serverRefs = new WeakMap<ServerEndpoint, pulumi.Output<{ host: string; port: number; adminUser: string }>>();
+function serverRef(s: ServerEndpoint) {
+  let r = serverRefs.get(s);
+  if (!r) serverRefs.set(s, (r = pulumi.all([s.host, s.port, s.adminUser]).apply(([host, port, adminUser]) => ({ host, port, adminUser }))));
+  return r;
+}
+
+const catalogRefs = new WeakMap<PlatformCatalog, pulumi.Output<{ host: string; port: number; adminUser: string; database: string; tls?: true }>>();
+function catalogRef(c: PlatformCatalog) {
+  let r = catalogRefs.get(c);
+  if (!r) {
+    r = pulumi.all([c.host, c.port, c.adminUser, c.database]).apply(([host, port, adminUser, database]) => ({ host, port, adminUser, database, ...(c.tls ? { tls: true as const } : {}) }));
+    catalogRefs.set(c, r);
+  }
+  return r;
+}
+
+/** The URN a tenant's component had (before 0.1): its TenantDatabases' former parent. */
+const formerTenantUrn = (name: string, parent: pulumi.Resource) => pulumi.createUrn(name, "tenantfleet:index:Tenant", urnOnly(parent));
+
 export function createTenant(name: string, parent: pulumi.ComponentResource, args: TenantArgs): Record<string, TenantDatabaseOutput> {
   const out: Record<string, TenantDatabaseOutput> = {};
   for (const db of args.databases) {
@@ -66,11 +96,10 @@ export function createTenant(name: string, parent: pulumi.ComponentResource, arg
         isolation: db.isolation,
         region: db.region,
         serverName: placed.name,
-        server: pulumi.all([s.host, s.port, s.adminUser]).apply(([host, port, adminUser]) => ({ host, port, adminUser })),
+        server: serverRef(s),
         serverAdminPassword: s.adminPassword,
-        catalog: pulumi.all([args.catalog.host, args.catalog.port, args.catalog.adminUser, args.catalog.database]).apply(([host, port, adminUser, database]) => ({ host, port, adminUser, database, ...(args.catalog.tls ? { tls: true } : {}) })),
+        catalog: catalogRef(args.catalog),
         catalogPassword: args.catalog.adminPassword,
-        proxyEndpoints: args.proxyEndpoints,
         stack: args.stack,
         platform: args.platform,
         rollbackWindowHours: args.rollbackWindowHours,
@@ -78,30 +107,18 @@ export function createTenant(name: string, parent: pulumi.ComponentResource, arg
         ...viaBastion(args.migrationPath),
         ...(args.backupBucket ? { backupBucket: args.backupBucket } : {}),
       },
-      { parent, protect: args.protect },
+      { parent, protect: args.protect, aliases: [{ parent: formerTenantUrn(name, parent) }] },
     );
     out[db.database] = {
       engine: db.engine,
       isolation: db.isolation,
       region: db.region,
       server: r.serverName,
-      connectionString: r.connectionString,
+      connectionString: connectionStringOf(r, args.proxyEndpoints, clientDatabaseName(db)),
       status: r.status,
       epoch: r.epoch,
       lastMigration: r.lastMigration,
     };
   }
   return out;
-}
-
-export class Tenant extends pulumi.ComponentResource {
-  /** Per database: engine, isolation, region, server, status and (secret) connection string. */
-  public readonly databases!: Record<string, TenantDatabaseOutput>;
-
-  constructor(name: string, args: TenantArgs, opts?: pulumi.ComponentResourceOptions) {
-    super("tenantfleet:index:Tenant", name, {}, opts);
-    this.databases = createTenant(name, this, args);
-    // Held once, in the stack's outputs (see Fleet).
-    this.registerOutputs({});
-  }
 }

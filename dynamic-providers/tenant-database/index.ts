@@ -3,9 +3,11 @@
  * of isolation, region or server is an update: a live migration (provider.ts).
  */
 import * as pulumi from "@pulumi/pulumi";
-import { ProjectResource } from "../lazy-provider";
+import { ProjectResource, urnOnly } from "../lazy-provider";
 import type { MigrationRecord } from "../migration/orchestrator";
 import type { TenantDatabaseArgs } from "./types";
+import { connectionString } from "./plan";
+import { passwordOf } from "./state";
 
 export type { TenantDatabaseArgs } from "./types";
 
@@ -21,8 +23,11 @@ export class TenantDatabase extends ProjectResource {
   declare readonly serverName: pulumi.Output<string>;
   /** Login role, `<database>__<tenant>`. */
   declare readonly role: pulumi.Output<string>;
-  /** Secret. Through the proxies; identical before and after every migration. */
-  declare readonly connectionString: pulumi.Output<string>;
+  /** Secret: the role's password. The connection string through the proxies is built from it
+   * (connectionStringOf), identical before and after every migration. */
+  declare readonly password: pulumi.Output<string | undefined>;
+  /** Secret, in the state of earlier versions only (where they kept the password). */
+  declare readonly connectionString: pulumi.Output<string | undefined>;
   declare readonly backendDatabase: pulumi.Output<string>;
   declare readonly epoch: pulumi.Output<number>;
   declare readonly status: pulumi.Output<string>;
@@ -32,7 +37,7 @@ export class TenantDatabase extends ProjectResource {
   declare readonly plan: pulumi.Output<string>;
 
   constructor(name: string, args: Omit<TenantDatabaseArgs, "resourceUrn">, opts?: pulumi.CustomResourceOptions) {
-    const resourceUrn = pulumi.createUrn(name, TENANT_DATABASE_TYPE, opts?.parent);
+    const resourceUrn = pulumi.createUrn(name, TENANT_DATABASE_TYPE, opts?.parent ? urnOnly(opts.parent) : undefined);
     super(
       "TenantDatabase",
       "dynamic-providers/tenant-database/provider.ts",
@@ -44,13 +49,28 @@ export class TenantDatabase extends ProjectResource {
         role: undefined,
         backendDatabase: undefined,
         epoch: undefined,
+        password: undefined,
         connectionString: undefined,
         status: undefined,
         lastMigration: undefined,
         retained: undefined,
         access: undefined,
       },
-      { ...opts, additionalSecretOutputs: ["access", "connectionString", "retained"] },
+      { ...opts, additionalSecretOutputs: ["access", "password", "connectionString", "retained"] },
     );
   }
+}
+
+/**
+ * A TenantDatabase's connection string through `proxyEndpoints` (secret). The program builds it, so
+ * the resource depends on no proxy: its state names neither their endpoints nor their URNs, and a
+ * change of proxies changes the stack's outputs only. States of earlier versions keep the password
+ * inside the connection string they stored; it is read from there until their next update.
+ */
+export function connectionStringOf(r: TenantDatabase, proxyEndpoints: pulumi.Input<string[]>, clientDatabase: string): pulumi.Output<string> {
+  return pulumi.secret(
+    pulumi.all([r.role, r.password, r.connectionString, proxyEndpoints]).apply(([role, password, earlier, endpoints]) =>
+      connectionString(role, password ?? passwordOf(earlier!), endpoints, clientDatabase),
+    ),
+  );
 }

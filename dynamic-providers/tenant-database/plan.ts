@@ -28,7 +28,6 @@ export function checkTenantDatabase(olds: Partial<TenantDatabaseInputs> | undefi
   if (!isUnknown(server) && (!server || (!isUnknown(server.host) && typeof server.host !== "string") || (!isUnknown(server.port) && typeof server.port !== "number"))) {
     fail("server", `${who}: server must be { host, port, adminUser }`);
   }
-  if (!isUnknown(news.proxyEndpoints) && (!Array.isArray(news.proxyEndpoints) || news.proxyEndpoints.length === 0)) fail("proxyEndpoints", `${who}: at least one proxy endpoint is needed`);
   const pool = news.pool as Record<string, unknown> | undefined;
   if (pool !== undefined && !isUnknown(pool)) {
     const whole = (v: unknown) => typeof v === "number" && Number.isInteger(v) && v > 0;
@@ -88,7 +87,6 @@ export function planTenantDatabase(olds: TenantDatabaseOutputs, news: TenantData
   const reasons: string[] = [];
   const migrate = olds.serverName !== news.serverName;
   if (migrate) reasons.push(news.plan);
-  if (isUnknown(news.proxyEndpoints) || olds.proxyEndpoints.join(",") !== news.proxyEndpoints.join(",")) reasons.push("proxy endpoints changed: the connection string changes");
   const was = olds.pool, now_ = news.pool;
   if (isUnknown(now_) || was?.mode !== now_?.mode || was?.size !== now_?.size || was?.serverBudget !== now_?.serverBudget) {
     reasons.push(`pool: ${describePool(was)} → ${describePool(now_)} (the proxies apply it to new transactions; nothing moves)`);

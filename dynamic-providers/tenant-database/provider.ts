@@ -18,7 +18,7 @@ import { finishCommitted, lastMigrationTo, migrate, targetDatabaseName, type Mig
 import { backupStore, storeOf, type BackupBucket } from "../backups/store";
 import { progressLog } from "../progress";
 import { bastionOf, throughBastion } from "../tunnel/ssh-tunnel";
-import { checkTenantDatabase, connectionString, expiry, planTenantDatabase, poolOfRoute, refreshedOutputs } from "./plan";
+import { checkTenantDatabase, expiry, planTenantDatabase, poolOfRoute, refreshedOutputs } from "./plan";
 import { accessChanged, fromState, isEarlierState, takeAccess, toState, withAccess, type StoredInputs, type StoredOutputs } from "./state";
 import type { RetainedCopy, ServerRef, TenantDatabaseInputs, TenantDatabaseOutputs } from "./types";
 
@@ -129,7 +129,6 @@ export const provider: pulumi.dynamic.ResourceProvider = {
       scramVerifier,
       backendDatabase,
       epoch: route.epoch,
-      connectionString: connectionString(role, password, inputs.proxyEndpoints, clientDatabaseName(inputs)),
       status: "ready",
       lastMigration: null,
       retained: [],
@@ -193,7 +192,6 @@ export const provider: pulumi.dynamic.ResourceProvider = {
           await upsertRoute(c, { ...routeOf(news, { ...outs, scramVerifier }), status: "ready" });
         });
       });
-      outs.connectionString = connectionString(outs.role, outs.password, news.proxyEndpoints, clientDatabaseName(news));
       return { outs: toState(outs) };
     } finally {
       await log.flush();

@@ -9,7 +9,8 @@
  *   the engine runs next, in the same plugin process. The outputs keep them once, in `access`:
  *   `delete` and `read` get nothing but the outputs. The resource's own URN (for progress lines)
  *   takes the same way: stored in the outputs only.
- * - The role's password is in the connection string only; the SCRAM verifier is in the catalog's
+ * - The role's password is in `password` (earlier versions: inside `connectionString`, which the
+ *   program now builds from it and the proxies' endpoints); the SCRAM verifier is in the catalog's
  *   route (and the server's role), where it is used.
  * - `retained` is stored only when a copy is retained.
  * Inputs are not mirrored into the outputs beyond what `delete`, `read` and the next `diff` need.
@@ -41,7 +42,7 @@ interface Taken {
 
 /** Outputs as stored. */
 export interface StoredOutputs
-  extends Omit<TenantDatabaseOutputs, (typeof ACCESS_KEYS)[number] | "password" | "scramVerifier" | "plan" | "retained"> {
+  extends Omit<TenantDatabaseOutputs, (typeof ACCESS_KEYS)[number] | "scramVerifier" | "plan" | "retained" | "proxyEndpoints" | "connectionString"> {
   /** Secret. */
   access: TenantDatabaseAccess;
   /** Secret; absent when nothing is retained. */
@@ -91,10 +92,12 @@ export function accessChanged(olds: TenantDatabaseOutputs, news: StoredInputs | 
 
 /** Whether the stored outputs are an earlier version's (rewritten by the next update). */
 export function isEarlierState(props: Record<string, unknown>): boolean {
-  return !("access" in props) || "password" in props || "scramVerifier" in props || "serverAdminPassword" in props;
+  // (The earliest state had `password` too, beside these; this version stores it again, in place
+  // of the connection string.)
+  return !("access" in props) || "scramVerifier" in props || "serverAdminPassword" in props;
 }
 
-/** The role's password, from the connection string (`postgresql://role:password@…`). */
+/** The role's password, from a connection string an earlier version stored (`postgresql://role:password@…`). */
 export function passwordOf(connectionString: string): string {
   const m = /^postgresql:\/\/[^:]*:([^@]*)@/.exec(connectionString);
   if (!m) throw new Error("the stored connection string has no password");
@@ -115,7 +118,7 @@ export function fromState(props: StoredOutputs | TenantDatabaseOutputs): TenantD
 
 /** Outputs as they are stored. */
 export function toState(outs: TenantDatabaseOutputs): StoredOutputs {
-  const { serverAdminPassword, catalogPassword, bastionPrivateKey, password: _inConnectionString, scramVerifier: _inCatalog, plan: _inputOnly, retained, ...rest } = outs;
+  const { serverAdminPassword, catalogPassword, bastionPrivateKey, scramVerifier: _inCatalog, plan: _inputOnly, retained, proxyEndpoints: _earlier, connectionString: _built, ...rest } = outs;
   return {
     ...rest,
     access: { serverAdminPassword, catalogPassword, ...(bastionPrivateKey ? { bastionPrivateKey } : {}) },

@@ -43,8 +43,6 @@ export interface TenantDatabaseArgs {
   catalog: pulumi.Input<CatalogRef>;
   /** Admin password of the catalog (secret). */
   catalogPassword: pulumi.Input<string>;
-  /** Proxy endpoints (`host:port`) the connection string names, in order. */
-  proxyEndpoints: pulumi.Input<pulumi.Input<string>[]>;
   /** Stack name: the local platform keeps backups under `.tenantfleet/<stack>/backups/`. */
   stack: pulumi.Input<string>;
   /** Platform: where safety backups go and how free disk is read. */
@@ -82,7 +80,9 @@ export interface TenantDatabaseInputs {
   serverAdminPassword: string;
   catalog: CatalogRef;
   catalogPassword: string;
-  proxyEndpoints: string[];
+  /** Earlier versions only: the proxies the stored connection string names (now built by the
+   * program, components/tenant.ts, so a TenantDatabase depends on no proxy). */
+  proxyEndpoints?: string[];
   stack: string;
   platform: "local" | "aws" | "gcp";
   bastion?: { host: string; port: number; username: string; hostKeyFingerprint?: string };
@@ -113,7 +113,7 @@ export type RetainedCopy =
 export interface TenantDatabaseOutputs extends TenantDatabaseInputs {
   /** Login role (`<database>__<tenant>`). */
   role: string;
-  /** Secret. Stored in the connection string only (state.ts). */
+  /** Secret: the role's password (the program builds the connection string from it). */
   password: string;
   /** Secret: SCRAM-SHA-256 verifier the catalog and the server hold. Stored by earlier versions
    * only; the catalog's route has it. */
@@ -122,8 +122,9 @@ export interface TenantDatabaseOutputs extends TenantDatabaseInputs {
   backendDatabase: string;
   /** Route epoch in the catalog (bumped by every migration). */
   epoch: number;
-  /** `postgresql://role:password@proxy1,proxy2/<database>__<tenant>` — secret, unchanged by migrations. */
-  connectionString: string;
+  /** Earlier versions only (secret): `postgresql://role:password@proxy1,proxy2/<database>__<tenant>`,
+   * where they kept the password. The program builds it now (connectionStringOf). */
+  connectionString?: string;
   /** ready | failed (a failed migration leaves the previous placement serving) | migrating (a run
    * was interrupted mid-move: the update cleans up and moves again) | finishing (refresh found a
    * committed move whose cleanup the update finishes). */

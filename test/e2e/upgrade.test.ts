@@ -98,12 +98,18 @@ describe("a stack made by the earlier code, updated by this code", () => {
     }
   });
 
-  it("preview plans no create, replace or delete: only updates of TenantDatabases (state rewrites)", async () => {
+  it("preview plans no create or replace, and deletes only the empty Tenant components: updates of TenantDatabases (state rewrites) and of the dynamic provider (no config)", async () => {
     const r = JSON.parse((await newCode(["preview", "--json"])).stdout) as { steps: Array<{ op: string; urn: string; type?: string }> };
-    const risky = r.steps.filter((s) => !["same", "update"].includes(s.op));
+    const formerTenant = (urn: string) => urn.endsWith("$tenantfleet:index:Tenant::acme") || urn.endsWith("$tenantfleet:index:Tenant::globex");
+    const risky = r.steps.filter((s) => !["same", "update"].includes(s.op) && !(s.op === "delete" && formerTenant(s.urn)));
     expect(risky.map((s) => `${s.op} ${s.urn.split("::").pop()}`)).toEqual([]);
+    expect(r.steps.filter((s) => s.op === "delete").map((s) => s.urn.split("::").pop()).sort()).toEqual(["acme", "globex"]);
+    // The provider the engine configured with the whole stack config is now the program's, configured with nothing.
+    expect(r.steps.filter((s) => s.urn.endsWith("::pulumi:providers:pulumi-nodejs::tenantfleet")).map((s) => s.op)).toEqual(["update"]);
+    // The TenantDatabases are children of the Fleet now, found through their former parent.
+    expect(r.steps.filter((s) => s.urn.endsWith("::tenantfleet:index:Fleet$pulumi-nodejs:dynamic/tenantfleet:TenantDatabase::acme-app"))).toHaveLength(1);
     // Both TenantDatabases hold the earlier shape: each is an update that rewrites it.
-    expect(r.steps.filter((s) => s.op === "update" && s.urn.endsWith("$pulumi-nodejs:dynamic/tenantfleet:TenantDatabase::acme-app"))).toHaveLength(1);
+    expect(r.steps.filter((s) => s.op === "update" && s.urn.endsWith("::tenantfleet:index:Fleet$pulumi-nodejs:dynamic/tenantfleet:TenantDatabase::acme-app"))).toHaveLength(1);
   }, 300_000);
 
   it("up moves nothing: same epochs and servers, servers not restarted, the data and connection strings kept", async () => {
@@ -129,9 +135,16 @@ describe("a stack made by the earlier code, updated by this code", () => {
     for (const r of tenantDatabases(after)) {
       expect(r.outputs).toHaveProperty("access");
       expect(r.outputs).not.toHaveProperty("scramVerifier");
-      expect(r.outputs).not.toHaveProperty("password");
+      expect(r.outputs).toHaveProperty("password.ciphertext"); // a secret, where the connection string held it before
       expect(r.inputs).not.toHaveProperty("serverAdminPassword");
+      expect(r.outputs).not.toHaveProperty("connectionString");
+      expect(r.outputs).not.toHaveProperty("proxyEndpoints");
+      expect(((r as { dependencies?: string[] }).dependencies ?? []).some((d) => d.includes("LocalProxy"))).toBe(false);
     }
+    expect(after.deployment.resources!.filter((r) => r.type === "tenantfleet:index:Tenant")).toEqual([]);
+    const provider = after.deployment.resources!.find((r) => r.type === "pulumi:providers:pulumi-nodejs")!;
+    expect(provider.urn).toMatch(/::pulumi:providers:pulumi-nodejs::tenantfleet$/);
+    expect(JSON.stringify(provider)).not.toContain("tenantfleet:tenants");
     const [was, now] = [stateSizes(before).byType[TENANT_DATABASE_TYPE]!, stateSizes(after).byType[TENANT_DATABASE_TYPE]!];
     console.log(JSON.stringify({ tenantDatabaseBytes: { before: was.medianBytes, after: now.medianBytes }, totalBytes: { before: stateSizes(before).totalBytes, after: stateSizes(after).totalBytes } }));
     expect(now.medianBytes).toBeLessThan(was.medianBytes * 0.75);

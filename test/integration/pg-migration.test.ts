@@ -226,7 +226,7 @@ describe("a migration process killed with SIGKILL (a killed `pulumi up`)", () =>
     const { migrateTo } = await import("../../dynamic-providers/tenant-database/provider");
     const ref = (s: PgServer) => ({ host: s.host, port: s.port, adminUser: s.adminUser });
     const cat = fleet.catalogConfig;
-    const common = { tenant: key.tenant, database: key.database, engine: "postgres" as const, region: "local", catalog: { host: cat.host!, port: cat.port!, adminUser: cat.user!, database: cat.database! }, catalogPassword: String(cat.password), proxyEndpoints: [`127.0.0.1:${p1.port}`], stack: fleet.stack, platform: "local" as const, rollbackWindowHours: 24, resourceUrn: "", plan: "" };
+    const common = { tenant: key.tenant, database: key.database, engine: "postgres" as const, region: "local", catalog: { host: cat.host!, port: cat.port!, adminUser: cat.user!, database: cat.database! }, catalogPassword: String(cat.password), stack: fleet.stack, platform: "local" as const, rollbackWindowHours: 24, resourceUrn: "", plan: "" };
     const olds = { ...common, isolation: "shared" as const, serverName: from.serverName, server: ref(from), serverAdminPassword: from.adminPassword, role: route.role, password: "", scramVerifier: route.scramVerifier, backendDatabase: route.backendDatabase, epoch: 1, connectionString: "", status: "ready", lastMigration: null, retained: [] };
     const news = { ...common, isolation: "dedicated" as const, serverName: to.serverName, server: ref(to), serverAdminPassword: to.adminPassword };
     const logs: string[] = [];

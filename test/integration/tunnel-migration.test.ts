@@ -28,7 +28,7 @@ import { provider as catalogProvider } from "../../dynamic-providers/control-cat
 import type { ControlCatalogInputs, ControlCatalogOutputs } from "../../dynamic-providers/control-catalog/types";
 import { provider as tenantProvider } from "../../dynamic-providers/tenant-database/provider";
 import type { TenantDatabaseInputs } from "../../dynamic-providers/tenant-database/types";
-import { passwordOf, type StoredInputs, type StoredOutputs } from "../../dynamic-providers/tenant-database/state";
+import { type StoredInputs, type StoredOutputs } from "../../dynamic-providers/tenant-database/state";
 import { TunnelError, type Endpoint } from "../../dynamic-providers/tunnel/ssh-tunnel";
 import { CATALOG_VERSION } from "../../proxy/catalog/schema";
 import { loadRoute, type Route } from "../../proxy/catalog/routes";
@@ -175,7 +175,6 @@ function tenantArgs(s: PgServer, isolation: "shared" | "dedicated", privateKey: 
     serverAdminPassword: s.adminPassword,
     catalog: { host: catalog.host, port: catalog.port, adminUser: catalog.adminUser, database: catalog.database },
     catalogPassword: catalog.adminPassword,
-    proxyEndpoints: [`127.0.0.1:${p1.port}`, `127.0.0.1:${p2.port}`],
     stack: fleet.stack,
     // The tunnel does not depend on the platform; "local" keeps safety backups in the test's state
     // dir (a cloud platform would send them to its bucket).
@@ -206,7 +205,7 @@ const databasesOn = (s: PgServer): Promise<string[]> =>
   fleet.withAdmin(s, "postgres", async (c) => (await c.query<{ datname: string }>("select datname from pg_database where datname like 'app\\_\\_acme%' order by 1")).rows.map((r) => r.datname));
 
 function endpoints(o: StoredOutputs) {
-  return [p1, p2].map((p) => ({ host: "127.0.0.1", port: p.port, user: o.role, password: passwordOf(o.connectionString), database: "app__acme" }));
+  return [p1, p2].map((p) => ({ host: "127.0.0.1", port: p.port, user: o.role, password: o.password, database: "app__acme" }));
 }
 
 /**
@@ -293,7 +292,8 @@ describe("TenantDatabase through the bastion", () => {
     const call = await watched(() => tenantProvider.create(inputs));
     acme = { id: call.value.id, outs: call.value.outs as StoredOutputs };
     expect(acme.outs.access).toEqual({ serverAdminPassword: a.adminPassword, catalogPassword: catalog.adminPassword, bastionPrivateKey: sshd.privateKey });
-    expect(Object.keys(acme.outs).filter((k) => /password|verifier|privatekey/i.test(k))).toEqual([]);
+    // The credentials only in `access`; the role's password once, in `password` (secret: additionalSecretOutputs).
+    expect(Object.keys(acme.outs).filter((k) => /password|verifier|privatekey/i.test(k))).toEqual(["password"]);
 
     expect(await databasesOn(a)).toEqual(["app__acme"]);
     const r = await route();
@@ -352,7 +352,7 @@ describe("TenantDatabase through the bastion", () => {
     expect(report.acknowledged).toBeGreaterThan(20);
     expect(outs.lastMigration).toMatchObject({ status: "done", method: "native", from: a.serverName, to: b.serverName });
     expect(outs.lastMigration!.verification?.ok).toBe(true);
-    expect(outs.connectionString).toBe(acme.outs.connectionString);
+    expect(outs.password).toBe(acme.outs.password);
 
     // The route proxies follow: the target's own address, never a tunnel end (on loopback both
     // hosts are 127.0.0.1, so the port tells them apart).

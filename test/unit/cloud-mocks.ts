@@ -67,7 +67,8 @@ function computed(type: string, name: string, inputs: Record<string, any>): Reco
     case "gcp:compute/regionInstanceTemplate:RegionInstanceTemplate":
       return { selfLink: `templates/${name}` };
     case "pulumi-nodejs:dynamic/tenantfleet:ControlCatalog": return { url: `postgres://u:p@${inputs.host}:${inputs.port}/${inputs.database}` };
-      return { connectionString: `postgresql://role:secret@proxies/${inputs.database}`, status: "ready", epoch: 1 };
+    case "pulumi-nodejs:dynamic/tenantfleet:TenantDatabase":
+      return { role: `${inputs.database}__${inputs.tenant}`, password: "secret", status: "ready", epoch: 1 };
   }
   return {};
 }

@@ -35,7 +35,7 @@ describe("the program's stack traces", () => {
     expect(inspect(error, { colors: true })).toContain("invalid config");
   });
 
-  it("keep only the project's own frames of a resource registration stack, below the frames Pulumi skips", () => {
+  it("keep only the first two of the project's own frames of a resource registration stack, below the frames Pulumi skips", () => {
     const frame = (file: string, fn: string) => ({ getFileName: () => file, getFunctionName: () => fn }) as unknown as NodeJS.CallSite;
     const pulumi = "/work/main/node_modules/@pulumi/pulumi";
     const frames = [
@@ -47,7 +47,9 @@ describe("the program's stack traces", () => {
       frame("/work/main/dynamic-providers/lazy-provider.ts", "ProjectResource"),
       frame(`${pulumi}/output.js`, "apply"),
       frame("node:internal/process/task_queues", "processTicksAndRejections"),
-      frame("/work/main/components/tenant.ts", "Tenant"),
+      frame("/work/main/components/tenant.ts", "createTenant"),
+      frame("/work/main/components/fleet.ts", "createFleet"),
+      frame("/work/main/stacks/index.ts", "program"),
     ];
     let seen: string[] = [];
     Error.prepareStackTrace = original;
@@ -55,10 +57,10 @@ describe("the program's stack traces", () => {
     Error.prepareStackTrace = capture;
     installStackTraces();
     Error.prepareStackTrace!(new Error("x"), frames);
-    expect(seen).toEqual(["callsites", "stackTrace", "Resource", "CustomResource", "Resource", "ProjectResource", "Tenant"]);
+    expect(seen).toEqual(["callsites", "stackTrace", "Resource", "CustomResource", "Resource", "ProjectResource", "createTenant"]);
     // Any other stack is mapped whole.
     Error.prepareStackTrace!(new Error("x"), frames.slice(1));
-    expect(seen).toHaveLength(8);
+    expect(seen).toHaveLength(10);
   });
 
   it("format a Pulumi promise's debug stack only when it is printed, with V8's own frame text", () => {

@@ -50,12 +50,12 @@ describe("TenantDatabase check", () => {
   });
 
   it("names each bad field", () => {
-    const r = checkTenantDatabase(undefined, inputs({ tenant: "Bad Name", isolation: "solo" as never, engine: "redis" as never, rollbackWindowHours: -1, proxyEndpoints: [] }));
-    expect("failures" in r && r.failures.map((f) => f.property)).toEqual(["tenant", "engine", "isolation", "proxyEndpoints", "rollbackWindowHours"]);
+    const r = checkTenantDatabase(undefined, inputs({ tenant: "Bad Name", isolation: "solo" as never, engine: "redis" as never, rollbackWindowHours: -1 }));
+    expect("failures" in r && r.failures.map((f) => f.property)).toEqual(["tenant", "engine", "isolation", "rollbackWindowHours"]);
   });
 
   it("accepts values still unknown at preview", () => {
-    expect(() => checked(undefined, inputs({ server: UNKNOWN as never, proxyEndpoints: UNKNOWN as never }))).not.toThrow();
+    expect(() => checked(undefined, inputs({ server: UNKNOWN as never, catalog: UNKNOWN as never }))).not.toThrow();
   });
 });
 

@@ -30,7 +30,6 @@ function outputsOf(i: TenantDatabaseInputs, over: Partial<TenantDatabaseOutputs>
     password: PASSWORD,
     backendDatabase: "app__acme",
     epoch: 3,
-    connectionString: connectionString("app__acme", PASSWORD, i.proxyEndpoints, "app__acme"),
     status: "ready",
     lastMigration: null,
     retained: [],
@@ -69,9 +68,9 @@ describe("TenantDatabase state", () => {
     expect(count(all, "server-secret")).toBe(1);
     expect(count(all, "catalog-secret")).toBe(1);
     expect(count(all, "KEY")).toBe(1);
-    expect(count(all, encodeURIComponent(PASSWORD))).toBe(1); // in the connection string only
-    expect(count(all, PASSWORD)).toBe(0);
-    expect(stored).not.toHaveProperty("password");
+    expect(count(all, PASSWORD)).toBe(1); // in `password` only
+    expect(stored).not.toHaveProperty("connectionString"); // built by the program
+    expect(stored).not.toHaveProperty("proxyEndpoints");
     expect(stored).not.toHaveProperty("scramVerifier");
     expect(stored).not.toHaveProperty("plan");
     expect(stored).not.toHaveProperty("retained"); // nothing retained
@@ -80,7 +79,7 @@ describe("TenantDatabase state", () => {
     expect(fromState(stored)).toEqual(rest);
   });
 
-  it("reads back what it stored: the password from the connection string, the credentials from `access`", () => {
+  it("reads back what it stored: the password, the credentials from `access`", () => {
     const outs = outputsOf(checkedInputs(program()));
     const back = fromState(toState(outs));
     expect(back.password).toBe(PASSWORD);
@@ -89,8 +88,20 @@ describe("TenantDatabase state", () => {
     expect(back.retained).toEqual([]);
     expect(back.epoch).toBe(3);
     expect(back.resourceUrn).toBe(program().resourceUrn);
-    expect(passwordOf(back.connectionString)).toBe(PASSWORD);
     expect(() => passwordOf("postgresql://nobody@h:1/db")).toThrow(/no password/);
+  });
+
+  it("reads the previous version's state (the password inside a stored connection string, the proxies' endpoints) without a rewrite; the next update stores it in this shape", async () => {
+    const { password: _, ...current } = toState(outputsOf(checkedInputs(program())));
+    const previous = { ...current, proxyEndpoints: ["127.0.0.1:16432", "127.0.0.1:16433"], connectionString: connectionString("app__acme", PASSWORD, ["127.0.0.1:16432", "127.0.0.1:16433"], "app__acme") };
+    expect(isEarlierState(previous as never)).toBe(false);
+    expect(fromState(previous as never).password).toBe(PASSWORD);
+    const news = (await provider.check!({}, program())).inputs;
+    expect((await provider.diff!("acme/app", previous as never, news)).changes).toBe(false);
+    const rewritten = toState(fromState(previous as never));
+    expect(rewritten).not.toHaveProperty("connectionString");
+    expect(rewritten).not.toHaveProperty("proxyEndpoints");
+    expect(rewritten.password).toBe(PASSWORD);
   });
 
   it("reads state an earlier version wrote (credentials at the top level, password and verifier outputs) unchanged, and flags it for a rewrite", () => {
@@ -125,6 +136,7 @@ describe("TenantDatabase state", () => {
     const news = (await provider.check!({}, program({ catalog: earlier.catalog }))).inputs;
     const r = await provider.update!("acme/app", earlier, news);
     expect(isEarlierState(r.outs as never)).toBe(false);
-    expect(r.outs).toMatchObject({ epoch: 3, backendDatabase: "app__acme", connectionString: earlier.connectionString, access: { serverAdminPassword: "server-secret" } });
+    expect(r.outs).toMatchObject({ epoch: 3, backendDatabase: "app__acme", password: PASSWORD, access: { serverAdminPassword: "server-secret" } });
+    expect(r.outs).not.toHaveProperty("connectionString");
   });
 });
