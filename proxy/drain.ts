@@ -47,11 +47,14 @@ export class TenantDrain {
   private openWaiters: (() => void)[] = [];
   private leaseTimer: NodeJS.Timeout | undefined;
   private reportedDrained = false;
+  private reportedProgress = "";
 
   constructor(
     readonly key: string,
     private readonly events: {
       drained(drain: TenantDrain): void;
+      /** Still draining, and what holds it up changed (a session parked, or was found holding state that cannot move). */
+      progress(drain: TenantDrain): void;
       switched(drain: TenantDrain, epoch: number): void;
       leaseExpired(drain: TenantDrain): void;
     },
@@ -80,6 +83,7 @@ export class TenantDrain {
     this.pauseId = pauseId;
     this.pausedAt = Date.now();
     this.reportedDrained = false;
+    this.reportedProgress = "";
     for (const m of this.members) m.pause();
     this.check();
   }
@@ -116,7 +120,14 @@ export class TenantDrain {
   /** Sessions call this whenever they park or unpark. */
   check(): void {
     if (!this.paused) return;
-    for (const m of this.members) if (!m.parked) return;
+    if (!this.drained) {
+      const progress = JSON.stringify(this.report());
+      if (progress !== this.reportedProgress) {
+        this.reportedProgress = progress;
+        this.events.progress(this);
+      }
+      return;
+    }
     if (!this.reportedDrained) {
       this.reportedDrained = true;
       this.events.drained(this);

@@ -1,6 +1,7 @@
 /**
- * One proxy process: the PostgreSQL listener, the catalog follower, one drain per tenant
- * database, cancel routing across the fleet, and the admin endpoint (metrics, health).
+ * One proxy process: the PostgreSQL listener (and the MySQL one, when asked for), the catalog
+ * follower, one drain per tenant database, cancel routing across the fleet, and the admin endpoint
+ * (metrics, health). Both protocols' sessions are members of the same drains.
  */
 import * as net from "node:net";
 import * as tls from "node:tls";
@@ -16,11 +17,15 @@ import { PgPool, ServerBudget, type PoolOptions } from "./postgres/pool";
 import { parseVerifier } from "./postgres/scram";
 import { cancelRequest } from "./postgres/writer";
 import { SQLSTATE } from "./postgres/codes";
+import { MysqlSession, type MysqlSessionHost } from "./mysql/session";
+import { ER } from "./mysql/codes";
 
 export interface ProxyOptions {
   proxyId: string;
   catalog: ClientConfig;
   listen: { host: string; port: number };
+  /** The MySQL-protocol listener (MariaDB/MySQL tenant databases); none when unset. */
+  mysqlListen?: { host: string; port: number };
   admin: { host: string; port: number };
   /** Address other proxies use to reach this one; defaults to the listen address. */
   advertise?: { host: string; port: number };
@@ -49,6 +54,12 @@ export class Proxy {
   private admin: import("node:http").Server | undefined;
   private readonly drains = new Map<string, TenantDrain>();
   private readonly sessions = new Map<number, PgSession>();
+  private mysqlServer: net.Server | undefined;
+  private readonly mysqlSessions = new Map<number, MysqlSession>();
+  /** MySQL logins (the tenant database's user) → route key. */
+  private readonly mysqlLogins = new Map<string, string>();
+  private nextMysqlSession = 0;
+  private readonly mysqlHost: MysqlSessionHost;
   /** Transaction-mode pools, one per tenant database (for its committed route). */
   private readonly pools = new Map<string, PgPool>();
   /** This proxy's connections per server, over the pools on it. */
@@ -57,6 +68,7 @@ export class Proxy {
   private readonly host: SessionHost;
   readonly log: Logger;
   port = 0;
+  mysqlPort = 0;
   adminPort = 0;
 
   constructor(private readonly opts: ProxyOptions) {
@@ -82,6 +94,24 @@ export class Proxy {
       cancel: (pid, secret) => void this.cancel(pid, secret),
       pool: (key, route) => this.pool(key, route),
     };
+    this.mysqlHost = {
+      log: opts.log,
+      tls: secure,
+      connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
+      loginTimeoutMs: opts.loginTimeoutMs ?? 60_000,
+      routeOfLogin: (user) => {
+        const key = this.mysqlLogins.get(user);
+        return key === undefined ? undefined : this.follower.routes.get(key);
+      },
+      route: (key) => this.follower.routes.get(key),
+      databaseExists: (name) => this.follower.routes.has(name),
+      register: (s) => this.registerMysql(s),
+      unregister: (s) => {
+        if (this.mysqlSessions.get(s.connectionId) === s) this.mysqlSessions.delete(s.connectionId);
+      },
+      drain: (key) => this.drain(key),
+      stats: (key) => this.stats(key),
+    };
     this.follower.on("route", (key, route, prev) => this.onRoute(key, route, prev));
     this.follower.on("pause", (key, p) => this.onPause(key, p.pauseId, p.remainingMs, p.target));
     this.follower.on("unpause", (key) => this.onUnpause(key, "resumed"));
@@ -92,10 +122,10 @@ export class Proxy {
     // Listen before registering in the catalog: it must carry the bound ports (port 0 picks free
     // ones), where other proxies forward CancelRequests. Connections wait until routes are loaded.
     let following = false;
-    const early: net.Socket[] = [];
+    const early: { socket: net.Socket; mysql: boolean }[] = [];
     this.server = net.createServer((socket) => {
       if (following) new PgSession(socket, this.host);
-      else early.push(socket.on("error", () => socket.destroy()));
+      else early.push({ socket: socket.on("error", () => socket.destroy()), mysql: false });
     });
     this.server.on("error", (e) => this.log.error({ err: e.message }, "listener error"));
     await new Promise<void>((resolve, reject) => {
@@ -103,12 +133,25 @@ export class Proxy {
       this.server!.listen(this.opts.listen.port, this.opts.listen.host, () => resolve());
     });
     this.port = (this.server.address() as net.AddressInfo).port;
+    if (this.opts.mysqlListen) {
+      const m = this.opts.mysqlListen;
+      this.mysqlServer = net.createServer((socket) => {
+        if (following) new MysqlSession(socket, this.mysqlHost);
+        else early.push({ socket: socket.on("error", () => socket.destroy()), mysql: true });
+      });
+      this.mysqlServer.on("error", (e) => this.log.error({ err: e.message }, "MySQL listener error"));
+      await new Promise<void>((resolve, reject) => {
+        this.mysqlServer!.once("error", reject);
+        this.mysqlServer!.listen(m.port, m.host, () => resolve());
+      });
+      this.mysqlPort = (this.mysqlServer.address() as net.AddressInfo).port;
+    }
     this.admin = await this.metrics.serve(this.opts.admin.host, this.opts.admin.port, () => ({
       proxyId: this.opts.proxyId,
       ordinal: this.follower.ordinal,
       catalogConnected: this.follower.connected,
       routes: this.follower.routes.size,
-      sessions: this.sessions.size,
+      sessions: this.sessions.size + this.mysqlSessions.size,
       paused: [...this.drains.values()].filter((d) => d.paused).map((d) => ({ key: d.key, pauseId: d.pauseId, report: d.report() })),
     }));
     this.adminPort = (this.admin.address() as net.AddressInfo).port;
@@ -116,7 +159,11 @@ export class Proxy {
     this.follower.setAddress(advertise, `http://${this.opts.admin.host}:${this.adminPort}`);
     await this.follower.start();
     following = true;
-    for (const socket of early.splice(0)) if (!socket.destroyed) new PgSession(socket, this.host);
+    for (const { socket, mysql } of early.splice(0)) {
+      if (socket.destroyed) continue;
+      if (mysql) new MysqlSession(socket, this.mysqlHost);
+      else new PgSession(socket, this.host);
+    }
   }
 
   private stats(key: string): TenantStats {
@@ -129,6 +176,7 @@ export class Proxy {
     if (!d) {
       d = new TenantDrain(key, {
         drained: (dr) => this.ack(dr, "drained", { ...dr.report(), ms: Date.now() - dr.pausedAt }),
+        progress: (dr) => this.ack(dr, "draining", { ...dr.report() }),
         switched: (dr, epoch) => this.ack(dr, "switched", { epoch, ...dr.report() }),
         leaseExpired: (dr) => void this.leaseExpired(dr),
       });
@@ -152,11 +200,8 @@ export class Proxy {
   private onPause(key: string, pauseId: number, remainingMs: number, target?: TenantDrain["target"]): void {
     const d = this.drain(key);
     const fresh = d.pauseId !== pauseId;
-    if (fresh) {
-      this.stats(key).pauses++;
-      this.ack(d, "draining", {}, pauseId);
-    }
-    d.pause(pauseId, remainingMs, target);
+    if (fresh) this.stats(key).pauses++;
+    d.pause(pauseId, remainingMs, target); // acknowledges "draining" (what holds it up) or "drained"
   }
 
   private onUnpause(key: string, reason: string): void {
@@ -170,6 +215,8 @@ export class Proxy {
 
   private onRoute(key: string, route: Route | undefined, prev: Route | undefined): void {
     const k = route ?? prev;
+    if (prev?.engine === "mysql" && this.mysqlLogins.get(prev.role) === key) this.mysqlLogins.delete(prev.role);
+    if (route?.engine === "mysql") this.mysqlLogins.set(route.role, key);
     this.log.info({ tenant: k?.tenant, database: k?.database, epoch: route?.epoch, server: route?.server, previousEpoch: prev?.epoch, poolMode: route?.poolMode }, route ? "route loaded" : "route removed");
     const pool = this.pools.get(key);
     if (pool && (!route || !samePoolTarget(pool, route))) {
@@ -251,6 +298,17 @@ export class Proxy {
     }
   }
 
+  /** A MySQL connection id: the proxy's ordinal in the high bits, as PostgreSQL sessions' pids. */
+  private registerMysql(s: MysqlSession): number {
+    for (;;) {
+      this.nextMysqlSession = (this.nextMysqlSession + 1) & ((1 << SESSION_BITS) - 1);
+      const id = (this.follower.ordinal << SESSION_BITS) | this.nextMysqlSession;
+      if (this.nextMysqlSession === 0 || this.mysqlSessions.has(id)) continue;
+      this.mysqlSessions.set(id, s);
+      return id;
+    }
+  }
+
   /** A CancelRequest: ours → cancel on the session's current server; another proxy's → forward it. */
   private async cancel(pid: number, secret: number): Promise<void> {
     const ordinal = ordinalOfPid(pid);
@@ -277,13 +335,17 @@ export class Proxy {
    */
   async stop(opts: { graceMs?: number } = {}): Promise<void> {
     this.server?.close();
+    this.mysqlServer?.close();
     const graceMs = opts.graceMs ?? this.opts.shutdownGraceMs ?? 0;
     const open = () => [...this.sessions.values()];
+    const openMysql = () => [...this.mysqlSessions.values()];
     for (const s of open()) s.shutdown();
+    for (const s of openMysql()) s.shutdown();
     const deadline = Date.now() + graceMs;
-    while (this.sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    if (this.sessions.size > 0) this.log.warn({ sessions: this.sessions.size }, "grace period over: closing sessions still busy");
+    while (this.sessions.size + this.mysqlSessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    if (this.sessions.size + this.mysqlSessions.size > 0) this.log.warn({ sessions: this.sessions.size + this.mysqlSessions.size }, "grace period over: closing sessions still busy");
     for (const s of open()) s.fatal(SQLSTATE.AdminShutdown, "the proxy is shutting down", "Reconnect: another proxy serves the same address.");
+    for (const s of openMysql()) s.fail(ER.SERVER_SHUTDOWN, "the proxy is shutting down; reconnect: another proxy serves the same address");
     for (const d of this.drains.values()) d.close();
     for (const p of this.pools.values()) p.retire();
     await this.follower.stop({ deregister: true });

@@ -26,6 +26,10 @@ export interface Packet {
   first: boolean;
   /** The first payload byte of the logical packet (-1 for an empty one). */
   kind: number;
+  /** This physical packet's payload length (its body may not have been collected). */
+  length: number;
+  /** Whether the bodies of this logical packet are collected (`wants` said so). */
+  kept: boolean;
   /** Offset in the chunk just past this packet (it may have begun in an earlier chunk). */
   end: number;
 }
@@ -111,7 +115,7 @@ export class PacketScanner {
     const first = !this.continuing;
     const more = this.length === MAX_PAYLOAD;
     this.continuing = more;
-    this.onPacket({ seq: this.seq, payload, more, first, kind: this.kind, end });
+    this.onPacket({ seq: this.seq, payload, more, first, kind: this.kind, end, length: this.length, kept: this.keep });
   }
 }
 

@@ -271,6 +271,7 @@ export class PgSession implements DrainMember {
           this.log.info({ snapshot: summary(this.snapshot) }, "session holds state that cannot move; keeps running while the drain waits");
           this.step = "draining";
           this.releaseHeld();
+          this.drainRef?.check(); // tell the coordinator what holds the drain up
           return;
         }
         if (!this.pauseRequested) void this.leavePark();

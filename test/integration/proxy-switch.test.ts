@@ -8,7 +8,7 @@
  * tenant databases in `session` pool mode and in `transaction` mode (pools of 4, smaller than the
  * clients, so sessions share server connections and the switch replaces the pool).
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { execFile } from "node:child_process";
 import { Client } from "pg";
 import { LocalPgFleet, type PgServer, type ProxyProcess, type TenantDb } from "../../scripts/lib/local-pg-fleet";
@@ -32,9 +32,22 @@ const SCHEMA = `create table if not exists items (id bigint primary key, client 
 
 const admin = <T>(s: PgServer, db: string, fn: (c: Client) => Promise<T>): Promise<T> => fleet.withAdmin(s, db, fn);
 
+/** Clients a test has not ended yet: a failed test's are ended after it, so one failure does not hold up the next test's drains. */
+const open = new Set<Client>();
+
 function client(p: ProxyProcess, t: TenantDb, extra: Record<string, unknown> = {}): Client {
-  return new Client({ host: "127.0.0.1", port: p.port, user: t.role, password: t.password, database: t.name, ...extra });
+  const c = new Client({ host: "127.0.0.1", port: p.port, user: t.role, password: t.password, database: t.name, ...extra });
+  open.add(c);
+  c.once("end", () => open.delete(c));
+  return c;
 }
+
+afterEach(async () => {
+  const left = [...open];
+  open.clear();
+  await Promise.all(left.map((c) => Promise.race([c.end().catch(() => undefined), new Promise((r) => setTimeout(r, 2000))])));
+  await coord?.resume(key).catch(() => undefined);
+});
 
 function pgbench(args: string[], port: number, t: TenantDb): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {

@@ -24,12 +24,17 @@ class Member implements DrainMember {
 
 function drain() {
   const events: string[] = [];
+  const progress: string[] = [];
   const d = new TenantDrain("app__acme", {
     drained: () => events.push("drained"),
+    progress: (dr) => {
+      const r = dr.report();
+      progress.push(`parked ${r.parked}/${r.sessions}, unmovable ${r.unmovableState}`);
+    },
     switched: (_d, epoch) => events.push(`switched:${epoch}`),
     leaseExpired: () => events.push("leaseExpired"),
   });
-  return { d, events };
+  return { d, events, progress };
 }
 
 describe("TenantDrain", () => {
@@ -50,6 +55,28 @@ describe("TenantDrain", () => {
     d.check();
     d.check();
     expect(events).toEqual(["drained"]);
+    d.close();
+  });
+
+  it("reports progress at the pause and whenever what holds the drain up changes, not on every check", () => {
+    const { d, events, progress } = drain();
+    const a = new Member();
+    const b = new Member();
+    d.join(a);
+    d.join(b);
+    d.pause(3, 10_000);
+    expect(progress).toEqual(["parked 0/2, unmovable 0"]);
+    d.check();
+    expect(progress).toHaveLength(1);
+    a.holdup = "unmovable_state";
+    d.check();
+    b.parked = true;
+    d.check();
+    expect(progress).toEqual(["parked 0/2, unmovable 0", "parked 0/2, unmovable 1", "parked 1/2, unmovable 1"]);
+    a.parked = true;
+    d.check();
+    expect(events).toEqual(["drained"]);
+    expect(progress).toHaveLength(3);
     d.close();
   });
 

@@ -67,9 +67,10 @@ describe("parseProxyArgs", () => {
     }
   });
 
-  it("reads --listen, --admin and --advertise (port 0 allowed: pick a free one)", () => {
-    const o = parseProxyArgs(["--id", "p2", "--listen", "0.0.0.0:0", "--admin=localhost:9999", "--advertise", "proxy-2.internal:6432"], ENV);
+  it("reads --listen, --mysql-listen, --admin and --advertise (port 0 allowed: pick a free one)", () => {
+    const o = parseProxyArgs(["--id", "p2", "--listen", "0.0.0.0:0", "--mysql-listen", "0.0.0.0:3306", "--admin=localhost:9999", "--advertise", "proxy-2.internal:6432"], ENV);
     expect(o.listen).toEqual({ host: "0.0.0.0", port: 0 });
+    expect(o.mysqlListen).toEqual({ host: "0.0.0.0", port: 3306 });
     expect(o.admin).toEqual({ host: "localhost", port: 9999 });
     expect(o.advertise).toEqual({ host: "proxy-2.internal", port: 6432 });
   });
@@ -101,6 +102,7 @@ describe("parseProxyArgs", () => {
     ["--listen", "localhost:65536"],
     ["--admin", "localhost:-1"],
     ["--advertise", "localhost:http"],
+    ["--mysql-listen", "3306"],
   ])("rejects %s %j as not host:port", (flag, value) => {
     const e = configError(() => parseProxyArgs(["--id", "proxy-1", flag, value], ENV));
     expect(e.message).toBe(`${flag} must be host:port (port 0 picks a free one), got "${value}"`);

@@ -1,0 +1,710 @@
+/**
+ * One MySQL-protocol client connection through the proxy, as an explicit state machine (the same
+ * steps as the PostgreSQL session's, CONVENTIONS):
+ *
+ *   authenticating → waiting_route → connecting → forwarding ⇄ draining → parked
+ *   parked → switching → parked;  parked | draining → forwarding (resume);  any → closed
+ *
+ * authenticating: the connection phase is terminated here (ClientAuth): greeting, the client's
+ *   reply checked against the catalog's verifier, then the proxy logs into the server as the same
+ *   user with what that reply proved (backend.ts) and answers the client with the server's OK.
+ * forwarding: bytes flow both ways untouched; the scanners note command boundaries (the
+ *   ResponseTracker finds where each response ends), the transaction status, prepared
+ *   statements and statements that leave session state behind.
+ * draining:   a pause is on but a command is in flight, a transaction is open or the session holds
+ *   state that cannot move (temporary tables, named locks, user variables): it keeps flowing.
+ * parked:     idle between commands; client bytes are held, in order, until resume.
+ * switching:  parked, logging into the committed route's server with its session state: the
+ *   session variables it SET are replayed, its prepared statements prepared again (the proxy
+ *   then translates statement ids: the client keeps the ones it was given), LAST_INSERT_ID()
+ *   carried over.
+ */
+import type * as net from "node:net";
+import * as tls from "node:tls";
+import type { Logger } from "pino";
+import type { TenantDrain, DrainMember } from "../drain";
+import type { Route } from "../catalog/routes";
+import { keyString } from "../catalog/routes";
+import type { TenantStats } from "../metrics";
+import { ClientAuth, type MysqlLogin } from "./client-auth";
+import { COM, ER, RESPONSE, STATUS, type ErrorCode } from "./codes";
+import { connectMysqlBackend, MysqlBackendError, type MysqlBackend } from "./backend";
+import { encodeErr, encodeOk, type HandshakeResponse } from "./handshake";
+import { encodePacket, LogicalPacket, MysqlProtocolError, PacketScanner, PayloadWriter, type Packet } from "./packets";
+import { ResponseTracker } from "./response";
+
+/** The version the proxy greets with: MariaDB's form (`5.5.5-` tells clients it is MariaDB). */
+export const PROXY_SERVER_VERSION = "5.5.5-10.11.0-MariaDB-tenantfleet";
+
+export const STEPS = ["authenticating", "waiting_route", "connecting", "forwarding", "draining", "parked", "switching", "closed"] as const;
+export type Step = (typeof STEPS)[number];
+
+/** What a MySQL session needs from the proxy around it. */
+export interface MysqlSessionHost {
+  log: Logger;
+  tls: tls.SecureContext | undefined;
+  connectTimeoutMs: number;
+  loginTimeoutMs: number;
+  /** The route whose login is `user`. */
+  routeOfLogin(user: string): Route | undefined;
+  route(key: string): Route | undefined;
+  /** Whether a database of that name is in the catalog (1044 rather than 1049). */
+  databaseExists(name: string): boolean;
+  /** A connection id for this session, unique across the proxy fleet. */
+  register(s: MysqlSession): number;
+  unregister(s: MysqlSession): void;
+  drain(key: string): TenantDrain;
+  stats(key: string): TenantStats;
+}
+
+/** Statements after which the session holds state on its server that a switch cannot carry. */
+const UNMOVABLE =
+  /\bcreate\s+(?:or\s+replace\s+)?temporary\s+table\b|\bget_lock\s*\(|\block\s+tables?\b|\bprepare\s+[`\w]+\s+from\b|@[a-z_$.][\w$.]*\s*:=|\bset\s+@(?!@)|\binto\s+@|\bxa\s+(?:start|begin)\b/i;
+/** A statement that only sets session variables: replayed on the new server after a switch. */
+const SESSION_SET = /^\s*set\s+(?!@(?!@)|transaction\b|(?:global|persist|persist_only)\b|@@global\.|statement\b|password\b|role\b|default\s+role\b)[^;]*;?\s*$/i;
+/** Commands that name a prepared statement by id (payload bytes 1–4). */
+const STATEMENT_COMMANDS = new Set<number>([COM.STMT_EXECUTE, COM.STMT_SEND_LONG_DATA, COM.STMT_CLOSE, COM.STMT_RESET, COM.STMT_FETCH]);
+/** COM_QUERY bodies longer than this are not inspected (a bulk INSERT, a LOAD of rows). */
+const MAX_INSPECTED = 1 << 20;
+
+let nextSessionNo = 0;
+
+export class MysqlSession implements DrainMember {
+  step: Step = "authenticating";
+  readonly no = ++nextSessionNo;
+  private socket: net.Socket | tls.TLSSocket;
+  private log: Logger;
+  readonly connectionId: number;
+  private auth: ClientAuth;
+  private authScanner: PacketScanner;
+  private readonly authPacket = new LogicalPacket();
+  private loginTimer: NodeJS.Timeout;
+
+  user = "";
+  key = "";
+  private response: HandshakeResponse | undefined;
+  private passwordSha1: Buffer | undefined;
+  private capabilities = 0;
+  backend: MysqlBackend | undefined;
+  private backendEpoch = 0;
+  private drainRef: TenantDrain | undefined;
+  private stats: TenantStats | undefined;
+
+  // Command boundaries.
+  private tracker = new ResponseTracker(0);
+  private clientScanner: PacketScanner | undefined;
+  private serverScanner: PacketScanner | undefined;
+  private readonly clientPacket = new LogicalPacket();
+  private readonly serverPacket = new LogicalPacket();
+  private clientLen = 0;
+  private serverKind = -1;
+  private serverLen = 0;
+  /** The command whose response is awaited, and what it means for the session's state. */
+  private command: { com: number; text?: string; closes?: number; prepareOk?: boolean } | undefined;
+
+  // Session state.
+  /** SET statements the client ran (in order; the last one per text kept): replayed after a switch. */
+  private readonly settings = new Map<string, string>();
+  /** Prepared statements by the id the client knows: the COM_STMT_PREPARE body (to prepare it again after a switch) and the id on the current server. */
+  private readonly prepared = new Map<number, { body: Buffer; serverId: number }>();
+  /** After a switch gave statements new server ids: ids are rewritten both ways from then on. */
+  private translating = false;
+  private nextClientStatementId = 0;
+  /** The chunk being scanned (statement ids are rewritten in it before it is forwarded). */
+  private clientChunk: Buffer | undefined;
+  private serverChunk: Buffer | undefined;
+  private lastInsertId = 0;
+  private unmovableReason: string | undefined;
+
+  // Drain.
+  private held: Buffer[] = [];
+  private heldSince = 0;
+  private pauseRequested = false;
+  private shuttingDown = false;
+
+  constructor(
+    socket: net.Socket,
+    private readonly host: MysqlSessionHost,
+  ) {
+    this.socket = socket;
+    this.log = host.log.child({ engine: "mysql", session: this.no, client: `${socket.remoteAddress}:${socket.remotePort}` });
+    socket.setNoDelay(true);
+    this.connectionId = host.register(this);
+    this.auth = new ClientAuth({
+      serverVersion: PROXY_SERVER_VERSION,
+      connectionId: this.connectionId,
+      login: (user) => this.loginOf(user),
+      databaseExists: (name) => host.databaseExists(name),
+      tls: !!host.tls,
+      clientHost: socket.remoteAddress ?? "unknown",
+    });
+    this.authScanner = this.newAuthScanner();
+    this.attachClient(socket);
+    this.loginTimer = setTimeout(() => {
+      if (this.step === "authenticating") this.fail(ER.HANDSHAKE, "Bad handshake: login timed out", 0);
+    }, host.loginTimeoutMs);
+    this.loginTimer.unref();
+    this.run(this.auth.greet());
+  }
+
+  private attachClient(s: net.Socket | tls.TLSSocket): void {
+    s.on("data", (chunk: Buffer) => this.clientData(chunk));
+    s.on("error", (e) => this.close(`client socket error: ${e.message}`));
+    s.on("close", () => this.close("client closed the connection"));
+  }
+
+  private loginOf(user: string): MysqlLogin | undefined {
+    const r = this.host.routeOfLogin(user);
+    return r && r.engine === "mysql" ? { verifier: r.scramVerifier, database: r.backendDatabase } : undefined;
+  }
+
+  // ---------------------------------------------------------------- drain member
+
+  get parked(): boolean {
+    return this.step === "parked" || this.step === "waiting_route";
+  }
+
+  get epoch(): number {
+    if (this.backend) return this.backendEpoch;
+    return this.host.route(this.key)?.epoch ?? 0;
+  }
+
+  get holdup(): DrainMember["holdup"] {
+    if (this.parked) return undefined;
+    if (this.unmovableReason) return "unmovable_state";
+    if (this.tracker.inTransaction) return "transaction";
+    return "in_flight";
+  }
+
+  pause(): void {
+    this.pauseRequested = true;
+    if (this.step === "forwarding") {
+      this.step = "draining";
+      this.tryPark();
+    }
+  }
+
+  resume(): void {
+    this.pauseRequested = false;
+    if (this.step === "draining") this.step = "forwarding";
+    else if (this.step === "parked") void this.leavePark();
+  }
+
+  routeChanged(): void {
+    if (this.step === "parked") void this.moveIfStale();
+    else if (this.step === "draining" && this.pauseRequested && this.routeIsStale()) {
+      // The coordinator forced the switch past a drain timeout: this session's transaction must
+      // not commit on the old server. Ending the connection rolls it back.
+      this.fail(ER.SERVER_SHUTDOWN, `tenant database ${this.key} moved to another server while this session had a transaction or state open; it was rolled back. Reconnect and retry.`);
+    } else if (this.step === "forwarding" && this.routeIsStale()) {
+      this.step = "draining";
+      this.tryPark();
+    }
+  }
+
+  /** The proxy is stopping: close this session at its next idle point (now, if it is idle). */
+  shutdown(): void {
+    this.shuttingDown = true;
+    this.closeIfShuttingDown();
+  }
+
+  private closeIfShuttingDown(): void {
+    if (!this.shuttingDown || this.step === "closed") return;
+    if (this.step === "authenticating" || this.step === "waiting_route" || this.step === "parked" || ((this.step === "forwarding" || this.step === "draining") && this.idle)) {
+      this.fail(ER.SERVER_SHUTDOWN, "the proxy is shutting down; reconnect: another proxy serves the same address");
+    }
+  }
+
+  /** Between commands, in both directions. */
+  private get idle(): boolean {
+    return !this.command && this.tracker.idle && !!this.clientScanner?.atBoundary && !!this.serverScanner?.atBoundary;
+  }
+
+  private routeIsStale(): boolean {
+    const r = this.host.route(this.key);
+    return !!r && r.epoch !== this.backendEpoch;
+  }
+
+  private tryPark(): void {
+    if (this.step !== "draining" || !this.idle) return;
+    if (this.unmovableReason || this.tracker.inTransaction) return;
+    if (!this.pauseRequested && !this.routeIsStale()) {
+      this.step = "forwarding";
+      return;
+    }
+    this.step = "parked";
+    this.drainRef?.check();
+    if (this.routeIsStale()) void this.moveIfStale();
+    else if (!this.pauseRequested) void this.leavePark();
+  }
+
+  private async moveIfStale(): Promise<void> {
+    if (this.step === "parked" && this.routeIsStale()) await this.switchBackend();
+  }
+
+  private async leavePark(): Promise<void> {
+    if (this.routeIsStale()) await this.switchBackend();
+    if (this.step !== "parked" || this.pauseRequested) return;
+    this.step = "forwarding";
+    this.releaseHeld();
+  }
+
+  private releaseHeld(): void {
+    const held = this.held;
+    this.held = [];
+    if (this.heldSince) {
+      this.stats!.heldMs += Date.now() - this.heldSince;
+      this.heldSince = 0;
+    }
+    for (let i = 0; i < held.length; i++) {
+      if (this.step !== "forwarding" && this.step !== "draining") {
+        this.held.push(...held.slice(i)); // parked again while releasing: keep the rest in order
+        this.heldSince = Date.now();
+        return;
+      }
+      this.forwardClient(held[i]!);
+    }
+    this.closeIfShuttingDown();
+  }
+
+  /** Move this parked session to the committed route's server, with its session state. */
+  private async switchBackend(): Promise<void> {
+    const route = this.host.route(this.key);
+    const old = this.backend;
+    if (!route || !old) return;
+    this.step = "switching";
+    const started = Date.now();
+    let next: MysqlBackend | undefined;
+    try {
+      next = await this.login(route);
+      await this.restoreState(next);
+      this.detachBackend(old);
+      old.socket.destroy();
+      this.adoptBackend(next, route);
+      this.stats!.switches++;
+      this.log.info({ epoch: route.epoch, server: route.server, ms: Date.now() - started, settings: this.settings.size, prepared: this.prepared.size }, "session switched to the committed route");
+      if ((this.step as Step) !== "switching") return;
+      this.step = "parked";
+      if (this.routeIsStale()) return this.switchBackend(); // moved again meanwhile
+      if (!this.pauseRequested) return this.leavePark();
+      this.drainRef?.check();
+    } catch (e) {
+      next?.socket.destroy();
+      this.stats!.switchFailures++;
+      const msg = (e as Error).message;
+      this.log.error({ err: msg, epoch: route.epoch }, "session could not move to the committed route; closing it");
+      this.fail(ER.SERVER_SHUTDOWN, `tenant database ${this.key} moved to another server and this session could not follow (${msg}); reconnect, the new server is already serving`);
+    }
+  }
+
+  /** Replay what the session set up on its old server, on `b`, before any client byte reaches it. */
+  private async restoreState(b: MysqlBackend): Promise<void> {
+    const statements = [...this.settings.values()];
+    if (this.lastInsertId) statements.push(`SET @@session.last_insert_id = ${this.lastInsertId}`);
+    for (const sql of statements) {
+      const r = await roundTrip(b, COM.QUERY, Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(sql, "utf8")]));
+      if (r.error) throw new MysqlBackendError(`replaying "${sql.slice(0, 80)}" failed: ${r.error.message}`, r.error);
+    }
+    for (const [clientId, st] of this.prepared) {
+      const r = await roundTrip(b, COM.STMT_PREPARE, st.body);
+      if (r.error || !r.prepared) throw new MysqlBackendError(`preparing statement ${clientId} again failed: ${r.error?.message ?? "no statement id"}`, r.error);
+      st.serverId = r.prepared.statementId;
+      if (st.serverId !== clientId) this.translating = true;
+    }
+  }
+
+  // ---------------------------------------------------------------- client bytes
+
+  private newAuthScanner(): PacketScanner {
+    return new PacketScanner((p) => {
+      const whole = this.authPacket.add(p);
+      if (whole) this.run(this.auth.receive(whole, p.seq));
+    });
+  }
+
+  private clientData(chunk: Buffer): void {
+    try {
+      switch (this.step) {
+        case "authenticating":
+          this.authScanner.feed(chunk);
+          return;
+        case "waiting_route":
+        case "connecting":
+        case "parked":
+        case "switching":
+          this.hold(chunk);
+          return;
+        case "forwarding":
+        case "draining":
+          this.forwardClient(chunk);
+          return;
+        case "closed":
+          return;
+      }
+    } catch (e) {
+      if (e instanceof MysqlProtocolError) this.fail(ER.UNKNOWN_COM, `protocol error: ${e.message}`);
+      else this.fail(ER.UNKNOWN_ERROR, `proxy error: ${(e as Error).message}`);
+    }
+  }
+
+  private hold(chunk: Buffer): void {
+    if (!this.heldSince) this.heldSince = Date.now();
+    this.held.push(chunk);
+  }
+
+  private forwardClient(chunk: Buffer): void {
+    const stats = this.stats!;
+    stats.bytesIn += chunk.length;
+    this.clientChunk = chunk;
+    this.clientScanner!.feed(chunk);
+    if (this.step === "closed") return;
+    this.backend!.socket.write(chunk);
+  }
+
+  private clientWants(kind: number, length: number): boolean {
+    if (!this.tracker.idle) return false;
+    return (kind === COM.QUERY && length <= MAX_INSPECTED) || kind === COM.STMT_PREPARE || kind === COM.STMT_CLOSE;
+  }
+
+  /** One physical packet from the client (a command, or a LOAD DATA LOCAL file's data). */
+  private clientPacketSeen(p: Packet): void {
+    if (p.first) this.clientLen = 0;
+    this.clientLen += p.length;
+    const body = p.kept ? this.clientPacket.add(p) : undefined;
+    if (p.more) return;
+    if (this.tracker.awaitingClientData) {
+      this.tracker.clientData(this.clientLen);
+      return;
+    }
+    if (p.kind < 0) throw new MysqlProtocolError("an empty command packet");
+    this.stats!.queries++;
+    if (STATEMENT_COMMANDS.has(p.kind)) this.rewriteClientStatementId(p);
+    if (p.kind === COM.CHANGE_USER) {
+      // Its reply answers the proxy's scramble, which the server never sent: it cannot be passed
+      // on. Pools that reset sessions use COM_RESET_CONNECTION, which is.
+      this.fail(ER.NOT_ALLOWED_COMMAND, "COM_CHANGE_USER is not supported through the tenantfleet proxy; open a new connection (COM_RESET_CONNECTION resets a session)");
+      return;
+    }
+    const cmd: NonNullable<MysqlSession["command"]> = { com: p.kind };
+    if (p.kind === COM.QUERY && body) cmd.text = body.subarray(1).toString("utf8");
+    if (p.kind === COM.STMT_PREPARE && body) this.pendingPrepare = Buffer.from(body);
+    if (p.kind === COM.STMT_CLOSE) cmd.closes = this.lastClientStatementId;
+    if (p.kind === COM.STMT_PREPARE) cmd.prepareOk = true;
+    if (cmd.text && UNMOVABLE.test(cmd.text)) this.unmovable(`ran: ${cmd.text.slice(0, 60)}`);
+    if (this.tracker.begin(p.kind) === "done") this.commandDone(cmd);
+    else this.command = cmd;
+  }
+
+  private pendingPrepare: Buffer | undefined;
+  private preparedClientId: number | undefined;
+  private lastClientStatementId: number | undefined;
+
+  /**
+   * A statement command's id (payload bytes 1–4) as the client sent it; rewritten in the chunk to
+   * the current server's id once a switch has renumbered statements. The first five payload bytes
+   * of a command are in one chunk (a client writes a command at once); when they are not, the
+   * session ends with an error rather than send a wrong id.
+   */
+  private rewriteClientStatementId(p: Packet): void {
+    const chunk = this.clientChunk!;
+    const at = p.end - p.length;
+    if (at < 0 || p.length < 5) {
+      this.lastClientStatementId = undefined;
+      if (this.translating) throw new MysqlProtocolError("a statement command split across reads could not be translated");
+      return;
+    }
+    const clientId = chunk.readUInt32LE(at + 1);
+    this.lastClientStatementId = clientId;
+    if (!this.translating || clientId === 0xffffffff) return; // -1: MariaDB's "the last one prepared", on this connection
+    const st = this.prepared.get(clientId);
+    chunk.writeUInt32LE(st ? st.serverId : 0xfffffffe, at + 1); // unknown: an id no server has, so the server answers "unknown statement"
+  }
+
+  /** The first packet of a COM_STMT_PREPARE's response: once translating, give the client a fresh id. */
+  private rewriteServerStatementId(p: Packet): void {
+    const chunk = this.serverChunk!;
+    const at = p.end - p.length;
+    if (at < 0 || p.length < 5) throw new MysqlProtocolError("a prepare's answer split across reads could not be translated");
+    const clientId = ++this.nextClientStatementId;
+    this.preparedClientId = clientId;
+    chunk.writeUInt32LE(clientId, at + 1);
+  }
+
+  private unmovable(reason: string): void {
+    if (!this.unmovableReason) this.log.info({ reason }, "session holds state that cannot move to another server; a drain waits for it");
+    this.unmovableReason = reason;
+  }
+
+  /** A command's response has ended (or it had none): note what it left in the session. */
+  private commandDone(cmd: NonNullable<MysqlSession["command"]>): void {
+    this.command = undefined;
+    const ok = !this.tracker.error;
+    if (cmd.com === COM.STMT_CLOSE && cmd.closes !== undefined) this.prepared.delete(cmd.closes);
+    if (ok && cmd.com === COM.STMT_PREPARE && this.tracker.prepared && this.pendingPrepare) {
+      const clientId = this.preparedClientId ?? this.tracker.prepared.statementId;
+      this.prepared.set(clientId, { body: this.pendingPrepare, serverId: this.tracker.prepared.statementId });
+      this.nextClientStatementId = Math.max(this.nextClientStatementId, clientId);
+    }
+    this.preparedClientId = undefined;
+    this.pendingPrepare = undefined;
+    if (ok && cmd.text && SESSION_SET.test(cmd.text) && !UNMOVABLE.test(cmd.text)) this.settings.set(cmd.text.trim().replace(/;\s*$/, ""), cmd.text.trim().replace(/;\s*$/, ""));
+    if (ok && cmd.com === COM.RESET_CONNECTION) {
+      this.settings.clear();
+      this.prepared.clear();
+      this.translating = false;
+      this.lastInsertId = 0;
+      this.unmovableReason = undefined;
+    }
+    for (const o of this.tracker.oks) if (o.lastInsertId) this.lastInsertId = o.lastInsertId;
+  }
+
+  // ---------------------------------------------------------------- server bytes
+
+  private adoptBackend(b: MysqlBackend, route: Route): void {
+    this.backend = b;
+    this.backendEpoch = route.epoch;
+    const status = this.tracker.status;
+    this.tracker = new ResponseTracker(b.capabilities);
+    this.tracker.status = status;
+    this.serverScanner = new PacketScanner(
+      (p) => this.serverPacketSeen(p),
+      (kind, length) => this.tracker.wants(kind, length),
+    );
+    b.socket.on("data", (chunk: Buffer) => {
+      this.stats!.bytesOut += chunk.length;
+      try {
+        this.serverChunk = chunk;
+        this.serverScanner!.feed(chunk);
+      } catch (e) {
+        this.log.error({ err: (e as Error).message }, "could not follow the server's response");
+        this.socket.write(chunk);
+        return this.close(`protocol error from the server: ${(e as Error).message}`);
+      }
+      if (this.step !== "closed" && !this.socket.write(chunk)) {
+        b.socket.pause();
+        this.socket.once("drain", () => b.socket.resume());
+      }
+      if (this.idle) this.onIdle();
+    });
+    b.socket.on("error", (e) => this.log.warn({ err: e.message }, "server connection error"));
+    b.socket.on("close", () => {
+      if (this.backend !== b || this.step === "closed") return;
+      this.close(`server connection for ${this.key} closed`);
+    });
+    b.socket.resume();
+  }
+
+  private detachBackend(b: MysqlBackend): void {
+    b.socket.removeAllListeners("data");
+    b.socket.removeAllListeners("close");
+  }
+
+  private serverPacketSeen(p: Packet): void {
+    if (p.first) {
+      this.serverKind = p.kind;
+      this.serverLen = 0;
+    }
+    this.serverLen += p.length;
+    if (!this.command) throw new MysqlProtocolError(`the server sent a packet (0x${this.serverKind.toString(16)}) outside a response`);
+    if (p.first && this.command.prepareOk) {
+      this.command.prepareOk = false;
+      if (this.translating && p.kind === RESPONSE.OK) {
+        // The tracker reads the server's id from its copy; the client gets a fresh one.
+        const id = p.payload.readUInt32LE(1);
+        this.rewriteServerStatementId(p);
+        const body = Buffer.from(p.payload);
+        body.writeUInt32LE(id, 1);
+        if (this.tracker.server(this.serverKind, p.length, body) === "done") this.commandDone(this.command);
+        return;
+      }
+    }
+    const body = p.kept ? this.serverPacket.add(p) : undefined;
+    if (p.more) return;
+    if (this.tracker.server(this.serverKind, this.serverLen, body) === "done") this.commandDone(this.command);
+  }
+
+  private onIdle(): void {
+    if (this.shuttingDown) return this.closeIfShuttingDown();
+    if (this.step === "draining") this.tryPark();
+    else if (this.step === "forwarding" && this.routeIsStale()) this.routeChanged();
+  }
+
+  // ---------------------------------------------------------------- connecting
+
+  private run(step: ReturnType<ClientAuth["greet"]>): void {
+    switch (step.kind) {
+      case "send":
+        this.writeClient(step.seq, step.payload);
+        return;
+      case "tls":
+        return this.upgradeTls();
+      case "refuse":
+        this.log.info({ reason: step.reason }, "login refused");
+        this.writeClient(step.seq, step.payload);
+        return this.close(step.reason, true);
+      case "authenticated":
+        this.user = step.user;
+        this.response = step.response;
+        this.passwordSha1 = step.passwordSha1;
+        this.capabilities = step.response.capabilities;
+        this.okSeq = step.seq;
+        void this.connect();
+        return;
+    }
+  }
+
+  private okSeq = 2;
+
+  private upgradeTls(): void {
+    const plain = this.socket as net.Socket;
+    plain.removeAllListeners("data");
+    plain.removeAllListeners("close");
+    plain.removeAllListeners("error");
+    const secure = new tls.TLSSocket(plain, { isServer: true, secureContext: this.host.tls! });
+    this.socket = secure;
+    this.attachClient(secure);
+    this.authScanner = this.newAuthScanner();
+  }
+
+  private async connect(): Promise<void> {
+    const route = this.host.routeOfLogin(this.user);
+    if (!route) return this.fail(ER.ACCESS_DENIED, `Access denied for user '${this.user}'`, this.okSeq);
+    this.key = keyString(route);
+    this.log = this.log.child({ tenant: route.tenant, database: route.database });
+    this.stats = this.host.stats(this.key);
+    this.step = "waiting_route";
+    clearTimeout(this.loginTimer);
+    const drain = this.host.drain(this.key);
+    this.drainRef = drain;
+    drain.join(this);
+    while (drain.paused && this.step === "waiting_route") await drain.waitOpen();
+    if ((this.step as Step) === "closed") return;
+    const current = this.host.route(this.key);
+    if (!current) return this.fail(ER.BAD_DB, `Unknown database '${route.backendDatabase}'`, this.okSeq);
+    this.step = "connecting";
+    let b: MysqlBackend;
+    try {
+      b = await this.login(current);
+    } catch (e) {
+      const err = (e as MysqlBackendError).err;
+      this.log.error({ err: (e as Error).message, server: current.server }, "could not log into the tenant database's server");
+      if (err) return this.failRaw(new PayloadWriter().u8(RESPONSE.ERR).u16(err.code).bytes(Buffer.from(`#${err.sqlState}`, "latin1")).bytes(Buffer.from(err.message, "utf8")).build(), this.okSeq, err.message);
+      return this.fail(ER.UNKNOWN_ERROR, `the server of ${this.key} is not reachable: ${(e as Error).message}`, this.okSeq);
+    }
+    if ((this.step as Step) === "closed") return void b.socket.destroy();
+    this.stats.connections++;
+    this.stats.active++;
+    this.clientScanner = new PacketScanner(
+      (p) => this.clientPacketSeen(p),
+      (kind, length) => this.clientWants(kind, length),
+    );
+    this.adoptBackend(b, current);
+    this.tracker.status = b.status;
+    this.writeClient(this.okSeq, encodeOk({ status: b.status & ~STATUS.SESSION_STATE_CHANGED }));
+    this.step = this.pauseRequested ? "draining" : "forwarding";
+    this.tryPark();
+    if (this.step === "forwarding" || this.step === "draining") this.releaseHeld();
+  }
+
+  private login(route: Route): Promise<MysqlBackend> {
+    const r = this.response!;
+    return connectMysqlBackend(
+      { host: route.host, port: route.port, user: route.role, database: route.backendDatabase },
+      {
+        passwordSha1: this.passwordSha1!,
+        clientCapabilities: this.capabilities,
+        charset: r.charset,
+        attributes: { ...r.attributes, _proxy: "tenantfleet", _proxy_connection_id: String(this.connectionId) },
+        connectTimeoutMs: this.host.connectTimeoutMs,
+      },
+    );
+  }
+
+  // ---------------------------------------------------------------- writing and closing
+
+  private writeClient(seq: number, payload: Buffer): void {
+    if (!this.socket.destroyed) this.socket.write(encodePacket(seq, payload).bytes);
+  }
+
+  /** Send an ERR (in the login: with the login's next sequence id; later: as a response, id 1) and close. */
+  fail(e: ErrorCode, message: string, seq = 1): void {
+    this.failRaw(encodeErr(e, message), seq, message);
+  }
+
+  private failRaw(payload: Buffer, seq: number, reason: string): void {
+    if (this.step === "closed") return;
+    this.log.info({ reason }, "closing session with an error");
+    if (!this.socket.destroyed) this.socket.end(encodePacket(seq, payload).bytes);
+    this.close(reason, true);
+  }
+
+  close(reason: string, ended = false): void {
+    if (this.step === "closed") return;
+    const wasConnected = !!this.backend;
+    this.step = "closed";
+    clearTimeout(this.loginTimer);
+    this.held = [];
+    if (this.backend) {
+      this.detachBackend(this.backend);
+      this.backend.socket.destroy();
+    }
+    if (!ended && !this.socket.destroyed) this.socket.end();
+    this.drainRef?.leave(this);
+    this.host.unregister(this);
+    if (wasConnected) this.stats!.active--;
+    this.log.debug({ reason }, "session closed");
+  }
+}
+
+/** One command on a connection the client does not see yet; resolves at the end of its response. */
+function roundTrip(b: MysqlBackend, com: number, payload: Buffer): Promise<ResponseTracker> {
+  return new Promise((resolve, reject) => {
+    const tracker = new ResponseTracker(b.capabilities);
+    const logical = new LogicalPacket();
+    let kind = -1;
+    let len = 0;
+    const cleanup = () => {
+      b.socket.removeListener("data", onData);
+      b.socket.removeListener("close", onClose);
+      b.socket.pause();
+    };
+    const scanner = new PacketScanner(
+      (p) => {
+        if (p.first) {
+          kind = p.kind;
+          len = 0;
+        }
+        len += p.length;
+        const body = logical.add(p);
+        if (p.more) return;
+        if (tracker.server(kind, len, body) === "done") {
+          cleanup();
+          resolve(tracker);
+        }
+      },
+      () => true,
+    );
+    const onData = (chunk: Buffer) => {
+      try {
+        scanner.feed(chunk);
+      } catch (e) {
+        cleanup();
+        reject(e);
+      }
+    };
+    const onClose = () => {
+      cleanup();
+      reject(new MysqlBackendError("the server closed the connection"));
+    };
+    b.socket.on("data", onData);
+    b.socket.on("close", onClose);
+    if (tracker.begin(com) === "done") {
+      b.socket.write(encodePacket(0, payload).bytes);
+      cleanup();
+      resolve(tracker);
+      return;
+    }
+    b.socket.write(encodePacket(0, payload).bytes);
+    b.socket.resume();
+  });
+}

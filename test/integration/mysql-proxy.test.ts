@@ -1,0 +1,321 @@
+/**
+ * The MySQL-protocol listener of real proxy processes in front of real MariaDB servers (as
+ * LocalServer creates them), through real clients: mysql2 (text and binary protocol) and the
+ * `mariadb` command-line client. Logins are checked against the catalog's native verifiers and
+ * the proxy logs into the server with what the client proved; refusals carry MySQL's codes; one
+ * tenant's login never reaches another's database. Then drain and switch: the tenant database
+ * is moved back and forth between two MariaDB servers while clients write through both proxies,
+ * the rows that landed on the old server copied to the new one during each pause (as a
+ * migration's final catch-up would), so a write that slipped past the drain would be missing.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { execFile } from "node:child_process";
+import * as mysql from "mysql2/promise";
+import { LocalPgFleet, type ProxyProcess } from "../../scripts/lib/local-pg-fleet";
+import { provider } from "../../dynamic-providers/local-server/provider";
+import type { LocalServerInputs, LocalServerOutputs } from "../../dynamic-providers/local-server/types";
+import { clientDatabaseName, commitRoute, upsertRoute, type TenantDbKey } from "../../proxy/catalog/routes";
+import { Coordinator, DrainTimeoutError } from "../../proxy/catalog/coordinator";
+import { nativeVerifier } from "../../proxy/mysql/native-password";
+import { Client } from "pg";
+
+let fleet: LocalPgFleet;
+let s1: LocalServerOutputs;
+let s2: LocalServerOutputs;
+let p1: ProxyProcess;
+let p2: ProxyProcess;
+let coord: Coordinator;
+
+interface MyTenant extends TenantDbKey {
+  name: string;
+  user: string;
+  password: string;
+}
+let acme: MyTenant;
+let globex: MyTenant;
+
+async function mariadb(): Promise<LocalServerOutputs> {
+  const inputs: LocalServerInputs = { engine: "mysql", serverName: `my-${Math.random().toString(36).slice(2, 7)}`, stack: fleet.stack, region: "local", role: "shared" };
+  const checked = await provider.check!({}, inputs);
+  const o = (await provider.create(checked.inputs as LocalServerInputs)).outs as LocalServerOutputs;
+  servers.push(o);
+  return o;
+}
+const servers: LocalServerOutputs[] = [];
+
+async function asAdmin<T>(s: LocalServerOutputs, fn: (c: mysql.Connection) => Promise<T>, database?: string): Promise<T> {
+  const c = await mysql.createConnection({ host: s.host, port: s.port, user: s.adminUser, password: s.adminPassword, database, multipleStatements: true });
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+/** The tenant's database and user on `s` (a native verifier, never the password), privileges on that database only. */
+async function ensureTenant(s: LocalServerOutputs, t: MyTenant): Promise<void> {
+  await asAdmin(s, async (c) => {
+    await c.query(`create database if not exists \`${t.name}\``);
+    await c.query(`create user if not exists '${t.user}'@'%' identified with mysql_native_password as '${nativeVerifier(t.password)}'`);
+    await c.query(`grant all on \`${t.name}\`.* to '${t.user}'@'%'`);
+    await c.query(`create table if not exists \`${t.name}\`.items (id bigint primary key, client varchar(64) not null, payload longblob not null)`);
+    await c.query(`create table if not exists \`${t.name}\`.seq (id int auto_increment primary key) auto_increment = 41`);
+  });
+}
+
+async function withCatalog<T>(fn: (c: Client) => Promise<T>): Promise<T> {
+  const c = new Client(fleet.catalogConfig);
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+async function tenant(k: TenantDbKey, s: LocalServerOutputs): Promise<MyTenant> {
+  const name = clientDatabaseName(k);
+  const t = { ...k, name, user: name, password: `pw-${k.tenant}-${Math.random().toString(36).slice(2, 10)}` };
+  await ensureTenant(s, t);
+  await withCatalog((c) => upsertRoute(c, { ...k, engine: "mysql", role: t.user, scramVerifier: nativeVerifier(t.password), server: s.serverName, host: s.host, port: s.port, backendDatabase: name }));
+  return t;
+}
+
+const open = new Set<mysql.Connection>();
+async function connect(p: ProxyProcess, t: MyTenant, extra: mysql.ConnectionOptions = {}): Promise<mysql.Connection> {
+  const c = await mysql.createConnection({ host: "127.0.0.1", port: p.mysqlPort, user: t.user, password: t.password, database: t.name, ...extra });
+  open.add(c);
+  return c;
+}
+
+/** Until every proxy has loaded the route of `t` (catalog notifications can come late on a loaded machine). */
+async function served(t: MyTenant): Promise<void> {
+  for (const p of [p1, p2]) {
+    for (const end = Date.now() + 30_000; ; ) {
+      let last: unknown;
+      const ok = await connect(p, t).then(
+        (c) => c.end().then(() => true),
+        (e) => ((last = e), false),
+      );
+      if (ok) break;
+      if (Date.now() > end) throw new Error(`${p.id} does not serve ${t.name}: ${(last as Error).message}; proxy log: ${JSON.stringify(p.logs.slice(-5))}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+beforeAll(async () => {
+  fleet = await LocalPgFleet.create({ stack: "mysql-proxy" });
+  s1 = await mariadb();
+  s2 = await mariadb();
+  p1 = await fleet.startProxy("proxy-1", { extraArgs: ["--mysql-listen", "127.0.0.1:0"] });
+  p2 = await fleet.startProxy("proxy-2", { extraArgs: ["--mysql-listen", "127.0.0.1:0"] });
+  acme = await tenant({ tenant: "acme", database: "shop" }, s1);
+  globex = await tenant({ tenant: "globex", database: "shop" }, s1);
+  await ensureTenant(s2, acme);
+  await served(acme);
+  await served(globex);
+  coord = await Coordinator.connect(fleet.catalogConfig);
+}, 240_000);
+
+afterEach(async () => {
+  const left = [...open];
+  open.clear();
+  await Promise.all(left.map((c) => Promise.race([c.end().catch(() => undefined), new Promise((r) => setTimeout(r, 2000))])));
+  await coord?.resume(acme).catch(() => undefined);
+});
+
+afterAll(async () => {
+  await coord?.close();
+  for (const o of servers) await provider.delete!(`${o.stack}/${o.dirName}`, o).catch(() => undefined);
+  await fleet?.close();
+}, 120_000);
+
+const errno = (e: unknown) => (e as { errno?: number }).errno;
+
+describe("MySQL listener", () => {
+  it("serves the tenant's database with mysql2: text and binary protocol, multi-statements, an 8 MB value", async () => {
+    const c = await connect(p1, acme, { multipleStatements: true });
+    const [rows] = await c.query<mysql.RowDataPacket[]>("select database() as db, current_user() as who, @@port as port");
+    expect(rows[0]).toMatchObject({ db: acme.name, who: `${acme.user}@%`, port: s1.port });
+    await c.execute("insert into items values (?, ?, ?)", [1, "execute", Buffer.from("x")]);
+    const [multi] = await c.query<mysql.RowDataPacket[][]>("select 1 as a; select 2 as b; insert into items values (2, 'multi', 'y'); select count(*) as n from items");
+    expect(multi[0]![0]).toMatchObject({ a: 1 });
+    expect(multi[1]![0]).toMatchObject({ b: 2 });
+    expect(multi[3]![0]).toMatchObject({ n: 2 });
+    const big = Buffer.alloc(8 << 20, 7);
+    await c.execute("insert into items values (?, ?, ?)", [3, "big", big]);
+    const [back] = await c.execute<mysql.RowDataPacket[]>("select payload from items where id = ?", [3]);
+    expect(Buffer.compare(back[0]!.payload as Buffer, big)).toBe(0);
+    await c.query("delete from items");
+  });
+
+  it("refuses with MySQL's codes: 1045 wrong password or unknown user, 1044 another tenant's database, 1049 an unknown one", async () => {
+    await expect(connect(p1, { ...acme, password: "wrong" })).rejects.toMatchObject({ errno: 1045 });
+    await expect(connect(p1, { ...acme, user: "nobody" })).rejects.toMatchObject({ errno: 1045 });
+    await expect(connect(p1, { ...acme, name: globex.name })).rejects.toMatchObject({ errno: 1044 });
+    await expect(connect(p1, { ...acme, name: "shop__nobody" })).rejects.toMatchObject({ errno: 1049 });
+  });
+
+  it("one tenant's login never reaches another's database: USE and qualified names are refused by the server", async () => {
+    const c = await connect(p2, acme);
+    const e1 = await c.query(`use \`${globex.name}\``).catch((e) => e);
+    expect(errno(e1)).toBe(1044);
+    const e2 = await c.query(`select * from \`${globex.name}\`.items`).catch((e) => e);
+    expect(errno(e2)).toBe(1142);
+    const [rows] = await c.query<mysql.RowDataPacket[]>("select database() as db");
+    expect(rows[0]!.db).toBe(acme.name);
+  });
+
+  it("serves the mariadb command-line client (a script of statements)", async () => {
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(
+        "mariadb",
+        ["-h", "127.0.0.1", "-P", String(p1.mysqlPort), "-u", acme.user, acme.name, "--batch", "--skip-column-names", "-e", "insert into items values (10, 'cli', 'z'); select client from items where id = 10; delete from items where id = 10;"],
+        { env: { ...process.env, MYSQL_PWD: acme.password } },
+        (err, stdout, stderr) => (err ? reject(new Error(`${err.message}: ${stderr}`)) : resolve(stdout)),
+      ),
+    );
+    expect(out.trim()).toBe("cli");
+  });
+});
+
+describe("MySQL drain and switch", () => {
+  const current = async () => {
+    const r = await withCatalog(async (c) => (await c.query("select host, port, epoch from tenantfleet.tenant_databases where tenant = $1 and database = $2", [acme.tenant, acme.database])).rows[0]);
+    return { server: Number(r.port) === s1.port ? s1 : s2, epoch: Number(r.epoch) };
+  };
+
+  /** Make `to` hold exactly the rows of `from` (the tenant is paused: nothing moves meanwhile). */
+  async function catchUp(from: LocalServerOutputs, to: LocalServerOutputs): Promise<void> {
+    const rows = await asAdmin(from, async (c) => (await c.query<mysql.RowDataPacket[]>(`select id, client, payload from \`${acme.name}\`.items`))[0]);
+    await asAdmin(to, async (c) => {
+      await c.beginTransaction();
+      await c.query(`delete from \`${acme.name}\`.items`);
+      if (rows.length) await c.query(`insert into \`${acme.name}\`.items (id, client, payload) values ?`, [rows.map((r) => [r.id, r.client, r.payload])]);
+      await c.commit();
+    });
+  }
+
+  async function move(): Promise<{ pauseMs: number }> {
+    const { server: from, epoch } = await current();
+    const to = from === s1 ? s2 : s1;
+    const started = Date.now();
+    await coord.pause(acme, { timeoutMs: 30_000, target: { server: to.serverName, host: to.host, port: to.port, backendDatabase: acme.name } });
+    await catchUp(from, to);
+    await coord.switch(acme, { server: to.serverName, host: to.host, port: to.port, backendDatabase: acme.name }, epoch + 1);
+    await coord.resume(acme);
+    return { pauseMs: Date.now() - started };
+  }
+
+  it("moves live sessions through both proxies back and forth: no client error, every acknowledged write on the final server, session state kept", async () => {
+    const acked: number[] = [];
+    const errors: string[] = [];
+    let nextId = 1000;
+    let stop = false;
+    const worker = async (p: ProxyProcess, body: (c: mysql.Connection) => Promise<void>) => {
+      const c = await connect(p, acme);
+      while (!stop) {
+        const failed = await body(c).then(
+          () => false,
+          (e) => errors.push(`${p.id}: ${(e as Error).message}`) > 0,
+        );
+        if (failed) return; // a broken connection fails at once: do not spin on it
+      }
+    };
+    const plain = (c: mysql.Connection) => {
+      const id = nextId++;
+      return c.query("insert into items values (?, 'plain', 'p')", [id]).then(() => void acked.push(id));
+    };
+    const prepared = (c: mysql.Connection) => {
+      const id = nextId++;
+      return c.execute("insert into items values (?, 'prepared', ?)", [id, Buffer.from("q")]).then(() => void acked.push(id));
+    };
+    const txn = async (c: mysql.Connection) => {
+      const a = nextId++;
+      const b = nextId++;
+      await c.beginTransaction();
+      await c.query("insert into items values (?, 'txn', 'a')", [a]);
+      await new Promise((r) => setTimeout(r, 5));
+      await c.query("insert into items values (?, 'txn', 'b')", [b]);
+      await c.commit();
+      acked.push(a, b);
+    };
+    // Session settings and LAST_INSERT_ID() follow the session to the new server.
+    const settings = await connect(p2, acme);
+    await settings.query("set session sql_mode = 'ANSI_QUOTES', @@session.wait_timeout = 1234");
+    const [inserted] = await settings.query<mysql.ResultSetHeader>("insert into seq values ()");
+    expect(inserted.insertId).toBeGreaterThan(40);
+    const workers = [worker(p1, plain), worker(p2, plain), worker(p1, prepared), worker(p2, prepared), worker(p1, txn), worker(p2, txn)];
+    const pauses: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      await new Promise((r) => setTimeout(r, 300));
+      pauses.push((await move()).pauseMs);
+    }
+    stop = true;
+    await Promise.all(workers);
+    expect(errors).toEqual([]);
+    const { server: final } = await current();
+    const [state] = await settings.query<mysql.RowDataPacket[]>("select @@session.sql_mode as mode, @@session.wait_timeout as wt, last_insert_id() as lid, @@port as port");
+    expect(state[0]).toMatchObject({ mode: "ANSI_QUOTES", wt: 1234, lid: inserted.insertId, port: final.port });
+    const onFinal = new Set((await asAdmin(final, async (c) => (await c.query<mysql.RowDataPacket[]>(`select id from \`${acme.name}\`.items where id >= 1000`))[0])).map((r) => Number(r.id)));
+    const missing = acked.filter((id) => !onFinal.has(id));
+    expect(acked.length).toBeGreaterThan(50);
+    expect(missing).toEqual([]);
+    expect(Math.max(...pauses)).toBeLessThan(10_000);
+  }, 180_000);
+
+  it("an open transaction makes the drain time out; the caller resumes and the transaction commits", async () => {
+    const c = await connect(p1, acme);
+    await c.beginTransaction();
+    await c.query("insert into items values (-1, 'open-txn', 'x')");
+    const err = await coord.pause(acme, { timeoutMs: 1500 }).catch((e) => e);
+    expect(err).toBeInstanceOf(DrainTimeoutError);
+    expect(err.message).toMatch(/proxy-1 is draining .*"inTransaction":1/);
+    await coord.resume(acme);
+    await c.commit();
+    const [rows] = await c.query<mysql.RowDataPacket[]>("select count(*) as n from items where id = -1");
+    expect(Number(rows[0]!.n)).toBe(1);
+    await c.query("delete from items where id = -1");
+  });
+
+  it("a temporary table is state that cannot move: the drain waits for the session (and says why), which keeps working", async () => {
+    const c = await connect(p2, acme);
+    await c.query("create temporary table scratch (v int)");
+    const err = await coord.pause(acme, { timeoutMs: 1500 }).catch((e) => e);
+    expect(err).toBeInstanceOf(DrainTimeoutError);
+    expect(err.message).toMatch(/proxy-2 is draining .*"unmovableState":1/);
+    await c.query("insert into scratch values (1)");
+    await coord.resume(acme);
+    await c.end();
+    open.delete(c);
+    // Once it is gone the tenant database moves again.
+    expect((await move()).pauseMs).toBeLessThan(10_000);
+  });
+
+  it("a switch forced past a drain timeout ends the busy session with an error, and its transaction never commits", async () => {
+    const { server: from, epoch } = await current();
+    const to = from === s1 ? s2 : s1;
+    const busy = await connect(p1, acme);
+    const idle = await connect(p2, acme);
+    await busy.beginTransaction();
+    await busy.query("insert into items values (-2, 'forced', 'x')");
+    await expect(coord.pause(acme, { timeoutMs: 800 })).rejects.toBeInstanceOf(DrainTimeoutError);
+    await catchUp(from, to);
+    await coord.switch(acme, { server: to.serverName, host: to.host, port: to.port, backendDatabase: acme.name }, epoch + 1).catch(() => undefined);
+    await commitRouteIfNeeded(epoch + 1, to);
+    await coord.resume(acme);
+    const e = await busy.commit().catch((x) => x);
+    expect(e).toBeInstanceOf(Error);
+    const [rows] = await idle.query<mysql.RowDataPacket[]>("select count(*) as n, @@port as port from items where id = -2");
+    expect(rows[0]).toMatchObject({ n: 0, port: to.port });
+  });
+});
+
+/** The forced switch above may time out waiting for the busy session's proxy; the route is committed either way. */
+async function commitRouteIfNeeded(epoch: number, to: LocalServerOutputs): Promise<void> {
+  await withCatalog(async (c) => {
+    const r = await c.query("select epoch from tenantfleet.tenant_databases where tenant = $1 and database = $2", [acme.tenant, acme.database]);
+    if (Number(r.rows[0].epoch) < epoch) await commitRoute(c, acme, { server: to.serverName, host: to.host, port: to.port, backendDatabase: acme.name }, epoch);
+  });
+}
