@@ -198,7 +198,7 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
         await engine.finishWhilePaused();
         record.timings.sequences = Date.now() - t;
       } else {
-        log(`copying ${who} with pg_dump | pg_restore while its queries are held`);
+        log(`copying ${who} (a dump of the source restored into the target) while its queries are held`);
         await engine.copyWhilePaused();
         record.timings.copy = Date.now() - t;
       }

@@ -12,56 +12,23 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { execFile } from "node:child_process";
 import * as mysql from "mysql2/promise";
 import { LocalPgFleet, type ProxyProcess } from "../../scripts/lib/local-pg-fleet";
-import { provider } from "../../dynamic-providers/local-server/provider";
-import type { LocalServerInputs, LocalServerOutputs } from "../../dynamic-providers/local-server/types";
-import { clientDatabaseName, commitRoute, upsertRoute, type TenantDbKey } from "../../proxy/catalog/routes";
+import type { LocalServerOutputs } from "../../dynamic-providers/local-server/types";
+import { commitRoute } from "../../proxy/catalog/routes";
 import { Coordinator, DrainTimeoutError } from "../../proxy/catalog/coordinator";
-import { nativeVerifier } from "../../proxy/mysql/native-password";
 import { Client } from "pg";
+import { MysqlServers, Writers, type MyTenant } from "../fixtures/mysql-servers";
 
 let fleet: LocalPgFleet;
+let my: MysqlServers;
 let s1: LocalServerOutputs;
 let s2: LocalServerOutputs;
 let p1: ProxyProcess;
 let p2: ProxyProcess;
 let coord: Coordinator;
-
-interface MyTenant extends TenantDbKey {
-  name: string;
-  user: string;
-  password: string;
-}
 let acme: MyTenant;
 let globex: MyTenant;
 
-async function mariadb(): Promise<LocalServerOutputs> {
-  const inputs: LocalServerInputs = { engine: "mysql", serverName: `my-${Math.random().toString(36).slice(2, 7)}`, stack: fleet.stack, region: "local", role: "shared" };
-  const checked = await provider.check!({}, inputs);
-  const o = (await provider.create(checked.inputs as LocalServerInputs)).outs as LocalServerOutputs;
-  servers.push(o);
-  return o;
-}
-const servers: LocalServerOutputs[] = [];
-
-async function asAdmin<T>(s: LocalServerOutputs, fn: (c: mysql.Connection) => Promise<T>, database?: string): Promise<T> {
-  const c = await mysql.createConnection({ host: s.host, port: s.port, user: s.adminUser, password: s.adminPassword, database, multipleStatements: true });
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
-}
-
-/** The tenant's database and user on `s` (a native verifier, never the password), privileges on that database only. */
-async function ensureTenant(s: LocalServerOutputs, t: MyTenant): Promise<void> {
-  await asAdmin(s, async (c) => {
-    await c.query(`create database if not exists \`${t.name}\``);
-    await c.query(`create user if not exists '${t.user}'@'%' identified with mysql_native_password as '${nativeVerifier(t.password)}'`);
-    await c.query(`grant all on \`${t.name}\`.* to '${t.user}'@'%'`);
-    await c.query(`create table if not exists \`${t.name}\`.items (id bigint primary key, client varchar(64) not null, payload longblob not null)`);
-    await c.query(`create table if not exists \`${t.name}\`.seq (id int auto_increment primary key) auto_increment = 41`);
-  });
-}
+const asAdmin = <T>(s: LocalServerOutputs, fn: (c: mysql.Connection) => Promise<T>) => my.admin(s, fn);
 
 async function withCatalog<T>(fn: (c: Client) => Promise<T>): Promise<T> {
   const c = new Client(fleet.catalogConfig);
@@ -71,14 +38,6 @@ async function withCatalog<T>(fn: (c: Client) => Promise<T>): Promise<T> {
   } finally {
     await c.end();
   }
-}
-
-async function tenant(k: TenantDbKey, s: LocalServerOutputs): Promise<MyTenant> {
-  const name = clientDatabaseName(k);
-  const t = { ...k, name, user: name, password: `pw-${k.tenant}-${Math.random().toString(36).slice(2, 10)}` };
-  await ensureTenant(s, t);
-  await withCatalog((c) => upsertRoute(c, { ...k, engine: "mysql", role: t.user, scramVerifier: nativeVerifier(t.password), server: s.serverName, host: s.host, port: s.port, backendDatabase: name }));
-  return t;
 }
 
 const open = new Set<mysql.Connection>();
@@ -106,13 +65,14 @@ async function served(t: MyTenant): Promise<void> {
 
 beforeAll(async () => {
   fleet = await LocalPgFleet.create({ stack: "mysql-proxy" });
-  s1 = await mariadb();
-  s2 = await mariadb();
+  my = new MysqlServers(fleet);
+  s1 = await my.server("my-1");
+  s2 = await my.server("my-2");
   p1 = await fleet.startProxy("proxy-1", { extraArgs: ["--mysql-listen", "127.0.0.1:0"] });
   p2 = await fleet.startProxy("proxy-2", { extraArgs: ["--mysql-listen", "127.0.0.1:0"] });
-  acme = await tenant({ tenant: "acme", database: "shop" }, s1);
-  globex = await tenant({ tenant: "globex", database: "shop" }, s1);
-  await ensureTenant(s2, acme);
+  acme = await my.tenant({ tenant: "acme", database: "shop" }, s1);
+  globex = await my.tenant({ tenant: "globex", database: "shop" }, s1);
+  await my.ensure(s2, acme);
   await served(acme);
   await served(globex);
   coord = await Coordinator.connect(fleet.catalogConfig);
@@ -127,7 +87,7 @@ afterEach(async () => {
 
 afterAll(async () => {
   await coord?.close();
-  for (const o of servers) await provider.delete!(`${o.stack}/${o.dirName}`, o).catch(() => undefined);
+  await my?.close();
   await fleet?.close();
 }, 120_000);
 
@@ -209,58 +169,26 @@ describe("MySQL drain and switch", () => {
   }
 
   it("moves live sessions through both proxies back and forth: no client error, every acknowledged write on the final server, session state kept", async () => {
-    const acked: number[] = [];
-    const errors: string[] = [];
-    let nextId = 1000;
-    let stop = false;
-    const worker = async (p: ProxyProcess, body: (c: mysql.Connection) => Promise<void>) => {
-      const c = await connect(p, acme);
-      while (!stop) {
-        const failed = await body(c).then(
-          () => false,
-          (e) => errors.push(`${p.id}: ${(e as Error).message}`) > 0,
-        );
-        if (failed) return; // a broken connection fails at once: do not spin on it
-      }
-    };
-    const plain = (c: mysql.Connection) => {
-      const id = nextId++;
-      return c.query("insert into items values (?, 'plain', 'p')", [id]).then(() => void acked.push(id));
-    };
-    const prepared = (c: mysql.Connection) => {
-      const id = nextId++;
-      return c.execute("insert into items values (?, 'prepared', ?)", [id, Buffer.from("q")]).then(() => void acked.push(id));
-    };
-    const txn = async (c: mysql.Connection) => {
-      const a = nextId++;
-      const b = nextId++;
-      await c.beginTransaction();
-      await c.query("insert into items values (?, 'txn', 'a')", [a]);
-      await new Promise((r) => setTimeout(r, 5));
-      await c.query("insert into items values (?, 'txn', 'b')", [b]);
-      await c.commit();
-      acked.push(a, b);
-    };
+    const w = new Writers(1000);
     // Session settings and LAST_INSERT_ID() follow the session to the new server.
     const settings = await connect(p2, acme);
     await settings.query("set session sql_mode = 'ANSI_QUOTES', @@session.wait_timeout = 1234");
     const [inserted] = await settings.query<mysql.ResultSetHeader>("insert into seq values ()");
     expect(inserted.insertId).toBeGreaterThan(40);
-    const workers = [worker(p1, plain), worker(p2, plain), worker(p1, prepared), worker(p2, prepared), worker(p1, txn), worker(p2, txn)];
+    for (const p of [p1, p2]) for (const kind of ["plain", "prepared", "txn"] as const) w.start(`${p.id} ${kind}`, () => connect(p, acme), w[kind]);
     const pauses: number[] = [];
     for (let i = 0; i < 6; i++) {
       await new Promise((r) => setTimeout(r, 300));
       pauses.push((await move()).pauseMs);
     }
-    stop = true;
-    await Promise.all(workers);
-    expect(errors).toEqual([]);
+    await w.stop();
+    expect(w.errors).toEqual([]);
     const { server: final } = await current();
     const [state] = await settings.query<mysql.RowDataPacket[]>("select @@session.sql_mode as mode, @@session.wait_timeout as wt, last_insert_id() as lid, @@port as port");
     expect(state[0]).toMatchObject({ mode: "ANSI_QUOTES", wt: 1234, lid: inserted.insertId, port: final.port });
     const onFinal = new Set((await asAdmin(final, async (c) => (await c.query<mysql.RowDataPacket[]>(`select id from \`${acme.name}\`.items where id >= 1000`))[0])).map((r) => Number(r.id)));
-    const missing = acked.filter((id) => !onFinal.has(id));
-    expect(acked.length).toBeGreaterThan(50);
+    const missing = w.acked.filter((id) => !onFinal.has(id));
+    expect(w.acked.length).toBeGreaterThan(50);
     expect(missing).toEqual([]);
     expect(Math.max(...pauses)).toBeLessThan(10_000);
   }, 180_000);

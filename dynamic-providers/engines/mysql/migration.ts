@@ -1,0 +1,263 @@
+/**
+ * MariaDB's side of a migration: binlog replication of one database, never of the whole server.
+ * The target gets a consistent copy (`mariadb-dump --single-transaction --master-data` piped into
+ * it) and a replication connection of its own (multi-source: `CHANGE MASTER 'tf_mig_<id>'`) that
+ * starts at the dump's binlog position and applies only this database's events
+ * (`replicate_wild_do_table`). Lag to zero is `MASTER_POS_WAIT` on the source's binlog position
+ * read once the proxies hold the tenant's queries: when it returns, every acknowledged write is
+ * on the target.
+ *
+ * GTIDs: every server starts in GTID domain 0. The target binlogs what it applies (log_slave_updates)
+ * and runs gtid_strict_mode, so a source's domain-0 transaction numbered below the target's own
+ * would stop replication. Before the copy the source is given a domain of its own (its server_id,
+ * `SET GLOBAL gtid_domain_id`), so everything replicated comes from a domain the target never wrote.
+ *
+ * The database keeps its name on every server (applications qualify tables with it), so a copy
+ * left on the target by an earlier move (retained for rollback, fenced) is dropped before the new
+ * copy is made: the route does not point there, and the newer data is on the source.
+ *
+ * Names: the replication connection `tf_mig_<id>`, its login on the source `tf_repl_<id>`.
+ */
+import { randomBytes } from "node:crypto";
+import type * as mysql from "mysql2/promise";
+import type { RouteTarget } from "../../../proxy/catalog/routes";
+import type { EngineMigration, MigrationMethod, PreflightResult, SyncProgress, Verification } from "../../migration/types";
+import {
+  copyDatabase,
+  databaseExists,
+  databaseSize,
+  dropTenantDatabase,
+  dumpDatabase,
+  ensureTenantDatabase,
+  fenceDatabase,
+  ident,
+  literal,
+  rows,
+  withAdmin,
+  type MysqlServerAccess,
+  type MysqlTenantDatabase,
+} from "./tenant-db";
+
+const CONNECTION_PREFIX = "tf_mig_";
+const LOGIN_PREFIX = "tf_repl_";
+
+export interface MysqlMigrationArgs {
+  source: MysqlServerAccess;
+  target: MysqlServerAccess;
+  /** The tenant database (the same name and login on both servers). */
+  from: MysqlTenantDatabase;
+}
+
+/** `replicate_wild_do_table` pattern of exactly one database (`_` and `%` are wildcards there). */
+export const wildPattern = (database: string) => `${database.replace(/([\\_%])/g, "\\$1")}.%`;
+
+interface SlaveStatus {
+  Connection_name: string;
+  Slave_IO_Running: string;
+  Slave_SQL_Running: string;
+  Last_IO_Error: string;
+  Last_SQL_Error: string;
+  Master_User: string;
+  Replicate_Wild_Do_Table: string;
+  Seconds_Behind_Master: number | null;
+}
+
+export class MysqlMigration implements EngineMigration {
+  readonly nativeMechanism = "MariaDB binlog replication (one replication connection per migration, filtered to the tenant's database)";
+  readonly target: RouteTarget;
+  private migrationId: number | undefined;
+  private replPassword: string | undefined;
+
+  constructor(private readonly a: MysqlMigrationArgs) {
+    this.target = { server: a.target.name, host: a.target.host, port: a.target.port, backendDatabase: a.from.database };
+  }
+
+  private get connection(): string {
+    return `${CONNECTION_PREFIX}${this.migrationId}`;
+  }
+
+  /** Replication connections on the target for this database, from any attempt. */
+  private async ours(c: mysql.Connection): Promise<SlaveStatus[]> {
+    const all = await rows<SlaveStatus>(c, "show all slaves status");
+    return all.filter((s) => s.Connection_name.startsWith(CONNECTION_PREFIX) && s.Replicate_Wild_Do_Table === wildPattern(this.a.from.database));
+  }
+
+  async cleanupLeftovers(): Promise<string[]> {
+    const removed: string[] = [];
+    const logins: string[] = [];
+    await withAdmin(this.a.target, async (c) => {
+      for (const s of await this.ours(c)) {
+        await dropConnection(c, s.Connection_name);
+        logins.push(s.Master_User);
+        removed.push(`replication connection ${s.Connection_name} on ${this.a.target.name}`);
+      }
+    });
+    if (logins.length) {
+      await withAdmin(this.a.source, async (c) => {
+        for (const u of logins.filter((l) => l.startsWith(LOGIN_PREFIX))) {
+          await c.query(`drop user if exists ${literal(u)}@'%'`);
+          removed.push(`replication login ${u} on ${this.a.source.name}`);
+        }
+      });
+    }
+    return removed;
+  }
+
+  async preflight(): Promise<PreflightResult> {
+    const { source, target, from } = this.a;
+    const notes: string[] = [];
+    const src = await withAdmin(source, async (c) => {
+      if (!(await databaseExists(c, from.database))) {
+        throw new Error(`the source database ${from.database} does not exist on ${source.name}: the catalog and the server disagree; check \`npm run status\``);
+      }
+      const [v] = await rows<{ version: string; log_bin: number; format: string; server_id: number }>(c, "select @@version as version, @@log_bin as log_bin, @@binlog_format as format, @@server_id as server_id");
+      const noKey = await rows<{ t: string }>(
+        c,
+        `select t.table_name as t from information_schema.tables t
+         where t.table_schema = ? and t.table_type = 'BASE TABLE'
+           and not exists (select 1 from information_schema.table_constraints k where k.table_schema = t.table_schema and k.table_name = t.table_name and k.constraint_type in ('PRIMARY KEY', 'UNIQUE'))`,
+        [from.database],
+      );
+      return { ...v!, size: await databaseSize(c, from.database), noKey: noKey.map((r) => r.t) };
+    });
+    const tgt = await withAdmin(target, async (c) => (await rows<{ version: string; server_id: number }>(c, "select @@version as version, @@server_id as server_id"))[0]!);
+    const major = (v: string) => v.split(".").slice(0, 2).map(Number);
+    const [sa, sb] = major(src.version);
+    const [ta, tb] = major(tgt.version);
+    if (ta! < sa! || (ta === sa && tb! < sb!)) throw new Error(`${target.name} runs MariaDB ${tgt.version}, older than ${source.name}'s ${src.version}: the target must run the same or a newer version`);
+    if (src.server_id === tgt.server_id) throw new Error(`${source.name} and ${target.name} have the same server_id ${src.server_id}: replication between them cannot work`);
+    const why: string[] = [];
+    if (!Number(src.log_bin)) why.push(`the binary log is off on ${source.name} (log_bin)`);
+    if (src.format !== "ROW") why.push(`binlog_format is ${src.format} on ${source.name} (ROW is needed to filter one database exactly)`);
+    if (src.noKey.length) notes.push(`table${src.noKey.length > 1 ? "s" : ""} ${src.noKey.join(", ")} of ${from.database} ha${src.noKey.length > 1 ? "ve" : "s"} no primary or unique key: replicated updates scan the whole table on the target`);
+    if (why.length) {
+      notes.push(`binlog replication cannot be used: ${why.join("; ")}. Falling back to backup-and-restore under a pause: the tenant's queries are held for the whole copy.`);
+      return { method: "dump_restore", notes, sizeBytes: src.size };
+    }
+    return { method: "native", notes, sizeBytes: src.size };
+  }
+
+  async backup(file: string): Promise<{ bytes: number }> {
+    return dumpDatabase(this.a.source, this.a.from.database, file);
+  }
+
+  async prepareTarget(_method: MigrationMethod, _workDir: string): Promise<void> {
+    await withAdmin(this.a.target, async (c) => {
+      // A copy left by an earlier move (fenced, retained for rollback) or a half-made one: the
+      // route does not point here, and the source holds the newer data.
+      if (await databaseExists(c, this.a.from.database)) await c.query(`drop database ${ident(this.a.from.database)}`);
+    });
+    await ensureTenantDatabase(this.a.target, this.a.from);
+  }
+
+  async startReplication(migrationId: number): Promise<void> {
+    this.migrationId = migrationId;
+    const { source, target, from } = this.a;
+    const login = `${LOGIN_PREFIX}${migrationId}`;
+    this.replPassword = randomBytes(18).toString("base64url");
+    await withAdmin(source, async (c) => {
+      const [d] = await rows<{ domain: number; server_id: number }>(c, "select @@gtid_domain_id as domain, @@server_id as server_id");
+      if (Number(d!.domain) === 0) await c.query("set global gtid_domain_id = @@server_id");
+      await c.query(`create or replace user ${literal(login)}@'%' identified by ${literal(this.replPassword!)}`);
+      await c.query(`grant replication slave on *.* to ${literal(login)}@'%'`);
+    });
+    // The copy and its binlog position come from one snapshot.
+    const position = await copyDatabase(source, target, from.database, { position: true });
+    await withAdmin(target, async (c) => {
+      const name = this.connection;
+      await c.query(
+        `change master ${literal(name)} to master_host = ${literal(source.host)}, master_port = ${Number(source.port)}, master_user = ${literal(login)}, master_password = ${literal(this.replPassword!)},
+         master_log_file = ${literal(position!.file)}, master_log_pos = ${Number(position!.pos)}, master_use_gtid = no`,
+      );
+      await c.query(`set global ${name}.replicate_wild_do_table = ${literal(wildPattern(from.database))}`);
+      await c.query(`start slave ${literal(name)}`);
+    });
+  }
+
+  private async status(c: mysql.Connection): Promise<SlaveStatus> {
+    const s = (await rows<SlaveStatus>(c, "show all slaves status")).find((x) => x.Connection_name === this.connection);
+    if (!s) throw new Error(`replication connection ${this.connection} is gone from ${this.a.target.name}`);
+    if (s.Slave_SQL_Running !== "Yes" || s.Slave_IO_Running === "No") {
+      throw new Error(`replication of ${this.a.from.database} to ${this.a.target.name} stopped: ${s.Last_SQL_Error || s.Last_IO_Error || "not running"}`);
+    }
+    return s;
+  }
+
+  async syncProgress(): Promise<SyncProgress> {
+    // The initial copy is the dump, done before replication starts; what remains is catch-up.
+    await withAdmin(this.a.target, (c) => this.status(c));
+    return { percent: 100, done: true, tables: 0, tablesDone: 0 };
+  }
+
+  async markerLag(timeoutMs: number): Promise<number> {
+    const started = Date.now();
+    const at = await withAdmin(this.a.source, async (c) => (await rows<{ File: string; Position: number }>(c, "show master status"))[0]);
+    if (!at) throw new Error(`${this.a.source.name} reports no binlog position (is log_bin on?)`);
+    await withAdmin(this.a.target, async (c) => {
+      await this.status(c);
+      const [r] = await rows<{ r: number | null }>(c, "select master_pos_wait(?, ?, ?, ?) as r", [at.File, Number(at.Position), Math.max(1, Math.ceil(timeoutMs / 1000)), this.connection]);
+      if (r?.r === null || r?.r === undefined) await this.status(c); // stopped: say why
+      if (Number(r!.r) === -1) throw new Error(`replication of ${this.a.from.database} to ${this.a.target.name} did not reach ${at.File}:${at.Position} within ${timeoutMs} ms`);
+    });
+    return Date.now() - started;
+  }
+
+  async finishWhilePaused(): Promise<{ sequences: number }> {
+    // Rows carry AUTO_INCREMENT values and InnoDB moves each counter past them; sequences
+    // (CREATE SEQUENCE) are tables whose changes replicate too.
+    return { sequences: 0 };
+  }
+
+  async copyWhilePaused(): Promise<void> {
+    await copyDatabase(this.a.source, this.a.target, this.a.from.database);
+  }
+
+  async verify(): Promise<Verification> {
+    const started = Date.now();
+    const db = this.a.from.database;
+    const tables = await withAdmin(this.a.source, async (c) =>
+      (await rows<{ t: string }>(c, "select table_name as t from information_schema.tables where table_schema = ? and table_type = 'BASE TABLE' order by table_name", [db])).map((r) => r.t),
+    );
+    const side = (s: MysqlServerAccess) =>
+      withAdmin(s, async (c) => {
+        const out: (number | string)[] = [];
+        for (const t of tables) {
+          out.push(await rows<{ n: number }>(c, `select count(*) as n from ${ident(db)}.${ident(t)}`).then((r) => Number(r[0]!.n), (e: Error) => `error: ${e.message}`));
+        }
+        return out;
+      });
+    const [a, b] = await Promise.all([side(this.a.source), side(this.a.target)]);
+    const mismatches: string[] = [];
+    let total = 0;
+    tables.forEach((t, i) => {
+      if (a[i] !== b[i]) mismatches.push(`${db}.${t}: source ${a[i]}, target ${b[i]}`);
+      if (typeof a[i] === "number") total += a[i] as number;
+    });
+    return { ok: mismatches.length === 0, tables: tables.length, rows: total, sequences: 0, mismatches, ms: Date.now() - started };
+  }
+
+  async removeReplication(): Promise<void> {
+    if (this.migrationId === undefined) return;
+    await withAdmin(this.a.target, async (c) => {
+      if ((await rows<SlaveStatus>(c, "show all slaves status")).some((s) => s.Connection_name === this.connection)) await dropConnection(c, this.connection);
+    });
+    await withAdmin(this.a.source, (c) => c.query(`drop user if exists ${literal(`${LOGIN_PREFIX}${this.migrationId}`)}@'%'`));
+  }
+
+  async fenceSource(): Promise<void> {
+    await fenceDatabase(this.a.source, this.a.from);
+  }
+
+  async abandonTarget(): Promise<void> {
+    await dropTenantDatabase(this.a.target, this.a.from);
+  }
+
+  async close(): Promise<void> {
+    // Every call opens and closes its own admin connection.
+  }
+}
+
+async function dropConnection(c: mysql.Connection, name: string): Promise<void> {
+  await c.query(`stop slave ${literal(name)}`).catch(() => undefined);
+  await c.query(`reset slave ${literal(name)} all`);
+}
