@@ -62,6 +62,8 @@ export function fleetOutput(args: {
   platform: string;
   /** Endpoints of the proxies that speak the PostgreSQL protocol. */
   postgresEndpoints: pulumi.Output<string[]>;
+  /** Endpoints of the proxies that speak the MySQL protocol, when the fleet serves it. */
+  mysqlEndpoints?: pulumi.Output<string[]>;
   tenantDatabases: Record<string, Record<string, TenantDatabaseFacts>>;
 }): FleetOutputInputs {
   const tenants: FleetOutputInputs["tenants"] = {};
@@ -76,7 +78,9 @@ export function fleetOutput(args: {
       };
     }
   }
-  return { version: FLEET_OUTPUT_VERSION, platform: args.platform, proxies: { postgres: { endpoints: args.postgresEndpoints } }, tenants };
+  const proxies: FleetOutputInputs["proxies"] = { postgres: { endpoints: args.postgresEndpoints } };
+  if (args.mysqlEndpoints) proxies.mysql = { endpoints: args.mysqlEndpoints };
+  return { version: FLEET_OUTPUT_VERSION, platform: args.platform, proxies, tenants };
 }
 
 /** FleetOutput as the program builds it: the same shape, with outputs at the leaves. */

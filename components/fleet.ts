@@ -46,7 +46,8 @@ export interface FleetResult {
   sharedClusters: SharedCluster[];
   dedicatedServers: DedicatedServer[];
   servers: Record<string, ServerOutput>;
-  proxies: { endpoints: pulumi.Output<string[]>; adminEndpoints: pulumi.Output<string[]> };
+  /** PostgreSQL endpoints at the top (the shape before other engines), MySQL's under `mysql`. */
+  proxies: { endpoints: pulumi.Output<string[]>; adminEndpoints: pulumi.Output<string[]>; mysql?: { endpoints: pulumi.Output<string[]> } };
   tenantDatabases: Record<string, Record<string, TenantDatabaseOutput>>;
   /** Secret. */
   catalogUrl: pulumi.Output<string>;
@@ -99,7 +100,8 @@ export function createFleet(parent: Fleet, args: FleetArgs): FleetResult {
   });
 
   const catalog = platform.controlCatalog(parent);
-  const proxyFleet = new ProxyFleet("proxies", { replicas: args.spec.proxyReplicas, catalogUrl: catalog.url, platform }, { parent });
+  const mysql = args.spec.databases.some((d) => d.engine === "mysql");
+  const proxyFleet = new ProxyFleet("proxies", { replicas: args.spec.proxyReplicas, catalogUrl: catalog.url, platform, mysql }, { parent });
   const byServerName = new Map<string, ServerEndpoint>();
   sharedClusters.forEach((c, i) => byServerName.set(plan.sharedClusters[i]!.name, c));
   dedicatedServers.forEach((d, i) => byServerName.set(plan.dedicatedServers[i]!.name, d));
@@ -120,6 +122,7 @@ export function createFleet(parent: Fleet, args: FleetArgs): FleetResult {
         servers: placement,
         catalog,
         proxyEndpoints: proxyFleet.endpoints,
+        ...(proxyFleet.mysqlEndpoints ? { mysqlProxyEndpoints: proxyFleet.mysqlEndpoints } : {}),
         stack: args.stack,
         platform: args.spec.platform,
         migrationPath: platform.migrationPath,
@@ -134,10 +137,10 @@ export function createFleet(parent: Fleet, args: FleetArgs): FleetResult {
     sharedClusters,
     dedicatedServers,
     servers,
-    proxies: { endpoints: proxyFleet.endpoints, adminEndpoints: proxyFleet.adminEndpoints },
+    proxies: { endpoints: proxyFleet.endpoints, adminEndpoints: proxyFleet.adminEndpoints, ...(proxyFleet.mysqlEndpoints ? { mysql: { endpoints: proxyFleet.mysqlEndpoints } } : {}) },
     tenantDatabases,
     catalogUrl: catalog.url,
-    contract: fleetOutput({ platform: platform.name, postgresEndpoints: proxyFleet.endpoints, tenantDatabases }),
+    contract: fleetOutput({ platform: platform.name, postgresEndpoints: proxyFleet.endpoints, ...(proxyFleet.mysqlEndpoints ? { mysqlEndpoints: proxyFleet.mysqlEndpoints } : {}), tenantDatabases }),
   };
 }
 

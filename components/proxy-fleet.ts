@@ -9,6 +9,8 @@ export interface ProxyFleetArgs {
   /** Secret: `postgres://…` of the control catalog. */
   catalogUrl: pulumi.Output<string>;
   platform: Platform;
+  /** Serve the MySQL protocol too (the fleet has MariaDB/MySQL tenant databases). */
+  mysql?: boolean;
 }
 
 export class ProxyFleet extends pulumi.ComponentResource {
@@ -17,12 +19,15 @@ export class ProxyFleet extends pulumi.ComponentResource {
   public readonly endpoints!: pulumi.Output<string[]>;
   /** Admin endpoints (`host:port` serving /metrics and /healthz), in order. */
   public readonly adminEndpoints!: pulumi.Output<string[]>;
+  /** `host:port` for the MySQL protocol, when the fleet serves it (the local platform so far). */
+  public readonly mysqlEndpoints: pulumi.Output<string[]> | undefined;
 
   constructor(name: string, args: ProxyFleetArgs, opts?: pulumi.ComponentResourceOptions) {
     super("tenantfleet:index:ProxyFleet", name, {}, opts);
-    const r = args.platform.proxyFleet({ replicas: args.replicas ?? 2, catalogUrl: args.catalogUrl }, this);
+    const r = args.platform.proxyFleet({ replicas: args.replicas ?? 2, catalogUrl: args.catalogUrl, mysql: !!args.mysql }, this);
     this.endpoints = r.endpoints;
     this.adminEndpoints = r.adminEndpoints;
-    this.registerOutputs({ endpoints: this.endpoints, adminEndpoints: this.adminEndpoints });
+    this.mysqlEndpoints = r.mysqlEndpoints;
+    this.registerOutputs({ endpoints: this.endpoints, adminEndpoints: this.adminEndpoints, ...(r.mysqlEndpoints ? { mysqlEndpoints: r.mysqlEndpoints } : {}) });
   }
 }

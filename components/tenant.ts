@@ -1,5 +1,6 @@
-/** A tenant's databases: a TenantDatabase for each PostgreSQL database (the engines with live
- * migration), placed on the server the fleet plan chose for it, a child of the Fleet.
+/** A tenant's databases: a TenantDatabase for each PostgreSQL database, and each MariaDB/MySQL one
+ * where the proxies speak MySQL (the local platform so far): the engines with live migration,
+ * placed on the server the fleet plan chose for it, a child of the Fleet.
  *
  * In earlier versions each tenant had a `tenantfleet:index:Tenant` component of its own between the Fleet and
  * its TenantDatabases. It held nothing (its outputs are the stack's), but it was a resource per
@@ -31,6 +32,8 @@ export interface TenantArgs {
   servers: Record<string, { name: string; server: ServerEndpoint }>;
   catalog: PlatformCatalog;
   proxyEndpoints: pulumi.Output<string[]>;
+  /** The proxies' MySQL endpoints, when they serve MySQL: MariaDB/MySQL databases get a TenantDatabase. */
+  mysqlProxyEndpoints?: pulumi.Output<string[]>;
   stack: string;
   platform: "local" | "aws" | "gcp";
   /** Cloud platforms: the bastion the provider tunnels through. */
@@ -82,7 +85,8 @@ export function createTenant(name: string, parent: pulumi.ComponentResource, arg
   const out: Record<string, TenantDatabaseOutput> = {};
   for (const db of args.databases) {
     const placed = args.servers[db.database]!;
-    if (db.engine !== "postgres") {
+    const endpoints = db.engine === "postgres" ? args.proxyEndpoints : db.engine === "mysql" ? args.mysqlProxyEndpoints : undefined;
+    if (!endpoints || (db.engine !== "postgres" && db.engine !== "mysql")) {
       out[db.database] = { engine: db.engine, isolation: db.isolation, region: db.region, server: placed.name };
       continue;
     }
@@ -92,7 +96,7 @@ export function createTenant(name: string, parent: pulumi.ComponentResource, arg
       {
         tenant: db.tenant,
         database: db.database,
-        engine: "postgres",
+        engine: db.engine,
         isolation: db.isolation,
         region: db.region,
         serverName: placed.name,
@@ -114,7 +118,7 @@ export function createTenant(name: string, parent: pulumi.ComponentResource, arg
       isolation: db.isolation,
       region: db.region,
       server: r.serverName,
-      connectionString: connectionStringOf(r, args.proxyEndpoints, clientDatabaseName(db)),
+      connectionString: connectionStringOf(r, endpoints, clientDatabaseName(db), db.engine),
       status: r.status,
       epoch: r.epoch,
       lastMigration: r.lastMigration,

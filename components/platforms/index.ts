@@ -56,6 +56,8 @@ export interface ProxyFleetRequest {
   replicas: number;
   /** Secret. */
   catalogUrl: pulumi.Output<string>;
+  /** Serve the MySQL protocol too: the fleet has MariaDB/MySQL tenant databases. */
+  mysql: boolean;
 }
 
 /** The proxy fleet as applications and operators reach it. */
@@ -65,6 +67,8 @@ export interface PlatformProxyFleet {
   endpoints: pulumi.Output<string[]>;
   /** `host:port` of each proxy's /metrics and /healthz. */
   adminEndpoints: pulumi.Output<string[]>;
+  /** `host:port` applications connect to with the MySQL protocol, when asked for and the platform serves it. */
+  mysqlEndpoints?: pulumi.Output<string[]>;
 }
 
 /** How the machine running `pulumi up` reaches private servers and the catalog: an SSH bastion.

@@ -13,6 +13,8 @@ export class LocalProxy extends ProjectResource {
   declare readonly port: pulumi.Output<number>;
   /** /metrics and /healthz. */
   declare readonly adminPort: pulumi.Output<number>;
+  /** MySQL-protocol client port (when `mysql` is on). */
+  declare readonly mysqlPort: pulumi.Output<number | undefined>;
   declare readonly state: pulumi.Output<"running" | "stopped">;
 
   constructor(name: string, args: LocalProxyArgs, opts?: pulumi.CustomResourceOptions) {
@@ -20,7 +22,7 @@ export class LocalProxy extends ProjectResource {
       "LocalProxy",
       "dynamic-providers/local-proxy/provider.ts",
       name,
-      { ...args, host: undefined, port: undefined, adminPort: undefined, dir: undefined, state: undefined },
+      { ...args, host: undefined, port: undefined, adminPort: undefined, mysqlPort: undefined, dir: undefined, state: undefined },
       { ...opts, additionalSecretOutputs: ["catalogUrl"] },
     );
   }

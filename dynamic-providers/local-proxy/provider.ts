@@ -14,6 +14,14 @@ import type { LocalProxyInputs, LocalProxyOutputs } from "./types";
 
 export const PROXY_BASE_PORT = 16432;
 export const PROXY_ADMIN_BASE_PORT = 19187;
+export const PROXY_MYSQL_BASE_PORT = 13306;
+/** The MySQL port's reservation marker (ports are reserved per file, like a server's). */
+const mysqlMarker = (dir: string) => path.join(dir, "mysql.port");
+
+async function reserveMysqlPort(dir: string): Promise<number> {
+  await fs.writeFile(mysqlMarker(dir), ""); // a reservation's owner must exist, or it counts as stale
+  return reservePort(PROXY_MYSQL_BASE_PORT, mysqlMarker(dir));
+}
 
 const proxyDir = (stack: string, proxyId: string) => path.join(stateRoot(), stack, "proxies", proxyId);
 
@@ -31,7 +39,7 @@ async function start(o: LocalProxyOutputs): Promise<void> {
   // The catalog URL carries a password: it goes through the environment, never argv.
   const { pid } = await startDetached(
     process.execPath,
-    ["--import", "tsx", path.join(root, "proxy", "main.ts"), "--id", o.proxyId, "--listen", `${o.host}:${o.port}`, "--admin", `${o.host}:${o.adminPort}`],
+    ["--import", "tsx", path.join(root, "proxy", "main.ts"), "--id", o.proxyId, "--listen", `${o.host}:${o.port}`, "--admin", `${o.host}:${o.adminPort}`, ...(o.mysqlPort ? ["--mysql-listen", `${o.host}:${o.mysqlPort}`] : [])],
     { logFile, wait: false, cwd: root, env: { ...process.env, TENANTFLEET_CATALOG_URL: o.catalogUrl } },
   );
   await fs.writeFile(path.join(o.dir, "proxy.pid"), `${pid}\n`);
@@ -62,7 +70,7 @@ export const provider: pulumi.dynamic.ResourceProvider = {
 
   async diff(_id, olds: LocalProxyOutputs, news: LocalProxyInputs) {
     const replaces = (["proxyId", "stack"] as const).filter((k) => olds[k] !== news[k]);
-    const changes = replaces.length > 0 || olds.catalogUrl !== news.catalogUrl || !(await running(olds));
+    const changes = replaces.length > 0 || olds.catalogUrl !== news.catalogUrl || !!news.mysql !== !!olds.mysqlPort || !(await running(olds));
     return { changes, replaces };
   },
 
@@ -71,14 +79,16 @@ export const provider: pulumi.dynamic.ResourceProvider = {
     await fs.mkdir(dir, { recursive: true });
     const port = await reservePort(PROXY_BASE_PORT, dir);
     const adminPort = await reservePort(PROXY_ADMIN_BASE_PORT, path.join(dir, "proxy.log"));
-    const outs = { ...inputs, host: "127.0.0.1", port, adminPort, dir, state: "running" } satisfies LocalProxyOutputs;
+    const outs: LocalProxyOutputs = { ...inputs, host: "127.0.0.1", port, adminPort, dir, state: "running" };
     try {
+      if (inputs.mysql) outs.mysqlPort = await reserveMysqlPort(dir);
       await fs.writeFile(path.join(dir, "proxy.log"), "");
       await start(outs);
     } catch (e) {
       await stop(outs).catch(() => undefined);
       await releasePort(port, dir);
       await releasePort(adminPort, path.join(dir, "proxy.log"));
+      if (outs.mysqlPort) await releasePort(outs.mysqlPort, mysqlMarker(dir));
       await fs.rm(dir, { recursive: true, force: true });
       throw e;
     }
@@ -91,10 +101,17 @@ export const provider: pulumi.dynamic.ResourceProvider = {
 
   async update(_id, olds: LocalProxyOutputs, news: LocalProxyInputs) {
     const outs: LocalProxyOutputs = { ...olds, ...news, state: "running" };
-    if (olds.catalogUrl !== news.catalogUrl || !(await running(olds))) {
+    const mysqlChanged = !!news.mysql !== !!olds.mysqlPort;
+    if (news.mysql && !olds.mysqlPort) outs.mysqlPort = await reserveMysqlPort(olds.dir);
+    if (!news.mysql && olds.mysqlPort) {
+      await releasePort(olds.mysqlPort, mysqlMarker(olds.dir));
+      delete outs.mysqlPort;
+    }
+    if (olds.catalogUrl !== news.catalogUrl || mysqlChanged || !(await running(olds))) {
       await stop(olds);
       await fs.mkdir(outs.dir, { recursive: true });
       await claimPort(outs.port, outs.dir);
+      if (outs.mysqlPort) await claimPort(outs.mysqlPort, mysqlMarker(outs.dir));
       await start(outs);
     }
     return { outs };
@@ -104,6 +121,7 @@ export const provider: pulumi.dynamic.ResourceProvider = {
     await stop(props);
     await releasePort(props.port, props.dir);
     await releasePort(props.adminPort, path.join(props.dir, "proxy.log"));
+    if (props.mysqlPort) await releasePort(props.mysqlPort, mysqlMarker(props.dir));
     await fs.rm(props.dir, { recursive: true, force: true });
   },
 };

@@ -8,18 +8,24 @@ export interface LocalProxyArgs {
   stack: pulumi.Input<string>;
   /** `postgres://…` of the control catalog (secret). Changing it restarts the proxy on the same ports. */
   catalogUrl: pulumi.Input<string>;
+  /** Also serve the MySQL protocol (the fleet has MariaDB/MySQL tenant databases). Turning it on
+   * restarts the proxy once, on the same ports, with a MySQL port of its own. */
+  mysql?: pulumi.Input<boolean>;
 }
 
 export interface LocalProxyInputs {
   proxyId: string;
   stack: string;
   catalogUrl: string;
+  mysql?: boolean;
 }
 
 export interface LocalProxyOutputs extends LocalProxyInputs {
   host: string;
   /** Client port; stable for the proxy's life (reserved like a server's). */
   port: number;
+  /** MySQL-protocol client port, when `mysql` is on; stable for the proxy's life. */
+  mysqlPort?: number;
   /** Admin port: /metrics and /healthz. */
   adminPort: number;
   dir: string;

@@ -5,7 +5,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { ProjectResource, urnOnly } from "../lazy-provider";
 import type { MigrationRecord } from "../migration/orchestrator";
-import type { TenantDatabaseArgs } from "./types";
+import type { LiveEngine, TenantDatabaseArgs } from "./types";
 import { connectionString } from "./plan";
 import { passwordOf } from "./state";
 
@@ -16,7 +16,7 @@ export const TENANT_DATABASE_TYPE = "pulumi-nodejs:dynamic/tenantfleet:TenantDat
 export class TenantDatabase extends ProjectResource {
   declare readonly tenant: pulumi.Output<string>;
   declare readonly database: pulumi.Output<string>;
-  declare readonly engine: pulumi.Output<"postgres">;
+  declare readonly engine: pulumi.Output<LiveEngine>;
   declare readonly isolation: pulumi.Output<"shared" | "dedicated">;
   declare readonly region: pulumi.Output<string>;
   /** The server it lives on (after the last migration). */
@@ -67,10 +67,10 @@ export class TenantDatabase extends ProjectResource {
  * change of proxies changes the stack's outputs only. States of earlier versions keep the password
  * inside the connection string they stored; it is read from there until their next update.
  */
-export function connectionStringOf(r: TenantDatabase, proxyEndpoints: pulumi.Input<string[]>, clientDatabase: string): pulumi.Output<string> {
+export function connectionStringOf(r: TenantDatabase, proxyEndpoints: pulumi.Input<string[]>, clientDatabase: string, engine: LiveEngine = "postgres"): pulumi.Output<string> {
   return pulumi.secret(
     pulumi.all([r.role, r.password, r.connectionString, proxyEndpoints]).apply(([role, password, earlier, endpoints]) =>
-      connectionString(role, password ?? passwordOf(earlier!), endpoints, clientDatabase),
+      connectionString(role, password ?? passwordOf(earlier!), endpoints, clientDatabase, engine === "mysql" ? "mysql" : "postgresql"),
     ),
   );
 }

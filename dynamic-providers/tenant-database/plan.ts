@@ -5,7 +5,7 @@
 import { isUnknown } from "../preview";
 import type { Route } from "../../proxy/catalog/routes";
 import type { MigrationRecord } from "../migration/orchestrator";
-import type { RetainedCopy, TenantDatabaseInputs, TenantDatabaseOutputs } from "./types";
+import { LIVE_ENGINES, type RetainedCopy, type TenantDatabaseInputs, type TenantDatabaseOutputs } from "./types";
 
 export const DEFAULT_ROLLBACK_WINDOW_HOURS = 24;
 const NAME = /^[a-z][a-z0-9_]{0,29}$/;
@@ -20,7 +20,7 @@ export function checkTenantDatabase(olds: Partial<TenantDatabaseInputs> | undefi
   for (const k of ["tenant", "database"] as const) {
     if (typeof news[k] !== "string" || !NAME.test(news[k] as string)) fail(k, `${who}: ${k} must be a lower-case identifier, got ${JSON.stringify(news[k])}`);
   }
-  if (news.engine !== "postgres") fail("engine", `${who}: engine ${JSON.stringify(news.engine)} has no live migration yet; TenantDatabase manages "postgres" databases`);
+  if (!(LIVE_ENGINES as readonly unknown[]).includes(news.engine)) fail("engine", `${who}: engine ${JSON.stringify(news.engine)} has no live migration yet; TenantDatabase manages ${LIVE_ENGINES.map((e) => JSON.stringify(e)).join(" and ")} databases`);
   if (news.isolation !== "shared" && news.isolation !== "dedicated") fail("isolation", `${who}: isolation must be "shared" or "dedicated", got ${JSON.stringify(news.isolation)}`);
   if (typeof news.region !== "string" || news.region === "") fail("region", `${who}: region is required`);
   if (typeof news.serverName !== "string" || news.serverName === "") fail("serverName", `${who}: serverName is required`);
@@ -110,9 +110,12 @@ export function poolOfRoute(p: TenantDatabaseInputs["pool"]): { poolMode: "sessi
   return p ? { poolMode: p.mode, poolSize: p.size, serverBudget: p.serverBudget } : { poolMode: "session", poolSize: 20, serverBudget: undefined };
 }
 
-/** libpq multi-host URI: clients that support it (libpq, psql, pgx, JDBC) try the proxies in turn. */
-export function connectionString(role: string, password: string, endpoints: string[], clientDatabase: string): string {
-  return `postgresql://${encodeURIComponent(role)}:${encodeURIComponent(password)}@${endpoints.join(",")}/${encodeURIComponent(clientDatabase)}`;
+/**
+ * Multi-host URI: clients that support it (libpq, psql, pgx, JDBC; MySQL Connector/J, MariaDB
+ * Connector/J and mysqlsh for `mysql://`) try the proxies in turn.
+ */
+export function connectionString(role: string, password: string, endpoints: string[], clientDatabase: string, scheme: "postgresql" | "mysql" = "postgresql"): string {
+  return `${scheme}://${encodeURIComponent(role)}:${encodeURIComponent(password)}@${endpoints.join(",")}/${encodeURIComponent(clientDatabase)}`;
 }
 
 export function expiry(from: Date, hours: number): string {

@@ -10,11 +10,9 @@ import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { Client, type ClientConfig } from "pg";
 import { clientDatabaseName, deleteRoute, loadRoute, setRoutePool, upsertRoute, type Route } from "../../proxy/catalog/routes";
-import { makeVerifier } from "../../proxy/postgres/scram";
-import { PgMigration } from "../engines/postgres/migration";
-import { dropTenantDatabase, dumpDatabase, ensureTenantDatabase, type PgServerAccess } from "../engines/postgres/tenant-db";
+import { engineOf, type ServerAccess } from "./engines";
 import { stateRoot } from "../local-server/state";
-import { finishCommitted, lastMigrationTo, migrate, targetDatabaseName, type MigrationRecord } from "../migration/orchestrator";
+import { finishCommitted, lastMigrationTo, migrate, type MigrationRecord } from "../migration/orchestrator";
 import { backupStore, storeOf, type BackupBucket } from "../backups/store";
 import { progressLog } from "../progress";
 import { bastionOf, throughBastion } from "../tunnel/ssh-tunnel";
@@ -22,7 +20,7 @@ import { checkTenantDatabase, expiry, planTenantDatabase, poolOfRoute, refreshed
 import { accessChanged, fromState, isEarlierState, takeAccess, toState, withAccess, type StoredInputs, type StoredOutputs } from "./state";
 import type { RetainedCopy, ServerRef, TenantDatabaseInputs, TenantDatabaseOutputs } from "./types";
 
-const access = (s: ServerRef, adminPassword: string): PgServerAccess => ({ ...s, adminPassword });
+const access = (s: ServerRef, adminPassword: string): ServerAccess => ({ ...s, adminPassword });
 const serverOf = (i: Pick<TenantDatabaseInputs, "serverName" | "server">): ServerRef => ({ ...i.server, name: i.serverName });
 
 type CatalogAccess = Pick<TenantDatabaseInputs, "catalog" | "catalogPassword"> & { catalogVia?: { host: string; port: number } };
@@ -55,7 +53,7 @@ async function withCatalog<T>(i: CatalogAccess, fn: (c: Client) => Promise<T>): 
 async function reaching<I extends TenantDatabaseInputs, T>(
   i: I,
   servers: ServerRef[],
-  fn: (i: I & CatalogAccess, via: (s: PgServerAccess) => PgServerAccess) => Promise<T>,
+  fn: (i: I & CatalogAccess, via: (s: ServerAccess) => ServerAccess) => Promise<T>,
 ): Promise<T> {
   const targets = [i.catalog, ...servers].map((s) => ({ host: s.host, port: s.port }));
   return throughBastion(bastionOf(i), targets, (t) => fn({ ...i, catalogVia: t.local(i.catalog) }, (s) => ({ ...s, via: t.local(s) })));
@@ -74,7 +72,7 @@ function platformOf(i: Pick<TenantDatabaseInputs, "platform" | "stack">) {
 
 function routeOf(i: TenantDatabaseInputs, o: Pick<TenantDatabaseOutputs, "role" | "backendDatabase"> & { scramVerifier: string }): Omit<Route, "epoch" | "status"> {
   return {
-    tenant: i.tenant, database: i.database, engine: "postgres", role: o.role, scramVerifier: o.scramVerifier,
+    tenant: i.tenant, database: i.database, engine: i.engine, role: o.role, scramVerifier: o.scramVerifier,
     server: i.serverName, host: i.server.host, port: i.server.port, backendDatabase: o.backendDatabase, ...poolOfRoute(i.pool),
   };
 }
@@ -82,15 +80,20 @@ function routeOf(i: TenantDatabaseInputs, o: Pick<TenantDatabaseOutputs, "role" 
 const retainedServers = (copies: RetainedCopy[]): ServerRef[] => copies.flatMap((r) => (r.kind === "fenced_copy" ? [r.server] : []));
 
 /** Drop retained copies past their window. A fenced copy whose server is gone went with it. */
-async function sweep(expired: RetainedCopy[], log: (m: string, l?: "info" | "warn") => void, via: (s: PgServerAccess) => PgServerAccess, bucket: BackupBucket | undefined): Promise<void> {
+async function sweep(engine: string, expired: RetainedCopy[], log: (m: string, l?: "info" | "warn") => void, via: (s: ServerAccess) => ServerAccess, bucket: BackupBucket | undefined, live?: { server: string; backendDatabase: string }): Promise<void> {
   for (const r of expired) {
     if (r.kind === "backup") {
       await storeOf(r.location, bucket).remove(r.location);
       log(`rollback window over: removed the safety backup ${r.location}`);
       continue;
     }
+    if (live && r.server.name === live.server && r.backendDatabase === live.backendDatabase) {
+      // The database moved back onto this server under the same name: the copy is the live one now.
+      log(`rollback window over: ${r.backendDatabase} on ${r.server.name} is live again (moved back there), so it is kept`);
+      continue;
+    }
     try {
-      await dropTenantDatabase(via(access(r.server, r.adminPassword)), r);
+      await engineOf(engine).drop(via(access(r.server, r.adminPassword)), r);
       log(`rollback window over: dropped the fenced copy ${r.backendDatabase} on ${r.server.name}`);
     } catch (e) {
       log(`could not drop the fenced copy ${r.backendDatabase} on ${r.server.name} (${(e as Error).message}); its server is gone or unreachable, so it is forgotten`, "warn");
@@ -116,10 +119,10 @@ export const provider: pulumi.dynamic.ResourceProvider = {
     const inputs = withAccess(checked);
     const role = clientDatabaseName(inputs);
     const password = randomBytes(24).toString("base64url");
-    const scramVerifier = makeVerifier(password);
+    const scramVerifier = engineOf(inputs.engine).verifier(password);
     const backendDatabase = clientDatabaseName(inputs);
     const route = await reaching(inputs, [serverOf(inputs)], async (i, via) => {
-      await ensureTenantDatabase(via(access(serverOf(inputs), inputs.serverAdminPassword)), { backendDatabase, role, verifier: scramVerifier });
+      await engineOf(inputs.engine).ensure(via(access(serverOf(inputs), inputs.serverAdminPassword)), { backendDatabase, role, verifier: scramVerifier });
       return withCatalog(i, (c) => upsertRoute(c, { ...routeOf(inputs, { role, scramVerifier, backendDatabase }), status: "ready" }));
     });
     const outs: TenantDatabaseOutputs = {
@@ -180,15 +183,15 @@ export const provider: pulumi.dynamic.ResourceProvider = {
           if (record) outs.lastMigration = record;
         }
         if (plan.migrate) Object.assign(outs, await migrateTo(olds, n, log, via));
-        await sweep(plan.expired, log, via, news.backupBucket);
+        await sweep(news.engine, plan.expired, log, via, news.backupBucket, { server: outs.serverName, backendDatabase: outs.backendDatabase });
         // The route's server and address come from the catalog's own commit; re-writing them here
         // would only matter when the catalog itself moved.
         await withCatalog(n, async (c) => {
           const r = await loadRoute(c, news);
           if (r) return setRoutePool(c, news, poolOfRoute(news.pool));
           // Removed outside Pulumi: written again, with the role's verifier set anew on its server.
-          const scramVerifier = makeVerifier(outs.password);
-          await ensureTenantDatabase(via(access(serverOf(outs), outs.serverAdminPassword)), { backendDatabase: outs.backendDatabase, role: outs.role, verifier: scramVerifier });
+          const scramVerifier = engineOf(outs.engine).verifier(outs.password);
+          await engineOf(outs.engine).ensure(via(access(serverOf(outs), outs.serverAdminPassword)), { backendDatabase: outs.backendDatabase, role: outs.role, verifier: scramVerifier });
           await upsertRoute(c, { ...routeOf(news, { ...outs, scramVerifier }), status: "ready" });
         });
       });
@@ -207,11 +210,11 @@ export const provider: pulumi.dynamic.ResourceProvider = {
         const server = via(access(serverOf(props), props.serverAdminPassword));
         const backupDir = platformOf(props).backupDir;
         const file = path.join(backupDir, props.tenant, props.database, `${new Date().toISOString().replace(/[:.]/g, "-")}-deleted.dump`);
-        await dumpDatabase(server, props.backendDatabase, file);
+        await engineOf(props.engine).dump(server, props.backendDatabase, file);
         const location = await backupStore(props.backupBucket).put(file, path.relative(backupDir, file));
         log(`safety backup before delete: ${location}`);
-        await dropTenantDatabase(server, props);
-        await sweep(fenced, log, via, props.backupBucket);
+        await engineOf(props.engine).drop(server, props);
+        await sweep(props.engine, fenced, log, via, props.backupBucket);
         await withCatalog(p, (c) => deleteRoute(c, props));
       });
     } finally {
@@ -233,7 +236,7 @@ async function finishRefreshedMove(
   news: TenantDatabaseInputs & CatalogAccess,
   left: Extract<RetainedCopy, { kind: "fenced_copy" }>,
   log: (m: string, l?: "info" | "warn") => void,
-  via: (s: PgServerAccess) => PgServerAccess,
+  via: (s: ServerAccess) => ServerAccess,
 ): Promise<MigrationRecord | undefined> {
   if (olds.serverName !== news.serverName) {
     throw new Error(
@@ -243,7 +246,7 @@ async function finishRefreshedMove(
   }
   const route = await withCatalog(news, (c) => loadRoute(c, news));
   if (!route) throw new Error(`the control catalog has no route for ${clientDatabaseName(news)}: it was removed outside Pulumi; run \`pulumi refresh\` and check \`npm run status\``);
-  const engine = new PgMigration({
+  const engine = engineOf(news.engine).migration({
     source: via(access(left.server, left.adminPassword)),
     target: via(access(serverOf(news), news.serverAdminPassword)),
     from: { backendDatabase: left.backendDatabase, role: left.role, verifier: route.scramVerifier },
@@ -261,7 +264,7 @@ export async function migrateTo(
   olds: TenantDatabaseOutputs,
   news: TenantDatabaseInputs & CatalogAccess,
   log: (m: string, l?: "info" | "warn") => void,
-  via: (s: PgServerAccess) => PgServerAccess = (s) => s,
+  via: (s: ServerAccess) => ServerAccess = (s) => s,
 ): Promise<Partial<TenantDatabaseOutputs>> {
   const route = await withCatalog(news, (c) => loadRoute(c, news));
   if (!route) throw new Error(`the control catalog has no route for ${clientDatabaseName(news)}: it was removed outside Pulumi; run \`pulumi refresh\` and check \`npm run status\``);
@@ -277,7 +280,7 @@ export async function migrateTo(
 
   if (route.server === news.serverName) {
     // An earlier run committed the cutover and was interrupted before Pulumi saved it: finish it.
-    const engine = new PgMigration({ source, target, from, targetDatabase: route.backendDatabase });
+    const engine = engineOf(news.engine).migration({ source, target, from, targetDatabase: route.backendDatabase });
     let record: Awaited<ReturnType<typeof finishCommitted>>;
     try {
       record = await finishCommitted(engine, news, { catalog: catalogConfig(news), log });
@@ -292,12 +295,15 @@ export async function migrateTo(
         `If an interrupted \`pulumi up\` moved it there, run \`pulumi refresh\` to record that, then \`pulumi up\` again; otherwise the route was changed outside Pulumi. Check \`npm run status\`.`,
     );
   }
-  const engine = new PgMigration({ source, target, from, targetDatabase: targetDatabaseName(news, route.epoch + 1), freeBytes: platform.freeBytes });
+  const ops = engineOf(news.engine);
+  const engine = ops.migration({ source, target, from, targetDatabase: ops.targetDatabase(news, route.epoch + 1, olds.backendDatabase), freeBytes: platform.freeBytes });
   const record = await migrate(engine, { key: news, fromServer: olds.serverName, toServer: news.serverName, epoch: route.epoch }, { catalog: catalogConfig(news), backupDir: platform.backupDir, backups: backupStore(news.backupBucket), log, requestedBy: `pulumi up (${news.stack})` });
+  // A copy kept on the target under the name the database now takes there was replaced by this move.
+  const superseded = (r: RetainedCopy) => r.kind === "fenced_copy" && r.server.name === news.serverName && r.backendDatabase === engine.target.backendDatabase;
   return {
     backendDatabase: engine.target.backendDatabase,
     epoch: route.epoch + 1,
     lastMigration: record,
-    retained: [...(olds.retained ?? []), ...keep(record.backup)],
+    retained: [...(olds.retained ?? []).filter((r) => !superseded(r)), ...keep(record.backup)],
   };
 }

@@ -2,6 +2,10 @@ import type * as pulumi from "@pulumi/pulumi";
 import type { BackupBucket } from "../backups/store";
 import type { MigrationRecord } from "../migration/orchestrator";
 
+/** Engines whose tenant databases TenantDatabase manages (with live migration). */
+export type LiveEngine = "postgres" | "mysql";
+export const LIVE_ENGINES: readonly LiveEngine[] = ["postgres", "mysql"];
+
 /** Where a tenant database's server is and how the migration engine logs into it. */
 export interface ServerRef {
   /** Logical server name (`shared-postgres-eu-west`, `dedicated-acme-app-eu-west`). */
@@ -27,8 +31,8 @@ export interface TenantDatabaseArgs {
   tenant: pulumi.Input<string>;
   /** Database name within the tenant. Cannot change (as tenant). */
   database: pulumi.Input<string>;
-  /** Engine. Cannot change (refused in check). Only `postgres` has live migration so far. */
-  engine: pulumi.Input<"postgres">;
+  /** Engine. Cannot change (refused in check). */
+  engine: pulumi.Input<LiveEngine>;
   /** `shared` or `dedicated`. Changing it is an update: a live migration to the new server. */
   isolation: pulumi.Input<"shared" | "dedicated">;
   /** Region. Changing it is an update: a live migration to the new server. */
@@ -72,7 +76,7 @@ export interface TenantDatabasePool {
 export interface TenantDatabaseInputs {
   tenant: string;
   database: string;
-  engine: "postgres";
+  engine: LiveEngine;
   isolation: "shared" | "dedicated";
   region: string;
   serverName: string;

@@ -317,7 +317,14 @@ export function summarizePreview(preview: PreviewJson, opts: { stack?: string } 
     summary.warnings.push(`⚠️ **Proxies are ${[...proxies.keys()].sort().join(" and ")}** (${listed(proxies)}): sessions through them end at their next idle point, and connection strings that name a removed proxy change.`);
   }
 
-  nonPostgresWarnings(summary, before, after, removedServers, serverEngines);
+  // Databases a TenantDatabase already manages move live (MariaDB/MySQL ones where the proxies speak MySQL).
+  const managed = new Set<string>();
+  for (const c of changes) {
+    if (c.urnParts.type !== TYPES.tenantDatabase || c.op === "create") continue;
+    const i = (c.new ?? c.old)?.inputs;
+    if (i) managed.add(key(String(i.tenant), String(i.database)));
+  }
+  nonPostgresWarnings(summary, before, after, removedServers, serverEngines, managed);
   summary.rows.sort(compareRows);
   summary.warnings = [...new Set(summary.warnings)].sort();
   summary.notes = [...new Set(summary.notes)].sort();
@@ -391,17 +398,17 @@ function serverRow(c: Change, before: Map<string, TenantDbPlacement> | undefined
  * of their own: their data stays where it is. Compare where they were (stack outputs) with where
  * the config puts them, and with the servers this preview removes.
  */
-function nonPostgresWarnings(summary: Summary, before: Map<string, TenantDbPlacement> | undefined, after: Map<string, TenantDbPlacement> | undefined, removed: Set<string>, engines: Map<string, string>): void {
+function nonPostgresWarnings(summary: Summary, before: Map<string, TenantDbPlacement> | undefined, after: Map<string, TenantDbPlacement> | undefined, removed: Set<string>, engines: Map<string, string>, managed: Set<string>): void {
   const covered = new Set<string>();
   for (const b of before?.values() ?? []) {
-    if (b.engine === "postgres") continue;
+    if (b.engine === "postgres" || managed.has(key(b.tenant, b.database))) continue;
     const who = `${b.tenant}/${b.database} (${b.engine})`;
     const a = after?.get(key(b.tenant, b.database));
     const gone = removed.has(b.server);
     if (gone) covered.add(b.server);
     if (a && a.server !== b.server) {
       summary.warnings.push(
-        `⚠️ **${who}: its data is not migrated**: it is placed on ${a.server}, which starts empty, while its data ${gone ? `is deleted with ${b.server}` : `stays on ${b.server}`}. ${b.engine} has no live migration yet: copy the data yourself before \`pulumi up\`, or keep the old placement.`,
+        `⚠️ **${who}: its data is not migrated**: it is placed on ${a.server}, which starts empty, while its data ${gone ? `is deleted with ${b.server}` : `stays on ${b.server}`}. ${b.engine === "mysql" ? "tenantfleet moves a mysql database live only once a TenantDatabase manages it: keep the old placement for this \`pulumi up\` (which starts managing it where it is, on the platforms that do), then change it; or copy the data yourself." : `${b.engine} has no live migration yet: copy the data yourself before \`pulumi up\`, or keep the old placement.`}`,
       );
     } else if (!a && after && gone) {
       summary.warnings.push(`⚠️ **${who} is deleted with its server ${b.server}**: tenantfleet takes no backup of ${b.engine} databases.`);

@@ -32,11 +32,13 @@ export function localPlatform(stack: string): Platform {
     proxyFleet(req, parent) {
       const proxies = Array.from({ length: req.replicas }, (_, i) => {
         const proxyId = `proxy-${i + 1}`;
-        return new LocalProxy(proxyId, { proxyId, stack, catalogUrl: req.catalogUrl }, { parent });
+        // Without MySQL tenant databases the input is left out, so stacks from before it see no change.
+        return new LocalProxy(proxyId, { proxyId, stack, catalogUrl: req.catalogUrl, ...(req.mysql ? { mysql: true } : {}) }, { parent });
       });
       return {
         endpoints: pulumi.all(proxies.map((p) => pulumi.interpolate`${p.host}:${p.port}`)),
         adminEndpoints: pulumi.all(proxies.map((p) => pulumi.interpolate`${p.host}:${p.adminPort}`)),
+        ...(req.mysql ? { mysqlEndpoints: pulumi.all(proxies.map((p) => pulumi.interpolate`${p.host}:${p.mysqlPort}`)) } : {}),
       };
     },
   };

@@ -1,0 +1,69 @@
+/**
+ * What the TenantDatabase provider needs of each engine with live migration: the login's verifier,
+ * the database and login on a server, the drop, the dump, the migration engine, and the name the
+ * database takes on the target. The provider itself is engine-neutral.
+ */
+import type { EngineMigration } from "../migration/types";
+import type { LiveEngine } from "./types";
+import { targetDatabaseName } from "../migration/orchestrator";
+import type { TenantDbKey } from "../../proxy/catalog/routes";
+import { makeVerifier } from "../../proxy/postgres/scram";
+import { nativeVerifier } from "../../proxy/mysql/native-password";
+import { PgMigration } from "../engines/postgres/migration";
+import * as pg from "../engines/postgres/tenant-db";
+import { MysqlMigration } from "../engines/mysql/migration";
+import * as my from "../engines/mysql/tenant-db";
+
+/** Admin access to a server (the same shape for every engine). */
+export type ServerAccess = pg.PgServerAccess;
+
+export interface TenantDbOnServer {
+  backendDatabase: string;
+  role: string;
+  verifier: string;
+}
+
+export interface TenantDbEngine {
+  /** Connection string scheme. */
+  scheme: "postgresql" | "mysql";
+  /** The verifier the catalog and the server hold for `password`. */
+  verifier(password: string): string;
+  ensure(s: ServerAccess, t: TenantDbOnServer): Promise<void>;
+  drop(s: ServerAccess, t: Omit<TenantDbOnServer, "verifier">): Promise<void>;
+  dump(s: ServerAccess, backendDatabase: string, file: string): Promise<{ bytes: number }>;
+  /** The database's name on the target of the move to `epoch`. */
+  targetDatabase(key: TenantDbKey, epoch: number, current: string): string;
+  migration(a: { source: ServerAccess; target: ServerAccess; from: TenantDbOnServer; targetDatabase: string; freeBytes?: () => Promise<number | undefined> }): EngineMigration;
+}
+
+
+const mysqlDb = (t: Omit<TenantDbOnServer, "verifier"> & { verifier?: string }) => ({ database: t.backendDatabase, user: t.role, verifier: t.verifier ?? "" });
+
+export const ENGINES: Record<LiveEngine, TenantDbEngine> = {
+  postgres: {
+    scheme: "postgresql",
+    verifier: makeVerifier,
+    ensure: pg.ensureTenantDatabase,
+    drop: pg.dropTenantDatabase,
+    dump: (s, db, file) => pg.dumpDatabase(s, db, file),
+    // A new name per epoch: the fenced copy of a move back stays next to the live one.
+    targetDatabase: (key, epoch) => targetDatabaseName(key, epoch),
+    migration: (a) => new PgMigration(a),
+  },
+  mysql: {
+    scheme: "mysql",
+    verifier: nativeVerifier,
+    ensure: (s, t) => my.ensureTenantDatabase(s, mysqlDb(t)),
+    drop: (s, t) => my.dropTenantDatabase(s, mysqlDb(t)),
+    dump: my.dumpDatabase,
+    // The same name on every server: applications qualify tables with it.
+    targetDatabase: (_key, _epoch, current) => current,
+    migration: (a) => new MysqlMigration({ source: a.source, target: a.target, from: mysqlDb(a.from) }),
+  },
+};
+
+export function engineOf(engine: string): TenantDbEngine {
+  const e = ENGINES[engine as LiveEngine];
+  if (!e) throw new Error(`engine ${JSON.stringify(engine)} has no live migration`);
+  return e;
+}
