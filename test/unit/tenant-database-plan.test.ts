@@ -54,6 +54,12 @@ describe("TenantDatabase check", () => {
     expect("failures" in r && r.failures.map((f) => f.property)).toEqual(["tenant", "engine", "isolation", "rollbackWindowHours"]);
   });
 
+  it("manages postgres and mysql databases; another engine is refused naming the ones it manages", () => {
+    expect(checkTenantDatabase(undefined, inputs({ engine: "mysql" }))).not.toHaveProperty("failures");
+    const r = checkTenantDatabase(undefined, inputs({ engine: "redis" as never }));
+    expect(r).toEqual({ failures: [{ property: "engine", reason: expect.stringMatching(/engine "redis" has no live migration yet; TenantDatabase manages "postgres" and "mysql" databases/) }] });
+  });
+
   it("accepts values still unknown at preview", () => {
     expect(() => checked(undefined, inputs({ server: UNKNOWN as never, catalog: UNKNOWN as never }))).not.toThrow();
   });
