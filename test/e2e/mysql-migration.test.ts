@@ -16,7 +16,7 @@ import { backendDir, repoRoot } from "../../scripts/lib/pulumi-env";
 import { nativeVerifier } from "../../proxy/mysql/native-password";
 import type { Toolchain } from "../../scripts/lib/toolchain";
 import { writeLocalStackConfig } from "../../scripts/lib/local-stack-config";
-import { Writers } from "../fixtures/mysql-servers";
+import { Writers } from "../../scripts/lib/local-mysql-servers";
 
 const stack = `e2e-mysql-${randomBytes(3).toString("hex")}`;
 const stackFile = path.join(repoRoot, "stacks", `Pulumi.${stack}.yaml`);

@@ -13,7 +13,7 @@ import type { LocalServerOutputs } from "../../dynamic-providers/local-server/ty
 import { MysqlMigration, wildPattern } from "../../dynamic-providers/engines/mysql/migration";
 import { migrate, type MigrationRecord } from "../../dynamic-providers/migration/orchestrator";
 import { nativeVerifier } from "../../proxy/mysql/native-password";
-import { MysqlServers, Writers, type MyTenant } from "../fixtures/mysql-servers";
+import { MysqlServers, Writers, type MyTenant } from "../../scripts/lib/local-mysql-servers";
 
 let fleet: LocalPgFleet;
 let my: MysqlServers;

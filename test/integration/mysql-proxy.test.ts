@@ -16,7 +16,7 @@ import type { LocalServerOutputs } from "../../dynamic-providers/local-server/ty
 import { commitRoute } from "../../proxy/catalog/routes";
 import { Coordinator, DrainTimeoutError } from "../../proxy/catalog/coordinator";
 import { Client } from "pg";
-import { MysqlServers, Writers, type MyTenant } from "../fixtures/mysql-servers";
+import { MysqlServers, Writers, type MyTenant } from "../../scripts/lib/local-mysql-servers";
 
 let fleet: LocalPgFleet;
 let my: MysqlServers;
