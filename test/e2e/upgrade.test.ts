@@ -6,23 +6,15 @@
  * strings stay, and each TenantDatabase's state shrinks to the new shape.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, promises as fs, rmSync, symlinkSync } from "node:fs";
-import * as os from "node:os";
-import * as path from "node:path";
 import { randomBytes } from "node:crypto";
 import { Client } from "pg";
-import { setup } from "../../scripts/setup";
-import { pulumiOk, runPulumi } from "../../scripts/lib/pulumi-cli";
-import { repoRoot } from "../../scripts/lib/pulumi-env";
 import { stateSizes, type StackExport } from "../../scripts/lib/stack-state";
-import type { Toolchain } from "../../scripts/lib/toolchain";
 import { listServerRecords, stateRoot } from "../../dynamic-providers/local-server/state";
 import { resolveLayout } from "../../dynamic-providers/local-server/provider";
 import { localRuntime } from "../../dynamic-providers/engines/local-runtime";
 import type { LocalServerOutputs } from "../../dynamic-providers/local-server/types";
 import { TENANT_DATABASE_TYPE } from "../../dynamic-providers/tenant-database";
-import { writeLocalStackConfig } from "../../scripts/lib/local-stack-config";
+import { EarlierCode } from "../fixtures/earlier-code";
 import { endpointsOf } from "../fixtures/kill-matrix/postgres";
 
 /** The last commit whose TenantDatabase stored every input in its outputs and its secrets twice. */
@@ -33,17 +25,9 @@ const tenants = {
   acme: { databases: { app: { engine: "postgres", isolation: "shared", region: "eu-west" } } },
   globex: { databases: { app: { engine: "postgres", isolation: "dedicated", region: "eu-west", pool: { mode: "transaction", size: 2 } } } },
 };
-let tc: Toolchain;
-let oldRoot: string;
+const earlier = new EarlierCode(OLD, stack);
 const stateDir = stateRoot();
-const newConfig = path.join(repoRoot, "stacks", `Pulumi.${stack}.yaml`);
-
-const oldCode = (args: string[]) =>
-  pulumiOk(tc, [...args, "--stack", stack, "--non-interactive"], {
-    cwd: oldRoot,
-    env: { TENANTFLEET_STATE_DIR: stateDir, PULUMI_NODEJS_TSCONFIG_PATH: path.join(oldRoot, "tsconfig.json") },
-  });
-const newCode = (args: string[]) => pulumiOk(tc, [...args, "--stack", stack, "--non-interactive"], { env: { TENANTFLEET_STATE_DIR: stateDir } });
+const newCode = (args: string[]) => earlier.new(args);
 const exported = async (): Promise<StackExport> => JSON.parse((await newCode(["stack", "export"])).stdout);
 const tenantDatabases = (e: StackExport) => e.deployment.resources!.filter((r) => r.type === TENANT_DATABASE_TYPE);
 
@@ -60,14 +44,8 @@ let oldOutputs: { tenantDatabases: Record<string, Record<string, { connectionStr
 let pidsBefore: Record<string, unknown>;
 
 beforeAll(async () => {
-  tc = await setup({ quiet: true });
-  oldRoot = mkdtempSync(path.join(os.tmpdir(), "tenantfleet-old-"));
-  execFileSync("sh", ["-c", `git archive ${OLD} | tar -x -C "${oldRoot}"`], { cwd: repoRoot });
-  symlinkSync(path.join(repoRoot, "node_modules"), path.join(oldRoot, "node_modules"));
-  await writeLocalStackConfig(path.join(oldRoot, "stacks", `Pulumi.${stack}.yaml`), tenants);
-  await oldCode(["stack", "init"]);
-  await oldCode(["up", "--yes", "--skip-preview"]);
-  oldOutputs = JSON.parse((await oldCode(["stack", "output", "--json", "--show-secrets"])).stdout);
+  await earlier.create(tenants);
+  oldOutputs = await earlier.outputs("old");
   const c = new Client(endpointsOf(oldOutputs.tenantDatabases.acme!.app!.connectionString)[1]!);
   await c.connect();
   await c.query("create table kept (id int primary key, body text)");
@@ -76,17 +54,11 @@ beforeAll(async () => {
   before = await exported();
   pidsBefore = await serverPids();
   expect(Object.values(pidsBefore).filter((p) => typeof p === "number")).toHaveLength(3); // shared, dedicated, catalog
-  // The same stack config, salt included, beside this checkout's program.
-  await fs.copyFile(path.join(oldRoot, "stacks", `Pulumi.${stack}.yaml`), newConfig);
+  await earlier.handOver();
 }, 600_000);
 
 afterAll(async () => {
-  if (tc) {
-    await runPulumi(tc, ["destroy", "--yes", "--stack", stack, "--non-interactive"], { env: { TENANTFLEET_STATE_DIR: stateDir } });
-    await runPulumi(tc, ["stack", "rm", "--yes", "--force", "--stack", stack, "--non-interactive"]);
-  }
-  await fs.rm(newConfig, { force: true });
-  if (oldRoot) rmSync(oldRoot, { recursive: true, force: true });
+  await earlier.destroy();
 }, 300_000);
 
 describe("a stack made by the earlier code, updated by this code", () => {

@@ -83,22 +83,30 @@ export class MysqlMigration implements EngineMigration {
   }
 
   async cleanupLeftovers(): Promise<string[]> {
+    return this.removeConnections(false);
+  }
+
+  /** `sideMayBeGone`: after a commit, the source (or the target) may be gone already; what is left there goes with it. */
+  private async removeConnections(sideMayBeGone: boolean): Promise<string[]> {
     const removed: string[] = [];
     const logins: string[] = [];
-    await withAdmin(this.a.target, async (c) => {
+    const tolerate = <T>(p: Promise<T>) => (sideMayBeGone ? p.catch(() => undefined) : p);
+    await tolerate(withAdmin(this.a.target, async (c) => {
       for (const s of await this.ours(c)) {
         await dropConnection(c, s.Connection_name);
         logins.push(s.Master_User);
         removed.push(`replication connection ${s.Connection_name} on ${this.a.target.name}`);
       }
-    });
-    if (logins.length) {
-      await withAdmin(this.a.source, async (c) => {
-        for (const u of logins.filter((l) => l.startsWith(LOGIN_PREFIX))) {
+    }));
+    if (this.migrationId !== undefined) logins.push(`${LOGIN_PREFIX}${this.migrationId}`);
+    const drop = [...new Set(logins.filter((l) => l.startsWith(LOGIN_PREFIX)))];
+    if (drop.length) {
+      await tolerate(withAdmin(this.a.source, async (c) => {
+        for (const u of drop) {
           await c.query(`drop user if exists ${literal(u)}@'%'`);
           removed.push(`replication login ${u} on ${this.a.source.name}`);
         }
-      });
+      }));
     }
     return removed;
   }
@@ -236,12 +244,10 @@ export class MysqlMigration implements EngineMigration {
     return { ok: mismatches.length === 0, tables: tables.length, rows: total, sequences: 0, mismatches, ms: Date.now() - started };
   }
 
+  /** Every replication connection of this database on the target and its login on the source
+   * (a run that finishes an interrupted move does not know the migration id: it finds them). */
   async removeReplication(): Promise<void> {
-    if (this.migrationId === undefined) return;
-    await withAdmin(this.a.target, async (c) => {
-      if ((await rows<SlaveStatus>(c, "show all slaves status")).some((s) => s.Connection_name === this.connection)) await dropConnection(c, this.connection);
-    });
-    await withAdmin(this.a.source, (c) => c.query(`drop user if exists ${literal(`${LOGIN_PREFIX}${this.migrationId}`)}@'%'`));
+    await this.removeConnections(true);
   }
 
   async fenceSource(): Promise<void> {
