@@ -78,11 +78,13 @@ export const provider: pulumi.dynamic.ResourceProvider = {
     const dir = proxyDir(inputs.stack, inputs.proxyId);
     await fs.mkdir(dir, { recursive: true });
     const port = await reservePort(PROXY_BASE_PORT, dir);
+    // A reservation's owner must exist, or a concurrent reservation counts it stale and takes the
+    // port (two stacks' proxies on one admin port): the log file first, then its port.
+    await fs.writeFile(path.join(dir, "proxy.log"), "");
     const adminPort = await reservePort(PROXY_ADMIN_BASE_PORT, path.join(dir, "proxy.log"));
     const outs: LocalProxyOutputs = { ...inputs, host: "127.0.0.1", port, adminPort, dir, state: "running" };
     try {
       if (inputs.mysql) outs.mysqlPort = await reserveMysqlPort(dir);
-      await fs.writeFile(path.join(dir, "proxy.log"), "");
       await start(outs);
     } catch (e) {
       await stop(outs).catch(() => undefined);
