@@ -122,29 +122,25 @@ export class Proxy {
     // Listen before registering in the catalog: it must carry the bound ports (port 0 picks free
     // ones), where other proxies forward CancelRequests. Connections wait until routes are loaded.
     let following = false;
-    const early: { socket: net.Socket; mysql: boolean }[] = [];
-    this.server = net.createServer((socket) => {
-      if (following) new PgSession(socket, this.host);
-      else early.push({ socket: socket.on("error", () => socket.destroy()), mysql: false });
-    });
-    this.server.on("error", (e) => this.log.error({ err: e.message }, "listener error"));
-    await new Promise<void>((resolve, reject) => {
-      this.server!.once("error", reject);
-      this.server!.listen(this.opts.listen.port, this.opts.listen.host, () => resolve());
-    });
-    this.port = (this.server.address() as net.AddressInfo).port;
-    if (this.opts.mysqlListen) {
-      const m = this.opts.mysqlListen;
-      this.mysqlServer = net.createServer((socket) => {
-        if (following) new MysqlSession(socket, this.mysqlHost);
-        else early.push({ socket: socket.on("error", () => socket.destroy()), mysql: true });
+    const early: { socket: net.Socket; serve: (s: net.Socket) => void }[] = [];
+    const listen = async (at: { host: string; port: number }, errorMsg: string, serve: (s: net.Socket) => void): Promise<net.Server> => {
+      const server = net.createServer((socket) => {
+        if (following) serve(socket);
+        else early.push({ socket: socket.on("error", () => socket.destroy()), serve });
       });
-      this.mysqlServer.on("error", (e) => this.log.error({ err: e.message }, "MySQL listener error"));
+      server.on("error", (e) => this.log.error({ err: e.message }, errorMsg));
       await new Promise<void>((resolve, reject) => {
-        this.mysqlServer!.once("error", reject);
-        this.mysqlServer!.listen(m.port, m.host, () => resolve());
+        server.once("error", reject);
+        server.listen(at.port, at.host, () => resolve());
       });
-      this.mysqlPort = (this.mysqlServer.address() as net.AddressInfo).port;
+      return server;
+    };
+    const portOf = (server: net.Server) => (server.address() as net.AddressInfo).port;
+    this.server = await listen(this.opts.listen, "listener error", (socket) => new PgSession(socket, this.host));
+    this.port = portOf(this.server);
+    if (this.opts.mysqlListen) {
+      this.mysqlServer = await listen(this.opts.mysqlListen, "MySQL listener error", (socket) => new MysqlSession(socket, this.mysqlHost));
+      this.mysqlPort = portOf(this.mysqlServer);
     }
     this.admin = await this.metrics.serve(this.opts.admin.host, this.opts.admin.port, () => ({
       proxyId: this.opts.proxyId,
@@ -159,11 +155,7 @@ export class Proxy {
     this.follower.setAddress(advertise, `http://${this.opts.admin.host}:${this.adminPort}`);
     await this.follower.start();
     following = true;
-    for (const { socket, mysql } of early.splice(0)) {
-      if (socket.destroyed) continue;
-      if (mysql) new MysqlSession(socket, this.mysqlHost);
-      else new PgSession(socket, this.host);
-    }
+    for (const { socket, serve } of early.splice(0)) if (!socket.destroyed) serve(socket);
   }
 
   private stats(key: string): TenantStats {

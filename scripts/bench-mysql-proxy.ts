@@ -20,6 +20,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { parseArgs, promisify } from "node:util";
 import { LocalPgFleet } from "./lib/local-pg-fleet";
+import { freePort } from "./lib/free-port";
+import { median } from "./lib/pgbench";
 import { MysqlServers } from "./lib/local-mysql-servers";
 
 const execFileP = promisify(execFile);
@@ -51,20 +53,6 @@ export function parseSysbench(out: string): Run {
   };
   if (!Number.isFinite(tps) || total === 0) throw new Error(`could not read sysbench's output:\n${out.slice(-2000)}`);
   return { tps, p50Ms: pct(0.5), p99Ms: pct(0.99), errors };
-}
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 async function startHaproxy(dir: string, backend: { host: string; port: number }): Promise<{ port: number; child: ChildProcess }> {

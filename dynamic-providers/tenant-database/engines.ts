@@ -5,6 +5,7 @@
  */
 import type { EngineMigration } from "../migration/types";
 import type { LiveEngine } from "./types";
+import type { ServerAccess } from "../engines";
 import { targetDatabaseName } from "../migration/orchestrator";
 import type { TenantDbKey } from "../../proxy/catalog/routes";
 import { makeVerifier } from "../../proxy/postgres/scram";
@@ -14,8 +15,7 @@ import * as pg from "../engines/postgres/tenant-db";
 import { MysqlMigration } from "../engines/mysql/migration";
 import * as my from "../engines/mysql/tenant-db";
 
-/** Admin access to a server (the same shape for every engine). */
-export type ServerAccess = pg.PgServerAccess;
+export type { ServerAccess };
 
 export interface TenantDbOnServer {
   backendDatabase: string;

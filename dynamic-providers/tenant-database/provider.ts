@@ -119,10 +119,11 @@ export const provider: pulumi.dynamic.ResourceProvider = {
     const inputs = withAccess(checked);
     const role = clientDatabaseName(inputs);
     const password = randomBytes(24).toString("base64url");
-    const scramVerifier = engineOf(inputs.engine).verifier(password);
+    const ops = engineOf(inputs.engine);
+    const scramVerifier = ops.verifier(password);
     const backendDatabase = clientDatabaseName(inputs);
     const route = await reaching(inputs, [serverOf(inputs)], async (i, via) => {
-      await engineOf(inputs.engine).ensure(via(access(serverOf(inputs), inputs.serverAdminPassword)), { backendDatabase, role, verifier: scramVerifier });
+      await ops.ensure(via(access(serverOf(inputs), inputs.serverAdminPassword)), { backendDatabase, role, verifier: scramVerifier });
       return withCatalog(i, (c) => upsertRoute(c, { ...routeOf(inputs, { role, scramVerifier, backendDatabase }), status: "ready" }));
     });
     const outs: TenantDatabaseOutputs = {
@@ -190,8 +191,9 @@ export const provider: pulumi.dynamic.ResourceProvider = {
           const r = await loadRoute(c, news);
           if (r) return setRoutePool(c, news, poolOfRoute(news.pool));
           // Removed outside Pulumi: written again, with the role's verifier set anew on its server.
-          const scramVerifier = engineOf(outs.engine).verifier(outs.password);
-          await engineOf(outs.engine).ensure(via(access(serverOf(outs), outs.serverAdminPassword)), { backendDatabase: outs.backendDatabase, role: outs.role, verifier: scramVerifier });
+          const ops = engineOf(outs.engine);
+          const scramVerifier = ops.verifier(outs.password);
+          await ops.ensure(via(access(serverOf(outs), outs.serverAdminPassword)), { backendDatabase: outs.backendDatabase, role: outs.role, verifier: scramVerifier });
           await upsertRoute(c, { ...routeOf(news, { ...outs, scramVerifier }), status: "ready" });
         });
       });
@@ -210,10 +212,11 @@ export const provider: pulumi.dynamic.ResourceProvider = {
         const server = via(access(serverOf(props), props.serverAdminPassword));
         const backupDir = platformOf(props).backupDir;
         const file = path.join(backupDir, props.tenant, props.database, `${new Date().toISOString().replace(/[:.]/g, "-")}-deleted.dump`);
-        await engineOf(props.engine).dump(server, props.backendDatabase, file);
+        const ops = engineOf(props.engine);
+        await ops.dump(server, props.backendDatabase, file);
         const location = await backupStore(props.backupBucket).put(file, path.relative(backupDir, file));
         log(`safety backup before delete: ${location}`);
-        await engineOf(props.engine).drop(server, props);
+        await ops.drop(server, props);
         await sweep(props.engine, fenced, log, via, props.backupBucket);
         await withCatalog(p, (c) => deleteRoute(c, props));
       });

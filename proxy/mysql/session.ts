@@ -67,6 +67,18 @@ const STATEMENT_COMMANDS = new Set<number>([COM.STMT_EXECUTE, COM.STMT_SEND_LONG
 /** COM_QUERY bodies longer than this are not inspected (a bulk INSERT, a LOAD of rows). */
 const MAX_INSPECTED = 1 << 20;
 
+/** A command whose response is awaited, and what it means for the session's state. */
+interface Command {
+  com: number;
+  /** COM_QUERY: the statement text (up to MAX_INSPECTED). */
+  text?: string;
+  /** COM_STMT_CLOSE: the client's id of the statement. */
+  closes?: number;
+  /** COM_STMT_PREPARE: its body (to prepare it again after a switch), whether its first answer
+   * packet is still to come, and the id the client was given when ids are translated. */
+  prepare?: { body: Buffer | undefined; awaitingOk: boolean; clientId?: number };
+}
+
 let nextSessionNo = 0;
 
 export class MysqlSession implements DrainMember {
@@ -100,11 +112,11 @@ export class MysqlSession implements DrainMember {
   private serverKind = -1;
   private serverLen = 0;
   /** The command whose response is awaited, and what it means for the session's state. */
-  private command: { com: number; text?: string; closes?: number; prepareOk?: boolean } | undefined;
+  private command: Command | undefined;
 
   // Session state.
   /** SET statements the client ran (in order; the last one per text kept): replayed after a switch. */
-  private readonly settings = new Map<string, string>();
+  private readonly settings = new Set<string>();
   /** Prepared statements by the id the client knows: the COM_STMT_PREPARE body (to prepare it again after a switch) and the id on the current server. */
   private readonly prepared = new Map<number, { body: Buffer; serverId: number }>();
   /** After a switch gave statements new server ids: ids are rewritten both ways from then on. */
@@ -299,7 +311,7 @@ export class MysqlSession implements DrainMember {
 
   /** Replay what the session set up on its old server, on `b`, before any client byte reaches it. */
   private async restoreState(b: MysqlBackend): Promise<void> {
-    const statements = [...this.settings.values()];
+    const statements = [...this.settings];
     if (this.lastInsertId) statements.push(`SET @@session.last_insert_id = ${this.lastInsertId}`);
     for (const sql of statements) {
       const r = await roundTrip(b, COM.QUERY, Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(sql, "utf8")]));
@@ -378,56 +390,50 @@ export class MysqlSession implements DrainMember {
     }
     if (p.kind < 0) throw new MysqlProtocolError("an empty command packet");
     this.stats!.queries++;
-    if (STATEMENT_COMMANDS.has(p.kind)) this.rewriteClientStatementId(p);
+    const statementId = STATEMENT_COMMANDS.has(p.kind) ? this.rewriteClientStatementId(p) : undefined;
     if (p.kind === COM.CHANGE_USER) {
       // Its reply answers the proxy's scramble, which the server never sent: it cannot be passed
       // on. Pools that reset sessions use COM_RESET_CONNECTION, which is.
       this.fail(ER.NOT_ALLOWED_COMMAND, "COM_CHANGE_USER is not supported through the tenantfleet proxy; open a new connection (COM_RESET_CONNECTION resets a session)");
       return;
     }
-    const cmd: NonNullable<MysqlSession["command"]> = { com: p.kind };
+    const cmd: Command = { com: p.kind };
     if (p.kind === COM.QUERY && body) cmd.text = body.subarray(1).toString("utf8");
-    if (p.kind === COM.STMT_PREPARE && body) this.pendingPrepare = Buffer.from(body);
-    if (p.kind === COM.STMT_CLOSE) cmd.closes = this.lastClientStatementId;
-    if (p.kind === COM.STMT_PREPARE) cmd.prepareOk = true;
+    if (p.kind === COM.STMT_PREPARE) cmd.prepare = { body: body && Buffer.from(body), awaitingOk: true };
+    if (p.kind === COM.STMT_CLOSE) cmd.closes = statementId;
     if (cmd.text && UNMOVABLE.test(cmd.text)) this.unmovable(`ran: ${cmd.text.slice(0, 60)}`);
     if (this.tracker.begin(p.kind) === "done") this.commandDone(cmd);
     else this.command = cmd;
   }
 
-  private pendingPrepare: Buffer | undefined;
-  private preparedClientId: number | undefined;
-  private lastClientStatementId: number | undefined;
 
   /**
    * A statement command's id (payload bytes 1–4) as the client sent it; rewritten in the chunk to
    * the current server's id once a switch has renumbered statements. The first five payload bytes
    * of a command are in one chunk (a client writes a command at once); when they are not, the
-   * session ends with an error rather than send a wrong id.
+   * session ends with an error rather than send a wrong id. Returns the client's id.
    */
-  private rewriteClientStatementId(p: Packet): void {
+  private rewriteClientStatementId(p: Packet): number | undefined {
     const chunk = this.clientChunk!;
     const at = p.end - p.length;
     if (at < 0 || p.length < 5) {
-      this.lastClientStatementId = undefined;
       if (this.translating) throw new MysqlProtocolError("a statement command split across reads could not be translated");
-      return;
+      return undefined;
     }
     const clientId = chunk.readUInt32LE(at + 1);
-    this.lastClientStatementId = clientId;
-    if (!this.translating || clientId === 0xffffffff) return; // -1: MariaDB's "the last one prepared", on this connection
+    if (!this.translating || clientId === 0xffffffff) return clientId; // -1: MariaDB's "the last one prepared", on this connection
     const st = this.prepared.get(clientId);
     chunk.writeUInt32LE(st ? st.serverId : 0xfffffffe, at + 1); // unknown: an id no server has, so the server answers "unknown statement"
+    return clientId;
   }
 
   /** The first packet of a COM_STMT_PREPARE's response: once translating, give the client a fresh id. */
-  private rewriteServerStatementId(p: Packet): void {
+  private rewriteServerStatementId(p: Packet, prepare: NonNullable<Command["prepare"]>): void {
     const chunk = this.serverChunk!;
     const at = p.end - p.length;
     if (at < 0 || p.length < 5) throw new MysqlProtocolError("a prepare's answer split across reads could not be translated");
-    const clientId = ++this.nextClientStatementId;
-    this.preparedClientId = clientId;
-    chunk.writeUInt32LE(clientId, at + 1);
+    prepare.clientId = ++this.nextClientStatementId;
+    chunk.writeUInt32LE(prepare.clientId, at + 1);
   }
 
   private unmovable(reason: string): void {
@@ -436,18 +442,16 @@ export class MysqlSession implements DrainMember {
   }
 
   /** A command's response has ended (or it had none): note what it left in the session. */
-  private commandDone(cmd: NonNullable<MysqlSession["command"]>): void {
+  private commandDone(cmd: Command): void {
     this.command = undefined;
     const ok = !this.tracker.error;
     if (cmd.com === COM.STMT_CLOSE && cmd.closes !== undefined) this.prepared.delete(cmd.closes);
-    if (ok && cmd.com === COM.STMT_PREPARE && this.tracker.prepared && this.pendingPrepare) {
-      const clientId = this.preparedClientId ?? this.tracker.prepared.statementId;
-      this.prepared.set(clientId, { body: this.pendingPrepare, serverId: this.tracker.prepared.statementId });
+    if (ok && cmd.prepare?.body && this.tracker.prepared) {
+      const clientId = cmd.prepare.clientId ?? this.tracker.prepared.statementId;
+      this.prepared.set(clientId, { body: cmd.prepare.body, serverId: this.tracker.prepared.statementId });
       this.nextClientStatementId = Math.max(this.nextClientStatementId, clientId);
     }
-    this.preparedClientId = undefined;
-    this.pendingPrepare = undefined;
-    if (ok && cmd.text && SESSION_SET.test(cmd.text) && !UNMOVABLE.test(cmd.text)) this.settings.set(cmd.text.trim().replace(/;\s*$/, ""), cmd.text.trim().replace(/;\s*$/, ""));
+    if (ok && cmd.text && SESSION_SET.test(cmd.text) && !UNMOVABLE.test(cmd.text)) this.settings.add(cmd.text.trim().replace(/;\s*$/, ""));
     if (ok && cmd.com === COM.RESET_CONNECTION) {
       this.settings.clear();
       this.prepared.clear();
@@ -506,12 +510,13 @@ export class MysqlSession implements DrainMember {
     }
     this.serverLen += p.length;
     if (!this.command) throw new MysqlProtocolError(`the server sent a packet (0x${this.serverKind.toString(16)}) outside a response`);
-    if (p.first && this.command.prepareOk) {
-      this.command.prepareOk = false;
+    const prepare = this.command.prepare;
+    if (p.first && prepare?.awaitingOk) {
+      prepare.awaitingOk = false;
       if (this.translating && p.kind === RESPONSE.OK) {
         // The tracker reads the server's id from its copy; the client gets a fresh one.
         const id = p.payload.readUInt32LE(1);
-        this.rewriteServerStatementId(p);
+        this.rewriteServerStatementId(p, prepare);
         const body = Buffer.from(p.payload);
         body.writeUInt32LE(id, 1);
         if (this.tracker.server(this.serverKind, p.length, body) === "done") this.commandDone(this.command);
@@ -698,13 +703,10 @@ function roundTrip(b: MysqlBackend, com: number, payload: Buffer): Promise<Respo
     };
     b.socket.on("data", onData);
     b.socket.on("close", onClose);
-    if (tracker.begin(com) === "done") {
-      b.socket.write(encodePacket(0, payload).bytes);
-      cleanup();
-      resolve(tracker);
-      return;
-    }
+    const answered = tracker.begin(com) === "more";
     b.socket.write(encodePacket(0, payload).bytes);
-    b.socket.resume();
+    if (answered) return void b.socket.resume();
+    cleanup();
+    resolve(tracker);
   });
 }

@@ -8,12 +8,12 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as path from "node:path";
 import * as mysql from "mysql2/promise";
-import { LocalPgFleet, type ProxyProcess } from "../../scripts/lib/local-pg-fleet";
+import type { LocalPgFleet, ProxyProcess } from "../../scripts/lib/local-pg-fleet";
 import type { LocalServerOutputs } from "../../dynamic-providers/local-server/types";
 import { MysqlMigration, wildPattern } from "../../dynamic-providers/engines/mysql/migration";
 import { migrate, type MigrationRecord } from "../../dynamic-providers/migration/orchestrator";
 import { nativeVerifier } from "../../proxy/mysql/native-password";
-import { MysqlServers, Writers, type MyTenant } from "../../scripts/lib/local-mysql-servers";
+import { MysqlServers, Writers, mysqlFleet, type MyTenant } from "../../scripts/lib/local-mysql-servers";
 
 let fleet: LocalPgFleet;
 let my: MysqlServers;
@@ -25,14 +25,7 @@ let acme: MyTenant;
 let globex: MyTenant;
 
 beforeAll(async () => {
-  fleet = await LocalPgFleet.create({ stack: "mysql-migration" });
-  my = new MysqlServers(fleet);
-  s1 = await my.server("my-a");
-  s2 = await my.server("my-b");
-  p1 = await fleet.startProxy("proxy-1", { extraArgs: ["--mysql-listen", "127.0.0.1:0"] });
-  p2 = await fleet.startProxy("proxy-2", { extraArgs: ["--mysql-listen", "127.0.0.1:0"] });
-  acme = await my.tenant({ tenant: "acme", database: "shop" }, s1);
-  globex = await my.tenant({ tenant: "globex", database: "shop" }, s1);
+  ({ fleet, my, s1, s2, p1, p2, acme, globex } = await mysqlFleet("mysql-migration", ["my-a", "my-b"]));
   // Some data before the first move, and another tenant's writes on the same server throughout.
   await my.admin(s1, (c) => c.query(`insert into \`${acme.name}\`.items select seq, 'before', repeat('x', 200) from \`${acme.name}\`.seq_1_to_5000`));
   await my.admin(s1, (c) => c.query(`insert into \`${globex.name}\`.items values (1, 'globex', 'g')`));

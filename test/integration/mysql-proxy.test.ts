@@ -11,12 +11,12 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { execFile } from "node:child_process";
 import * as mysql from "mysql2/promise";
-import { LocalPgFleet, type ProxyProcess } from "../../scripts/lib/local-pg-fleet";
+import type { LocalPgFleet, ProxyProcess } from "../../scripts/lib/local-pg-fleet";
 import type { LocalServerOutputs } from "../../dynamic-providers/local-server/types";
 import { commitRoute } from "../../proxy/catalog/routes";
 import { Coordinator, DrainTimeoutError } from "../../proxy/catalog/coordinator";
 import { Client } from "pg";
-import { MysqlServers, Writers, type MyTenant } from "../../scripts/lib/local-mysql-servers";
+import { MysqlServers, Writers, mysqlFleet, type MyTenant } from "../../scripts/lib/local-mysql-servers";
 
 let fleet: LocalPgFleet;
 let my: MysqlServers;
@@ -64,14 +64,7 @@ async function served(t: MyTenant): Promise<void> {
 }
 
 beforeAll(async () => {
-  fleet = await LocalPgFleet.create({ stack: "mysql-proxy" });
-  my = new MysqlServers(fleet);
-  s1 = await my.server("my-1");
-  s2 = await my.server("my-2");
-  p1 = await fleet.startProxy("proxy-1", { extraArgs: ["--mysql-listen", "127.0.0.1:0"] });
-  p2 = await fleet.startProxy("proxy-2", { extraArgs: ["--mysql-listen", "127.0.0.1:0"] });
-  acme = await my.tenant({ tenant: "acme", database: "shop" }, s1);
-  globex = await my.tenant({ tenant: "globex", database: "shop" }, s1);
+  ({ fleet, my, s1, s2, p1, p2, acme, globex } = await mysqlFleet("mysql-proxy", ["my-1", "my-2"]));
   await my.ensure(s2, acme);
   await served(acme);
   await served(globex);

@@ -8,19 +8,10 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import * as mysql from "mysql2/promise";
+import type { ServerAccess } from "../index";
 
-/** How the migration engine reaches a server: admin credentials, never a tenant's. */
-export interface MysqlServerAccess {
-  /** Logical server name, e.g. `shared-mysql-eu-west`. */
-  name: string;
-  host: string;
-  port: number;
-  adminUser: string;
-  /** Secret. */
-  adminPassword: string;
-  /** Where this process connects when that is not `host:port` (a tunnel's loopback end). */
-  via?: { host: string; port: number };
-}
+/** How the migration engine reaches a MariaDB server (engines/index.ts). */
+export type MysqlServerAccess = ServerAccess;
 
 /** A tenant database as it lives on a server. */
 export interface MysqlTenantDatabase {

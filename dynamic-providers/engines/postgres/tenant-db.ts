@@ -9,21 +9,10 @@ import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { Client, escapeIdentifier as ident, escapeLiteral as literal, type ClientConfig } from "pg";
 import { pgBinary } from "./local";
+import type { ServerAccess } from "../index";
 
-/** How the migration engine reaches a server: admin credentials, never a tenant's. */
-export interface PgServerAccess {
-  /** Logical server name, e.g. `shared-postgres-eu-west`. */
-  name: string;
-  host: string;
-  port: number;
-  adminUser: string;
-  /** Secret. */
-  adminPassword: string;
-  /** Where this process connects to reach the server when that is not `host:port` (a tunnel's
-   * loopback end on the cloud platforms). `host:port` stays the server's own address: the one its
-   * peers replicate from and the proxies route to. */
-  via?: { host: string; port: number };
-}
+/** How the migration engine reaches a PostgreSQL server (engines/index.ts). */
+export type PgServerAccess = ServerAccess;
 
 /** A tenant database as it lives on one server. */
 export interface PgTenantDatabase {
