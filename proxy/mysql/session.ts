@@ -115,7 +115,7 @@ export class MysqlSession implements DrainMember {
   private command: Command | undefined;
 
   // Session state.
-  /** SET statements the client ran (in order; the last one per text kept): replayed after a switch. */
+  /** SET statements the client ran, in the order they last ran: replayed after a switch. */
   private readonly settings = new Set<string>();
   /** Prepared statements by the id the client knows: the COM_STMT_PREPARE body (to prepare it again after a switch) and the id on the current server. */
   private readonly prepared = new Map<number, { body: Buffer; serverId: number }>();
@@ -451,7 +451,12 @@ export class MysqlSession implements DrainMember {
       this.prepared.set(clientId, { body: cmd.prepare.body, serverId: this.tracker.prepared.statementId });
       this.nextClientStatementId = Math.max(this.nextClientStatementId, clientId);
     }
-    if (ok && cmd.text && SESSION_SET.test(cmd.text) && !UNMOVABLE.test(cmd.text)) this.settings.add(cmd.text.trim().replace(/;\s*$/, ""));
+    if (ok && cmd.text && SESSION_SET.test(cmd.text) && !UNMOVABLE.test(cmd.text)) {
+      // Moved to the end when run again: replayed in the order they last took effect.
+      const sql = cmd.text.trim().replace(/;\s*$/, "");
+      this.settings.delete(sql);
+      this.settings.add(sql);
+    }
     if (ok && cmd.com === COM.RESET_CONNECTION) {
       this.settings.clear();
       this.prepared.clear();

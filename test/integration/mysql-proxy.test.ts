@@ -166,6 +166,9 @@ describe("MySQL drain and switch", () => {
     // Session settings and LAST_INSERT_ID() follow the session to the new server.
     const settings = await connect(p2, acme);
     await settings.query("set session sql_mode = 'ANSI_QUOTES', @@session.wait_timeout = 1234");
+    // Set again after another SET: replayed last, it is the value that holds after a switch.
+    await settings.query("set session sql_mode = 'TRADITIONAL'");
+    await settings.query("set session sql_mode = 'ANSI_QUOTES', @@session.wait_timeout = 1234");
     const [inserted] = await settings.query<mysql.ResultSetHeader>("insert into seq values ()");
     expect(inserted.insertId).toBeGreaterThan(40);
     for (const p of [p1, p2]) for (const kind of ["plain", "prepared", "txn"] as const) w.start(`${p.id} ${kind}`, () => connect(p, acme), w[kind]);
