@@ -59,21 +59,64 @@ export interface TenantDatabaseOutput {
   lastMigration?: pulumi.Output<unknown>;
 }
 
-/** A server's address as TenantDatabases take it: one Output per server, shared by all its tenant
- * databases (an Output per tenant database costs the program time at 1,000 tenants). */
-const serverRefs = new WeakMap<ServerEndpoint, pulumi.Output<{ host: string; port: number; adminUser: string }>>();
+/**
+ * An Output's value, secrecy and unknowns without its dependencies: what a TenantDatabase input
+ * carries when the resources it comes from are named once, in `dependsOn` (`onceEach`).
+ *
+ * Pulumi stores, per input property, the URNs of the resources its value came from
+ * (`propertyDependencies`), beside the resource's `dependencies`. A TenantDatabase's server
+ * address, the server's admin password, the catalog's address and the catalog's password each
+ * named their resource again: four URNs (~580 bytes) per tenant database, 15 % of its state, in a
+ * checkpoint the file backend rewrites after every step. The order they gave is kept whole by
+ * `dependsOn` on the same resources: a TenantDatabase is created after, and deleted before, its
+ * server and the catalog, and its `dependencies` are the same as before.
+ *
+ * Built on Output's constructor and `promise(withUnknowns)` (what `pulumi.secret` and
+ * `pulumi.unsecret` are built on; not in the SDK's typings), so a value unknown at preview stays
+ * unknown; test/unit/tenant-inputs.test.ts holds it to that.
+ */
+export function valueOnly<T>(o: pulumi.Output<T>): pulumi.Output<T> {
+  const inner = o as unknown as { promise(withUnknowns: boolean): Promise<T>; isKnown: Promise<boolean>; isSecret: Promise<boolean> };
+  const OutputCtor = pulumi.Output as unknown as new (resources: Set<pulumi.Resource>, value: Promise<T>, isKnown: Promise<boolean>, isSecret: Promise<boolean>, allResources: Promise<Set<pulumi.Resource>>) => pulumi.Output<T>;
+  return new OutputCtor(new Set(), inner.promise(true), inner.isKnown, inner.isSecret, Promise.resolve(new Set()));
+}
+
+/** The resources a server's and the catalog's Outputs come from, as `dependsOn` (an Output's
+ * resources are dependencies; its value, `[]`, names none). One per server. */
+const dependsOnRefs = new WeakMap<Reference<unknown>, pulumi.Output<pulumi.Resource[]>>();
+function dependsOnBoth(server: Reference<unknown>, catalog: Reference<unknown>): pulumi.Output<pulumi.Resource[]> {
+  let d = dependsOnRefs.get(server);
+  if (!d) dependsOnRefs.set(server, (d = pulumi.all([server.whole, catalog.whole]).apply(() => [] as pulumi.Resource[])));
+  return d;
+}
+
+/** Per server and per catalog, one set of Outputs shared by all their tenant databases (an Output
+ * per tenant database costs the program time at 1,000 tenants). */
+interface Reference<T> {
+  /** The address, without dependencies. */
+  address: pulumi.Output<T>;
+  /** The admin password (secret), without dependencies. */
+  password: pulumi.Output<string>;
+  /** Both, with their dependencies. */
+  whole: pulumi.Output<unknown>;
+}
+
+const serverRefs = new WeakMap<ServerEndpoint, Reference<{ host: string; port: number; adminUser: string }>>();
 function serverRef(s: ServerEndpoint) {
   let r = serverRefs.get(s);
-  if (!r) serverRefs.set(s, (r = pulumi.all([s.host, s.port, s.adminUser]).apply(([host, port, adminUser]) => ({ host, port, adminUser }))));
+  if (!r) {
+    const address = pulumi.all([s.host, s.port, s.adminUser]).apply(([host, port, adminUser]) => ({ host, port, adminUser }));
+    serverRefs.set(s, (r = { address: valueOnly(address), password: valueOnly(s.adminPassword), whole: pulumi.all([address, s.adminPassword]) }));
+  }
   return r;
 }
 
-const catalogRefs = new WeakMap<PlatformCatalog, pulumi.Output<{ host: string; port: number; adminUser: string; database: string; tls?: true }>>();
+const catalogRefs = new WeakMap<PlatformCatalog, Reference<{ host: string; port: number; adminUser: string; database: string; tls?: true }>>();
 function catalogRef(c: PlatformCatalog) {
   let r = catalogRefs.get(c);
   if (!r) {
-    r = pulumi.all([c.host, c.port, c.adminUser, c.database]).apply(([host, port, adminUser, database]) => ({ host, port, adminUser, database, ...(c.tls ? { tls: true as const } : {}) }));
-    catalogRefs.set(c, r);
+    const address = pulumi.all([c.host, c.port, c.adminUser, c.database]).apply(([host, port, adminUser, database]) => ({ host, port, adminUser, database, ...(c.tls ? { tls: true as const } : {}) }));
+    catalogRefs.set(c, (r = { address: valueOnly(address), password: valueOnly(c.adminPassword), whole: pulumi.all([address, c.adminPassword]) }));
   }
   return r;
 }
@@ -90,7 +133,8 @@ export function createTenant(name: string, parent: pulumi.ComponentResource, arg
       out[db.database] = { engine: db.engine, isolation: db.isolation, region: db.region, server: placed.name };
       continue;
     }
-    const s = placed.server;
+    const server = serverRef(placed.server);
+    const catalog = catalogRef(args.catalog);
     const r = new TenantDatabase(
       `${name}-${db.database}`,
       {
@@ -100,10 +144,10 @@ export function createTenant(name: string, parent: pulumi.ComponentResource, arg
         isolation: db.isolation,
         region: db.region,
         serverName: placed.name,
-        server: serverRef(s),
-        serverAdminPassword: s.adminPassword,
-        catalog: catalogRef(args.catalog),
-        catalogPassword: args.catalog.adminPassword,
+        server: server.address,
+        serverAdminPassword: server.password,
+        catalog: catalog.address,
+        catalogPassword: catalog.password,
         stack: args.stack,
         platform: args.platform,
         rollbackWindowHours: args.rollbackWindowHours,
@@ -111,7 +155,7 @@ export function createTenant(name: string, parent: pulumi.ComponentResource, arg
         ...viaBastion(args.migrationPath),
         ...(args.backupBucket ? { backupBucket: args.backupBucket } : {}),
       },
-      { parent, protect: args.protect, aliases: [{ parent: formerTenantUrn(name, parent) }] },
+      { parent, protect: args.protect, aliases: [{ parent: formerTenantUrn(name, parent) }], dependsOn: dependsOnBoth(server, catalog) },
     );
     out[db.database] = {
       engine: db.engine,

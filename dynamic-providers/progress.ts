@@ -4,8 +4,9 @@
  * The dynamic-provider host is started with the engine's address as its first argument but never
  * connects to it, and its methods do not receive the resource's URN; so a resource that reports
  * progress takes its own URN as an input (`pulumi.createUrn`, computed by the component) and the
- * provider sends LogRequests to the engine itself. Outside Pulumi (tests, scripts) lines go to
- * the given fallback.
+ * provider sends LogRequests to the engine itself. Without a URN (a method that gets only the
+ * stored outputs, where the URN is not kept) the lines go to the stack's diagnostics: name what
+ * they are about (`prefixed`). Outside Pulumi (tests, scripts) lines go to the given fallback.
  */
 import type * as grpcTypes from "@grpc/grpc-js";
 
@@ -19,7 +20,7 @@ function engineAddress(): string | undefined {
 
 export function progressLog(urn: string | undefined, fallback: ProgressLog = (m) => console.log(m)): ProgressLog & { flush(): Promise<void> } {
   const addr = engineAddress();
-  if (!addr || !urn) {
+  if (!addr) {
     const f = ((m: string, l?: "info" | "warn") => fallback(m, l)) as ProgressLog & { flush(): Promise<void> };
     f.flush = async () => undefined;
     return f;
@@ -39,7 +40,7 @@ export function progressLog(urn: string | undefined, fallback: ProgressLog = (m)
           const req = new engproto.LogRequest();
           req.setSeverity(level === "warn" ? engproto.LogSeverity.WARNING : engproto.LogSeverity.INFO);
           req.setMessage(message);
-          req.setUrn(urn);
+          req.setUrn(urn ?? "");
           req.setEphemeral(false);
           client.log(req, () => resolve());
         }),
@@ -50,4 +51,10 @@ export function progressLog(urn: string | undefined, fallback: ProgressLog = (m)
     client.close();
   };
   return log;
+}
+
+/** `log` with every line starting with `subject: ` (lines on the stack rather than on a resource). */
+export function prefixed<L extends ProgressLog>(subject: string, log: L): L {
+  const p = ((m: string, l?: "info" | "warn") => log(`${subject}: ${m}`, l)) as L;
+  return Object.assign(p, { ...log });
 }

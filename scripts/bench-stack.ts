@@ -9,6 +9,9 @@
  *      checkpoints cost: 3 and 4 are the same kind of move, one writing the state after every step);
  *   5. the state: bytes in total and per resource type, one TenantDatabase field by field;
  *   6. `pulumi destroy`, the stack removed.
+ * With --empty-without-checkpoints, before 1: `up` from empty with PULUMI_SKIP_CHECKPOINTS=true and
+ * `destroy` (diagnostic: what the checkpoints cost of an `up` from empty; the rest is the program,
+ * the engine and the provider calls).
  *
  *   --tenants <n,…>    sizes (default 250,500,1000)
  *   --no-save          do not write bench/results/stack-<time>.json
@@ -33,6 +36,7 @@ const { values } = parseArgs({
     tenants: { type: "string", default: "250,500,1000" },
     "no-save": { type: "boolean", default: false },
     keep: { type: "boolean", default: false },
+    "empty-without-checkpoints": { type: "boolean", default: false },
   },
 });
 const sizes = values.tenants.split(",").map((s) => Number(s.trim()));
@@ -70,6 +74,11 @@ async function oneSize(tc: Toolchain, n: number, keep: boolean) {
   await writeConfig(file, n);
   await pulumi(["stack", "init"]);
   try {
+    let upFromEmptySkipCheckpointsSeconds: number | undefined;
+    if (values["empty-without-checkpoints"]) {
+      upFromEmptySkipCheckpointsSeconds = (await timed(`${n} tenants: up from empty with PULUMI_SKIP_CHECKPOINTS=true (diagnostic)`, () => pulumi(["up", "--yes"], { PULUMI_SKIP_CHECKPOINTS: "true" }))).seconds;
+      await timed(`${n} tenants: destroy`, () => pulumi(["destroy", "--yes"]));
+    }
     const up = await timed(`${n} tenants: up from empty`, () => pulumi(["up", "--yes"]));
     const preview = await timed(`${n} tenants: no-change preview`, () => pulumi(["preview", "--expect-no-changes"]));
     await writeConfig(file, n, moved);
@@ -87,6 +96,7 @@ async function oneSize(tc: Toolchain, n: number, keep: boolean) {
       tenants: n,
       upFromEmptySeconds: up.seconds,
       upFromEmptySecondsPerTenant: Math.round((up.seconds / n) * 1000) / 1000,
+      ...(upFromEmptySkipCheckpointsSeconds !== undefined ? { upFromEmptySkipCheckpointsSeconds } : {}),
       noChangePreviewSeconds: preview.seconds,
       changeUpSeconds: change.seconds,
       changeUpMigration: lastMigration ? { status: lastMigration.status, durationMs: lastMigration.durationMs, pauseMs: lastMigration.pauseMs } : undefined,
@@ -120,7 +130,7 @@ async function main(): Promise<void> {
   const out = {
     benchmark: "stack",
     at: new Date().toISOString(),
-    command: `npm run bench:stack -- --tenants ${values.tenants}`,
+    command: `npm run bench:stack -- --tenants ${values.tenants}${values["empty-without-checkpoints"] ? " --empty-without-checkpoints" : ""}`,
     method:
       "each size on a stack of its own: N tenants with one shared PostgreSQL database each (one region, 2 proxies), `pulumi up --yes` from empty (preview included), " +
       "`pulumi preview --expect-no-changes`, one tenant → dedicated and `pulumi up --yes` (a live migration, checkpoints on), then back with PULUMI_SKIP_CHECKPOINTS=true (diagnostic only); state from `pulumi stack export` after the change",

@@ -18,18 +18,18 @@
  *   Such frames are given the package's real directory, `node_modules/@pulumi/pulumi/`.
  * - Pulumi records where each resource was registered: `Resource.callsites` takes the whole
  *   stack (no depth limit), every frame source-mapped, and the engine stores it in the state
- *   (`stackTrace`, about 600 bytes of each TenantDatabase's state at 5 tenants). Only the
- *   project's own frames say where a resource comes from, and of those the first two (the
- *   resource's class and the code that declared it) are kept: the SDK's and Node's frames (the
- *   promise machinery under the program's awaits) and the callers further up (the Fleet, the
- *   program) are left out before mapping (a TenantDatabase's stackTrace 321 → ~130 bytes).
+ *   (`stackTrace`, about 600 bytes of each TenantDatabase's state at 5 tenants; its first frame
+ *   is also the resource's `sourcePosition`). Only the project's own frames say where a resource
+ *   comes from, and the first of them is the resource class's own constructor (the same for every
+ *   resource of the class); the one after it, the code that declared the resource, is the one
+ *   kept, and it is the resource's `sourcePosition` too. The SDK's and Node's frames (the promise
+ *   machinery under the program's awaits) and the callers further up (the Fleet, the program)
+ *   are left out before mapping (a TenantDatabase's stackTrace 321 → ~60 bytes).
  */
 const DEBUGGABLE = /[\\/]@pulumi[\\/]pulumi[\\/]runtime[\\/]debuggable\.js$/;
 const RESOURCE_JS = /[\\/]@pulumi[\\/]pulumi[\\/]resource\.js$/;
 /** Frames Pulumi's `Resource.stackTrace` drops from the top of a registration stack (its `skip` + 1). */
 const REGISTRATION_SKIP = 5;
-/** Project frames kept of a registration stack: the resource's class and the code that declared it. */
-const REGISTRATION_FRAMES = 2;
 /** `…/node_modules/@pulumi/resource.ts:1598:22`: a file directly under the scope, at a line's end. */
 const SCOPE_ROOT_FILE = /([\\/]node_modules[\\/]@pulumi[\\/])(?=[^\\/\s()]+:\d+:\d+\)?$)/gm;
 
@@ -43,13 +43,21 @@ export function installStackTraces(): void {
   const prepare: Prepare = (error, frames) => {
     if (frames[0] && DEBUGGABLE.test(frames[0].getFileName() ?? "")) return new DeferredStack(error, frames);
     if (frames[0]?.getFunctionName() === "callsites" && RESOURCE_JS.test(frames[0].getFileName() ?? "")) {
-      frames = [...frames.slice(0, REGISTRATION_SKIP), ...frames.slice(REGISTRATION_SKIP).filter(ownFrame).slice(0, REGISTRATION_FRAMES)];
+      frames = [...frames.slice(0, REGISTRATION_SKIP), ...declaringFrame(frames.slice(REGISTRATION_SKIP))];
     }
     const stack = mapped(error, frames);
     return typeof stack === "string" ? stack.replace(SCOPE_ROOT_FILE, "$1pulumi/") : stack;
   };
   (prepare as { tenantfleet?: boolean }).tenantfleet = true;
   Error.prepareStackTrace = prepare;
+}
+
+/** Of a registration stack's frames below those Pulumi skips, the project's own frame that declared
+ * the resource: the caller of its class's constructor (the first own frame, kept only when it is
+ * the only one: a resource declared at the top of the program). */
+function declaringFrame(frames: NodeJS.CallSite[]): NodeJS.CallSite[] {
+  const own = frames.filter(ownFrame);
+  return own.length > 1 ? own.slice(1, 2) : own;
 }
 
 /** A frame in the project's own code: not under node_modules, not Node's internals. */

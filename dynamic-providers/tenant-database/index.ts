@@ -23,8 +23,11 @@ export class TenantDatabase extends ProjectResource {
   declare readonly serverName: pulumi.Output<string>;
   /** Login role, `<database>__<tenant>`. */
   declare readonly role: pulumi.Output<string>;
-  /** Secret: the role's password. The connection string through the proxies is built from it
-   * (connectionStringOf), identical before and after every migration. */
+  /** Secret: the credentials the provider logs in with and the role's password, from which the
+   * connection string through the proxies is built (connectionStringOf), identical before and
+   * after every migration. */
+  declare readonly access: pulumi.Output<{ password?: string } | undefined>;
+  /** Secret, in the state of the previous version only (it kept the role's password apart). */
   declare readonly password: pulumi.Output<string | undefined>;
   /** Secret, in the state of earlier versions only (where they kept the password). */
   declare readonly connectionString: pulumi.Output<string | undefined>;
@@ -56,7 +59,7 @@ export class TenantDatabase extends ProjectResource {
         retained: undefined,
         access: undefined,
       },
-      { ...opts, additionalSecretOutputs: ["access", "password", "connectionString", "retained"] },
+      { ...opts, additionalSecretOutputs: ["access", "retained"] },
     );
   }
 }
@@ -65,12 +68,13 @@ export class TenantDatabase extends ProjectResource {
  * A TenantDatabase's connection string through `proxyEndpoints` (secret). The program builds it, so
  * the resource depends on no proxy: its state names neither their endpoints nor their URNs, and a
  * change of proxies changes the stack's outputs only. States of earlier versions keep the password
- * inside the connection string they stored; it is read from there until their next update.
+ * in an output of its own or inside the connection string they stored; it is read from there
+ * until their next update.
  */
 export function connectionStringOf(r: TenantDatabase, proxyEndpoints: pulumi.Input<string[]>, clientDatabase: string, engine: LiveEngine = "postgres"): pulumi.Output<string> {
   return pulumi.secret(
-    pulumi.all([r.role, r.password, r.connectionString, proxyEndpoints]).apply(([role, password, earlier, endpoints]) =>
-      connectionString(role, password ?? passwordOf(earlier!), endpoints, clientDatabase, engine === "mysql" ? "mysql" : "postgresql"),
+    pulumi.all([r.role, r.access, r.password, r.connectionString, proxyEndpoints]).apply(([role, access, password, earlier, endpoints]) =>
+      connectionString(role, access?.password ?? password ?? passwordOf(earlier!), endpoints, clientDatabase, engine === "mysql" ? "mysql" : "postgresql"),
     ),
   );
 }

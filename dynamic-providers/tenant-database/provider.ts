@@ -14,7 +14,7 @@ import { engineOf, type ServerAccess } from "./engines";
 import { stateRoot } from "../local-server/state";
 import { finishCommitted, lastMigrationTo, migrate, type MigrationRecord } from "../migration/orchestrator";
 import { backupStore, storeOf, type BackupBucket } from "../backups/store";
-import { progressLog } from "../progress";
+import { prefixed, progressLog } from "../progress";
 import { bastionOf, throughBastion } from "../tunnel/ssh-tunnel";
 import { checkTenantDatabase, expiry, planTenantDatabase, poolOfRoute, refreshedOutputs } from "./plan";
 import { accessChanged, fromState, isEarlierState, takeAccess, toState, withAccess, type StoredInputs, type StoredOutputs } from "./state";
@@ -75,6 +75,13 @@ function routeOf(i: TenantDatabaseInputs, o: Pick<TenantDatabaseOutputs, "role" 
     tenant: i.tenant, database: i.database, engine: i.engine, role: o.role, scramVerifier: o.scramVerifier,
     server: i.serverName, host: i.server.host, port: i.server.port, backendDatabase: o.backendDatabase, ...poolOfRoute(i.pool),
   };
+}
+
+/** Progress of `read` and `delete`, which get the outputs only: on the resource where an earlier
+ * version stored its URN there, else on the stack, naming the database (state.ts). */
+function storedLog(props: TenantDatabaseOutputs) {
+  const log = progressLog(props.resourceUrn);
+  return props.resourceUrn ? log : prefixed(clientDatabaseName(props), log);
 }
 
 const retainedServers = (copies: RetainedCopy[]): ServerRef[] => copies.flatMap((r) => (r.kind === "fenced_copy" ? [r.server] : []));
@@ -143,7 +150,7 @@ export const provider: pulumi.dynamic.ResourceProvider = {
   /** `pulumi refresh`: placement as the catalog has committed it (plan.ts refreshedOutputs). */
   async read(id, stored: StoredOutputs) {
     const props = fromState(stored);
-    const log = progressLog(props.resourceUrn);
+    const log = storedLog(props);
     try {
       const refreshed = await reaching(props, [], (p) =>
         withCatalog(p, async (c) => {
@@ -205,7 +212,7 @@ export const provider: pulumi.dynamic.ResourceProvider = {
 
   async delete(_id, stored: StoredOutputs) {
     const props = fromState(stored);
-    const log = progressLog(props.resourceUrn);
+    const log = storedLog(props);
     try {
       const fenced = (props.retained ?? []).filter((r) => r.kind === "fenced_copy");
       await reaching(props, [serverOf(props), ...retainedServers(fenced)], async (p, via) => {

@@ -2,31 +2,39 @@
  * What Pulumi's state holds of a TenantDatabase, and how the provider reads it back.
  *
  * A stack holds one TenantDatabase per tenant database, so its state is what a fleet's checkpoint
- * grows with. Each secret is stored once:
+ * grows with. Each secret is stored once, and all of them in one secret (each secret value costs
+ * its own ~110-byte envelope in the state):
  * - The credentials the provider logs in with (the server's and the catalog's admin passwords, the
  *   bastion's key) come in as inputs, but `check` takes them out of the inputs it returns (the
  *   inputs the engine stores) and keeps them in this process for the `diff`, `create` and `update`
  *   the engine runs next, in the same plugin process. The outputs keep them once, in `access`:
- *   `delete` and `read` get nothing but the outputs. The resource's own URN (for progress lines)
- *   takes the same way: stored in the outputs only.
- * - The role's password is in `password` (earlier versions: inside `connectionString`, which the
- *   program now builds from it and the proxies' endpoints); the SCRAM verifier is in the catalog's
- *   route (and the server's role), where it is used.
+ *   `delete` and `read` get nothing but the outputs.
+ * - The role's password is in `access` too (the program builds the connection string from it;
+ *   earlier versions kept it in a `password` output of its own, or inside `connectionString`); the
+ *   SCRAM verifier is in the catalog's route (and the server's role), where it is used.
+ * - The resource's own URN (for progress lines) comes in as an input that `check` takes out, like
+ *   the credentials: `create` and `update` report on the resource; `delete` and `read` (which get
+ *   the outputs only) report on the stack, naming the database.
  * - `retained` is stored only when a copy is retained.
  * Inputs are not mirrored into the outputs beyond what `delete`, `read` and the next `diff` need.
  *
  * State written by earlier versions (every input mirrored, `password` and `scramVerifier`
  * outputs, the credentials at the top level) reads back through `fromState` unchanged; `diff`
- * reports it as a change and `update` rewrites it in this shape without touching any server.
+ * reports the oldest shape (credentials at the top level) as a change and `update` rewrites it in
+ * this shape without touching any server. The previous shape (`password` and `resourceUrn` beside
+ * `access`) is read as it is and rewritten by the next update that has work to do: a `pulumi up`
+ * of this version on a stack made by the previous one changes nothing.
  */
 import { isUnknown } from "../preview";
 import type { RetainedCopy, TenantDatabaseInputs, TenantDatabaseOutputs } from "./types";
 
-/** The secrets the provider logs in with. */
+/** The secrets the provider logs in with, and (in the stored outputs) the role's password. */
 export interface TenantDatabaseAccess {
   serverAdminPassword: string;
   catalogPassword: string;
   bastionPrivateKey?: string;
+  /** The role's password (stored outputs only; absent in the previous version's `access`). */
+  password?: string;
 }
 
 const ACCESS_KEYS = ["serverAdminPassword", "catalogPassword", "bastionPrivateKey"] as const;
@@ -37,13 +45,13 @@ export type StoredInputs = Omit<TenantDatabaseInputs, (typeof ACCESS_KEYS)[numbe
 /** What `check` keeps of a resource's inputs for the steps that follow it. */
 interface Taken {
   access: TenantDatabaseAccess;
-  resourceUrn: string;
+  resourceUrn?: string;
 }
 
 /** Outputs as stored. */
 export interface StoredOutputs
-  extends Omit<TenantDatabaseOutputs, (typeof ACCESS_KEYS)[number] | "scramVerifier" | "plan" | "retained" | "proxyEndpoints" | "connectionString"> {
-  /** Secret. */
+  extends Omit<TenantDatabaseOutputs, (typeof ACCESS_KEYS)[number] | "scramVerifier" | "plan" | "retained" | "proxyEndpoints" | "connectionString" | "password" | "resourceUrn"> {
+  /** Secret: the credentials and the role's password. */
   access: TenantDatabaseAccess;
   /** Secret; absent when nothing is retained. */
   retained?: RetainedCopy[];
@@ -111,17 +119,17 @@ export function fromState(props: StoredOutputs | TenantDatabaseOutputs): TenantD
   return {
     ...(rest as TenantDatabaseOutputs),
     ...(access ?? {}),
-    password: p.password ?? passwordOf(p.connectionString!),
+    password: access?.password ?? p.password ?? passwordOf(p.connectionString!),
     retained: p.retained ?? [],
   };
 }
 
 /** Outputs as they are stored. */
 export function toState(outs: TenantDatabaseOutputs): StoredOutputs {
-  const { serverAdminPassword, catalogPassword, bastionPrivateKey, scramVerifier: _inCatalog, plan: _inputOnly, retained, proxyEndpoints: _earlier, connectionString: _built, ...rest } = outs;
+  const { serverAdminPassword, catalogPassword, bastionPrivateKey, password, scramVerifier: _inCatalog, plan: _inputOnly, retained, proxyEndpoints: _earlier, connectionString: _built, resourceUrn: _taken, ...rest } = outs;
   return {
     ...rest,
-    access: { serverAdminPassword, catalogPassword, ...(bastionPrivateKey ? { bastionPrivateKey } : {}) },
+    access: { serverAdminPassword, catalogPassword, ...(bastionPrivateKey ? { bastionPrivateKey } : {}), password },
     ...(retained.length ? { retained } : {}),
   };
 }

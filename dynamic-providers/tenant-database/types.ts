@@ -93,7 +93,8 @@ export interface TenantDatabaseInputs {
   bastionPrivateKey?: string;
   backupBucket?: BackupBucket;
   rollbackWindowHours: number;
-  resourceUrn: string;
+  /** Taken out by `check` and given back to `create` and `update` (state.ts); stored by the previous version's outputs only. */
+  resourceUrn?: string;
   pool?: TenantDatabasePool;
   /** Set by check: what `pulumi up` will do, in words (shown by `preview --diff`). */
   plan: string;

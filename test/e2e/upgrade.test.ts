@@ -107,7 +107,8 @@ describe("a stack made by the earlier code, updated by this code", () => {
     for (const r of tenantDatabases(after)) {
       expect(r.outputs).toHaveProperty("access");
       expect(r.outputs).not.toHaveProperty("scramVerifier");
-      expect(r.outputs).toHaveProperty("password.ciphertext"); // a secret, where the connection string held it before
+      expect(r.outputs).toHaveProperty("access.ciphertext"); // one secret: the credentials and the role's password, which the connection string held before
+      expect(r.outputs).not.toHaveProperty("password");
       expect(r.inputs).not.toHaveProperty("serverAdminPassword");
       expect(r.outputs).not.toHaveProperty("connectionString");
       expect(r.outputs).not.toHaveProperty("proxyEndpoints");

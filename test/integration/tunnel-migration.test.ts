@@ -205,7 +205,7 @@ const databasesOn = (s: PgServer): Promise<string[]> =>
   fleet.withAdmin(s, "postgres", async (c) => (await c.query<{ datname: string }>("select datname from pg_database where datname like 'app\\_\\_acme%' order by 1")).rows.map((r) => r.datname));
 
 function endpoints(o: StoredOutputs) {
-  return [p1, p2].map((p) => ({ host: "127.0.0.1", port: p.port, user: o.role, password: o.password, database: "app__acme" }));
+  return [p1, p2].map((p) => ({ host: "127.0.0.1", port: p.port, user: o.role, password: o.access.password, database: "app__acme" }));
 }
 
 /**
@@ -291,9 +291,9 @@ describe("TenantDatabase through the bastion", () => {
     expect(Object.keys(inputs).filter((k) => /password|privatekey|resourceurn/i.test(k))).toEqual([]);
     const call = await watched(() => tenantProvider.create(inputs));
     acme = { id: call.value.id, outs: call.value.outs as StoredOutputs };
-    expect(acme.outs.access).toEqual({ serverAdminPassword: a.adminPassword, catalogPassword: catalog.adminPassword, bastionPrivateKey: sshd.privateKey });
-    // The credentials only in `access`; the role's password once, in `password` (secret: additionalSecretOutputs).
-    expect(Object.keys(acme.outs).filter((k) => /password|verifier|privatekey/i.test(k))).toEqual(["password"]);
+    expect(acme.outs.access).toEqual({ serverAdminPassword: a.adminPassword, catalogPassword: catalog.adminPassword, bastionPrivateKey: sshd.privateKey, password: expect.any(String) });
+    // The credentials and the role's password only in `access` (one secret: additionalSecretOutputs).
+    expect(Object.keys(acme.outs).filter((k) => /password|verifier|privatekey/i.test(k))).toEqual([]);
 
     expect(await databasesOn(a)).toEqual(["app__acme"]);
     const r = await route();
@@ -352,7 +352,7 @@ describe("TenantDatabase through the bastion", () => {
     expect(report.acknowledged).toBeGreaterThan(20);
     expect(outs.lastMigration).toMatchObject({ status: "done", method: "native", from: a.serverName, to: b.serverName });
     expect(outs.lastMigration!.verification?.ok).toBe(true);
-    expect(outs.password).toBe(acme.outs.password);
+    expect(outs.access.password).toBe(acme.outs.access.password);
 
     // The route proxies follow: the target's own address, never a tunnel end (on loopback both
     // hosts are 127.0.0.1, so the port tells them apart).

@@ -35,7 +35,7 @@ describe("the program's stack traces", () => {
     expect(inspect(error, { colors: true })).toContain("invalid config");
   });
 
-  it("keep only the first two of the project's own frames of a resource registration stack, below the frames Pulumi skips", () => {
+  it("keep of a resource registration stack only the project's frame that declared it (the caller of its class), below the frames Pulumi skips", () => {
     const frame = (file: string, fn: string) => ({ getFileName: () => file, getFunctionName: () => fn }) as unknown as NodeJS.CallSite;
     const pulumi = "/work/main/node_modules/@pulumi/pulumi";
     const frames = [
@@ -57,7 +57,10 @@ describe("the program's stack traces", () => {
     Error.prepareStackTrace = capture;
     installStackTraces();
     Error.prepareStackTrace!(new Error("x"), frames);
-    expect(seen).toEqual(["callsites", "stackTrace", "Resource", "CustomResource", "Resource", "ProjectResource", "createTenant"]);
+    expect(seen).toEqual(["callsites", "stackTrace", "Resource", "CustomResource", "Resource", "createTenant"]);
+    // A resource declared by the program itself: its only own frame is kept.
+    Error.prepareStackTrace!(new Error("x"), [...frames.slice(0, 5), frames[6]!, frames[7]!, frames[10]!]);
+    expect(seen).toEqual(["callsites", "stackTrace", "Resource", "CustomResource", "Resource", "program"]);
     // Any other stack is mapped whole.
     Error.prepareStackTrace!(new Error("x"), frames.slice(1));
     expect(seen).toHaveLength(10);

@@ -68,14 +68,16 @@ describe("TenantDatabase state", () => {
     expect(count(all, "server-secret")).toBe(1);
     expect(count(all, "catalog-secret")).toBe(1);
     expect(count(all, "KEY")).toBe(1);
-    expect(count(all, PASSWORD)).toBe(1); // in `password` only
+    expect(count(all, PASSWORD)).toBe(1); // in `access` only
+    expect(stored).not.toHaveProperty("password");
+    expect(stored).not.toHaveProperty("resourceUrn"); // taken by check, given to create/update
     expect(stored).not.toHaveProperty("connectionString"); // built by the program
     expect(stored).not.toHaveProperty("proxyEndpoints");
     expect(stored).not.toHaveProperty("scramVerifier");
     expect(stored).not.toHaveProperty("plan");
     expect(stored).not.toHaveProperty("retained"); // nothing retained
-    expect(stored.access).toEqual({ serverAdminPassword: "server-secret", catalogPassword: "catalog-secret", bastionPrivateKey: "KEY" });
-    const { plan: _plan, ...rest } = outs;
+    expect(stored.access).toEqual({ serverAdminPassword: "server-secret", catalogPassword: "catalog-secret", bastionPrivateKey: "KEY", password: PASSWORD });
+    const { plan: _plan, resourceUrn: _urn, ...rest } = outs;
     expect(fromState(stored)).toEqual(rest);
   });
 
@@ -87,12 +89,32 @@ describe("TenantDatabase state", () => {
     expect(back.catalogPassword).toBe("catalog-secret");
     expect(back.retained).toEqual([]);
     expect(back.epoch).toBe(3);
-    expect(back.resourceUrn).toBe(program().resourceUrn);
+    expect(back.resourceUrn).toBeUndefined(); // read and delete report on the stack
+
     expect(() => passwordOf("postgresql://nobody@h:1/db")).toThrow(/no password/);
   });
 
-  it("reads the previous version's state (the password inside a stored connection string, the proxies' endpoints) without a rewrite; the next update stores it in this shape", async () => {
-    const { password: _, ...current } = toState(outputsOf(checkedInputs(program())));
+  /** This version's stored outputs in the previous version's shape: the password and the URN beside `access`. */
+  function previousShape() {
+    const { access, ...rest } = toState(outputsOf(checkedInputs(program())));
+    const { password, ...credentials } = access;
+    return { ...rest, access: credentials, password: password!, resourceUrn: String(program().resourceUrn) };
+  }
+
+  it("reads the previous version's state (the password and the URN beside `access`) without a rewrite; the next update stores it in this shape", async () => {
+    const previous = previousShape();
+    expect(isEarlierState(previous as never)).toBe(false);
+    expect(fromState(previous as never)).toMatchObject({ password: PASSWORD, resourceUrn: program().resourceUrn, serverAdminPassword: "server-secret" });
+    const news = (await provider.check!({}, program())).inputs;
+    expect((await provider.diff!("acme/app", previous as never, news)).changes).toBe(false);
+    const rewritten = toState(fromState(previous as never));
+    expect(rewritten).not.toHaveProperty("password");
+    expect(rewritten).not.toHaveProperty("resourceUrn");
+    expect(rewritten.access.password).toBe(PASSWORD);
+  });
+
+  it("reads the version before (the password inside a stored connection string, the proxies' endpoints) without a rewrite; the next update stores it in this shape", async () => {
+    const { password: _, ...current } = previousShape();
     const previous = { ...current, proxyEndpoints: ["127.0.0.1:16432", "127.0.0.1:16433"], connectionString: connectionString("app__acme", PASSWORD, ["127.0.0.1:16432", "127.0.0.1:16433"], "app__acme") };
     expect(isEarlierState(previous as never)).toBe(false);
     expect(fromState(previous as never).password).toBe(PASSWORD);
@@ -101,7 +123,7 @@ describe("TenantDatabase state", () => {
     const rewritten = toState(fromState(previous as never));
     expect(rewritten).not.toHaveProperty("connectionString");
     expect(rewritten).not.toHaveProperty("proxyEndpoints");
-    expect(rewritten.password).toBe(PASSWORD);
+    expect(rewritten.access.password).toBe(PASSWORD);
   });
 
   it("reads state an earlier version wrote (credentials at the top level, password and verifier outputs) unchanged, and flags it for a rewrite", () => {
@@ -136,7 +158,7 @@ describe("TenantDatabase state", () => {
     const news = (await provider.check!({}, program({ catalog: earlier.catalog }))).inputs;
     const r = await provider.update!("acme/app", earlier, news);
     expect(isEarlierState(r.outs as never)).toBe(false);
-    expect(r.outs).toMatchObject({ epoch: 3, backendDatabase: "app__acme", password: PASSWORD, access: { serverAdminPassword: "server-secret" } });
+    expect(r.outs).toMatchObject({ epoch: 3, backendDatabase: "app__acme", access: { serverAdminPassword: "server-secret", password: PASSWORD } });
     expect(r.outs).not.toHaveProperty("connectionString");
   });
 });
