@@ -12,7 +12,8 @@ export interface SystemPackage {
   debian: string;
   /** What it provides, for progress lines. */
   what: string;
-  /** Binaries, any of which proves the package is there (absolute or on PATH). */
+  /** Binaries, any of which proves the package is there (absolute or on PATH); or, for a
+   * package that installs no program (a library), a file of it (`file:` + absolute path). */
   probes: string[];
 }
 
@@ -29,9 +30,21 @@ export const SYSTEM_PACKAGES: SystemPackage[] = [
   // The SSH tunnel test starts its own sshd (no system service needed); ssh-keygen makes its keys.
   { debian: "openssh-server", what: "sshd (SSH bastion stand-in for the tunnel test)", probes: ["/usr/sbin/sshd"] },
   { debian: "openssh-client", what: "ssh-keygen", probes: ["ssh-keygen", "/usr/bin/ssh-keygen"] },
+  // Reference clients of the transaction-pooling test: drivers that prepare named statements.
+  { debian: "default-jdk-headless", what: "Java with its compiler (the pooling test's JDBC client runs from source)", probes: ["javac", "/usr/bin/javac"] },
+  { debian: "libpostgresql-jdbc-java", what: "pgjdbc (the pooling test's JDBC client)", probes: ["file:/usr/share/java/postgresql.jar"] },
+  { debian: "python3-asyncpg", what: "asyncpg (the pooling test's Python client)", probes: ["file:/usr/lib/python3/dist-packages/asyncpg/__init__.py"] },
 ];
 
 async function probe(p: string): Promise<boolean> {
+  if (p.startsWith("file:")) {
+    try {
+      await fs.access(p.slice("file:".length), fs.constants.R_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  }
   if (p.includes("*")) {
     const [dir, rest] = p.split("/*/");
     try {

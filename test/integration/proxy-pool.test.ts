@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFile } from "node:child_process";
 import * as net from "node:net";
+import * as path from "node:path";
 import { Client } from "pg";
 import { LocalPgFleet, type PgServer, type ProxyProcess, type TenantDb } from "../../scripts/lib/local-pg-fleet";
 import { setRoutePool, type TenantDbKey } from "../../proxy/catalog/routes";
@@ -18,6 +19,8 @@ import { ScramClient, parseVerifier } from "../../proxy/postgres/scram";
 import { createHmac, pbkdf2Sync } from "node:crypto";
 
 const PGBENCH = "/usr/lib/postgresql/15/bin/pgbench";
+/** The drivers' client programs (pgjdbc, asyncpg). */
+const CLIENTS = path.join(__dirname, "..", "fixtures", "pooled-clients");
 
 let fleet: LocalPgFleet;
 let server: PgServer;
@@ -172,6 +175,34 @@ describe("transaction pool mode", () => {
     }
   }, 60_000);
 
+  // Drivers that prepare named statements on their own (PgBouncer before 1.21 broke them in
+  // transaction mode): pgjdbc past its prepareThreshold, asyncpg for every query it caches.
+  // pgjdbc with its defaults sends `SET extra_float_digits = 3` and `SET application_name` as
+  // queries after connecting (unless told the server is at least 9.0, when it sends them as startup
+  // parameters): the session-state rule pins each such session to its connection. It works, one
+  // server connection per client; with assumeMinServerVersion=9.0 it is pooled (proxy/README.md).
+  for (const driver of [
+    { name: "pgjdbc (assumeMinServerVersion=9.0)", client: "jdbc-pooled", firstId: 1_000_000, pooled: true, command: ["java", "-cp", "/usr/share/java/postgresql.jar", path.join(CLIENTS, "PooledJdbc.java")], extra: ["assumeMinServerVersion=9.0"] },
+    { name: "pgjdbc (defaults)", client: "jdbc", firstId: 3_000_000, pooled: false, command: ["java", "-cp", "/usr/share/java/postgresql.jar", path.join(CLIENTS, "PooledJdbc.java")], extra: [] },
+    { name: "asyncpg", client: "asyncpg", firstId: 2_000_000, pooled: true, command: ["/usr/bin/python3", path.join(CLIENTS, "pooled_asyncpg.py")], extra: [] },
+  ]) {
+    it(`${driver.name} runs unchanged with its named prepared statements: 8 clients on a pool of 5 (${driver.pooled ? "pooled" : "each pinned"})`, async () => {
+      const pinsBefore = await pinnedCount();
+      const { result, peak } = await peakDuring(() => serverConnections(acme.role), runClient(driver.command, [acme.role, acme.password, acme.name, "8", String(driver.firstId), driver.client, ...driver.extra]));
+      const report = JSON.parse(result.trim().split("\n").at(-1)!) as { inserted: number; errors: string[]; namedStatements?: boolean };
+      expect(report.errors).toEqual([]);
+      expect(report.inserted).toBe(8 * 30 * 2);
+      if (driver.client.startsWith("jdbc")) expect(report.namedStatements).toBe(true);
+      const rows = await fleet.withAdmin(server, acme.name, async (c) => Number((await c.query("select count(*) as n from items where client = $1", [driver.client])).rows[0].n));
+      expect(rows).toBe(8 * 30 * 2);
+      const pins = (await pinnedCount()) - pinsBefore;
+      if (driver.pooled) {
+        expect(pins).toBe(0);
+        expect(peak).toBeLessThanOrEqual(5);
+      } else expect(pins).toBe(8);
+    }, 120_000);
+  }
+
   describe("session state that cannot live in a borrowed connection pins the session to it", () => {
     it("SET: the session keeps its setting; other sessions never see it", async () => {
       const a = client(acme);
@@ -320,6 +351,21 @@ describe("transaction pool mode", () => {
     await pool(acme, 5);
   }, 60_000);
 });
+
+/** Sessions of acme pinned so far (the proxy's metrics). */
+async function pinnedCount(): Promise<number> {
+  const metrics = await (await fetch(`http://127.0.0.1:${proxy.adminPort}/metrics`)).text();
+  return Number(/tenantfleet_proxy_pinned_sessions_total\{[^}]*tenant="acme"[^}]*\} (\d+)/.exec(metrics)?.[1] ?? 0);
+}
+
+/** Run a driver's client program against the proxy; its stdout (it reports in JSON). */
+function runClient(command: string[], args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(command[0]!, [...command.slice(1), "127.0.0.1", String(proxy.port), ...args], { maxBuffer: 1 << 24, timeout: 100_000 }, (err, stdout, stderr) =>
+      err ? reject(new Error(`${command.join(" ")} failed: ${err.message}\n${stderr}`)) : resolve(stdout),
+    );
+  });
+}
 
 function pgbenchRun(args: string[], port: number, t: TenantDb): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
