@@ -61,7 +61,7 @@ export interface TenantDatabaseOutput {
 
 /**
  * An Output's value, secrecy and unknowns without its dependencies: what a TenantDatabase input
- * carries when the resources it comes from are named once, in `dependsOn` (`onceEach`).
+ * carries when the resources it comes from are named once, in `dependsOn` (`dependsOnBoth`).
  *
  * Pulumi stores, per input property, the URNs of the resources its value came from
  * (`propertyDependencies`), beside the resource's `dependencies`. A TenantDatabase's server
@@ -101,12 +101,17 @@ interface Reference<T> {
   whole: pulumi.Output<unknown>;
 }
 
+/** A server's or the catalog's Reference from its address and admin password (both with their dependencies). */
+function reference<T>(address: pulumi.Output<T>, password: pulumi.Output<string>): Reference<T> {
+  return { address: valueOnly(address), password: valueOnly(password), whole: pulumi.all([address, password]) };
+}
+
 const serverRefs = new WeakMap<ServerEndpoint, Reference<{ host: string; port: number; adminUser: string }>>();
 function serverRef(s: ServerEndpoint) {
   let r = serverRefs.get(s);
   if (!r) {
     const address = pulumi.all([s.host, s.port, s.adminUser]).apply(([host, port, adminUser]) => ({ host, port, adminUser }));
-    serverRefs.set(s, (r = { address: valueOnly(address), password: valueOnly(s.adminPassword), whole: pulumi.all([address, s.adminPassword]) }));
+    serverRefs.set(s, (r = reference(address, s.adminPassword)));
   }
   return r;
 }
@@ -116,7 +121,7 @@ function catalogRef(c: PlatformCatalog) {
   let r = catalogRefs.get(c);
   if (!r) {
     const address = pulumi.all([c.host, c.port, c.adminUser, c.database]).apply(([host, port, adminUser, database]) => ({ host, port, adminUser, database, ...(c.tls ? { tls: true as const } : {}) }));
-    catalogRefs.set(c, (r = { address: valueOnly(address), password: valueOnly(c.adminPassword), whole: pulumi.all([address, c.adminPassword]) }));
+    catalogRefs.set(c, (r = reference(address, c.adminPassword)));
   }
   return r;
 }
