@@ -32,7 +32,10 @@
  *   --threads <n>           pgbench -j                         [BENCH_THREADS, 2]
  *   --protocol <p>          pgbench -M simple|extended|prepared [BENCH_PROTOCOL, simple]
  *   --workloads <list>      select-only,tpcb-like
- *   --targets <list>        direct,proxy,pgbouncer
+ *   --targets <list>        direct,proxy,pgbouncer,relay (relay: a bare Node.js byte relay, one
+ *                           server connection per client, the ceiling of any Node.js proxy here;
+ *                           with --idle, also the memory per connection of a Node.js process that
+ *                           only holds them)
  *   --out <file>            result file (default bench/results/proxy-<time>[-quick].json)
  *   --no-save               print only
  *   --cpu-prof              run the proxy under `node --cpu-prof` and report where its busy time goes
@@ -52,6 +55,7 @@ import { summarizeCpuProfile, type CpuProfile, type CpuProfileSummary } from "./
 import { setRoutePool } from "../proxy/catalog/routes";
 import { connectionBudget, postgresMaxConnections } from "../dynamic-providers/engines/postgres/settings";
 import { connectionScale, watchRss } from "./lib/connection-scale";
+import { startNodeRelay, type NodeRelayProcess } from "./lib/node-relay";
 
 const execFileP = promisify(execFile);
 const repoRoot = path.resolve(__dirname, "..");
@@ -60,7 +64,7 @@ const say = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 
 const WORKLOADS = ["select-only", "tpcb-like"] as const;
 type Workload = (typeof WORKLOADS)[number];
-const TARGETS = ["direct", "proxy", "pgbouncer"] as const;
+const TARGETS = ["direct", "proxy", "pgbouncer", "relay"] as const;
 type Target = (typeof TARGETS)[number];
 
 interface Options {
@@ -237,6 +241,8 @@ interface CpuSample {
   proxySystem: number;
   pgbouncer: number;
   pgbouncerSystem: number;
+  relay: number;
+  relaySystem: number;
   pgbench: number;
   postgres: TreeTicks | undefined;
 }
@@ -253,6 +259,9 @@ interface CpuCores {
   proxySystem: number;
   pgbouncer: number;
   pgbouncerSystem: number;
+  /** The Node.js byte relay (baseline). */
+  relay: number;
+  relaySystem: number;
   pgbench: number;
   /** The benchmark's PostgreSQL server: postmaster, backends (also those that exited), its helpers. */
   postgres: number;
@@ -327,12 +336,14 @@ async function main(): Promise<number> {
   let fleet: LocalPgFleet | undefined;
   let proxy: ProxyProcess | undefined;
   let bouncer: PgbouncerProcess | undefined;
+  let relay: NodeRelayProcess | undefined;
   let cleaning: Promise<void> | undefined;
   let interrupted: string | undefined;
   const cleanup = () =>
     (cleaning ??= (async () => {
       for (const c of runningChildren) c.kill("SIGKILL");
       await bouncer?.stop().catch(() => undefined);
+      await relay?.stop().catch(() => undefined);
       await fleet?.close().catch((e: Error) => say(`cleanup: ${e.message}`));
     })());
   for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
@@ -353,9 +364,9 @@ async function main(): Promise<number> {
     // that run through the poolers only (direct is left out of those combinations, and says so).
     const directMax = postgresMaxConnections("local", "shared") - 3;
     const combos = opts.workloads.flatMap((workload) =>
-      opts.clients.map((clients) => ({ workload, clients, key: `${workload}/c${clients}`, targets: opts.targets.filter((t) => t !== "direct" || clients <= directMax) })),
+      opts.clients.map((clients) => ({ workload, clients, key: `${workload}/c${clients}`, targets: opts.targets.filter((t) => (t !== "direct" && t !== "relay") || clients <= directMax) })),
     );
-    for (const c of combos) if (c.targets.length < opts.targets.length) say(`${c.key}: not run directly (more clients than the server's ${directMax} connections)`);
+    for (const c of combos) if (c.targets.length < opts.targets.length) say(`${c.key}: not run directly nor through the relay (more clients than the server's ${directMax} connections)`);
     const expected = opts.rounds * combos.length * opts.targets.length * opts.durationSec + (opts.warmupSec ? combos.length * opts.targets.length * opts.warmupSec : 0);
     say(`${opts.rounds} round(s) × ${combos.map((c) => c.key).join(", ")} × ${opts.targets.join(", ")}, ${opts.durationSec} s each, -j ${opts.threads} -M ${opts.protocol}, scale ${opts.scale}, ${opts.pool} pool mode${opts.pool === "transaction" ? ` (${opts.poolSize} server connections)` : ""}: about ${Math.ceil(expected / 60)} min of pgbench`);
 
@@ -401,6 +412,11 @@ async function main(): Promise<number> {
       );
       conns.pgbouncer = { ...direct, host: bouncer.host, port: bouncer.port };
     }
+    if (opts.targets.includes("relay")) {
+      say("starting the Node.js byte relay (baseline)");
+      relay = await startNodeRelay({ host: server.host, port: server.port });
+      conns.relay = { ...direct, host: relay.host, port: relay.port };
+    }
 
     // Every target answers before anything is timed (and the versions go into the result).
     const pgVersion = await queryOne(direct, "select version() as v");
@@ -442,11 +458,13 @@ async function main(): Promise<number> {
       proxySystem: proxy?.child.pid ? procTicks(proxy.child.pid, "system") : 0,
       pgbouncer: bouncer?.child.pid ? procTicks(bouncer.child.pid) : 0,
       pgbouncerSystem: bouncer?.child.pid ? procTicks(bouncer.child.pid, "system") : 0,
+      relay: relay?.child.pid ? procTicks(relay.child.pid) : 0,
+      relaySystem: relay?.child.pid ? procTicks(relay.child.pid, "system") : 0,
       pgbench: procTicks("self", "children"),
       postgres: postmaster ? treeTicks(postmaster) : undefined,
     });
 
-    const rssOf = (target: Target) => (target === "proxy" ? proxy?.child.pid : target === "pgbouncer" ? bouncer?.child.pid : undefined);
+    const rssOf = (target: Target) => (target === "proxy" ? proxy?.child.pid : target === "pgbouncer" ? bouncer?.child.pid : target === "relay" ? relay?.child.pid : undefined);
     const run = async (round: number, workload: Workload, clients: number, target: Target, seconds: number): Promise<RunRecord> => {
       if (interrupted) throw new Error(`interrupted by ${interrupted}`);
       await vacuum();
@@ -463,6 +481,7 @@ async function main(): Promise<number> {
       const cores = (k: keyof Omit<CpuSample, "at" | "postgres">) => (after[k] - before[k]) / CLK_TCK / wallS;
       const p = target === "proxy";
       const b = target === "pgbouncer";
+      const nr = target === "relay";
       const cpu: CpuCores = {
         machine: cores("machine"),
         irq: cores("irq"),
@@ -471,11 +490,13 @@ async function main(): Promise<number> {
         proxySystem: p ? cores("proxySystem") : 0,
         pgbouncer: b ? cores("pgbouncer") : 0,
         pgbouncerSystem: b ? cores("pgbouncerSystem") : 0,
+        relay: nr ? cores("relay") : 0,
+        relaySystem: nr ? cores("relaySystem") : 0,
         pgbench: cores("pgbench"),
         postgres: before.postgres && after.postgres ? treeDelta(before.postgres, after.postgres) / CLK_TCK / wallS : NaN,
         rest: 0,
       };
-      cpu.rest = cpu.machine - cpu.proxy - cpu.pgbouncer - cpu.pgbench - (Number.isFinite(cpu.postgres) ? cpu.postgres : 0);
+      cpu.rest = cpu.machine - cpu.proxy - cpu.pgbouncer - cpu.relay - cpu.pgbench - (Number.isFinite(cpu.postgres) ? cpu.postgres : 0);
       for (const k of Object.keys(cpu) as (keyof CpuCores)[]) cpu[k] = round1(cpu[k], 2)!;
       const logs = await readTxnLogs(logRoot, prefix);
       await Promise.all((await fs.readdir(logRoot)).filter((n) => n.startsWith(`${prefix}.`)).map((n) => fs.rm(path.join(logRoot, n))));
@@ -530,7 +551,7 @@ async function main(): Promise<number> {
       }
     }
 
-    const scaleRun = opts.idle > 0 ? await connectionScale({ opts, fleet, server, conns, proxy, bouncer, route, serverBudget }) : undefined;
+    const scaleRun = opts.idle > 0 ? await connectionScale({ opts, fleet, server, conns, proxy, bouncer, route, serverBudget, nodeFloor: opts.targets.includes("relay") }) : undefined;
 
     // ---------------------------------------------------------------- report
     const workloads: Record<string, unknown> = {};
@@ -560,6 +581,8 @@ async function main(): Promise<number> {
         proxyVsPgbouncerTps: ratio("proxy", "pgbouncer"),
         proxyVsDirectTps: ratio("proxy", "direct"),
         pgbouncerVsDirectTps: ratio("pgbouncer", "direct"),
+        relayVsPgbouncerTps: ratio("relay", "pgbouncer"),
+        proxyVsRelayTps: ratio("proxy", "relay"),
         proxyAddedP50Us: added("proxy"),
         pgbouncerAddedP50Us: added("pgbouncer"),
         proxyAddedP99Us: t("proxy")?.p99Us != null && t("direct")?.p99Us != null ? round1(t("proxy")!.p99Us! - t("direct")!.p99Us!) : null,
@@ -604,8 +627,9 @@ async function main(): Promise<number> {
         order: "each round runs each workload on every target, the target order rotating by one per round and workload",
         latency: "per-transaction pgbench --log over all clients of a run, nearest-rank percentiles; medians across rounds",
         tps: "pgbench's 'tps … (without initial connection time)'; one connection per client for the whole run",
-        cpuCores: "CPU-seconds per wall second during each run from /proc: the proxy or PgBouncer process (…System: its kernel part), pgbench (reaped children), the PostgreSQL server (postmaster and backends, exited ones by cutime), machine total (irq: its interrupt part, also inside the processes' figures; steal: taken by the hypervisor, not in machine); rest = machine − those processes (this script, interrupts, anything else on the machine: a high rest means a noisy run)",
+        cpuCores: "CPU-seconds per wall second during each run from /proc: the proxy, PgBouncer or Node.js relay process (…System: its kernel part), pgbench (reaped children), the PostgreSQL server (postmaster and backends, exited ones by cutime), machine total (irq: its interrupt part, also inside the processes' figures; steal: taken by the hypervisor, not in machine); rest = machine − those processes (this script, interrupts, anything else on the machine: a high rest means a noisy run)",
         pgbouncer: bouncer ? { poolMode: opts.pool, defaultPoolSize: opts.pool === "transaction" ? opts.poolSize : undefined, auth: "scram-sha-256: auth_file holds the role's SCRAM verifier from the catalog route; PgBouncer logs in to the server by SCRAM pass-through", runsAs: bouncer.user } : undefined,
+        relay: opts.targets.includes("relay") ? "scripts/lib/node-relay-main.mjs: a bare Node.js byte relay (one server connection per client, no parsing), the most a Node.js proxy can do on this machine; not run with more clients than the server's connections" : undefined,
         postgres: "LocalServer settings (fsync on, synchronous_commit on), TCP on 127.0.0.1; the catalog runs on a separate server",
       },
       machine: {

@@ -134,7 +134,7 @@ export class Backend {
    */
   private pooledData(chunk: Buffer): void {
     const seen = this.seen;
-    const cuts: number[] = [];
+    const cuts = this.cuts;
     try {
       this.scanner.scan(chunk, (type, body, end) => {
         if (type === BE.ParseComplete || type === BE.CloseComplete) {
@@ -150,6 +150,7 @@ export class Backend {
       });
     } catch (e) {
       seen.length = 0;
+      cuts.length = 0;
       this.fail(e as Error);
       return;
     }
@@ -182,9 +183,13 @@ export class Backend {
       if (prefix) this.onData(prefix);
       if (to > from) this.onData(chunk.subarray(from, to));
     }
+    cuts.length = 0;
     for (let i = 0; i < seen.length; i += 2) this.onFrame(seen[i] as number, seen[i + 1] as Buffer);
     seen.length = 0;
   }
+
+  /** Offsets of the swallowed frames in the chunk being handled, as (start, end) pairs; reused. */
+  private readonly cuts: number[] = [];
 
   /**
    * What forwarding notes of a frame it passes on: the transaction status, server parameters, and

@@ -28,8 +28,10 @@ export const ALL_TYPES = typeSet(Array.from({ length: 256 }, (_, i) => i));
 export type FrameHandler = (type: number, body: Buffer, end: number) => void;
 
 export class FrameScanner {
-  private readonly header = Buffer.alloc(5);
+  /** A header split across chunks: its bytes so far (numbers, not a Buffer: a scanner lives per connection). */
   private headerLen = 0;
+  private partialType = 0;
+  private partialLen = 0;
   private type = 0;
   private remaining = 0;
   private inBody = false;
@@ -54,7 +56,7 @@ export class FrameScanner {
 
   /** The type of a message whose 5-byte header is only partly received, else -1. */
   get partialHeaderType(): number {
-    return this.headerLen > 0 ? this.header[0]! : -1;
+    return this.headerLen > 0 ? this.partialType : -1;
   }
 
   /** How many bytes of that header were received (0 when none). */
@@ -87,14 +89,17 @@ export class FrameScanner {
         len = chunk.readInt32BE(i + 1);
         i += 5;
       } else {
-        const take = Math.min(5 - this.headerLen, n - i);
-        chunk.copy(this.header, this.headerLen, i, i + take);
-        this.headerLen += take;
-        i += take;
+        while (this.headerLen < 5 && i < n) {
+          if (this.headerLen === 0) this.partialType = chunk[i]!;
+          else this.partialLen = ((this.partialLen << 8) | chunk[i]!) >>> 0;
+          this.headerLen++;
+          i++;
+        }
         if (this.headerLen < 5) return;
         this.headerLen = 0;
-        this.type = this.header[0]!;
-        len = this.header.readInt32BE(1);
+        this.type = this.partialType;
+        len = this.partialLen | 0; // as readInt32BE: a length over 2^31 reads negative and is refused
+        this.partialLen = 0;
       }
       if (len < 4 || len - 4 > this.maxBytes) {
         throw new ProtocolError(`invalid message length ${len} for message type 0x${this.type.toString(16)}`);

@@ -66,7 +66,9 @@ export class ServerBudget {
 
   /** True when another pool waits for a slot and `p` holds more than an even share of the limit. */
   overShare(p: PgPool): boolean {
-    const others = this.waiting.filter((q) => q !== p && q.wantsConnection).length;
+    if (this.waiting.length === 0) return false; // every transaction's return asks: no allocation on that path
+    let others = 0;
+    for (const q of this.waiting) if (q !== p && q.wantsConnection) others++;
     if (others === 0) return false;
     return p.open > Math.max(1, Math.floor(this.limit / (others + 1)));
   }

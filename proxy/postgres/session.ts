@@ -27,7 +27,7 @@ import { parseClose, parseStartupPacket, parseStatementName, readCString } from 
 import * as w from "./writer";
 import { ident, literal, snapshotSession, restoreSession, type SessionSnapshot } from "./session-state";
 import { PoolTimeoutError, type PgPool, type ServerBudget } from "./pool";
-import { ClientStatements } from "./statements";
+import { ClientStatements, rewriteChunk } from "./statements";
 
 export const STEPS = ["startup", "authenticating", "waiting_route", "connecting", "forwarding", "draining", "parked", "switching", "closed"] as const;
 export type Step = (typeof STEPS)[number];
@@ -71,10 +71,12 @@ export class PgSession implements DrainMember {
   step: Step = "startup";
   readonly no = ++nextSessionNo;
   private socket: net.Socket | tls.TLSSocket;
-  private readonly startupReader = new StartupReader();
+  /** Until the startup packet is read; each field below that only login needs is dropped after it (idle sessions are most of a proxy's memory). */
+  private startupReader: StartupReader | undefined = new StartupReader();
   private authScanner: FrameScanner | undefined;
   private readonly clientScanner = new FrameScanner(CLIENT_WANTS);
-  private log: Logger;
+  /** `address:port` of the client, for the logs. */
+  private readonly client: string;
   private tlsDone = false;
 
   // Who and where.
@@ -98,7 +100,7 @@ export class PgSession implements DrainMember {
   /** Extended-protocol messages sent since the last Sync. */
   private unsynced = false;
   /** Named statements prepared through the protocol: their Parse messages, to re-prepare after a switch. */
-  private readonly prepared = new Map<string, Buffer>();
+  private prepared: Map<string, Buffer> | undefined;
   private unnamedParse: Buffer | undefined;
 
   // Drain.
@@ -128,7 +130,7 @@ export class PgSession implements DrainMember {
     private readonly host: SessionHost,
   ) {
     this.socket = socket;
-    this.log = host.log.child({ session: this.no, client: `${socket.remoteAddress}:${socket.remotePort}` });
+    this.client = `${socket.remoteAddress}:${socket.remotePort}`;
     socket.setNoDelay(true);
     this.attachClient(socket);
     // As PostgreSQL's authentication_timeout: a client that never finishes logging in is dropped.
@@ -138,7 +140,16 @@ export class PgSession implements DrainMember {
     this.loginTimer.unref();
   }
 
-  private loginTimer: NodeJS.Timeout;
+  private loginTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * This session's logger, made when it logs (rarely: a pino child per idle session would cost
+   * more than the session itself). Every line carries the session, the client and, once known,
+   * the tenant database.
+   */
+  private get log(): Logger {
+    return this.host.log.child(this.tenant ? { session: this.no, client: this.client, tenant: this.tenant, database: this.database } : { session: this.no, client: this.client });
+  }
 
   private attachClient(s: net.Socket | tls.TLSSocket): void {
     s.on("data", (chunk: Buffer) => this.clientData(chunk));
@@ -346,7 +357,7 @@ export class PgSession implements DrainMember {
       }
       old.onClose = () => undefined;
       b.clientPid = this.pid;
-      this.adoptBackend(b, route);
+      this.adoptBackend(b, route.epoch);
       old.close();
       this.stats!.switches++;
       this.log.info({ epoch: route.epoch, server: route.server, ms: Date.now() - started, warm }, "session switched to the committed route");
@@ -371,7 +382,7 @@ export class PgSession implements DrainMember {
     try {
       switch (this.step) {
         case "startup":
-          this.startupReader.push(chunk);
+          this.startupReader!.push(chunk);
           this.startupPackets();
           return;
         case "authenticating":
@@ -429,10 +440,10 @@ export class PgSession implements DrainMember {
           const name = parseStatementName(body);
           const msg = w.message(FE.Parse, body); // message() copies: nothing keeps the chunk alive
           if (name === "") this.unnamedParse = msg;
-          else this.prepared.set(name, msg);
+          else (this.prepared ??= new Map()).set(name, msg);
         } else if (type === FE.Close) {
           const c = parseClose(body);
-          if (c.kind === "S") this.prepared.delete(c.name);
+          if (c.kind === "S") this.prepared?.delete(c.name);
         }
       } else if (type === FE.Terminate) {
         this.close("client terminated");
@@ -447,7 +458,8 @@ export class PgSession implements DrainMember {
   // ---------------------------------------------------------------- startup and auth
 
   private startupPackets(): void {
-    const body = this.startupReader.next();
+    const reader = this.startupReader;
+    const body = reader?.next();
     if (!body) return;
     const p = parseStartupPacket(body);
     switch (p.kind) {
@@ -455,7 +467,7 @@ export class PgSession implements DrainMember {
         if (this.host.tls && !this.tlsDone) {
           // Bytes behind the SSLRequest came before the handshake, unencrypted: maybe a man in the
           // middle's (CVE-2021-23214). Never read them as if they came through TLS.
-          if (this.startupReader.takeRest().length > 0) {
+          if (reader!.takeRest().length > 0) {
             return this.fatal(SQLSTATE.ProtocolViolation, "received unencrypted data after SSL request", "This could be either a client-software bug or evidence of an attempted man-in-the-middle attack.");
           }
           this.socket.write("S");
@@ -514,7 +526,6 @@ export class PgSession implements DrainMember {
     this.tenant = key.tenant;
     this.database = key.database;
     this.key = clientDatabaseName(key);
-    this.log = this.log.child({ tenant: key.tenant, database: key.database });
     for (const [k, v] of Object.entries(params)) if (!NOT_FORWARDED.has(k) && !k.startsWith("_pq_.")) this.startupParams[k] = v;
     // Same messages whether or not the role exists: a wrong role is a failed login (no enumeration).
     const verifier = this.user === route.role ? parseVerifier(route.scramVerifier) : decoyVerifier();
@@ -522,7 +533,8 @@ export class PgSession implements DrainMember {
     this.step = "authenticating";
     this.authScanner = new FrameScanner(ALL_TYPES, 64 * 1024);
     this.socket.write(w.authenticationSASL([MECHANISM]));
-    const rest = this.startupReader.takeRest();
+    const rest = this.startupReader!.takeRest();
+    this.startupReader = undefined;
     if (rest.length) this.clientData(rest);
   }
 
@@ -543,11 +555,15 @@ export class PgSession implements DrainMember {
         return;
       }
       const { clientKey, serverFinal } = this.scram!.final(body.toString("utf8"));
-      this.clientKey = clientKey;
+      // Its own 32 bytes: a slice of Node's shared buffer pool would keep an 8 KiB slab alive per session.
+      this.clientKey = Buffer.allocUnsafeSlow(clientKey.length);
+      clientKey.copy(this.clientKey);
       this.socket.write(Buffer.concat([w.authenticationSASLFinal(serverFinal), w.authenticationOk()]));
       this.step = "waiting_route";
       clearTimeout(this.loginTimer);
+      this.loginTimer = undefined;
       this.authScanner = undefined;
+      this.scram = undefined;
       void this.connect();
     } catch (e) {
       if (!(e instanceof ScramError)) throw e;
@@ -563,7 +579,7 @@ export class PgSession implements DrainMember {
     try {
       const result = this.pooled
         ? await restoreSession(b, this.snapshot && { ...this.snapshot, protocolPrepared: [] }, new Map(), undefined)
-        : await restoreSession(b, this.snapshot, this.prepared, this.unnamedParse);
+        : await restoreSession(b, this.snapshot, this.prepared ?? new Map(), this.unnamedParse);
       // A connection opened ahead of the switch must carry everything: the target may not hold the
       // data yet (a copy still running), and the switch will connect again once it does.
       if (opts.strict && result.failures.length) throw new Error(`session state did not restore: ${result.failures.join("; ")}`);
@@ -607,9 +623,9 @@ export class PgSession implements DrainMember {
     );
   }
 
-  private adoptBackend(b: Backend, route: Route): void {
+  private adoptBackend(b: Backend, epoch: number): void {
     this.backend = b;
-    this.backendEpoch = route.epoch;
+    this.backendEpoch = epoch;
     b.onData = (chunk) => {
       this.stats!.bytesOut += chunk.length;
       if (this.step !== "closed" && !this.socket.write(chunk)) {
@@ -657,7 +673,7 @@ export class PgSession implements DrainMember {
       return this.fatal(SQLSTATE.CannotConnectNow, `the server of ${this.key} is not reachable: ${(e as Error).message}`);
     }
     if ((this.step as Step) === "closed") return backend.destroy();
-    this.adoptBackend(backend, route);
+    this.adoptBackend(backend, route.epoch);
     const key = this.host.register(this);
     this.pid = key.pid;
     this.secret = key.secret;
@@ -729,21 +745,21 @@ export class PgSession implements DrainMember {
     if (!this.backend && this.held.length === 0 && this.clientScanner.atBoundary && chunk.length === 5 && chunk[0] === FE.Terminate) {
       return this.close("client terminated"); // nothing to borrow a connection for
     }
-    if (!this.backend) {
+    if (!this.backend && !(this.held.length === 0 && this.lendNow())) {
       this.hold(chunk);
       this.lend();
       return;
     }
     const stats = this.stats!;
     stats.bytesIn += chunk.length;
-    const backend = this.backend;
+    const backend = this.backend!;
     const out: Buffer[] = [];
     let terminate = false;
-    this.clientScanner.scan(chunk, (type, body) => {
-      if (terminate) return;
+    rewriteChunk(this.clientScanner, chunk, (type, body, out) => {
+      if (terminate) return false;
       if (type === FE.Terminate) {
         terminate = true;
-        return;
+        return false;
       }
       if (type === FE.Sync || type === FE.Query || type === FE.FunctionCall) {
         this.pending++;
@@ -755,8 +771,8 @@ export class PgSession implements DrainMember {
         const m = SESSION_STATE.exec(sql);
         if (m) this.pin(`ran "${m[0].replace(/^[;\s]+/, "").slice(0, 40)}"`);
       }
-      this.statements.rewrite(backend, type, body, out);
-    });
+      return this.statements.rewrite(backend, type, body, out);
+    }, out);
     if (out.length > 0 && !backend.write(out.length === 1 ? out[0]! : Buffer.concat(out))) {
       this.socket.pause();
       backend.socket.once("drain", () => this.socket.resume());
@@ -771,9 +787,8 @@ export class PgSession implements DrainMember {
     if (!route) return this.fatal(SQLSTATE.InvalidCatalogName, `database "${this.key}" does not exist`);
     const pool = this.host.pool(this.key, route);
     pool.offerKey(this.clientKey!); // a pool made after a move has not seen a login yet
-    // Fast path, no promise: an idle connection that already carries this client's settings.
     const idle = pool.tryAcquire();
-    if (idle && this.settingsApplied(idle)) return this.lent(pool, idle, route);
+    if (idle && this.settingsApplied(idle)) return this.lent(pool, idle);
     this.acquiring = true;
     (idle ? Promise.resolve(idle) : pool.acquire())
       .then(async (b) => {
@@ -794,7 +809,7 @@ export class PgSession implements DrainMember {
         }
         this.acquiring = false;
         if ((this.step as Step) === "closed") return pool.release(b, true);
-        this.lent(pool, b, route);
+        this.lent(pool, b);
       })
       .catch((e: Error) => {
         this.acquiring = false;
@@ -804,13 +819,36 @@ export class PgSession implements DrainMember {
       });
   }
 
+  /**
+   * The fast path, no promise and nothing held: an idle connection of the committed route's pool
+   * that already carries this client's settings, lent now. False when there is none.
+   */
+  private lendNow(): boolean {
+    if (this.acquiring) return false;
+    const route = this.host.route(this.tenant, this.database);
+    if (!route) return false; // lend() says so
+    const pool = this.host.pool(this.key, route);
+    const idle = pool.tryAcquire();
+    if (!idle) return false;
+    if (!this.settingsApplied(idle)) {
+      pool.release(idle, true);
+      return false;
+    }
+    this.adoptLent(pool, idle);
+    return true;
+  }
+
   /** A borrowed connection is this session's until its transaction ends: send what was held. */
-  private lent(pool: PgPool, b: Backend, route: Route): void {
+  private lent(pool: PgPool, b: Backend): void {
+    this.adoptLent(pool, b);
+    this.releaseHeld();
+  }
+
+  private adoptLent(pool: PgPool, b: Backend): void {
     b.onAsync = (type, body) => this.writeClient(w.message(type, body));
     this.lender = pool;
     b.clientPid = this.pid;
-    this.adoptBackend(b, { ...route, epoch: pool.epoch });
-    this.releaseHeld();
+    this.adoptBackend(b, pool.epoch);
   }
 
   /** This client's settings, computed once. */
@@ -892,7 +930,8 @@ export class PgSession implements DrainMember {
 
   close(reason: string): void {
     if (this.step === "closed") return;
-    const wasConnected = !!this.backend;
+    // Registered (it has a BackendKeyData): also a pooled session between transactions, which holds no connection.
+    const wasConnected = this.pid !== 0;
     this.step = "closed";
     clearTimeout(this.loginTimer);
     this.held = [];

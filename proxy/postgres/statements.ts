@@ -13,6 +13,7 @@
 import { createHash } from "node:crypto";
 import type { Backend } from "./backend";
 import { FE } from "./codes";
+import type { FrameScanner } from "./frame-reader";
 import { readCString } from "./startup";
 import * as w from "./writer";
 
@@ -29,29 +30,29 @@ interface ClientStatement {
 
 /** One client's statement names, and the rewriting of its messages for a lent connection. */
 export class ClientStatements {
-  private readonly byName = new Map<string, ClientStatement>();
+  /** Made on the first named Parse (most clients of a pooled database never send one). */
+  private byName: Map<string, ClientStatement> | undefined;
 
   get size(): number {
-    return this.byName.size;
+    return this.byName?.size ?? 0;
   }
 
   /**
    * The messages to send to `b` for one client message (type + body), noting on `b` the answers
-   * the server will owe. Returns the client's own message untouched when nothing needs mapping.
+   * the server will owe. Returns true, pushing nothing, when the client's message goes as it is.
    */
-  rewrite(b: Backend, type: number, body: Buffer, out: Buffer[]): void {
+  rewrite(b: Backend, type: number, body: Buffer, out: Buffer[]): boolean {
     switch (type) {
       case FE.Parse: {
         const name = readCString(body, 0);
         if (name.value === "") {
           b.owe({ kind: "parse", swallow: false });
-          out.push(w.message(type, body));
-          return;
+          return true;
         }
         const rest = body.subarray(name.next);
         const server = serverName(rest);
         const parse = w.message(FE.Parse, Buffer.concat([w.cstring(server), rest]));
-        this.byName.set(name.value, { server, parse });
+        (this.byName ??= new Map()).set(name.value, { server, parse });
         // The client expects a ParseComplete for its own Parse: if this connection holds the
         // statement already, close it first (that answer is ours) and parse it again.
         if (b.statements.has(server)) {
@@ -63,23 +64,23 @@ export class ClientStatements {
         b.statements.set(server, true);
         b.owe({ kind: "parse", swallow: false, statement: server });
         out.push(parse);
-        return;
+        return false;
       }
       case FE.Bind: {
         const portal = readCString(body, 0);
         const stmt = readCString(body, portal.next);
-        const s = stmt.value === "" ? undefined : this.byName.get(stmt.value);
-        if (!s) return void out.push(w.message(type, body)); // unnamed, or unknown: the server answers
+        const s = stmt.value === "" ? undefined : this.byName?.get(stmt.value);
+        if (!s) return true; // unnamed, or unknown: the server answers
         this.ensure(b, s, out);
         out.push(w.message(FE.Bind, Buffer.concat([body.subarray(0, portal.next), w.cstring(s.server), body.subarray(stmt.next)])));
-        return;
+        return false;
       }
       case FE.Describe: {
-        const s = body[0] === 0x53 ? this.byName.get(readCString(body, 1).value) : undefined;
-        if (!s) return void out.push(w.message(type, body));
+        const s = body[0] === 0x53 ? this.byName?.get(readCString(body, 1).value) : undefined;
+        if (!s) return true;
         this.ensure(b, s, out);
         out.push(w.message(FE.Describe, Buffer.concat([Buffer.from("S"), w.cstring(s.server)])));
-        return;
+        return false;
       }
       case FE.Close: {
         b.owe({ kind: "close", swallow: false });
@@ -87,28 +88,26 @@ export class ClientStatements {
           const name = readCString(body, 1).value;
           if (name !== "") {
             // Forget the client's name; the shared statement stays. The server still answers.
-            this.byName.delete(name);
+            this.byName?.delete(name);
             out.push(closeStatement(NO_STATEMENT));
-            return;
+            return false;
           }
         }
-        out.push(w.message(type, body));
-        return;
+        return true;
       }
       case FE.Sync:
       case FE.Query:
       case FE.FunctionCall:
         b.owe({ kind: "sync", swallow: false });
-        out.push(w.message(type, body));
-        return;
+        return true;
       default:
-        out.push(w.message(type, body));
+        return true;
     }
   }
 
   /** The Parse messages of every name the client holds (a pinned session's switch re-prepares them). */
   parses(): Map<string, Buffer> {
-    return new Map([...this.byName].map(([name, s]) => [name, s.parse]));
+    return new Map([...(this.byName ?? [])].map(([name, s]) => [name, s.parse]));
   }
 
   private ensure(b: Backend, s: ClientStatement, out: Buffer[]): void {
@@ -131,6 +130,35 @@ export class ClientStatements {
       out.push(closeStatement(oldest));
     }
   }
+}
+
+/**
+ * One chunk of client bytes, as sent on: `handle` sees each complete message and returns true to
+ * send it as it is (or pushes what goes in its place and returns false). Runs of messages sent as
+ * they are go out as views of the chunk, not copies; a message that began in an earlier chunk
+ * (the scanner joined its parts) is built anew.
+ */
+export function rewriteChunk(scanner: FrameScanner, chunk: Buffer, handle: (type: number, body: Buffer, out: Buffer[]) => boolean, out: Buffer[]): void {
+  let runStart = -1;
+  let runEnd = -1;
+  scanner.scan(chunk, (type, body, end) => {
+    const start = end - body.length - 5;
+    const mark = out.length;
+    if (handle(type, body, out)) {
+      if (start >= 0) {
+        // Whole in this chunk, right after the previous message: the run grows.
+        if (runStart < 0) runStart = start;
+        runEnd = end;
+        return;
+      }
+      out.push(w.message(type, body));
+    }
+    if (runStart >= 0) {
+      out.splice(mark, 0, chunk.subarray(runStart, runEnd));
+      runStart = -1;
+    }
+  });
+  if (runStart >= 0) out.push(chunk.subarray(runStart, runEnd));
 }
 
 /** `tf_` + a hash of the query text and parameter types (a Parse body after its name). */

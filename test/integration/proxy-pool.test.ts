@@ -104,8 +104,12 @@ describe("transaction pool mode", () => {
     expect(result.every((r, i) => r.app === `c${i}` && r.n === 1)).toBe(true); // each transaction ran with its own client's startup parameter
     expect(peak).toBeGreaterThan(0);
     expect(peak).toBeLessThanOrEqual(5);
+    expect(await activeSessions()).toBeGreaterThanOrEqual(300);
     await Promise.all(clients.map((c) => c.end()));
     expect(await fleet.withAdmin(server, acme.name, async (c) => Number((await c.query("select count(*) as n from items")).rows[0].n))).toBe(300);
+    // Sessions that ended between transactions (holding no server connection) are gone from the proxy too.
+    for (const until = Date.now() + 5000; (await activeSessions()) > 0 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 50));
+    expect(await activeSessions()).toBe(0);
   }, 60_000);
 
   it("named prepared statements work across server connections; the same name can mean different statements for different clients", async () => {
@@ -350,6 +354,12 @@ describe("transaction pool mode", () => {
     await pool(acme, 5);
   }, 60_000);
 });
+
+/** Sessions of acme open now (the proxy's metrics). */
+async function activeSessions(): Promise<number> {
+  const metrics = await (await fetch(`http://127.0.0.1:${proxy.adminPort}/metrics`)).text();
+  return Number(/tenantfleet_proxy_active_connections\{[^}]*tenant="acme"[^}]*\} (\d+)/.exec(metrics)?.[1] ?? NaN);
+}
 
 /** Sessions of acme pinned so far (the proxy's metrics). */
 async function pinnedCount(): Promise<number> {

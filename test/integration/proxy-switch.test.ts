@@ -479,6 +479,7 @@ for (const mode of ["session", "transaction"] as const) describe(`${mode} pool m
       await inTxn.query("insert into items values (-3, 'sigterm', 'x')");
       const exited = new Promise((r) => p3.child.once("exit", r));
       p3.child.kill("SIGTERM");
+      const killedAt = Date.now();
       const until = Date.now() + 5000;
       while (errors.idle!.length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
       expect(errors.idle![0]).toBe("57P01"); // idle: closed at once
@@ -487,6 +488,7 @@ for (const mode of ["session", "transaction"] as const) describe(`${mode} pool m
       await inTxn.query("commit");
       // ...then that session is closed too, and the proxy exits well before its grace period ends.
       await exited;
+      expect(Date.now() - killedAt).toBeLessThan(10_000); // its grace period is 20 s: it did not wait for a session already closed
       expect(errors.inTxn![0]).toBe("57P01");
       const { server } = await current();
       expect(await admin(server, acme.name, async (db) => (await db.query("select count(*)::int as n from items where id in (-3, -4)")).rows[0].n)).toBe(2);

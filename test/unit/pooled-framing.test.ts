@@ -9,7 +9,7 @@ import { describe, expect, it } from "vitest";
 import { Backend, type BackendTarget } from "../../proxy/postgres/backend";
 import { BE, FE } from "../../proxy/postgres/codes";
 import { ALL_TYPES, FrameScanner } from "../../proxy/postgres/frame-reader";
-import { ClientStatements, serverName } from "../../proxy/postgres/statements";
+import { ClientStatements, rewriteChunk, serverName } from "../../proxy/postgres/statements";
 import { readCString } from "../../proxy/postgres/startup";
 import * as w from "../../proxy/postgres/writer";
 
@@ -38,8 +38,7 @@ const dataRow = (v: string) => frame(BE.DataRow, Buffer.concat([Buffer.from([0, 
 /** Messages → the frames of the rewritten stream, as [type, statement name or ""] pairs. */
 function rewritten(st: ClientStatements, b: Backend, messages: Buffer[]): Array<[string, string]> {
   const out: Buffer[] = [];
-  const scan = new FrameScanner(ALL_TYPES);
-  scan.scan(Buffer.concat(messages), (type, body) => st.rewrite(b, type, body, out));
+  rewriteChunk(new FrameScanner(ALL_TYPES), Buffer.concat(messages), (type, body, o) => st.rewrite(b, type, body, o), out);
   const frames: Array<[string, string]> = [];
   new FrameScanner(ALL_TYPES).scan(Buffer.concat(out), (type, body) => {
     const name = type === FE.Parse ? readCString(body, 0).value : type === FE.Bind ? readCString(body, readCString(body, 0).next).value : type === FE.Close ? readCString(body, 1).value : "";
@@ -65,6 +64,52 @@ describe("statement names on a lent connection", () => {
     expect(rewritten(st, c2, [bind("s1"), w.sync()])).toEqual([["B", "s1"], ["S", ""]]); // unknown now: the server says so
     // Unnamed statements pass untouched.
     expect(rewritten(st, c2, [parse("", "select 2"), bind(""), w.sync()])).toEqual([["P", ""], ["B", ""], ["S", ""]]);
+  });
+});
+
+describe("client bytes on a lent connection, split anywhere", () => {
+  // Untouched messages go out as views of the chunk, rewritten ones in their place: whatever the
+  // chunking, the server gets the same bytes as from the whole stream in one piece.
+  const stream = Buffer.concat([
+    w.query("select 1"),
+    parse("s1", "select $1"),
+    bind("s1"),
+    execute(),
+    w.sync(),
+    parse("", "select 2"),
+    bind(""),
+    execute(),
+    w.sync(),
+    bind("s1"),
+    execute(),
+    close("s1"),
+    w.sync(),
+    w.query("select 3"),
+  ]);
+  const send = (chunks: Buffer[]): Buffer => {
+    const st = new ClientStatements();
+    const { b } = pooledBackend();
+    const scan = new FrameScanner(ALL_TYPES);
+    const out: Buffer[] = [];
+    for (const c of chunks) rewriteChunk(scan, c, (type, body, o) => st.rewrite(b, type, body, o), out);
+    return Buffer.concat(out);
+  };
+  const whole = send([stream]);
+
+  it("maps the statement names and keeps the rest byte for byte", () => {
+    const q = serverName(Buffer.concat([w.cstring("select $1"), Buffer.from([0, 0])]));
+    const frames: string[] = [];
+    new FrameScanner(ALL_TYPES).scan(whole, (type, body) => frames.push(String.fromCharCode(type) + (type === FE.Bind ? readCString(body, readCString(body, 0).next).value : "")));
+    expect(frames).toEqual(["Q", "P", `B${q}`, "E", "S", "P", "B", "E", "S", `B${q}`, "E", "C", "S", "Q"]);
+    expect(whole.subarray(0, w.query("select 1").length)).toEqual(w.query("select 1"));
+    expect(whole.subarray(whole.length - w.query("select 3").length)).toEqual(w.query("select 3"));
+  });
+
+  it("gives the same bytes with the stream cut at every position, once or twice", () => {
+    for (let i = 1; i < stream.length; i++) {
+      expect(send([stream.subarray(0, i), stream.subarray(i)])).toEqual(whole);
+      for (let j = i + 1; j < stream.length; j += 7) expect(send([stream.subarray(0, i), stream.subarray(i, j), stream.subarray(j)])).toEqual(whole);
+    }
   });
 });
 
