@@ -7,7 +7,7 @@ import type { FleetSpec } from "../stacks/config";
 import { DedicatedServer } from "./dedicated-server";
 import { fleetOutput, type FleetOutputInputs } from "./fleet-output";
 import { dedicatedServerName, planFleet, sharedClusterName } from "./fleet-plan";
-import type { Platform } from "./platforms";
+import { servesMysql, type Platform } from "./platforms";
 import { awsPlatform } from "./platforms/aws";
 import { gcpPlatform } from "./platforms/gcp";
 import { localPlatform } from "./platforms/local";
@@ -100,7 +100,7 @@ export function createFleet(parent: Fleet, args: FleetArgs): FleetResult {
   });
 
   const catalog = platform.controlCatalog(parent);
-  const mysql = args.spec.databases.some((d) => d.engine === "mysql");
+  const mysql = servesMysql(args.spec);
   const proxyFleet = new ProxyFleet("proxies", { replicas: args.spec.proxyReplicas, catalogUrl: catalog.url, platform, mysql }, { parent });
   const byServerName = new Map<string, ServerEndpoint>();
   sharedClusters.forEach((c, i) => byServerName.set(plan.sharedClusters[i]!.name, c));

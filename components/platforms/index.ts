@@ -51,6 +51,11 @@ export interface PlatformCatalog {
   tls: boolean;
 }
 
+/** The proxies serve the MySQL protocol too: the fleet has MariaDB/MySQL tenant databases. */
+export function servesMysql(spec: Pick<FleetSpec, "databases">): boolean {
+  return spec.databases.some((d) => d.engine === "mysql");
+}
+
 export interface ProxyFleetRequest {
   /** Proxy hosts `proxy-1` … `proxy-N` (each names its row in the catalog). */
   replicas: number;

@@ -119,9 +119,9 @@ describe("aws platform: security and placement invariants", () => {
 
   it("the proxies run behind a network load balancer; migrations reach servers through the bastion", () => {
     expect(named(shared, "aws:lb/loadBalancer:LoadBalancer", "proxies-nlb").inputs).toMatchObject({ loadBalancerType: "network", internal: true });
-    expect(ofType(shared, "aws:lb/targetGroupAttachment:TargetGroupAttachment").length).toBe(2);
+    expect(ofType(shared, "aws:lb/targetGroupAttachment:TargetGroupAttachment").length).toBe(4); // 2 proxies × PostgreSQL and MySQL
     const tenantDbs = ofType(shared, TENANT_DATABASE);
-    expect(tenantDbs.map((d) => d.name).sort()).toEqual(["acme-app", "globex-app", "initech-app"]);
+    expect(tenantDbs.map((d) => d.name).sort()).toEqual(["acme-app", "globex-app", "globex-shop", "initech-app"]);
     for (const d of [...tenantDbs, named(shared, CONTROL_CATALOG, "control-catalog")]) {
       expect(d.inputs.bastion, d.name).toMatchObject({ host: "203.0.113.10", port: 22, username: "tenantfleet" });
     }
@@ -132,6 +132,29 @@ describe("aws platform: security and placement invariants", () => {
     for (const d of tenantDbs) expect(d.inputs.backupBucket, d.name).toEqual({ provider: "s3", bucket: "backups-bucket", region: "eu-west-1" });
     // Regions are peered so a migration's target replicates from its source across regions.
     expect(ofType(shared, "aws:ec2/vpcPeeringConnection:VpcPeeringConnection").map((p) => p.inputs.peerRegion)).toEqual(["us-east-1"]);
+  });
+});
+
+describe("aws platform: the MySQL protocol", () => {
+  it("a fleet with MariaDB tenant databases: each proxy listens on 6033, the load balancer forwards it, applications may reach it", () => {
+    const proxies = ofType(shared, INSTANCE).filter((i) => i.inputs.tags?.["tenantfleet:role"] === "proxy");
+    for (const p of proxies) expect(p.inputs.userData, p.name).toContain("--mysql-listen 0.0.0.0:6033");
+    expect(named(shared, "aws:lb/listener:Listener", "proxies-mysql-listener").inputs).toMatchObject({ port: 6033, protocol: "TCP" });
+    expect(named(shared, "aws:lb/targetGroup:TargetGroup", "proxies-mysql-tg").inputs).toMatchObject({ port: 6033, protocol: "TCP" });
+    // PostgreSQL's listener keeps its name and port: existing stacks keep their load balancer's listener.
+    expect(named(shared, "aws:lb/listener:Listener", "proxies-listener").inputs).toMatchObject({ port: 6432 });
+    const ingress = named(shared, "aws:ec2/securityGroup:SecurityGroup", "proxy-sg").inputs.ingress as { fromPort: number; cidrBlocks: string[] }[];
+    expect(ingress.filter((r) => r.fromPort === 6033).map((r) => r.cidrBlocks)).toEqual(ingress.filter((r) => r.fromPort === 6432).map((r) => r.cidrBlocks));
+    // The MySQL tenant database is managed (database, login, route) like the PostgreSQL ones.
+    expect(named(shared, TENANT_DATABASE, "globex-shop").inputs).toMatchObject({ engine: "mysql", isolation: "dedicated", serverName: "dedicated-globex-shop-us-east" });
+  });
+
+  it("a fleet without them: no MySQL listener, port or flag (the proxies' user-data is what it was)", async () => {
+    const pgOnly = await runFleet({ ...config(SHARED_ACME), tenants: { acme: { databases: { app: SHARED_ACME } } } });
+    for (const p of ofType(pgOnly, INSTANCE).filter((i) => i.inputs.tags?.["tenantfleet:role"] === "proxy")) expect(p.inputs.userData).not.toContain("mysql");
+    expect(ofType(pgOnly, "aws:lb/listener:Listener").map((l) => l.name)).toEqual(["proxies-listener"]);
+    const ingress = named(pgOnly, "aws:ec2/securityGroup:SecurityGroup", "proxy-sg").inputs.ingress as { fromPort: number }[];
+    expect(ingress.map((r) => r.fromPort)).not.toContain(6033);
   });
 });
 

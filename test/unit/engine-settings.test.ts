@@ -25,13 +25,14 @@ describe("engine settings (what migrations need)", () => {
     ]);
   });
 
-  it("MariaDB: row binlog with GTID and the given unique server id", () => {
+  it("MariaDB: row binlog with GTID, the given unique server id and a GTID domain of its own", () => {
     const cnf = renderMyCnf(
       mysqlSettings({ port: 23306, bindAddress: "127.0.0.1", serverId: 23306, dataDir: "/d", socket: "/s", pidFile: "/p", logError: "/l" }),
     );
     expect(cnf).toContain("binlog-format = ROW");
     expect(cnf).toContain("gtid-strict-mode = ON");
     expect(cnf).toContain("server-id = 23306");
+    expect(cnf).toContain("gtid-domain-id = 23306");
     expect(cnf).toContain("log-bin = binlog");
   });
 

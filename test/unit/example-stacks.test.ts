@@ -29,7 +29,7 @@ describe.each([
     expect(names.filter((n) => !n.startsWith("proxy-"))).toEqual(["bastion", "dedicated-acme-app-eu-west", "shared-mysql-us-east", "shared-postgres-eu-west", "shared-postgres-us-east", "shared-redis-eu-west"]);
     // Without tenantfleet:bastionPrivateKey the fleet still builds; migrations then fail with a message naming the key.
     const tenantDbs = ofType(rs, "pulumi-nodejs:dynamic/tenantfleet:TenantDatabase");
-    expect(tenantDbs.map((d) => d.name).sort()).toEqual(["acme-app", "globex-app", "initech-app"]);
+    expect(tenantDbs.map((d) => d.name).sort()).toEqual(["acme-app", "globex-app", "globex-shop", "initech-app"]);
     for (const d of tenantDbs) {
       expect(d.inputs.bastion?.port, d.name).toBe(22);
       expect(d.inputs.bastionPrivateKey, d.name).toBeUndefined();

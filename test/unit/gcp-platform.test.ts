@@ -88,6 +88,22 @@ describe("gcp platform graph", () => {
     }
   });
 
+  it("a fleet without MariaDB tenant databases has no MySQL forwarding rule, port or proxy flag", () => {
+    expect(ofType(g, "gcp:compute/forwardingRule:ForwardingRule").map((r) => r.name)).toEqual(["proxies-lb"]);
+    expect(named(g, "gcp:compute/firewall:Firewall", "proxy-clients").inputs.allows).toEqual([{ protocol: "tcp", ports: ["6432"] }]);
+    expect(named(g, "gcp:compute/regionInstanceTemplate:RegionInstanceTemplate", "proxy-template").inputs.metadata["user-data"]).not.toContain("mysql");
+  });
+
+  it("adding one: a second forwarding rule (6033) on the same backend, the PostgreSQL rule untouched", async () => {
+    const withMysql = await runFleet({ ...config({ engine: "postgres", isolation: "shared", region: "eu-west" }), tenants: { ...config({ engine: "postgres", isolation: "shared", region: "eu-west" }).tenants, hooli: { databases: { shop: { engine: "mysql", isolation: "shared", region: "eu-west" } } } } }, { bastionPrivateKey: KEY });
+    const rule = (rs: Registered[], name: string) => named(rs, "gcp:compute/forwardingRule:ForwardingRule", name).inputs;
+    expect(rule(withMysql, "proxies-lb")).toEqual(rule(g, "proxies-lb"));
+    expect(rule(withMysql, "proxies-mysql-lb")).toMatchObject({ ports: ["6033"], backendService: rule(g, "proxies-lb").backendService, loadBalancingScheme: "INTERNAL" });
+    expect(named(withMysql, "gcp:compute/firewall:Firewall", "proxy-clients").inputs.allows).toEqual([{ protocol: "tcp", ports: ["6432", "6033"] }]);
+    expect(named(withMysql, "gcp:compute/regionInstanceTemplate:RegionInstanceTemplate", "proxy-template").inputs.metadata["user-data"]).toContain("--mysql-listen 0.0.0.0:6033");
+    expect(named(withMysql, TENANT_DATABASE, "hooli-shop").inputs).toMatchObject({ engine: "mysql", serverName: "shared-mysql-eu-west" });
+  });
+
   it("changing one tenant's isolation changes only that tenant's resources", async () => {
     const after = await runFleet(config({ engine: "postgres", isolation: "dedicated", region: "eu-west" }), { bastionPrivateKey: KEY });
     const key = (r: Registered) => `${r.type}::${r.name}`;

@@ -13,8 +13,8 @@ import * as random from "@pulumi/random";
 import * as path from "node:path";
 import type { Engine } from "../../../dynamic-providers/engines";
 import { ControlCatalog } from "../../../dynamic-providers/control-catalog";
-import { CATALOG_DATABASE, CATALOG_SERVER, viaBastion, type CloudPlatformArgs, type MigrationPath, type Platform, type PlatformCatalog, type PlatformServer, type ServerRequest } from "../index";
-import { awsSecretFetch, bastionUserData, PROXY_ADMIN_PORT, PROXY_PORT, proxyUserData, serverUserData } from "../vm/cloud-init";
+import { CATALOG_DATABASE, CATALOG_SERVER, servesMysql, viaBastion, type CloudPlatformArgs, type MigrationPath, type Platform, type PlatformCatalog, type PlatformServer, type ServerRequest } from "../index";
+import { awsSecretFetch, bastionUserData, PROXY_ADMIN_PORT, PROXY_MYSQL_PORT, PROXY_PORT, proxyUserData, serverUserData } from "../vm/cloud-init";
 import { VM_PORTS } from "../vm/configure";
 import { buildProxyBundle } from "../vm/proxy-artifact";
 import { ADMIN_USER, ENGINE_VERSIONS, serverId } from "../vm/naming";
@@ -51,13 +51,14 @@ export function awsPlatform(args: CloudPlatformArgs): Platform {
     h,
   );
   const fleetCidrs = [...nets.values()].map((n) => n.cidr);
+  const clientPorts = servesMysql(spec) ? [PROXY_PORT, PROXY_MYSQL_PORT] : [PROXY_PORT];
   const proxySg = new aws.ec2.SecurityGroup(
     "proxy-sg",
     {
       vpcId: home.vpc.id,
       description: "tenantfleet proxies: client port from applications, admin port from the VPC",
       ingress: [
-        ...(cloud.proxyClientCidrs ?? fleetCidrs).map((c) => ({ protocol: "tcp", fromPort: PROXY_PORT, toPort: PROXY_PORT, cidrBlocks: [c], description: "applications" })),
+        ...clientPorts.flatMap((port) => (cloud.proxyClientCidrs ?? fleetCidrs).map((c) => ({ protocol: "tcp", fromPort: port, toPort: port, cidrBlocks: [c], description: "applications" }))),
         { protocol: "tcp", fromPort: PROXY_ADMIN_PORT, toPort: PROXY_ADMIN_PORT, cidrBlocks: [home.cidr], description: "health checks, metrics" },
       ],
       egress: [{ protocol: "-1", fromPort: 0, toPort: 0, cidrBlocks: ["0.0.0.0/0"] }],
@@ -238,6 +239,7 @@ export function awsPlatform(args: CloudPlatformArgs): Platform {
             // one at a time (they drain on SIGTERM) rather than changing code under them.
             fetchArtifact: { packages: ["awscli"], command: `aws s3api get-object --region ${home.cloudRegion} --bucket ${b} --key ${key} --version-id ${version} /dev/stdout >/dev/null` },
             catalogUrl: awsSecretFetch(arn, home.cloudRegion),
+            mysql: req.mysql,
           }),
         );
         return new aws.ec2.Instance(
@@ -269,24 +271,30 @@ export function awsPlatform(args: CloudPlatformArgs): Platform {
         },
         o,
       );
-      const tg = new aws.lb.TargetGroup(
-        "proxies-tg",
-        {
-          port: PROXY_PORT,
-          protocol: "TCP",
-          vpcId: home.vpc.id,
-          targetType: "instance",
-          // Deregistration lets a stopping proxy finish its transactions (its shutdown grace).
-          deregistrationDelay: 45,
-          healthCheck: { protocol: "HTTP", port: String(PROXY_ADMIN_PORT), path: "/healthz", interval: 10, healthyThreshold: 2, unhealthyThreshold: 2 },
-        },
-        o,
-      );
-      instances.forEach((inst, i) => new aws.lb.TargetGroupAttachment(`proxy-${i + 1}-tg`, { targetGroupArn: tg.arn, targetId: inst.id, port: PROXY_PORT }, o));
-      new aws.lb.Listener("proxies-listener", { loadBalancerArn: lb.arn, port: PROXY_PORT, protocol: "TCP", defaultActions: [{ type: "forward", targetGroupArn: tg.arn }] }, o);
+      /** A listener of the load balancer forwarding `port` to every proxy (suffix: "" for PostgreSQL, the names it always had). */
+      const listen = (port: number, suffix: string) => {
+        const tg = new aws.lb.TargetGroup(
+          `proxies${suffix}-tg`,
+          {
+            port,
+            protocol: "TCP",
+            vpcId: home.vpc.id,
+            targetType: "instance",
+            // Deregistration lets a stopping proxy finish its transactions (its shutdown grace).
+            deregistrationDelay: 45,
+            healthCheck: { protocol: "HTTP", port: String(PROXY_ADMIN_PORT), path: "/healthz", interval: 10, healthyThreshold: 2, unhealthyThreshold: 2 },
+          },
+          o,
+        );
+        instances.forEach((inst, i) => new aws.lb.TargetGroupAttachment(`proxy-${i + 1}${suffix}-tg`, { targetGroupArn: tg.arn, targetId: inst.id, port }, o));
+        new aws.lb.Listener(`proxies${suffix}-listener`, { loadBalancerArn: lb.arn, port, protocol: "TCP", defaultActions: [{ type: "forward", targetGroupArn: tg.arn }] }, o);
+        return lb.dnsName.apply((dns) => [`${dns}:${port}`]);
+      };
+      const endpoints = listen(PROXY_PORT, "");
       return {
-        endpoints: pulumi.all([lb.dnsName]).apply(([dns]) => [`${dns}:${PROXY_PORT}`]),
+        endpoints,
         adminEndpoints: pulumi.all(instances.map((inst) => pulumi.interpolate`${inst.privateIp}:${PROXY_ADMIN_PORT}`)),
+        ...(req.mysql ? { mysqlEndpoints: listen(PROXY_MYSQL_PORT, "-mysql") } : {}),
       };
     },
   };

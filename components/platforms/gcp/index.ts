@@ -14,8 +14,8 @@ import * as random from "@pulumi/random";
 import * as path from "node:path";
 import { ControlCatalog } from "../../../dynamic-providers/control-catalog";
 import type { Engine } from "../../../dynamic-providers/engines";
-import { CATALOG_DATABASE, CATALOG_SERVER, viaBastion, type CloudPlatformArgs, type MigrationPath, type Platform, type PlatformCatalog, type PlatformServer, type ServerRequest } from "../index";
-import { bastionUserData, gcpSecretFetch, PROXY_ADMIN_PORT, PROXY_PORT, proxyUserData, serverUserData } from "../vm/cloud-init";
+import { CATALOG_DATABASE, CATALOG_SERVER, servesMysql, viaBastion, type CloudPlatformArgs, type MigrationPath, type Platform, type PlatformCatalog, type PlatformServer, type ServerRequest } from "../index";
+import { bastionUserData, gcpSecretFetch, PROXY_ADMIN_PORT, PROXY_MYSQL_PORT, PROXY_PORT, proxyUserData, serverUserData } from "../vm/cloud-init";
 import { VM_PORTS } from "../vm/configure";
 import { ADMIN_USER, cloudName, ENGINE_VERSIONS, serverId } from "../vm/naming";
 import { buildProxyBundle } from "../vm/proxy-artifact";
@@ -83,7 +83,7 @@ export function gcpPlatform(args: CloudPlatformArgs): Platform {
     new gcp.compute.Firewall("db-ingress", { name: name("db-ingress"), network: network.id, direction: "INGRESS", allows: [{ protocol: "tcp", ports }], sourceTags: [tag.proxy, tag.bastion, tag.db], targetTags: [tag.db] }, h);
   }
   new gcp.compute.Firewall("bastion-ssh", { name: name("bastion-ssh"), network: network.id, direction: "INGRESS", allows: [{ protocol: "tcp", ports: ["22"] }], sourceRanges: cloud.bastion.allowedCidrs, targetTags: [tag.bastion] }, h);
-  new gcp.compute.Firewall("proxy-clients", { name: name("proxy-clients"), network: network.id, direction: "INGRESS", allows: [{ protocol: "tcp", ports: [String(PROXY_PORT)] }], sourceRanges: [...(cloud.proxyClientCidrs ?? fleetCidrs), ...GCP_HEALTH_CHECK_RANGES], targetTags: [tag.proxy] }, h);
+  new gcp.compute.Firewall("proxy-clients", { name: name("proxy-clients"), network: network.id, direction: "INGRESS", allows: [{ protocol: "tcp", ports: (servesMysql(spec) ? [PROXY_PORT, PROXY_MYSQL_PORT] : [PROXY_PORT]).map(String) }], sourceRanges: [...(cloud.proxyClientCidrs ?? fleetCidrs), ...GCP_HEALTH_CHECK_RANGES], targetTags: [tag.proxy] }, h);
   new gcp.compute.Firewall("proxy-health", { name: name("proxy-health"), network: network.id, direction: "INGRESS", allows: [{ protocol: "tcp", ports: [String(PROXY_ADMIN_PORT)] }], sourceRanges: [...GCP_HEALTH_CHECK_RANGES, home.cidr], targetTags: [tag.proxy] }, h);
 
   const serversSa = new gcp.serviceaccount.Account("servers-sa", { accountId: cloudName(`tf-${stack}-servers`, 30), displayName: `tenantfleet ${stack} database servers` }, h);
@@ -228,6 +228,7 @@ export function gcpPlatform(args: CloudPlatformArgs): Platform {
           proxyId: "%l",
           fetchArtifact: { packages: [], command: `gcloud storage cat gs://${b}/${obj}#${gen}` },
           catalogUrl: gcpSecretFetch(sid, proj),
+          mysql: req.mysql,
         }),
       );
       const template = new gcp.compute.RegionInstanceTemplate(
@@ -266,21 +267,25 @@ export function gcpPlatform(args: CloudPlatformArgs): Platform {
         { name: name("proxies"), region: homeCloud, protocol: "TCP", loadBalancingScheme: scheme, healthChecks: health.id, connectionDrainingTimeoutSec: 45, backends: [{ group: group.instanceGroup, balancingMode: "CONNECTION" }] },
         o,
       );
-      const rule = new gcp.compute.ForwardingRule(
-        "proxies-lb",
-        {
-          name: name("proxies"),
-          region: homeCloud,
-          loadBalancingScheme: scheme,
-          backendService: backend.id,
-          ipProtocol: "TCP",
-          ports: [String(PROXY_PORT)],
-          ...(scheme === "INTERNAL" ? { network: network.id, subnetwork: home.subnet.id } : {}),
-        },
-        o,
-      );
+      // One forwarding rule per protocol on the same backend service: adding MySQL to a fleet leaves
+      // the PostgreSQL rule (and its address, in every connection string) untouched.
+      const forward = (port: number, suffix: string) =>
+        new gcp.compute.ForwardingRule(
+          `proxies${suffix}-lb`,
+          {
+            name: name(`proxies${suffix}`),
+            region: homeCloud,
+            loadBalancingScheme: scheme,
+            backendService: backend.id,
+            ipProtocol: "TCP",
+            ports: [String(port)],
+            ...(scheme === "INTERNAL" ? { network: network.id, subnetwork: home.subnet.id } : {}),
+          },
+          o,
+        ).ipAddress.apply((ip) => [`${ip}:${port}`]);
       return {
-        endpoints: rule.ipAddress.apply((ip) => [`${ip}:${PROXY_PORT}`]),
+        endpoints: forward(PROXY_PORT, ""),
+        ...(req.mysql ? { mysqlEndpoints: forward(PROXY_MYSQL_PORT, "-mysql") } : {}),
         // The group's instances come and go (autohealing); their admin ports are reached by address
         // inside the network, which the group lists. Nothing stable to publish here.
         adminEndpoints: pulumi.output([] as string[]),

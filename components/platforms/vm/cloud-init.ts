@@ -53,6 +53,8 @@ export function serverUserData(input: ConfigureInput, adminSecret: SecretFetch):
 }
 
 export const PROXY_PORT = 6432;
+/** The proxies' MySQL-protocol port (ProxySQL's), on fleets with MariaDB/MySQL tenant databases. */
+export const PROXY_MYSQL_PORT = 6033;
 export const PROXY_ADMIN_PORT = 9187;
 export const PROXY_DIR = "/opt/tenantfleet";
 
@@ -62,6 +64,8 @@ export interface ProxyUserDataInput {
   fetchArtifact: SecretFetch;
   /** Prints the catalog URL. */
   catalogUrl: SecretFetch;
+  /** Also listen for the MySQL protocol (PROXY_MYSQL_PORT). Off, the unit is what it was before MySQL support. */
+  mysql?: boolean;
 }
 
 /** A proxy host: Node.js from the distribution, the bundled proxy, a systemd unit that restarts it
@@ -76,7 +80,7 @@ export function proxyUserData(input: ProxyUserDataInput): string {
     "",
     "[Service]",
     "EnvironmentFile=/etc/tenantfleet/proxy.env",
-    `ExecStart=/usr/bin/node ${PROXY_DIR}/proxy.js --id ${input.proxyId} --listen 0.0.0.0:${PROXY_PORT} --admin 0.0.0.0:${PROXY_ADMIN_PORT}`,
+    `ExecStart=/usr/bin/node ${PROXY_DIR}/proxy.js --id ${input.proxyId} --listen 0.0.0.0:${PROXY_PORT}${input.mysql ? ` --mysql-listen 0.0.0.0:${PROXY_MYSQL_PORT}` : ""} --admin 0.0.0.0:${PROXY_ADMIN_PORT}`,
     "DynamicUser=yes",
     "Restart=always",
     "RestartSec=1",

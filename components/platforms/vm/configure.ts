@@ -135,7 +135,8 @@ function mysqlScript(input: ConfigureInput): string {
     }),
     "ssl-cert": "/etc/mysql/tenantfleet-server.crt",
     "ssl-key": "/etc/mysql/tenantfleet-server.key",
-    "require-secure-transport": "ON",
+    // Offered, not required, as for PostgreSQL: the proxy's and the providers' connections do not
+    // negotiate TLS yet, and required they could not reach the server at all (README, limits).
   });
   return `${PRELUDE}
 make_cert /etc/mysql mysql:mysql

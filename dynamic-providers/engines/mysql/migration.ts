@@ -9,8 +9,9 @@
  *
  * GTIDs: every server starts in GTID domain 0. The target binlogs what it applies (log_slave_updates)
  * and runs gtid_strict_mode, so a source's domain-0 transaction numbered below the target's own
- * would stop replication. Before the copy the source is given a domain of its own (its server_id,
- * `SET GLOBAL gtid_domain_id`), so everything replicated comes from a domain the target never wrote.
+ * would stop replication. So each server writes in a domain of its own (its server_id: settings.ts
+ * renders `gtid-domain-id`; a server started before that is given it here, `SET GLOBAL`), and
+ * everything replicated comes from a domain the target never wrote.
  *
  * The database keeps its name on every server (applications qualify tables with it), so a copy
  * left on the target by an earlier move (retained for rollback, fenced) is dropped before the new

@@ -5,7 +5,7 @@
 export interface MysqlSettingsInput {
   port: number;
   bindAddress: string;
-  /** Unique among every server that may replicate with this one. */
+  /** Unique among every server that may replicate with this one; also its GTID domain. */
   serverId: number;
   dataDir: string;
   socket: string;
@@ -25,6 +25,9 @@ export function mysqlSettings(input: MysqlSettingsInput): Record<string, string 
     "pid-file": input.pidFile,
     "log-error": input.logError,
     "server-id": input.serverId,
+    // Its own GTID domain: what a server writes never collides, under gtid_strict_mode, with what
+    // it applies from another (dynamic-providers/engines/mysql/migration.ts).
+    "gtid-domain-id": input.serverId,
     "log-bin": "binlog",
     "binlog-format": "ROW",
     "binlog-row-image": "FULL",
