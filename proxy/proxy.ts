@@ -19,6 +19,7 @@ import { cancelRequest } from "./postgres/writer";
 import { SQLSTATE } from "./postgres/codes";
 import { MysqlSession, type MysqlSessionHost } from "./mysql/session";
 import { ER } from "./mysql/codes";
+import type { ErrPacket } from "./mysql/handshake";
 
 export interface ProxyOptions {
   proxyId: string;
@@ -111,6 +112,7 @@ export class Proxy {
       },
       drain: (key) => this.drain(key),
       stats: (key) => this.stats(key),
+      kill: (requester, id, what) => this.killMysql(requester, id, what),
     };
     this.follower.on("route", (key, route, prev) => this.onRoute(key, route, prev));
     this.follower.on("pause", (key, p) => this.onPause(key, p.pauseId, p.remainingMs, p.target));
@@ -152,7 +154,8 @@ export class Proxy {
     }));
     this.adminPort = (this.admin.address() as net.AddressInfo).port;
     const advertise = this.opts.advertise ?? { host: this.opts.listen.host, port: this.port };
-    this.follower.setAddress(advertise, `http://${this.opts.admin.host}:${this.adminPort}`);
+    // Peers reach this proxy's MySQL listener on the advertised host (a KILL of a session here).
+    this.follower.setAddress({ ...advertise, ...(this.mysqlPort ? { mysqlPort: this.mysqlPort } : {}) }, `http://${this.opts.admin.host}:${this.adminPort}`);
     await this.follower.start();
     following = true;
     for (const { socket, serve } of early.splice(0)) if (!socket.destroyed) serve(socket);
@@ -299,6 +302,28 @@ export class Proxy {
       this.mysqlSessions.set(id, s);
       return id;
     }
+  }
+
+  /**
+   * `KILL [QUERY|CONNECTION] <id>` from a MySQL client, `id` a connection id this fleet gave (the
+   * handshake's, which clients use): a session here → done here, as its own login on its server;
+   * another proxy's → asked of that proxy, as the requester's login. As MySQL: a login may kill
+   * only its own sessions (1095), an unknown id is 1094. Returns the error, or undefined for OK.
+   */
+  private async killMysql(requester: MysqlSession, id: number, what: "query" | "connection"): Promise<ErrPacket | undefined> {
+    const ordinal = ordinalOfPid(id);
+    if (ordinal === this.follower.ordinal) {
+      const s = this.mysqlSessions.get(id);
+      if (!s) return { code: ER.NO_SUCH_THREAD.code, sqlState: ER.NO_SUCH_THREAD.state, message: `Unknown thread id: ${id}` };
+      if (s.user !== requester.user) return { code: ER.KILL_DENIED.code, sqlState: ER.KILL_DENIED.state, message: `You are not owner of thread ${id}` };
+      this.log.info({ key: s.key, session: s.no, what, by: requester.no }, "KILL of a MySQL session");
+      if (what === "connection") s.killConnection();
+      else await s.killQuery();
+      return undefined;
+    }
+    const peer = await this.follower.peer(ordinal);
+    if (!peer?.mysqlPort) return { code: ER.NO_SUCH_THREAD.code, sqlState: ER.NO_SUCH_THREAD.state, message: `Unknown thread id: ${id}` };
+    return requester.askProxy({ host: peer.host, port: peer.mysqlPort }, `KILL ${what.toUpperCase()} ${id}`);
   }
 
   /** A CancelRequest: ours → cancel on the session's current server; another proxy's → forward it. */

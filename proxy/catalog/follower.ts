@@ -38,7 +38,7 @@ export interface FollowerEvents {
 export class CatalogFollower extends EventEmitter<FollowerEvents> {
   readonly routes = new Map<string, Route>();
   readonly pauses = new Map<string, ActivePause>();
-  readonly peers = new Map<number, { proxyId: string; host: string; port: number }>();
+  readonly peers = new Map<number, { proxyId: string; host: string; port: number; mysqlPort?: number }>();
   ordinal = 0;
   connected = false;
   private pool: Pool;
@@ -55,10 +55,10 @@ export class CatalogFollower extends EventEmitter<FollowerEvents> {
   }
 
   /** Where other proxies reach this one (forwarded CancelRequests) and its admin endpoint. */
-  private address: { advertise: { host: string; port: number }; adminUrl: string } | undefined;
+  private address: { advertise: { host: string; port: number; mysqlPort?: number }; adminUrl: string } | undefined;
 
   /** Set once the listeners are bound (port 0 picks a free port), before start(). */
-  setAddress(advertise: { host: string; port: number }, adminUrl: string): void {
+  setAddress(advertise: { host: string; port: number; mysqlPort?: number }, adminUrl: string): void {
     this.address = { advertise, adminUrl };
   }
 
@@ -88,12 +88,12 @@ export class CatalogFollower extends EventEmitter<FollowerEvents> {
       // Proxies silent for a day are gone: free their ordinals.
       await c.query("delete from tenantfleet.proxies where heartbeat_at < now() - interval '1 day' and proxy_id <> $1", [this.opts.proxyId]);
       const r = await c.query<{ ordinal: number }>(
-        `insert into tenantfleet.proxies (proxy_id, ordinal, host, port, admin_url)
-         values ($1, (select min(o) from generate_series(1, 2047) o where o not in (select ordinal from tenantfleet.proxies)), $2, $3, $4)
-         on conflict (proxy_id) do update set host = excluded.host, port = excluded.port, admin_url = excluded.admin_url,
+        `insert into tenantfleet.proxies (proxy_id, ordinal, host, port, admin_url, mysql_port)
+         values ($1, (select min(o) from generate_series(1, 2047) o where o not in (select ordinal from tenantfleet.proxies)), $2, $3, $4, $5)
+         on conflict (proxy_id) do update set host = excluded.host, port = excluded.port, admin_url = excluded.admin_url, mysql_port = excluded.mysql_port,
            started_at = now(), heartbeat_at = now()
          returning ordinal`,
-        [this.opts.proxyId, advertise.host, advertise.port, adminUrl],
+        [this.opts.proxyId, advertise.host, advertise.port, adminUrl, advertise.mysqlPort ?? null],
       );
       await c.query("commit");
       this.ordinal = r.rows[0]!.ordinal;
@@ -216,9 +216,9 @@ export class CatalogFollower extends EventEmitter<FollowerEvents> {
   }
 
   private async loadPeers(c: { query: Pool["query"] }): Promise<void> {
-    const r = await c.query<{ proxy_id: string; ordinal: number; host: string; port: number }>(`select proxy_id, ordinal, host, port from tenantfleet.proxies`);
+    const r = await c.query<{ proxy_id: string; ordinal: number; host: string; port: number; mysql_port: number | null }>(`select proxy_id, ordinal, host, port, mysql_port from tenantfleet.proxies`);
     this.peers.clear();
-    for (const p of r.rows) this.peers.set(p.ordinal, { proxyId: p.proxy_id, host: p.host, port: p.port });
+    for (const p of r.rows) this.peers.set(p.ordinal, { proxyId: p.proxy_id, host: p.host, port: p.port, ...(p.mysql_port ? { mysqlPort: p.mysql_port } : {}) });
   }
 
   private async heartbeat(): Promise<void> {
@@ -231,7 +231,7 @@ export class CatalogFollower extends EventEmitter<FollowerEvents> {
     }
   }
 
-  async peer(ordinal: number): Promise<{ host: string; port: number } | undefined> {
+  async peer(ordinal: number): Promise<{ host: string; port: number; mysqlPort?: number } | undefined> {
     if (!this.peers.has(ordinal)) await this.loadPeers(this.pool).catch(() => undefined);
     return this.peers.get(ordinal);
   }

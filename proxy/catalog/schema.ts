@@ -163,6 +163,11 @@ alter table tenantfleet.tenant_databases
   add column server_budget integer check (server_budget > 0);
 `,
   },
+  {
+    version: 5,
+    name: "each proxy's MySQL port, so a KILL of a session on another proxy reaches it",
+    sql: `alter table tenantfleet.proxies add column mysql_port integer;`,
+  },
 ];
 
 export const CATALOG_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

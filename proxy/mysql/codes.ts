@@ -113,6 +113,9 @@ export const ER = {
   NOT_ALLOWED_COMMAND: { code: 1148, state: "42000" }, // The used command is not allowed with this MariaDB version
   UNKNOWN_ERROR: { code: 1105, state: "HY000" },
   LOCK_WAIT_TIMEOUT: { code: 1205, state: "HY000" },
+  NO_SUCH_THREAD: { code: 1094, state: "HY000" }, // Unknown thread id: %lu
+  KILL_DENIED: { code: 1095, state: "HY000" }, // You are not owner of thread %lu
+  CONNECTION_KILLED: { code: 1927, state: "70100" }, // Connection was killed
 } as const;
 
 export type ErrorCode = (typeof ER)[keyof typeof ER];

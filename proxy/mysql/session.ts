@@ -29,7 +29,7 @@ import type { TenantStats } from "../metrics";
 import { ClientAuth, type MysqlLogin } from "./client-auth";
 import { COM, ER, RESPONSE, STATUS, type ErrorCode } from "./codes";
 import { connectMysqlBackend, MysqlBackendError, type MysqlBackend } from "./backend";
-import { encodeErr, encodeOk, type HandshakeResponse } from "./handshake";
+import { encodeErr, encodeOk, type ErrPacket, type HandshakeResponse } from "./handshake";
 import { encodePacket, LogicalPacket, MysqlProtocolError, PacketScanner, PayloadWriter, type Packet } from "./packets";
 import { ResponseTracker } from "./response";
 
@@ -55,7 +55,16 @@ export interface MysqlSessionHost {
   unregister(s: MysqlSession): void;
   drain(key: string): TenantDrain;
   stats(key: string): TenantStats;
+  /** A client's `KILL`: the error to answer with, or undefined for OK. */
+  kill(requester: MysqlSession, id: number, what: "query" | "connection"): Promise<ErrPacket | undefined>;
 }
+
+/**
+ * `KILL [HARD|SOFT] [CONNECTION|QUERY] <id>`. Clients name a connection by the id the handshake
+ * gave them, the proxy's (unique across the fleet), not the server's: the proxy answers it.
+ * (`KILL QUERY ID <query id>` and `KILL USER` are the server's business and pass through.)
+ */
+const KILL = /^\s*kill\s+(?:(?:hard|soft)\s+)?(?:(connection|query)\s+)?(\d+)\s*;?\s*$/i;
 
 /** Statements after which the session holds state on its server that a switch cannot carry. */
 const UNMOVABLE =
@@ -127,6 +136,10 @@ export class MysqlSession implements DrainMember {
   private serverChunk: Buffer | undefined;
   private lastInsertId = 0;
   private unmovableReason: string | undefined;
+  /** A command the proxy answers itself (a KILL): its answer, sent in place of forwarding it. */
+  private localAnswer: Promise<Buffer> | undefined;
+  /** The route the current backend connection was opened on (its server). */
+  private backendRoute: Route | undefined;
 
   // Drain.
   private held: Buffer[] = [];
@@ -370,6 +383,18 @@ export class MysqlSession implements DrainMember {
     this.clientChunk = chunk;
     this.clientScanner!.feed(chunk);
     if (this.step === "closed") return;
+    const local = this.localAnswer;
+    if (local) {
+      // Nothing else is read from the client until it has its answer (one command at a time).
+      this.localAnswer = undefined;
+      this.socket.pause();
+      void local.then((payload) => {
+        if (this.step === "closed") return;
+        this.writeClient(1, payload);
+        this.socket.resume();
+      });
+      return;
+    }
     this.backend!.socket.write(chunk);
   }
 
@@ -399,6 +424,20 @@ export class MysqlSession implements DrainMember {
     }
     const cmd: Command = { com: p.kind };
     if (p.kind === COM.QUERY && body) cmd.text = body.subarray(1).toString("utf8");
+    const kill = cmd.text !== undefined ? KILL.exec(cmd.text) : null;
+    if (kill) {
+      // Answered here, not forwarded: only when the command is the whole chunk (a client sends a
+      // command in one write); a KILL pipelined behind other commands goes to the server as it is.
+      const at = p.end - p.length - 4;
+      if (p.first && at === 0 && p.end === this.clientChunk?.length) {
+        const what = kill[1]?.toLowerCase() === "query" ? "query" : "connection";
+        this.localAnswer = this.host.kill(this, Number(kill[2]), what).then(
+          (err) => (err ? errPayload(err) : encodeOk({ status: this.tracker.status & ~STATUS.SESSION_STATE_CHANGED })),
+          (e: Error) => encodeErr(ER.UNKNOWN_ERROR, `KILL failed: ${e.message}`),
+        );
+        return;
+      }
+    }
     if (p.kind === COM.STMT_PREPARE) cmd.prepare = { body: body && Buffer.from(body), awaitingOk: true };
     if (p.kind === COM.STMT_CLOSE) cmd.closes = statementId;
     if (cmd.text && UNMOVABLE.test(cmd.text)) this.unmovable(`ran: ${cmd.text.slice(0, 60)}`);
@@ -471,6 +510,7 @@ export class MysqlSession implements DrainMember {
 
   private adoptBackend(b: MysqlBackend, route: Route): void {
     this.backend = b;
+    this.backendRoute = route;
     this.backendEpoch = route.epoch;
     const status = this.tracker.status;
     this.tracker = new ResponseTracker(b.capabilities);
@@ -598,7 +638,7 @@ export class MysqlSession implements DrainMember {
     } catch (e) {
       const err = (e as MysqlBackendError).err;
       this.log.error({ err: (e as Error).message, server: current.server }, "could not log into the tenant database's server");
-      if (err) return this.failRaw(new PayloadWriter().u8(RESPONSE.ERR).u16(err.code).bytes(Buffer.from(`#${err.sqlState}`, "latin1")).bytes(Buffer.from(err.message, "utf8")).build(), this.okSeq, err.message);
+      if (err) return this.failRaw(errPayload(err), this.okSeq, err.message);
       return this.fail(ER.UNKNOWN_ERROR, `the server of ${this.key} is not reachable: ${(e as Error).message}`, this.okSeq);
     }
     if ((this.step as Step) === "closed") return void b.socket.destroy();
@@ -628,6 +668,40 @@ export class MysqlSession implements DrainMember {
         connectTimeoutMs: this.host.connectTimeoutMs,
       },
     );
+  }
+
+  // ---------------------------------------------------------------- KILL
+
+  /** Interrupt the statement this session runs, if any: `KILL QUERY` on its server, as its own login. */
+  async killQuery(): Promise<void> {
+    const b = this.backend;
+    const route = this.backendRoute;
+    if (!b || !route || this.step === "closed") return; // nothing runs on a server
+    const side = await this.login(route);
+    try {
+      const r = await roundTrip(side, COM.QUERY, Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(`KILL QUERY ${b.connectionId}`, "utf8")]));
+      // The statement may have ended meanwhile, and its server thread with the session: nothing to kill.
+      if (r.error && r.error.code !== ER.NO_SUCH_THREAD.code) throw new MysqlBackendError(r.error.message, r.error);
+    } finally {
+      side.socket.destroy();
+    }
+  }
+
+  /** End this session as MySQL ends a killed connection. */
+  killConnection(): void {
+    this.fail(ER.CONNECTION_KILLED, "Connection was killed");
+  }
+
+  /** Run one statement on another proxy of the fleet as this session's login (a KILL of a session there); its error, if any. */
+  async askProxy(at: { host: string; port: number }, sql: string): Promise<ErrPacket | undefined> {
+    const route = this.backendRoute;
+    if (!route) return { code: ER.UNKNOWN_ERROR.code, sqlState: ER.UNKNOWN_ERROR.state, message: "not connected" };
+    const side = await this.login({ ...route, host: at.host, port: at.port });
+    try {
+      return (await roundTrip(side, COM.QUERY, Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(sql, "utf8")]))).error;
+    } finally {
+      side.socket.destroy();
+    }
   }
 
   // ---------------------------------------------------------------- writing and closing
@@ -714,4 +788,8 @@ function roundTrip(b: MysqlBackend, com: number, payload: Buffer): Promise<Respo
     cleanup();
     resolve(tracker);
   });
+}
+
+function errPayload(e: ErrPacket): Buffer {
+  return new PayloadWriter().u8(RESPONSE.ERR).u16(e.code).bytes(Buffer.from(`#${e.sqlState}`, "latin1")).bytes(Buffer.from(e.message, "utf8")).build();
 }

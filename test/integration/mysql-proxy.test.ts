@@ -131,6 +131,39 @@ describe("MySQL listener", () => {
     );
     expect(out.trim()).toBe("cli");
   });
+
+  it("KILL QUERY and KILL name the connection id the client was given, from either proxy; only the login's own sessions", async () => {
+    const victim = await connect(p1, acme);
+    const interrupted = (by: mysql.Connection) =>
+      new Promise<unknown>((resolve) => {
+        const running = victim.query("select sleep(30)").then((r) => r, (e) => e);
+        // Once the statement runs on the server, interrupt it by the id mysql2 got in the handshake.
+        setTimeout(() => void by.query(`KILL QUERY ${victim.threadId}`).then(() => resolve(running), (e) => resolve(e)), 500);
+      });
+    for (const p of [p1, p2]) {
+      const killer = await connect(p, acme);
+      const started = Date.now();
+      const r = (await interrupted(killer)) as [mysql.RowDataPacket[]] | Error;
+      // MariaDB ends an interrupted SLEEP() early with 1 (or error 1317): either way, not 30 s later.
+      expect(Date.now() - started, `from ${p === p1 ? "proxy-1" : "proxy-2"}`).toBeLessThan(10_000);
+      if (!(r instanceof Error)) expect(Number(Object.values(r[0][0]!)[0])).toBe(1);
+      else expect((r as { errno?: number }).errno).toBe(1317);
+      // The interrupted connection goes on.
+      const [[row]] = await victim.query<mysql.RowDataPacket[]>("select 41 + 1 as n");
+      expect(Number(row!.n)).toBe(42);
+    }
+    // Another tenant's login may not; an unknown id is unknown.
+    const other = await connect(p2, globex);
+    await expect(other.query(`KILL QUERY ${victim.threadId}`)).rejects.toMatchObject({ errno: 1095 });
+    await expect(other.query("KILL QUERY 99")).rejects.toMatchObject({ errno: 1094 });
+    // KILL CONNECTION from the other proxy ends the victim's session.
+    const killer = await connect(p2, acme);
+    await killer.query(`KILL ${victim.threadId}`);
+    await expect(victim.query("select 1")).rejects.toBeTruthy();
+    // The killer's own session is fine.
+    const [[ok]] = await killer.query<mysql.RowDataPacket[]>("select 1 as one");
+    expect(Number(ok!.one)).toBe(1);
+  });
 });
 
 describe("MySQL drain and switch", () => {
