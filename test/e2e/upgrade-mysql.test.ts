@@ -56,7 +56,8 @@ describe("a stack with a MariaDB tenant database from before it was managed, upd
   it("preview plans its TenantDatabase and the proxies' MySQL listener, nothing else", async () => {
     const p = JSON.parse((await newCode(["preview", "--json"])).stdout) as { steps: Array<{ op: string; urn: string }> };
     const changes = p.steps.filter((s) => s.op !== "same").map((s) => `${s.op} ${s.urn.split("::").pop()}`).sort();
-    expect(changes).toEqual(["create globex-shop", "update proxy-1", "update proxy-2"]);
+    // The catalog's schema gains the proxies' MySQL port (v5): an update in place, adding a column.
+    expect(changes).toEqual(["create globex-shop", "update control-catalog", "update proxy-1", "update proxy-2"]);
   });
 
   it("up starts managing it where it is: same server, the data kept, served through the proxies; the PostgreSQL database untouched", async () => {
