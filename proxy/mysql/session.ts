@@ -76,6 +76,14 @@ const STATEMENT_COMMANDS = new Set<number>([COM.STMT_EXECUTE, COM.STMT_SEND_LONG
 /** COM_QUERY bodies longer than this are not inspected (a bulk INSERT, a LOAD of rows). */
 const MAX_INSPECTED = 1 << 20;
 
+interface PreparedStatement {
+  body: Buffer;
+  serverId: number;
+  params: number;
+  types?: Buffer;
+  typesSent: boolean;
+}
+
 /** A command whose response is awaited, and what it means for the session's state. */
 interface Command {
   com: number;
@@ -126,8 +134,15 @@ export class MysqlSession implements DrainMember {
   // Session state.
   /** SET statements the client ran, in the order they last ran: replayed after a switch. */
   private readonly settings = new Set<string>();
-  /** Prepared statements by the id the client knows: the COM_STMT_PREPARE body (to prepare it again after a switch) and the id on the current server. */
-  private readonly prepared = new Map<number, { body: Buffer; serverId: number }>();
+  /**
+   * Prepared statements by the id the client knows: the COM_STMT_PREPARE body (to prepare it again
+   * after a switch), the id on the current server, its parameter count, the parameter types the
+   * client last bound (COM_STMT_EXECUTE sends them only when they change: the server keeps them),
+   * and whether the current server connection has been given them.
+   */
+  private readonly prepared = new Map<number, PreparedStatement>();
+  /** Changes to the chunk being forwarded: [start, end, replacement] (a COM_STMT_EXECUTE given its types back). */
+  private clientEdits: [number, number, Buffer][] = [];
   /** After a switch gave statements new server ids: ids are rewritten both ways from then on. */
   private translating = false;
   private nextClientStatementId = 0;
@@ -334,6 +349,7 @@ export class MysqlSession implements DrainMember {
       const r = await roundTrip(b, COM.STMT_PREPARE, st.body);
       if (r.error || !r.prepared) throw new MysqlBackendError(`preparing statement ${clientId} again failed: ${r.error?.message ?? "no statement id"}`, r.error);
       st.serverId = r.prepared.statementId;
+      st.typesSent = false; // the new server has not seen this statement's parameter types
       if (st.serverId !== clientId) this.translating = true;
     }
   }
@@ -383,6 +399,14 @@ export class MysqlSession implements DrainMember {
     this.clientChunk = chunk;
     this.clientScanner!.feed(chunk);
     if (this.step === "closed") return;
+    if (this.clientEdits.length > 0) {
+      const parts: Buffer[] = [];
+      let from = 0;
+      for (const [start, end, bytes] of this.clientEdits) parts.push(chunk.subarray(from, start), bytes), (from = end);
+      parts.push(chunk.subarray(from));
+      this.clientEdits = [];
+      chunk = Buffer.concat(parts);
+    }
     const local = this.localAnswer;
     if (local) {
       // Nothing else is read from the client until it has its answer (one command at a time).
@@ -400,7 +424,7 @@ export class MysqlSession implements DrainMember {
 
   private clientWants(kind: number, length: number): boolean {
     if (!this.tracker.idle) return false;
-    return (kind === COM.QUERY && length <= MAX_INSPECTED) || kind === COM.STMT_PREPARE || kind === COM.STMT_CLOSE;
+    return ((kind === COM.QUERY || kind === COM.STMT_EXECUTE) && length <= MAX_INSPECTED) || kind === COM.STMT_PREPARE || kind === COM.STMT_CLOSE;
   }
 
   /** One physical packet from the client (a command, or a LOAD DATA LOCAL file's data). */
@@ -422,6 +446,7 @@ export class MysqlSession implements DrainMember {
       this.fail(ER.NOT_ALLOWED_COMMAND, "COM_CHANGE_USER is not supported through the tenantfleet proxy; open a new connection (COM_RESET_CONNECTION resets a session)");
       return;
     }
+    if (p.kind === COM.STMT_EXECUTE && statementId !== undefined && body) this.executeTypes(p, body, statementId);
     const cmd: Command = { com: p.kind };
     if (p.kind === COM.QUERY && body) cmd.text = body.subarray(1).toString("utf8");
     const kill = cmd.text !== undefined ? KILL.exec(cmd.text) : null;
@@ -475,6 +500,33 @@ export class MysqlSession implements DrainMember {
     chunk.writeUInt32LE(prepare.clientId, at + 1);
   }
 
+  /**
+   * A COM_STMT_EXECUTE: note the parameter types it binds; if it binds none (new-params-bound 0:
+   * "as last time") on a server connection that never had them — the statement was prepared again
+   * there by a switch — send it with the client's last types, or the server refuses it (1210).
+   * Layout: 0x17, id(4), flags(1), iterations(4), null bitmap ((n + 7) / 8), bound(1), [types(2n)], values.
+   */
+  private executeTypes(p: Packet, body: Buffer, clientId: number): void {
+    const st = this.prepared.get(clientId);
+    if (!st || st.params === 0) return;
+    const flagAt = 10 + ((st.params + 7) >> 3);
+    if (body.length <= flagAt) return; // malformed: the server says so
+    if (body[flagAt] === 1) {
+      st.types = Buffer.from(body.subarray(flagAt + 1, flagAt + 1 + 2 * st.params));
+      st.typesSent = true;
+      return;
+    }
+    if (st.typesSent || !st.types) return;
+    const start = p.end - p.length - 4;
+    if (!p.first || p.more || start < 0) {
+      throw new MysqlProtocolError("a prepared statement's execution split across reads could not be given its parameter types after the move; reconnect");
+    }
+    const chunk = this.clientChunk!;
+    const payload = Buffer.concat([chunk.subarray(start + 4, start + 4 + flagAt), Buffer.from([1]), st.types, chunk.subarray(start + 4 + flagAt + 1, p.end)]);
+    this.clientEdits.push([start, p.end, encodePacket(chunk[start + 3]!, payload).bytes]);
+    st.typesSent = true;
+  }
+
   private unmovable(reason: string): void {
     if (!this.unmovableReason) this.log.info({ reason }, "session holds state that cannot move to another server; a drain waits for it");
     this.unmovableReason = reason;
@@ -487,7 +539,7 @@ export class MysqlSession implements DrainMember {
     if (cmd.com === COM.STMT_CLOSE && cmd.closes !== undefined) this.prepared.delete(cmd.closes);
     if (ok && cmd.prepare?.body && this.tracker.prepared) {
       const clientId = cmd.prepare.clientId ?? this.tracker.prepared.statementId;
-      this.prepared.set(clientId, { body: cmd.prepare.body, serverId: this.tracker.prepared.statementId });
+      this.prepared.set(clientId, { body: cmd.prepare.body, serverId: this.tracker.prepared.statementId, params: this.tracker.prepared.params, typesSent: false });
       this.nextClientStatementId = Math.max(this.nextClientStatementId, clientId);
     }
     if (ok && cmd.text && SESSION_SET.test(cmd.text) && !UNMOVABLE.test(cmd.text)) {
