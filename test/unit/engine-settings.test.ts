@@ -33,6 +33,7 @@ describe("engine settings (what migrations need)", () => {
     expect(cnf).toContain("gtid-strict-mode = ON");
     expect(cnf).toContain("server-id = 23306");
     expect(cnf).toContain("gtid-domain-id = 23306");
+    expect(cnf).toContain("slave-parallel-threads = 4"); // a migration's replica catches up in parallel
     expect(cnf).toContain("log-bin = binlog");
   });
 
