@@ -33,6 +33,7 @@ import {
   fenceDatabase,
   ident,
   literal,
+  openAdmin,
   rows,
   withAdmin,
   type MysqlServerAccess,
@@ -68,6 +69,26 @@ export class MysqlMigration implements EngineMigration {
   readonly target: RouteTarget;
   private migrationId: number | undefined;
   private replPassword: string | undefined;
+  /** Admin connections kept for the calls a cutover makes while the tenant is paused (lag, verify): no login inside the pause. */
+  private readonly kept = new Map<MysqlServerAccess, Promise<mysql.Connection>>();
+
+  /** `fn` on a kept admin connection to `s`; a connection that fails is dropped (the next call opens another). */
+  private async onKept<T>(s: MysqlServerAccess, fn: (c: mysql.Connection) => Promise<T>): Promise<T> {
+    let p = this.kept.get(s);
+    if (!p) {
+      p = openAdmin(s);
+      this.kept.set(s, p);
+      p.catch(() => this.kept.delete(s));
+    }
+    const c = await p;
+    try {
+      return await fn(c);
+    } catch (e) {
+      this.kept.delete(s);
+      c.destroy();
+      throw e;
+    }
+  }
 
   constructor(private readonly a: MysqlMigrationArgs) {
     this.target = { server: a.target.name, host: a.target.host, port: a.target.port, backendDatabase: a.from.database };
@@ -200,9 +221,9 @@ export class MysqlMigration implements EngineMigration {
 
   async markerLag(timeoutMs: number): Promise<number> {
     const started = Date.now();
-    const at = await withAdmin(this.a.source, async (c) => (await rows<{ File: string; Position: number }>(c, "show master status"))[0]);
+    const at = await this.onKept(this.a.source, async (c) => (await rows<{ File: string; Position: number }>(c, "show master status"))[0]);
     if (!at) throw new Error(`${this.a.source.name} reports no binlog position (is log_bin on?)`);
-    await withAdmin(this.a.target, async (c) => {
+    await this.onKept(this.a.target, async (c) => {
       await this.status(c);
       const [r] = await rows<{ r: number | null }>(c, "select master_pos_wait(?, ?, ?, ?) as r", [at.File, Number(at.Position), Math.max(1, Math.ceil(timeoutMs / 1000)), this.connection]);
       if (r?.r === null || r?.r === undefined) await this.status(c); // stopped: say why
@@ -224,11 +245,11 @@ export class MysqlMigration implements EngineMigration {
   async verify(): Promise<Verification> {
     const started = Date.now();
     const db = this.a.from.database;
-    const tables = await withAdmin(this.a.source, async (c) =>
+    const tables = await this.onKept(this.a.source, async (c) =>
       (await rows<{ t: string }>(c, "select table_name as t from information_schema.tables where table_schema = ? and table_type = 'BASE TABLE' order by table_name", [db])).map((r) => r.t),
     );
     const side = (s: MysqlServerAccess) =>
-      withAdmin(s, async (c) => {
+      this.onKept(s, async (c) => {
         const out: (number | string)[] = [];
         for (const t of tables) {
           out.push(await rows<{ n: number }>(c, `select count(*) as n from ${ident(db)}.${ident(t)}`).then((r) => Number(r[0]!.n), (e: Error) => `error: ${e.message}`));
@@ -260,7 +281,9 @@ export class MysqlMigration implements EngineMigration {
   }
 
   async close(): Promise<void> {
-    // Every call opens and closes its own admin connection.
+    const kept = [...this.kept.values()];
+    this.kept.clear();
+    await Promise.all(kept.map((p) => p.then((c) => c.end().catch(() => c.destroy()), () => undefined)));
   }
 }
 

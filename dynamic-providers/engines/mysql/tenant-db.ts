@@ -28,7 +28,8 @@ export const literal = (v: string) => `'${v.replace(/\\/g, "\\\\").replace(/'/g,
 const account = (user: string) => `${literal(user)}@'%'`;
 
 /** Run `fn` on an admin connection to `s`, closed afterwards; connection errors name the server. */
-export async function withAdmin<T>(s: MysqlServerAccess, fn: (c: mysql.Connection) => Promise<T>): Promise<T> {
+/** An admin connection to `s` (through its tunnel end when it has one); the caller ends it. */
+export async function openAdmin(s: MysqlServerAccess): Promise<mysql.Connection> {
   const at = s.via ?? s;
   let c: mysql.Connection;
   try {
@@ -37,6 +38,11 @@ export async function withAdmin<T>(s: MysqlServerAccess, fn: (c: mysql.Connectio
     throw new Error(`cannot reach MariaDB server ${s.name} at ${s.host}:${s.port}: ${(e as Error).message}`);
   }
   c.on("error", () => undefined);
+  return c;
+}
+
+export async function withAdmin<T>(s: MysqlServerAccess, fn: (c: mysql.Connection) => Promise<T>): Promise<T> {
+  const c = await openAdmin(s);
   try {
     return await fn(c);
   } finally {
