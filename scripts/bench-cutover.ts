@@ -4,6 +4,8 @@
  * under a steady write load through two real proxies, against `pg_dump | pg_restore` of the same
  * database in the same run (the baseline a migration must not be slower than).
  *
+ *   --engine <e>       postgres (default) or mysql: a MariaDB tenant database built with sysbench's
+ *                      tables, moved by binlog replication, against `mariadb-dump | mariadb`
  *   --size-mb <n>      tenant database size to build with pgbench -i (default 1024)
  *   --writes <n>       steady writes per second through the proxies during the migration (default 500)
  *   --clients <n>      load clients (default 4)
@@ -23,6 +25,7 @@ import { LoadGenerator, compareIds, prepareLoadTables, storedIds } from "./lib/l
 import { pgBinary } from "../dynamic-providers/engines/postgres/local";
 import { copyDatabase, databaseSize, ensureTenantDatabase } from "../dynamic-providers/engines/postgres/tenant-db";
 import { repoRoot } from "./lib/pulumi-env";
+import { mysqlCutover } from "./lib/cutover-mysql";
 
 const execFileP = promisify(execFile);
 /** pgbench: about 15 MB of table and index per unit of scale. */
@@ -30,6 +33,7 @@ const MB_PER_SCALE = 15;
 
 const { values } = parseArgs({
   options: {
+    engine: { type: "string", default: "postgres" },
     "size-mb": { type: "string", default: "1024" },
     writes: { type: "string", default: "500" },
     clients: { type: "string", default: "4" },
@@ -42,7 +46,25 @@ const writes = Number(values.writes);
 const clients = Number(values.clients);
 const progress = (m: string) => process.stderr.write(`[bench:cutover] ${m}\n`);
 
+function save(result: { at?: string }, suffix: string): void {
+  if (values["no-save"]) return;
+  const dir = path.join(repoRoot, "bench", "results");
+  mkdirSync(dir, { recursive: true });
+  const at = result.at ?? new Date().toISOString();
+  const file = path.join(dir, `cutover-${suffix}${at.replace(/[:]/g, "-").replace(/\.\d+Z$/, "Z")}${values.quick ? "-quick" : ""}.json`);
+  writeFileSync(file, JSON.stringify(result, null, 2) + "\n");
+  progress(`wrote ${path.relative(repoRoot, file)}`);
+}
+
 async function main(): Promise<void> {
+  if (values.engine === "mysql") {
+    const at = new Date().toISOString();
+    const r = { ...(await mysqlCutover({ sizeMb, writes, clients, progress })), at, command: `npm run bench:cutover -- ${process.argv.slice(2).join(" ")}`.trim(), machine: { cpus: (await import("node:os")).cpus().length } };
+    console.log(JSON.stringify(r, null, 2));
+    save(r, "mysql-");
+    return;
+  }
+  if (values.engine !== "postgres") throw new Error(`--engine must be postgres or mysql, got "${values.engine}"`);
   const fleet = await LocalPgFleet.create({ stack: "bench-cutover" });
   try {
     const shared = await fleet.server("shared-postgres");
@@ -133,15 +155,8 @@ async function main(): Promise<void> {
       },
       errors: report.errors.slice(0, 5),
     };
-    const json = JSON.stringify(result, null, 2);
-    console.log(json);
-    if (!values["no-save"]) {
-      const dir = path.join(repoRoot, "bench", "results");
-      mkdirSync(dir, { recursive: true });
-      const file = path.join(dir, `cutover-${result.at.replace(/[:]/g, "-").replace(/\.\d+Z$/, "Z")}${values.quick ? "-quick" : ""}.json`);
-      writeFileSync(file, json + "\n");
-      progress(`wrote ${path.relative(repoRoot, file)}`);
-    }
+    console.log(JSON.stringify(result, null, 2));
+    save(result, "");
   } finally {
     await fleet.close();
   }
