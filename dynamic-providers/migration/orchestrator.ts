@@ -176,6 +176,14 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
       await enter("catchup");
       await setStatus("migrating");
       await catchUp(engine, opts, log, (lag) => save({ lagMs: lag }));
+      if (engine.verifyBeforePause) {
+        const v = await engine.verifyBeforePause();
+        record.verification = v;
+        record.timings.verifyBeforePause = v.ms;
+        if (!v.ok) throw new Error(`verification failed: ${v.mismatches.join("; ")}`);
+        log(`verified before the pause: ${v.tables} tables, ${v.rows} rows equal on both servers at one point of the replication stream (${v.ms} ms)`);
+        await catchUp(engine, opts, log, (lag) => save({ lagMs: lag }));
+      }
     }
 
     await enter("cutover");

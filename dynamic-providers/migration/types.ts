@@ -69,7 +69,14 @@ export interface EngineMigration {
   finishWhilePaused(): Promise<{ sequences: number }>;
   /** Paused, dump_restore method: the whole copy. */
   copyWhilePaused(): Promise<void>;
-  /** Paused: compare source and target. */
+  /**
+   * Native method, before the pause (optional): compare source and target exactly at one point of
+   * the replication stream while the tenant keeps running, so nothing that reads every row runs
+   * inside the pause. The orchestrator catches up again afterwards; `verify` then only has to
+   * show that the stream went on, without error, to the pause.
+   */
+  verifyBeforePause?(): Promise<Verification>;
+  /** Paused: compare source and target (after `verifyBeforePause`: the stream's health since). */
   verify(): Promise<Verification>;
   /** Drop replication objects on both sides (the source too: no slot may keep WAL for a tenant
    * that left). Tolerates a side that is gone. */

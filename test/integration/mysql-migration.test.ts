@@ -153,4 +153,33 @@ describe("MariaDB live migration", () => {
     // The source copy is fenced as after a replicated move.
     await expect(mysql.createConnection({ host: s2.host, port: s2.port, user: acme.user, password: acme.password, database: acme.name })).rejects.toMatchObject({ errno: 4151 });
   }, 300_000);
+
+  it("row counts compared before the pause catch a target that diverged: the move fails before the commit, acme keeps serving from its server", async () => {
+    // The previous test left acme on s1. A target whose copy lost a row the replication stream
+    // will never bring back (deleted there outside replication).
+    class Diverging extends MysqlMigration {
+      override async verifyBeforePause() {
+        await my.admin(s2, (c) => c.query(`set session sql_log_bin = 0; delete from \`${acme.name}\`.items order by id limit 1`));
+        return super.verifyBeforePause();
+      }
+    }
+    const w = new Writers(300_000);
+    w.start("proxy-1 plain", () => connect(p1), w.plain);
+    const epoch = (await fleet.route(acme)).epoch;
+    try {
+      const engine = new Diverging({ source: MysqlServers.access(s1), target: MysqlServers.access(s2), from: { database: acme.name, user: acme.user, verifier: nativeVerifier(acme.password) } });
+      await expect(migrate(engine, { key: acme, fromServer: s1.serverName, toServer: s2.serverName, epoch }, { catalog: fleet.catalogConfig, backupDir: path.join(fleet.root, "backups"), log: () => undefined })).rejects.toThrow(
+        new RegExp(`verification failed: ${acme.name}\\.items: source \\d+, target \\d+`),
+      );
+    } finally {
+      await w.stop();
+    }
+    expect(w.errors).toEqual([]);
+    expect(await fleet.route(acme)).toMatchObject({ server: s1.serverName, epoch });
+    // Nothing of the attempt is left on the target: no replication connection, no copy.
+    const [slaves] = await my.admin(s2, (c) => c.query<mysql.RowDataPacket[]>("show all slaves status"));
+    expect(slaves.filter((x) => x.Replicate_Wild_Do_Table === wildPattern(acme.name))).toEqual([]);
+    const onS1 = new Set(await my.admin(s1, async (c) => (await c.query<mysql.RowDataPacket[]>(`select id from \`${acme.name}\`.items`))[0].map((x) => Number(x.id))));
+    expect(w.acked.filter((id) => !onS1.has(id))).toEqual([]);
+  }, 300_000);
 });

@@ -62,6 +62,13 @@ interface SlaveStatus {
   Master_User: string;
   Replicate_Wild_Do_Table: string;
   Seconds_Behind_Master: number | null;
+  Relay_Master_Log_File: string;
+  Exec_Master_Log_Pos: number;
+}
+
+/** Binlog coordinates: `file:pos` at or after `atFile:atPos` (files are numbered, `binlog.000042`). */
+function atOrAfter(file: string, pos: number, atFile: string, atPos: number): boolean {
+  return file === atFile ? pos >= atPos : file > atFile;
 }
 
 export class MysqlMigration implements EngineMigration {
@@ -242,28 +249,90 @@ export class MysqlMigration implements EngineMigration {
     await copyDatabase(this.a.source, this.a.target, this.a.from.database);
   }
 
+  /**
+   * Row counts per table on both servers at one point of the binlog, while the tenant runs: the
+   * target's applier stops; the source opens a consistent snapshot, which MariaDB pins to a binlog
+   * position (`binlog_snapshot_file/position`) and counts in it; the applier runs `UNTIL` that
+   * position and stops there; the target counts; the applier goes on. Both counts then describe
+   * the same transactions, however long they take, and nothing of this is inside the pause: there,
+   * `markerLag` waits for the stream to reach the source's last position and `verify` checks that
+   * it did so without error (an applier error stops replication and fails the move before the
+   * commit). Why not count in the pause: the counts read every row, so the pause would grow with
+   * the database (1 GB: seconds).
+   */
+  async verifyBeforePause(): Promise<Verification> {
+    const started = Date.now();
+    const db = this.a.from.database;
+    const name = this.connection;
+    const tables = await this.tablesOf(db);
+    let source: number[];
+    let target: number[];
+    await this.onKept(this.a.target, (c) => c.query(`stop slave ${literal(name)} sql_thread`));
+    try {
+      const snap = await openAdmin(this.a.source);
+      let file: string;
+      let pos: number;
+      try {
+        await snap.query("start transaction with consistent snapshot");
+        const st = new Map((await rows<{ Variable_name: string; Value: string }>(snap, "show status like 'binlog_snapshot_%'")).map((r) => [r.Variable_name.toLowerCase(), r.Value]));
+        file = st.get("binlog_snapshot_file") ?? "";
+        pos = Number(st.get("binlog_snapshot_position"));
+        if (!file || !Number.isFinite(pos)) throw new Error(`${this.a.source.name} reports no binlog snapshot position`);
+        source = await countRows(snap, db, tables);
+        await snap.query("commit");
+      } finally {
+        await snap.end().catch(() => snap.destroy());
+      }
+      target = await this.onKept(this.a.target, async (c) => {
+        await c.query(`start slave ${literal(name)} sql_thread until master_log_file = ${literal(file)}, master_log_pos = ${Number(pos)}`);
+        // NULL: the applier is not running — it stopped at once, the position being reached already.
+        const [r] = await rows<{ r: number | null }>(c, "select master_pos_wait(?, ?, ?, ?) as r", [file, pos, 300, name]);
+        if (Number(r?.r) === -1) throw new Error(`replication of ${db} to ${this.a.target.name} did not reach ${file}:${pos} within 300 s`);
+        // The applier stops at the first transaction boundary at or after the position: wait for it,
+        // and make sure that is why it stopped.
+        for (const end = Date.now() + 30_000; ; await new Promise((res) => setTimeout(res, 20))) {
+          const s = (await rows<SlaveStatus>(c, "show all slaves status")).find((x) => x.Connection_name === name);
+          if (!s) throw new Error(`replication connection ${name} is gone from ${this.a.target.name}`);
+          if (s.Slave_SQL_Running === "No") {
+            if (s.Last_SQL_Error) throw new Error(`replication of ${db} to ${this.a.target.name} stopped: ${s.Last_SQL_Error}`);
+            if (!atOrAfter(s.Relay_Master_Log_File, Number(s.Exec_Master_Log_Pos), file, pos)) {
+              throw new Error(`replication of ${db} to ${this.a.target.name} stopped at ${s.Relay_Master_Log_File}:${s.Exec_Master_Log_Pos}, before ${file}:${pos}`);
+            }
+            break;
+          }
+          if (Date.now() > end) throw new Error(`replication of ${db} to ${this.a.target.name} did not stop at ${file}:${pos}`);
+        }
+        return countRows(c, db, tables);
+      });
+    } finally {
+      await this.onKept(this.a.target, (c) => c.query(`start slave ${literal(name)} sql_thread`));
+    }
+    const v = compareCounts(db, tables, source, target, Date.now() - started);
+    this.verifiedBeforePause = v;
+    return v;
+  }
+
+  private verifiedBeforePause: Verification | undefined;
+
+  private async tablesOf(db: string): Promise<string[]> {
+    return this.onKept(this.a.source, async (c) =>
+      (await rows<{ t: string }>(c, "select table_name as t from information_schema.tables where table_schema = ? and table_type = 'BASE TABLE' order by table_name", [db])).map((r) => r.t),
+    );
+  }
+
   async verify(): Promise<Verification> {
     const started = Date.now();
     const db = this.a.from.database;
-    const tables = await this.onKept(this.a.source, async (c) =>
-      (await rows<{ t: string }>(c, "select table_name as t from information_schema.tables where table_schema = ? and table_type = 'BASE TABLE' order by table_name", [db])).map((r) => r.t),
-    );
-    const side = (s: MysqlServerAccess) =>
-      this.onKept(s, async (c) => {
-        const out: (number | string)[] = [];
-        for (const t of tables) {
-          out.push(await rows<{ n: number }>(c, `select count(*) as n from ${ident(db)}.${ident(t)}`).then((r) => Number(r[0]!.n), (e: Error) => `error: ${e.message}`));
-        }
-        return out;
-      });
-    const [a, b] = await Promise.all([side(this.a.source), side(this.a.target)]);
-    const mismatches: string[] = [];
-    let total = 0;
-    tables.forEach((t, i) => {
-      if (a[i] !== b[i]) mismatches.push(`${db}.${t}: source ${a[i]}, target ${b[i]}`);
-      if (typeof a[i] === "number") total += a[i] as number;
-    });
-    return { ok: mismatches.length === 0, tables: tables.length, rows: total, sequences: 0, mismatches, ms: Date.now() - started };
+    const before = this.verifiedBeforePause;
+    if (before) {
+      // Counted before the pause; markerLag has just seen the stream reach the source's last
+      // position. What is left to show: it got there without an error.
+      await this.onKept(this.a.target, (c) => this.status(c));
+      return { ...before, ms: Date.now() - started };
+    }
+    const tables = await this.tablesOf(db);
+    const [a, b] = await Promise.all([this.onKept(this.a.source, (c) => countRows(c, db, tables)), this.onKept(this.a.target, (c) => countRows(c, db, tables))]);
+    return compareCounts(db, tables, a, b, Date.now() - started);
   }
 
   /** Every replication connection of this database on the target and its login on the source
@@ -285,6 +354,23 @@ export class MysqlMigration implements EngineMigration {
     this.kept.clear();
     await Promise.all(kept.map((p) => p.then((c) => c.end().catch(() => c.destroy()), () => undefined)));
   }
+}
+
+/** Exact row counts of `tables` (an unreadable table counts as -1: a mismatch, never equal). */
+async function countRows(c: mysql.Connection, db: string, tables: string[]): Promise<number[]> {
+  const out: number[] = [];
+  for (const t of tables) out.push(await rows<{ n: number }>(c, `select count(*) as n from ${ident(db)}.${ident(t)}`).then((r) => Number(r[0]!.n), () => -1));
+  return out;
+}
+
+function compareCounts(db: string, tables: string[], source: number[], target: number[], ms: number): Verification {
+  const mismatches: string[] = [];
+  let total = 0;
+  tables.forEach((t, i) => {
+    if (source[i] !== target[i] || source[i]! < 0) mismatches.push(`${db}.${t}: source ${source[i]! < 0 ? "unreadable" : source[i]}, target ${target[i]! < 0 ? "unreadable" : target[i]}`);
+    total += Math.max(0, source[i]!);
+  });
+  return { ok: mismatches.length === 0, tables: tables.length, rows: total, sequences: 0, mismatches, ms };
 }
 
 async function dropConnection(c: mysql.Connection, name: string): Promise<void> {
