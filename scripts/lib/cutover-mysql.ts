@@ -13,6 +13,7 @@ import { copyDatabase, databaseSize } from "../../dynamic-providers/engines/mysq
 import { migrate } from "../../dynamic-providers/migration/orchestrator";
 import { nativeVerifier } from "../../proxy/mysql/native-password";
 import { MysqlServers, mysqlFleet } from "./local-mysql-servers";
+import { cutoverGoals } from "./load";
 
 const execFileP = promisify(execFile);
 /** sysbench's sbtest rows with their indexes, as InnoDB stores them (measured: about 240 bytes each). */
@@ -147,12 +148,7 @@ export async function mysqlCutover(opts: MysqlCutoverOptions): Promise<Record<st
         maxLatencyBeforeMigrationMs: beforeMax,
         latencyMs: { p50: pct(0.5), p99: pct(0.99), max: latencies[latencies.length - 1] ?? 0 },
       },
-      goals: {
-        pauseAtMost100ms: (record.pauseMs ?? Infinity) <= 100,
-        noSlowerThanDumpRestore: migEnded - migStarted <= dumpRestoreMs,
-        zeroErrors: load.errors.length === 0,
-        zeroLostWrites: missing.length === 0,
-      },
+      goals: cutoverGoals({ pauseMs: record.pauseMs, migrationMs: migEnded - migStarted, dumpRestoreMs, errors: load.errors.length, lostWrites: missing.length }),
       errors: load.errors.slice(0, 5),
     };
   } finally {

@@ -203,3 +203,13 @@ export function compareIds(acknowledged: bigint[], stored: bigint[]): { missing:
 
 const round = (x: number) => Math.round(x * 10) / 10;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The goals of `npm run bench:cutover`, for either engine. */
+export function cutoverGoals(r: { pauseMs: number | undefined; migrationMs: number; dumpRestoreMs: number; errors: number; lostWrites: number }): Record<string, boolean> {
+  return {
+    pauseAtMost100ms: (r.pauseMs ?? Infinity) <= 100,
+    noSlowerThanDumpRestore: r.migrationMs <= r.dumpRestoreMs,
+    zeroErrors: r.errors === 0,
+    zeroLostWrites: r.lostWrites === 0,
+  };
+}
