@@ -19,7 +19,7 @@ import { cancelRequest } from "./postgres/writer";
 import { SQLSTATE } from "./postgres/codes";
 import { MysqlSession, type MysqlSessionHost } from "./mysql/session";
 import { ER } from "./mysql/codes";
-import type { ErrPacket } from "./mysql/handshake";
+import { errPacket, type ErrPacket } from "./mysql/handshake";
 
 export interface ProxyOptions {
   proxyId: string;
@@ -314,15 +314,15 @@ export class Proxy {
     const ordinal = ordinalOfPid(id);
     if (ordinal === this.follower.ordinal) {
       const s = this.mysqlSessions.get(id);
-      if (!s) return { code: ER.NO_SUCH_THREAD.code, sqlState: ER.NO_SUCH_THREAD.state, message: `Unknown thread id: ${id}` };
-      if (s.user !== requester.user) return { code: ER.KILL_DENIED.code, sqlState: ER.KILL_DENIED.state, message: `You are not owner of thread ${id}` };
+      if (!s) return errPacket(ER.NO_SUCH_THREAD, `Unknown thread id: ${id}`);
+      if (s.user !== requester.user) return errPacket(ER.KILL_DENIED, `You are not owner of thread ${id}`);
       this.log.info({ key: s.key, session: s.no, what, by: requester.no }, "KILL of a MySQL session");
       if (what === "connection") s.killConnection();
       else await s.killQuery();
       return undefined;
     }
     const peer = await this.follower.peer(ordinal);
-    if (!peer?.mysqlPort) return { code: ER.NO_SUCH_THREAD.code, sqlState: ER.NO_SUCH_THREAD.state, message: `Unknown thread id: ${id}` };
+    if (!peer?.mysqlPort) return errPacket(ER.NO_SUCH_THREAD, `Unknown thread id: ${id}`);
     return requester.askProxy({ host: peer.host, port: peer.mysqlPort }, `KILL ${what.toUpperCase()} ${id}`);
   }
 

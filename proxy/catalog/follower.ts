@@ -35,10 +35,18 @@ export interface FollowerEvents {
   heartbeat: [];
 }
 
+/** Another proxy of the fleet, as it registered: where its PostgreSQL (and MySQL) listener is. */
+export interface Peer {
+  proxyId: string;
+  host: string;
+  port: number;
+  mysqlPort?: number;
+}
+
 export class CatalogFollower extends EventEmitter<FollowerEvents> {
   readonly routes = new Map<string, Route>();
   readonly pauses = new Map<string, ActivePause>();
-  readonly peers = new Map<number, { proxyId: string; host: string; port: number; mysqlPort?: number }>();
+  readonly peers = new Map<number, Peer>();
   ordinal = 0;
   connected = false;
   private pool: Pool;
@@ -231,7 +239,7 @@ export class CatalogFollower extends EventEmitter<FollowerEvents> {
     }
   }
 
-  async peer(ordinal: number): Promise<{ host: string; port: number; mysqlPort?: number } | undefined> {
+  async peer(ordinal: number): Promise<Peer | undefined> {
     if (!this.peers.has(ordinal)) await this.loadPeers(this.pool).catch(() => undefined);
     return this.peers.get(ordinal);
   }

@@ -181,7 +181,16 @@ export interface ErrPacket {
 }
 
 export function encodeErr(e: ErrorCode, message: string): Buffer {
-  return new PayloadWriter().u8(RESPONSE.ERR).u16(e.code).bytes(Buffer.from(`#${e.state}`, "latin1")).bytes(Buffer.from(message, "utf8")).build();
+  return encodeErrPacket(errPacket(e, message));
+}
+
+/** An ERR packet's payload: one the proxy made, or one a server (or a peer proxy) sent. */
+export function encodeErrPacket(e: ErrPacket): Buffer {
+  return new PayloadWriter().u8(RESPONSE.ERR).u16(e.code).bytes(Buffer.from(`#${e.sqlState}`, "latin1")).bytes(Buffer.from(e.message, "utf8")).build();
+}
+
+export function errPacket(e: ErrorCode, message: string): ErrPacket {
+  return { code: e.code, sqlState: e.state, message };
 }
 
 export function parseErr(payload: Buffer): ErrPacket {

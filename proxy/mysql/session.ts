@@ -29,8 +29,8 @@ import type { TenantStats } from "../metrics";
 import { ClientAuth, type MysqlLogin } from "./client-auth";
 import { COM, ER, RESPONSE, STATUS, type ErrorCode } from "./codes";
 import { connectMysqlBackend, MysqlBackendError, type MysqlBackend } from "./backend";
-import { encodeErr, encodeOk, type ErrPacket, type HandshakeResponse } from "./handshake";
-import { encodePacket, LogicalPacket, MysqlProtocolError, PacketScanner, PayloadWriter, type Packet } from "./packets";
+import { encodeErr, encodeErrPacket, encodeOk, errPacket, type ErrPacket, type HandshakeResponse } from "./handshake";
+import { encodePacket, LogicalPacket, MysqlProtocolError, PacketScanner, type Packet } from "./packets";
 import { ResponseTracker } from "./response";
 
 /** The version the proxy greets with: MariaDB's form (`5.5.5-` tells clients it is MariaDB). */
@@ -342,7 +342,7 @@ export class MysqlSession implements DrainMember {
     const statements = [...this.settings];
     if (this.lastInsertId) statements.push(`SET @@session.last_insert_id = ${this.lastInsertId}`);
     for (const sql of statements) {
-      const r = await roundTrip(b, COM.QUERY, Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(sql, "utf8")]));
+      const r = await roundTrip(b, COM.QUERY, queryPayload(sql));
       if (r.error) throw new MysqlBackendError(`replaying "${sql.slice(0, 80)}" failed: ${r.error.message}`, r.error);
     }
     for (const [clientId, st] of this.prepared) {
@@ -457,7 +457,7 @@ export class MysqlSession implements DrainMember {
       if (p.first && at === 0 && p.end === this.clientChunk?.length) {
         const what = kill[1]?.toLowerCase() === "query" ? "query" : "connection";
         this.localAnswer = this.host.kill(this, Number(kill[2]), what).then(
-          (err) => (err ? errPayload(err) : encodeOk({ status: this.tracker.status & ~STATUS.SESSION_STATE_CHANGED })),
+          (err) => (err ? encodeErrPacket(err) : encodeOk({ status: this.tracker.status & ~STATUS.SESSION_STATE_CHANGED })),
           (e: Error) => encodeErr(ER.UNKNOWN_ERROR, `KILL failed: ${e.message}`),
         );
         return;
@@ -690,7 +690,7 @@ export class MysqlSession implements DrainMember {
     } catch (e) {
       const err = (e as MysqlBackendError).err;
       this.log.error({ err: (e as Error).message, server: current.server }, "could not log into the tenant database's server");
-      if (err) return this.failRaw(errPayload(err), this.okSeq, err.message);
+      if (err) return this.failRaw(encodeErrPacket(err), this.okSeq, err.message);
       return this.fail(ER.UNKNOWN_ERROR, `the server of ${this.key} is not reachable: ${(e as Error).message}`, this.okSeq);
     }
     if ((this.step as Step) === "closed") return void b.socket.destroy();
@@ -729,14 +729,9 @@ export class MysqlSession implements DrainMember {
     const b = this.backend;
     const route = this.backendRoute;
     if (!b || !route || this.step === "closed") return; // nothing runs on a server
-    const side = await this.login(route);
-    try {
-      const r = await roundTrip(side, COM.QUERY, Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(`KILL QUERY ${b.connectionId}`, "utf8")]));
-      // The statement may have ended meanwhile, and its server thread with the session: nothing to kill.
-      if (r.error && r.error.code !== ER.NO_SUCH_THREAD.code) throw new MysqlBackendError(r.error.message, r.error);
-    } finally {
-      side.socket.destroy();
-    }
+    const err = await this.onSideConnection(route, `KILL QUERY ${b.connectionId}`);
+    // The statement may have ended meanwhile, and its server thread with the session: nothing to kill.
+    if (err && err.code !== ER.NO_SUCH_THREAD.code) throw new MysqlBackendError(err.message, err);
   }
 
   /** End this session as MySQL ends a killed connection. */
@@ -747,10 +742,15 @@ export class MysqlSession implements DrainMember {
   /** Run one statement on another proxy of the fleet as this session's login (a KILL of a session there); its error, if any. */
   async askProxy(at: { host: string; port: number }, sql: string): Promise<ErrPacket | undefined> {
     const route = this.backendRoute;
-    if (!route) return { code: ER.UNKNOWN_ERROR.code, sqlState: ER.UNKNOWN_ERROR.state, message: "not connected" };
-    const side = await this.login({ ...route, host: at.host, port: at.port });
+    if (!route) return errPacket(ER.UNKNOWN_ERROR, "not connected");
+    return this.onSideConnection({ ...route, host: at.host, port: at.port }, sql);
+  }
+
+  /** One statement on a connection of its own to `route`'s host, logged in as this session; its error, if any. */
+  private async onSideConnection(route: Route, sql: string): Promise<ErrPacket | undefined> {
+    const side = await this.login(route);
     try {
-      return (await roundTrip(side, COM.QUERY, Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(sql, "utf8")]))).error;
+      return (await roundTrip(side, COM.QUERY, queryPayload(sql))).error;
     } finally {
       side.socket.destroy();
     }
@@ -842,6 +842,7 @@ function roundTrip(b: MysqlBackend, com: number, payload: Buffer): Promise<Respo
   });
 }
 
-function errPayload(e: ErrPacket): Buffer {
-  return new PayloadWriter().u8(RESPONSE.ERR).u16(e.code).bytes(Buffer.from(`#${e.sqlState}`, "latin1")).bytes(Buffer.from(e.message, "utf8")).build();
+/** A COM_QUERY's payload. */
+function queryPayload(sql: string): Buffer {
+  return Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(sql, "utf8")]);
 }

@@ -745,10 +745,14 @@ export class PgSession implements DrainMember {
     if (!this.backend && this.held.length === 0 && this.clientScanner.atBoundary && chunk.length === 5 && chunk[0] === FE.Terminate) {
       return this.close("client terminated"); // nothing to borrow a connection for
     }
-    if (!this.backend && !(this.held.length === 0 && this.lendNow())) {
-      this.hold(chunk);
-      this.lend();
-      return;
+    if (!this.backend) {
+      // Lent at once with nothing held before it: this chunk goes straight on. Else it waits its turn.
+      const lentNow = this.lend();
+      if (!lentNow || this.held.length > 0) {
+        this.hold(chunk);
+        if (lentNow) this.releaseHeld();
+        return;
+      }
     }
     const stats = this.stats!;
     stats.bytesIn += chunk.length;
@@ -780,15 +784,26 @@ export class PgSession implements DrainMember {
     if (terminate) this.close("client terminated");
   }
 
-  /** Borrow a connection from the committed route's pool, apply this client's settings, send what was held. */
-  private lend(): void {
-    if (this.acquiring || this.backend) return;
+  /**
+   * Borrow a connection from the committed route's pool. True when lent at once: an idle connection
+   * that already carries this client's settings (no promise: the hot path). Otherwise one comes
+   * later, this client's settings applied, and what was held is sent then.
+   */
+  private lend(): boolean {
+    if (this.backend) return true;
+    if (this.acquiring) return false;
     const route = this.host.route(this.tenant, this.database);
-    if (!route) return this.fatal(SQLSTATE.InvalidCatalogName, `database "${this.key}" does not exist`);
+    if (!route) {
+      this.fatal(SQLSTATE.InvalidCatalogName, `database "${this.key}" does not exist`);
+      return false;
+    }
     const pool = this.host.pool(this.key, route);
     pool.offerKey(this.clientKey!); // a pool made after a move has not seen a login yet
     const idle = pool.tryAcquire();
-    if (idle && this.settingsApplied(idle)) return this.lent(pool, idle);
+    if (idle && this.settingsApplied(idle)) {
+      this.adoptLent(pool, idle);
+      return true;
+    }
     this.acquiring = true;
     (idle ? Promise.resolve(idle) : pool.acquire())
       .then(async (b) => {
@@ -814,28 +829,13 @@ export class PgSession implements DrainMember {
       .catch((e: Error) => {
         this.acquiring = false;
         if (this.step === "closed") return;
-        if (/pool was replaced/.test(e.message)) return this.lend(); // the route moved while waiting
+        if (/pool was replaced/.test(e.message)) {
+          if (this.lend()) this.releaseHeld(); // the route moved while waiting
+          return;
+        }
         this.poolFailure(e, route);
       });
-  }
-
-  /**
-   * The fast path, no promise and nothing held: an idle connection of the committed route's pool
-   * that already carries this client's settings, lent now. False when there is none.
-   */
-  private lendNow(): boolean {
-    if (this.acquiring) return false;
-    const route = this.host.route(this.tenant, this.database);
-    if (!route) return false; // lend() says so
-    const pool = this.host.pool(this.key, route);
-    const idle = pool.tryAcquire();
-    if (!idle) return false;
-    if (!this.settingsApplied(idle)) {
-      pool.release(idle, true);
-      return false;
-    }
-    this.adoptLent(pool, idle);
-    return true;
+    return false;
   }
 
   /** A borrowed connection is this session's until its transaction ends: send what was held. */

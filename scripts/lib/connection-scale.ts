@@ -33,6 +33,13 @@ function rssKiB(pid: number | undefined): number {
   }
 }
 
+/** RSS growth per connection over the second half of them (samples in the order taken): what one more costs. NaN without two points. */
+function marginalKiB(samples: { n: number; rssKiB: number }[]): number {
+  const last = samples[samples.length - 1];
+  const half = last && samples.find((s) => s.n >= last.n / 2);
+  return half && last && last.n > half.n ? (last.rssKiB - half.rssKiB) / (last.n - half.n) : NaN;
+}
+
 /** Resident memory of a process now, in MiB (NaN when it is gone). */
 export function rssMiB(pid: number | undefined): number {
   return Math.round((rssKiB(pid) / 1024) * 10) / 10;
@@ -214,9 +221,7 @@ async function onTarget(target: "proxy" | "pgbouncer", host: { host: string; por
   }
   const openMs = Date.now() - started;
   const rssWith = rssMiB(host.pid);
-  const half = rssByClients.find((s) => s.clients >= clients.length / 2);
-  const last = rssByClients[rssByClients.length - 1];
-  const marginal = half && last && last.clients > half.clients ? (last.rssKiB - half.rssKiB) / (last.clients - half.clients) : NaN;
+  const marginal = marginalKiB(rssByClients.map((s) => ({ n: s.clients, rssKiB: s.rssKiB })));
   say(`${target}: ${clients.length} clients in ${openMs} ms; RSS ${rssBefore} → ${rssWith} MiB`);
 
   let serverPeak = 0;
@@ -316,11 +321,10 @@ async function nodeFloor(n: number): Promise<{ connections: number; kibPerConnec
       samples.push({ connections: sockets.length, rssKiB: rssKiB(pid) });
     }
     const last = samples[samples.length - 1]!;
-    const half = samples.find((x) => x.connections >= last.connections / 2)!;
     const res = {
       connections: last.connections,
       kibPerConnection: Math.round(((last.rssKiB - before) / last.connections) * 10) / 10,
-      kibPerConnectionMarginal: Math.round(((last.rssKiB - half.rssKiB) / (last.connections - half.connections || 1)) * 10) / 10,
+      kibPerConnectionMarginal: Math.round(marginalKiB(samples.map((s) => ({ n: s.connections, rssKiB: s.rssKiB }))) * 10) / 10,
       rssByConnections: samples,
     };
     say(`node floor: ${JSON.stringify({ connections: res.connections, kibPerConnection: res.kibPerConnection, kibPerConnectionMarginal: res.kibPerConnectionMarginal })}`);

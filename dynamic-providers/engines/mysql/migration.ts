@@ -211,9 +211,16 @@ export class MysqlMigration implements EngineMigration {
     });
   }
 
-  private async status(c: mysql.Connection): Promise<SlaveStatus> {
+  /** This migration's replication connection on the target, as it is now. */
+  private async statusRow(c: mysql.Connection): Promise<SlaveStatus> {
     const s = (await rows<SlaveStatus>(c, "show all slaves status")).find((x) => x.Connection_name === this.connection);
     if (!s) throw new Error(`replication connection ${this.connection} is gone from ${this.a.target.name}`);
+    return s;
+  }
+
+  /** The same, running without an error (else it throws saying why). */
+  private async status(c: mysql.Connection): Promise<SlaveStatus> {
+    const s = await this.statusRow(c);
     if (s.Slave_SQL_Running !== "Yes" || s.Slave_IO_Running === "No") {
       throw new Error(`replication of ${this.a.from.database} to ${this.a.target.name} stopped: ${s.Last_SQL_Error || s.Last_IO_Error || "not running"}`);
     }
@@ -291,8 +298,7 @@ export class MysqlMigration implements EngineMigration {
         // The applier stops at the first transaction boundary at or after the position: wait for it,
         // and make sure that is why it stopped.
         for (const end = Date.now() + 30_000; ; await new Promise((res) => setTimeout(res, 20))) {
-          const s = (await rows<SlaveStatus>(c, "show all slaves status")).find((x) => x.Connection_name === name);
-          if (!s) throw new Error(`replication connection ${name} is gone from ${this.a.target.name}`);
+          const s = await this.statusRow(c);
           if (s.Slave_SQL_Running === "No") {
             if (s.Last_SQL_Error) throw new Error(`replication of ${db} to ${this.a.target.name} stopped: ${s.Last_SQL_Error}`);
             if (!atOrAfter(s.Relay_Master_Log_File, Number(s.Exec_Master_Log_Pos), file, pos)) {
