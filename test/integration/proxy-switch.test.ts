@@ -249,7 +249,11 @@ for (const mode of ["session", "transaction"] as const) describe(`${mode} pool m
         expect(b.out).not.toMatch(/aborted|error/i);
         expect(Number(/number of transactions actually processed: (\d+)/.exec(b.out)?.[1])).toBeGreaterThan(0);
       }
-      expect(maxStallMs).toBeLessThan(5000);
+      // A client waits at most for one pause (drain, the test's copy of every row, switch,
+      // resume), plus scheduling: on a loaded CI machine a pause itself can take seconds (one
+      // took 8.6 s there), so the bound is the longest pause measured here, not a fixed figure.
+      const longestPauseMs = Math.max(...moves.map((m) => m.totalMs));
+      expect(maxStallMs, JSON.stringify({ maxStallMs, longestPauseMs, phases })).toBeLessThan(longestPauseMs + 2000);
     }, 120_000);
 
     it("holds acme's queries during a pause without slowing globex, and releases them in order", async () => {
