@@ -14,11 +14,11 @@ import { clientDatabaseName } from "../proxy/catalog/routes";
 import { urnOnly } from "../dynamic-providers/lazy-provider";
 import type { TenantDatabaseSpec } from "../stacks/config";
 import { viaBastion, type MigrationPath, type PlatformCatalog, type PlatformServer } from "./platforms";
-import { platformConnectionBudget } from "../dynamic-providers/engines/postgres/settings";
+import { platformConnectionBudget, type PooledEngine } from "../dynamic-providers/engines/connection-budget";
 
 /** Connections each proxy may open to a server of this kind, over all its tenant databases. */
-export function serverBudgetPerProxy(platform: "local" | "aws" | "gcp", isolation: "shared" | "dedicated", proxies: number): number {
-  return platformConnectionBudget(platform, isolation, proxies).perProxy;
+export function serverBudgetPerProxy(engine: PooledEngine, platform: "local" | "aws" | "gcp", isolation: "shared" | "dedicated", proxies: number): number {
+  return platformConnectionBudget(engine, platform, isolation, proxies).perProxy;
 }
 
 /** What a tenant database needs of its server. */
@@ -156,7 +156,7 @@ export function createTenant(name: string, parent: pulumi.ComponentResource, arg
         stack: args.stack,
         platform: args.platform,
         rollbackWindowHours: args.rollbackWindowHours,
-        ...(db.pool ? { pool: { ...db.pool, serverBudget: serverBudgetPerProxy(args.platform, db.isolation, args.proxyReplicas) } } : {}),
+        ...(db.pool ? { pool: { ...db.pool, serverBudget: serverBudgetPerProxy(db.engine === "mysql" ? "mysql" : "postgres", args.platform, db.isolation, args.proxyReplicas) } } : {}),
         ...viaBastion(args.migrationPath),
         ...(args.backupBucket ? { backupBucket: args.backupBucket } : {}),
       },

@@ -13,11 +13,13 @@ import { keyString, type Route } from "./catalog/routes";
 import { TenantDrain } from "./drain";
 import { Metrics, type TenantStats } from "./metrics";
 import { PgSession, type SessionHost } from "./postgres/session";
-import { PgPool, ServerBudget, type PoolOptions } from "./postgres/pool";
+import { Pool, ServerBudget, type PoolConnection, type PoolConnector, type PoolOptions, type PoolTarget } from "./pool";
+import { pgPoolConnector, type PgPool } from "./postgres/backend";
 import { parseVerifier } from "./postgres/scram";
 import { cancelRequest } from "./postgres/writer";
 import { SQLSTATE } from "./postgres/codes";
 import { MysqlSession, type MysqlSessionHost } from "./mysql/session";
+import { mysqlPoolConnector, profileKey } from "./mysql/pooled";
 import { ER } from "./mysql/codes";
 import { errPacket, type ErrPacket } from "./mysql/handshake";
 
@@ -61,8 +63,8 @@ export class Proxy {
   private readonly mysqlLogins = new Map<string, string>();
   private nextMysqlSession = 0;
   private readonly mysqlHost: MysqlSessionHost;
-  /** Transaction-mode pools, one per tenant database (for its committed route). */
-  private readonly pools = new Map<string, PgPool>();
+  /** Transaction-mode pools: per PostgreSQL tenant database, per MySQL tenant database and client profile (for its committed route). */
+  private readonly pools = new Map<string, Pick<Pool<PoolConnection>, "epoch" | "target" | "retire" | "resize">>();
   /** This proxy's connections per server, over the pools on it. */
   private readonly budgets = new Map<string, ServerBudget>();
   private nextSession = 0;
@@ -113,6 +115,10 @@ export class Proxy {
       drain: (key) => this.drain(key),
       stats: (key) => this.stats(key),
       kill: (requester, id, what) => this.killMysql(requester, id, what),
+      pool: (key, route, profile) => {
+        const target = { host: route.host, port: route.port, database: route.backendDatabase, user: route.role };
+        return this.poolFor(key, `${key}|${profileKey(profile)}`, route, () => mysqlPoolConnector(target, profile));
+      },
     };
     this.follower.on("route", (key, route, prev) => this.onRoute(key, route, prev));
     this.follower.on("pause", (key, p) => this.onPause(key, p.pauseId, p.remainingMs, p.target));
@@ -213,14 +219,16 @@ export class Proxy {
     if (prev?.engine === "mysql" && this.mysqlLogins.get(prev.role) === key) this.mysqlLogins.delete(prev.role);
     if (route?.engine === "mysql") this.mysqlLogins.set(route.role, key);
     this.log.info({ tenant: k?.tenant, database: k?.database, epoch: route?.epoch, server: route?.server, previousEpoch: prev?.epoch, poolMode: route?.poolMode }, route ? "route loaded" : "route removed");
-    const pool = this.pools.get(key);
-    if (pool && (!route || !samePoolTarget(pool, route))) {
-      // Moved (or removed): lend nothing more from the old server; lent connections close on return.
-      pool.retire();
-      this.pools.delete(key);
-    } else if (pool && route) {
-      pool.resize(this.poolOptions(route));
-      this.budgetOf(route);
+    for (const [poolKey, pool] of this.pools) {
+      if (poolKey !== key && !poolKey.startsWith(`${key}|`)) continue;
+      if (!route || !samePoolTarget(pool, route)) {
+        // Moved (or removed): lend nothing more from the old server; lent connections close on return.
+        pool.retire();
+        this.pools.delete(poolKey);
+      } else {
+        pool.resize(this.poolOptions(route));
+        this.budgetOf(route);
+      }
     }
     if (route && prev && route.epoch !== prev.epoch) this.drains.get(key)?.routeChanged(route.epoch);
   }
@@ -245,22 +253,26 @@ export class Proxy {
     return b;
   }
 
-  /** The transaction-mode pool of a tenant database's committed route. */
+  /** The transaction-mode pool of a PostgreSQL tenant database's committed route. */
   private pool(key: string, route: Route): PgPool {
-    let p = this.pools.get(key);
-    if (p && samePoolTarget(p, route)) return p;
-    p?.retire();
-    p = new PgPool(
-      key,
-      { host: route.host, port: route.port, database: route.backendDatabase, user: route.role, verifier: parseVerifier(route.scramVerifier) },
-      route.epoch,
-      this.poolOptions(route),
-      this.budgetOf(route),
-      (e) => this.log.warn({ key, err: e.message }, "pool could not open a server connection"),
+    const target = { host: route.host, port: route.port, database: route.backendDatabase, user: route.role };
+    return this.poolFor(key, key, route, () => pgPoolConnector(target, parseVerifier(route.scramVerifier)));
+  }
+
+  /**
+   * The transaction-mode pool `poolKey` (a tenant database, for MySQL also a client profile) of a
+   * route; a pool of an older route is retired and replaced.
+   */
+  private poolFor<C extends PoolConnection, I>(key: string, poolKey: string, route: Route, connector: () => PoolConnector<C, I>): Pool<C, I> {
+    const had = this.pools.get(poolKey) as Pool<C, I> | undefined;
+    if (had && samePoolTarget(had, route)) return had;
+    had?.retire();
+    const target = { host: route.host, port: route.port, database: route.backendDatabase };
+    const p = new Pool<C, I>(poolKey, target, route.epoch, this.poolOptions(route), this.budgetOf(route), connector(), (e) =>
+      this.log.warn({ key: poolKey, err: e.message }, "pool could not open a server connection"),
     );
-    this.pools.set(key, p);
-    const pool = p;
-    this.stats(key).pool = { open: () => pool.open, lent: () => pool.lent, waiting: () => pool.waiting };
+    this.pools.set(poolKey, p);
+    this.stats(key).pool = { open: () => p.open, lent: () => p.lent, waiting: () => p.waiting };
     return p;
   }
 
@@ -370,6 +382,6 @@ export class Proxy {
   }
 }
 
-function samePoolTarget(p: PgPool, r: Route): boolean {
+function samePoolTarget(p: { epoch: number; target: PoolTarget }, r: Route): boolean {
   return p.epoch === r.epoch && p.target.host === r.host && p.target.port === r.port && p.target.database === r.backendDatabase;
 }

@@ -53,7 +53,8 @@ import { median, parsePgbenchSummary, PGBENCH, readTxnLogs, runningChildren, run
 import { pgbouncerVersion, startPgbouncer, type PgbouncerProcess } from "./lib/pgbouncer";
 import { summarizeCpuProfile, type CpuProfile, type CpuProfileSummary } from "./lib/cpuprofile";
 import { setRoutePool } from "../proxy/catalog/routes";
-import { connectionBudget, postgresMaxConnections } from "../dynamic-providers/engines/postgres/settings";
+import { postgresMaxConnections } from "../dynamic-providers/engines/postgres/settings";
+import { connectionBudget } from "../dynamic-providers/engines/connection-budget";
 import { connectionScale, watchRss } from "./lib/connection-scale";
 import { startNodeRelay, type NodeRelayProcess } from "./lib/node-relay";
 

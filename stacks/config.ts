@@ -16,7 +16,7 @@
  */
 import { ENGINES, isEngine, type Engine } from "../dynamic-providers/engines";
 import { validateCloudConfig, type CloudSpec } from "./cloud-config";
-import { platformConnectionBudget } from "../dynamic-providers/engines/postgres/settings";
+import { platformConnectionBudget } from "../dynamic-providers/engines/connection-budget";
 import { dedicatedServerName, sharedClusterName } from "../components/fleet-plan";
 import { POOL_MODES, type PoolMode } from "../proxy/catalog/routes";
 
@@ -32,7 +32,7 @@ export interface TenantDatabaseSpec {
   engine: Engine;
   isolation: Isolation;
   region: string;
-  /** PostgreSQL: how the proxies lend server connections (absent: `session`, as before pools existed). */
+  /** PostgreSQL and MariaDB/MySQL: how the proxies lend server connections (absent: `session`, as before pools existed). */
   pool?: PoolSpec;
 }
 
@@ -261,8 +261,8 @@ function poolSpec(raw: unknown, engine: unknown, path: string, who: string, prob
       ok = false;
     }
   }
-  if (engine !== "postgres") {
-    problem(path, `${who}: pool applies to postgres tenant databases (the ${String(engine)} proxy does not pool yet)`);
+  if (engine !== "postgres" && engine !== "mysql") {
+    problem(path, `${who}: pool applies to postgres and mysql tenant databases (the ${String(engine)} proxy does not pool yet)`);
     return undefined;
   }
   const mode = raw.mode ?? "session";
@@ -289,13 +289,13 @@ const serverOf = (d: TenantDatabaseSpec) => (d.isolation === "shared" ? sharedCl
 export function oversubscribedServers(platform: Platform, databases: TenantDatabaseSpec[], proxies: number): ConfigProblem[] {
   const byServer = new Map<string, TenantDatabaseSpec[]>();
   for (const d of databases) {
-    if (d.engine !== "postgres" || d.pool?.mode !== "transaction") continue;
+    if ((d.engine !== "postgres" && d.engine !== "mysql") || d.pool?.mode !== "transaction") continue;
     const s = serverOf(d);
     byServer.set(s, [...(byServer.get(s) ?? []), d]);
   }
   const out: ConfigProblem[] = [];
   for (const [server, dbs] of byServer) {
-    const { maxConnections: max, server: budget } = platformConnectionBudget(platform, dbs[0]!.isolation, proxies);
+    const { maxConnections: max, server: budget } = platformConnectionBudget(dbs[0]!.engine === "mysql" ? "mysql" : "postgres", platform, dbs[0]!.isolation, proxies);
     const need = dbs.reduce((n, d) => n + d.pool!.size * proxies, 0);
     if (need <= budget) continue;
     const list = dbs.map((d) => `${d.tenant}/${d.database} (${d.pool!.size})`).join(", ");

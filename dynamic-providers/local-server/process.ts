@@ -42,13 +42,21 @@ export async function run(
  * Start a command in a new session (so signals to the caller's process group never reach it),
  * stdout/stderr appended to `logFile`. Resolves with its exit code when `wait` is true (for
  * commands that daemonise themselves, like pg_ctl), or with its pid at once otherwise.
+ * `daemon`: for a server that does not daemonise itself (mariadbd), `setsid --fork` makes it
+ * one: it is parented to init rather than to this process, so it outlives a killed `pulumi up`
+ * (whose whole process tree dies) as a daemonised server does; resolves once forked, with the
+ * exit code of setsid (the server's pid is in its pid file).
  */
 export async function startDetached(
   cmd: string,
   args: string[],
-  opts: { user?: string; logFile: string; wait: boolean; cwd?: string; env?: NodeJS.ProcessEnv },
+  opts: { user?: string; logFile: string; wait: boolean; daemon?: boolean; cwd?: string; env?: NodeJS.ProcessEnv },
 ): Promise<{ pid: number; code?: number }> {
-  const [c, a] = asUser(opts.user, cmd, args);
+  let [c, a] = asUser(opts.user, cmd, args);
+  if (opts.daemon) {
+    [c, a] = ["setsid", ["--fork", c, ...a]];
+    opts = { ...opts, wait: true };
+  }
   const fd = openSync(opts.logFile, "a");
   try {
     // The server (running as opts.user) appends to the same log later.

@@ -36,7 +36,7 @@ export interface Packet {
 
 /**
  * Feed it socket chunks; it calls `onPacket` for every physical packet, in order. `wants(kind,
- * length)` decides, at the start of each logical packet, whether its bodies are collected (a
+ * length, chunk, at)` decides, at the start of each logical packet, whether its bodies are collected (a
  * copy only when a body spans chunks) or skipped; `maxWanted` bounds what is collected.
  */
 export class PacketScanner {
@@ -55,7 +55,8 @@ export class PacketScanner {
 
   constructor(
     private readonly onPacket: (p: Packet) => void,
-    private readonly wants: (kind: number, length: number) => boolean = () => true,
+    /** `chunk[at]` is the logical packet's first payload byte (the caller may rewrite bytes from there on in this chunk). */
+    private readonly wants: (kind: number, length: number, chunk: Buffer, at: number) => boolean = () => true,
     private readonly maxWanted = 64 * 1024 * 1024,
   ) {}
 
@@ -95,7 +96,7 @@ export class PacketScanner {
       if (this.pendingKind) {
         this.kind = chunk[i]!;
         this.pendingKind = false;
-        this.keep = this.wants(this.kind, this.length);
+        this.keep = this.wants(this.kind, this.length, chunk, i);
         if (this.keep && this.length > this.maxWanted) throw new MysqlProtocolError(`packet of ${this.length} bytes is over the ${this.maxWanted}-byte limit`);
       }
       const take = Math.min(this.remaining, n - i);

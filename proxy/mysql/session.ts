@@ -32,6 +32,8 @@ import { connectMysqlBackend, MysqlBackendError, type MysqlBackend } from "./bac
 import { encodeErr, encodeErrPacket, encodeOk, errPacket, type ErrPacket, type HandshakeResponse } from "./handshake";
 import { encodePacket, LogicalPacket, MysqlProtocolError, PacketScanner, type Packet } from "./packets";
 import { ResponseTracker } from "./response";
+import { PoolTimeoutError, type ServerBudget } from "../pool";
+import type { MysqlClientProfile, MysqlPool, PooledMysql } from "./pooled";
 
 /** The version the proxy greets with: MariaDB's form (`5.5.5-` tells clients it is MariaDB). */
 export const PROXY_SERVER_VERSION = "5.5.5-10.11.0-MariaDB-tenantfleet";
@@ -55,6 +57,8 @@ export interface MysqlSessionHost {
   unregister(s: MysqlSession): void;
   drain(key: string): TenantDrain;
   stats(key: string): TenantStats;
+  /** The transaction-mode pool of a route, for clients of one profile. */
+  pool(key: string, route: Route, profile: MysqlClientProfile): MysqlPool;
   /** A client's `KILL`: the error to answer with, or undefined for OK. */
   kill(requester: MysqlSession, id: number, what: "query" | "connection"): Promise<ErrPacket | undefined>;
 }
@@ -73,6 +77,8 @@ const UNMOVABLE =
 const SESSION_SET = /^\s*set\s+(?!@(?!@)|transaction\b|(?:global|persist|persist_only)\b|@@global\.|statement\b|password\b|role\b|default\s+role\b)[^;]*;?\s*$/i;
 /** Commands that name a prepared statement by id (payload bytes 1–4). */
 const STATEMENT_COMMANDS = new Set<number>([COM.STMT_EXECUTE, COM.STMT_SEND_LONG_DATA, COM.STMT_CLOSE, COM.STMT_RESET, COM.STMT_FETCH]);
+/** A statement that reads the session's last AUTO_INCREMENT id (pooled: the borrowed connection must have it). */
+const INSERT_ID = /last_insert_id|@@identity/i;
 /** COM_QUERY bodies longer than this are not inspected (a bulk INSERT, a LOAD of rows). */
 const MAX_INSPECTED = 1 << 20;
 
@@ -146,6 +152,8 @@ export class MysqlSession implements DrainMember {
   /** After a switch gave statements new server ids: ids are rewritten both ways from then on. */
   private translating = false;
   private nextClientStatementId = 0;
+  /** The client's id of the statement the current command names (read at its first payload byte). */
+  private statementId: number | undefined;
   /** The chunk being scanned (statement ids are rewritten in it before it is forwarded). */
   private clientChunk: Buffer | undefined;
   private serverChunk: Buffer | undefined;
@@ -155,6 +163,20 @@ export class MysqlSession implements DrainMember {
   private localAnswer: Promise<Buffer> | undefined;
   /** The route the current backend connection was opened on (its server). */
   private backendRoute: Route | undefined;
+
+  // Transaction pool mode: a server connection is borrowed for each transaction (or command).
+  private pooled = false;
+  private lender: MysqlPool | undefined;
+  /** The borrowed (or, once pinned, owned) connection; `backend` is its server link. */
+  private lentConn: PooledMysql | undefined;
+  private acquiring = false;
+  /** Why the session keeps its connection for good (state a next borrower must not see). */
+  private pinned: string | undefined;
+  private pinnedBudget: ServerBudget | undefined;
+  /** The session's SET statements as one string: a borrowed connection with the same needs nothing replayed. */
+  private settingsSig = "";
+  /** COM_STMT_SEND_LONG_DATA sent: the data waits on this connection for its COM_STMT_EXECUTE. */
+  private longData = false;
 
   // Drain.
   private held: Buffer[] = [];
@@ -257,7 +279,7 @@ export class MysqlSession implements DrainMember {
 
   /** Between commands, in both directions. */
   private get idle(): boolean {
-    return !this.command && this.tracker.idle && !!this.clientScanner?.atBoundary && !!this.serverScanner?.atBoundary;
+    return !this.command && this.tracker.idle && !!this.clientScanner?.atBoundary && (this.backend ? !!this.serverScanner?.atBoundary : this.pooled);
   }
 
   private routeIsStale(): boolean {
@@ -311,6 +333,11 @@ export class MysqlSession implements DrainMember {
   private async switchBackend(): Promise<void> {
     const route = this.host.route(this.key);
     const old = this.backend;
+    if (route && !old && this.pooled) {
+      // Nothing borrowed: the next transaction borrows from the new route's pool.
+      this.backendEpoch = route.epoch;
+      return;
+    }
     if (!route || !old) return;
     this.step = "switching";
     const started = Date.now();
@@ -320,6 +347,12 @@ export class MysqlSession implements DrainMember {
       await this.restoreState(next);
       this.detachBackend(old);
       old.socket.destroy();
+      if (this.lentConn) {
+        // A pinned connection stays behind on the old server; the new one is the session's own.
+        this.lentConn = undefined;
+        this.pinnedBudget?.give();
+        this.pinnedBudget = undefined;
+      }
       this.adoptBackend(next, route);
       this.stats!.switches++;
       this.log.info({ epoch: route.epoch, server: route.server, ms: Date.now() - started, settings: this.settings.size, prepared: this.prepared.size }, "session switched to the committed route");
@@ -394,6 +427,12 @@ export class MysqlSession implements DrainMember {
   }
 
   private forwardClient(chunk: Buffer): void {
+    if (this.pooled && !this.backend) {
+      if (this.clientScanner!.atBoundary && chunk.length === 5 && chunk[4] === COM.QUIT && chunk.readUIntLE(0, 3) === 1) {
+        return this.close("client quit"); // nothing to borrow a connection for
+      }
+      if (!this.lend(chunk) || this.held.length > 0) return this.hold(chunk);
+    }
     const stats = this.stats!;
     stats.bytesIn += chunk.length;
     this.clientChunk = chunk;
@@ -419,11 +458,13 @@ export class MysqlSession implements DrainMember {
       });
       return;
     }
-    this.backend!.socket.write(chunk);
+    if (chunk.length > 0) this.backend!.socket.write(chunk);
+    if (this.pooled && this.idle) this.onIdle(); // a command without a response (COM_STMT_CLOSE)
   }
 
-  private clientWants(kind: number, length: number): boolean {
+  private clientWants(kind: number, length: number, chunk: Buffer, at: number): boolean {
     if (!this.tracker.idle) return false;
+    if (STATEMENT_COMMANDS.has(kind)) this.readStatementId(chunk, at);
     return ((kind === COM.QUERY || kind === COM.STMT_EXECUTE) && length <= MAX_INSPECTED) || kind === COM.STMT_PREPARE || kind === COM.STMT_CLOSE;
   }
 
@@ -439,7 +480,7 @@ export class MysqlSession implements DrainMember {
     }
     if (p.kind < 0) throw new MysqlProtocolError("an empty command packet");
     this.stats!.queries++;
-    const statementId = STATEMENT_COMMANDS.has(p.kind) ? this.rewriteClientStatementId(p) : undefined;
+    const statementId = STATEMENT_COMMANDS.has(p.kind) ? this.statementId : undefined;
     if (p.kind === COM.CHANGE_USER) {
       // Its reply answers the proxy's scramble, which the server never sent: it cannot be passed
       // on. Pools that reset sessions use COM_RESET_CONNECTION, which is.
@@ -466,29 +507,42 @@ export class MysqlSession implements DrainMember {
     if (p.kind === COM.STMT_PREPARE) cmd.prepare = { body: body && Buffer.from(body), awaitingOk: true };
     if (p.kind === COM.STMT_CLOSE) cmd.closes = statementId;
     if (cmd.text && UNMOVABLE.test(cmd.text)) this.unmovable(`ran: ${cmd.text.slice(0, 60)}`);
+    if (this.pooled) {
+      if (p.kind === COM.STMT_CLOSE && !this.pinned) {
+        // The statement stays prepared on the connection for the next session that prepares the
+        // same text: the close is the client's business only (it has no response).
+        const start = p.end - p.length - 4;
+        if (!p.first || start < 0) throw new MysqlProtocolError("a COM_STMT_CLOSE split across reads");
+        this.clientEdits.push([start, p.end, Buffer.alloc(0)]);
+      }
+      if (p.kind === COM.STMT_SEND_LONG_DATA) this.longData = true;
+      else if (p.kind === COM.STMT_EXECUTE || p.kind === COM.STMT_RESET || p.kind === COM.STMT_CLOSE) this.longData = false;
+      if (p.kind === COM.INIT_DB || (cmd.text && /^\s*use\s/i.test(cmd.text))) this.pin("changed the current database");
+    }
     if (this.tracker.begin(p.kind) === "done") this.commandDone(cmd);
     else this.command = cmd;
   }
 
 
   /**
-   * A statement command's id (payload bytes 1–4) as the client sent it; rewritten in the chunk to
-   * the current server's id once a switch has renumbered statements. The first five payload bytes
-   * of a command are in one chunk (a client writes a command at once); when they are not, the
-   * session ends with an error rather than send a wrong id. Returns the client's id.
+   * A statement command's id (payload bytes 1–4) as the client sent it, read at the command's first
+   * payload byte (a command of any size: an 8 MB COM_STMT_EXECUTE ends many chunks later); rewritten
+   * in the chunk to the current server's id once statements are renumbered (after a switch, and
+   * always in transaction pool mode). The first five payload bytes of a command are in one chunk
+   * (a client writes a command at once); when they are not, the session ends with an error rather
+   * than send a wrong id.
    */
-  private rewriteClientStatementId(p: Packet): number | undefined {
-    const chunk = this.clientChunk!;
-    const at = p.end - p.length;
-    if (at < 0 || p.length < 5) {
+  private readStatementId(chunk: Buffer, at: number): void {
+    if (at + 5 > chunk.length) {
       if (this.translating) throw new MysqlProtocolError("a statement command split across reads could not be translated");
-      return undefined;
+      this.statementId = undefined;
+      return;
     }
     const clientId = chunk.readUInt32LE(at + 1);
-    if (!this.translating || clientId === 0xffffffff) return clientId; // -1: MariaDB's "the last one prepared", on this connection
+    this.statementId = clientId;
+    if (!this.translating || clientId === 0xffffffff) return; // -1: MariaDB's "the last one prepared", on this connection
     const st = this.prepared.get(clientId);
     chunk.writeUInt32LE(st ? st.serverId : 0xfffffffe, at + 1); // unknown: an id no server has, so the server answers "unknown statement"
-    return clientId;
   }
 
   /** The first packet of a COM_STMT_PREPARE's response: once translating, give the client a fresh id. */
@@ -530,6 +584,7 @@ export class MysqlSession implements DrainMember {
   private unmovable(reason: string): void {
     if (!this.unmovableReason) this.log.info({ reason }, "session holds state that cannot move to another server; a drain waits for it");
     this.unmovableReason = reason;
+    if (this.pooled) this.pin(reason);
   }
 
   /** A command's response has ended (or it had none): note what it left in the session. */
@@ -547,15 +602,43 @@ export class MysqlSession implements DrainMember {
       const sql = cmd.text.trim().replace(/;\s*$/, "");
       this.settings.delete(sql);
       this.settings.add(sql);
+      this.settingsSig = [...this.settings].join("\n");
     }
     if (ok && cmd.com === COM.RESET_CONNECTION) {
       this.settings.clear();
+      this.settingsSig = "";
       this.prepared.clear();
-      this.translating = false;
+      this.translating = this.pooled; // pooled: the proxy always numbers the client's statements
       this.lastInsertId = 0;
       this.unmovableReason = undefined;
     }
     for (const o of this.tracker.oks) if (o.lastInsertId) this.lastInsertId = o.lastInsertId;
+    const c = this.lentConn;
+    if (c) {
+      // What the borrowed connection now carries, for the next session that borrows it.
+      c.status = this.tracker.status;
+      if (ok && cmd.com === COM.RESET_CONNECTION) {
+        c.statements.clear();
+        c.lastInsertId = 0;
+      }
+      c.settings = this.settingsSig;
+      for (const o of this.tracker.oks) if (o.lastInsertId) c.lastInsertId = o.lastInsertId;
+      if (ok && cmd.prepare?.body && this.tracker.prepared) {
+        const text = cmd.prepare.body.toString("latin1");
+        const had = c.statements.get(text);
+        // The same text prepared again on this connection (by another session): one is enough.
+        if (had && had.id !== this.tracker.prepared.statementId) this.closeServerStatement(had.id);
+        c.statements.set(text, { id: this.tracker.prepared.statementId, params: this.tracker.prepared.params });
+      }
+    }
+  }
+
+  /** COM_STMT_CLOSE of a statement on the server (no response): at a command boundary only. */
+  private closeServerStatement(id: number): void {
+    const payload = Buffer.alloc(5);
+    payload[0] = COM.STMT_CLOSE;
+    payload.writeUInt32LE(id, 1);
+    this.backend?.socket.write(encodePacket(0, payload).bytes);
   }
 
   // ---------------------------------------------------------------- server bytes
@@ -587,7 +670,7 @@ export class MysqlSession implements DrainMember {
       }
       if (this.idle) this.onIdle();
     });
-    b.socket.on("error", (e) => this.log.warn({ err: e.message }, "server connection error"));
+    if (!this.pooled) b.socket.on("error", (e) => this.log.warn({ err: e.message }, "server connection error")); // a pooled one has its own
     b.socket.on("close", () => {
       if (this.backend !== b || this.step === "closed") return;
       this.close(`server connection for ${this.key} closed`);
@@ -626,6 +709,7 @@ export class MysqlSession implements DrainMember {
   }
 
   private onIdle(): void {
+    if (this.lender && !this.pinned && !this.longData && (this.tracker.status & (STATUS.IN_TRANS | STATUS.CURSOR_EXISTS)) === 0) this.giveBack(true);
     if (this.shuttingDown) return this.closeIfShuttingDown();
     if (this.step === "draining") this.tryPark();
     else if (this.step === "forwarding" && this.routeIsStale()) this.routeChanged();
@@ -684,6 +768,7 @@ export class MysqlSession implements DrainMember {
     const current = this.host.route(this.key);
     if (!current) return this.fail(ER.BAD_DB, `Unknown database '${route.backendDatabase}'`, this.okSeq);
     this.step = "connecting";
+    if (current.poolMode === "transaction") return this.connectPooled(current);
     let b: MysqlBackend;
     try {
       b = await this.login(current);
@@ -698,7 +783,7 @@ export class MysqlSession implements DrainMember {
     this.stats.active++;
     this.clientScanner = new PacketScanner(
       (p) => this.clientPacketSeen(p),
-      (kind, length) => this.clientWants(kind, length),
+      (kind, length, chunk, at) => this.clientWants(kind, length, chunk, at),
     );
     this.adoptBackend(b, current);
     this.tracker.status = b.status;
@@ -720,6 +805,184 @@ export class MysqlSession implements DrainMember {
         connectTimeoutMs: this.host.connectTimeoutMs,
       },
     );
+  }
+
+  // ---------------------------------------------------------------- transaction pool mode
+
+  private profile(): MysqlClientProfile {
+    return { capabilities: this.capabilities, charset: this.response!.charset };
+  }
+
+  /**
+   * Logged in to a `transaction`-mode tenant database: no server connection of its own. The client
+   * gets its OK with the status the pool's first connection had at login; each transaction (or
+   * command outside one) then borrows a connection of the pool for its client profile.
+   */
+  private async connectPooled(route: Route): Promise<void> {
+    this.pooled = true;
+    this.translating = true; // ids of statements are the proxy's: connections differ
+    const pool = this.host.pool(this.key, route, this.profile());
+    pool.offerCredential(this.passwordSha1!);
+    if (!pool.info) {
+      try {
+        pool.release(await pool.acquire(), true);
+      } catch (e) {
+        return this.poolFailure(e as Error, this.okSeq);
+      }
+    }
+    if ((this.step as Step) === "closed") return;
+    const info = pool.info!;
+    this.backendEpoch = route.epoch;
+    this.stats!.connections++;
+    this.stats!.active++;
+    this.clientScanner = new PacketScanner(
+      (p) => this.clientPacketSeen(p),
+      (kind, length, chunk, at) => this.clientWants(kind, length, chunk, at),
+    );
+    this.tracker = new ResponseTracker(info.capabilities);
+    this.tracker.status = info.status;
+    this.writeClient(this.okSeq, encodeOk({ status: info.status & ~STATUS.SESSION_STATE_CHANGED }));
+    this.step = this.pauseRequested ? "draining" : "forwarding";
+    this.tryPark();
+    if (this.step === "forwarding" || this.step === "draining") this.releaseHeld();
+  }
+
+  /**
+   * Borrow a connection for the command in `chunk`. True when lent at once: an idle connection that
+   * already fits this session (no promise: the hot path). Otherwise one comes later, made to fit,
+   * and what was held is sent then.
+   */
+  private lend(chunk: Buffer): boolean {
+    if (this.acquiring) return false;
+    const route = this.host.route(this.key);
+    if (!route) {
+      this.fail(ER.BAD_DB, `Unknown database '${this.key}': it was removed from the catalog`);
+      return false;
+    }
+    const pool = this.host.pool(this.key, route, this.profile());
+    pool.offerCredential(this.passwordSha1!); // a pool made after a move has not seen a login yet
+    const wantsInsertId = this.lastInsertId !== 0 && chunk.length < MAX_INSPECTED && INSERT_ID.test(chunk.toString("latin1"));
+    const idle = pool.tryAcquire();
+    if (idle && this.fits(idle, wantsInsertId)) {
+      this.adoptLent(pool, idle, route);
+      return true;
+    }
+    this.acquiring = true;
+    (idle ? Promise.resolve(idle) : pool.acquire())
+      .then(async (c) => {
+        if (this.step === "closed" || this.step === "parked" || this.step === "switching") {
+          // Closed, or a pause came while waiting: what is held waits for the resume.
+          this.acquiring = false;
+          pool.release(c, true);
+          return;
+        }
+        try {
+          await this.fit(c, wantsInsertId);
+        } catch (e) {
+          this.acquiring = false;
+          pool.release(c, false);
+          return this.fail(ER.UNKNOWN_ERROR, `could not give a pooled server connection this session's state: ${(e as Error).message}`);
+        }
+        this.acquiring = false;
+        if ((this.step as Step) === "closed") return pool.release(c, true);
+        this.adoptLent(pool, c, this.host.route(this.key) ?? route);
+        this.releaseHeld();
+      })
+      .catch((e: Error) => {
+        this.acquiring = false;
+        if (this.step === "closed") return;
+        if (/pool was replaced/.test(e.message)) {
+          if (this.held.length > 0 && this.lend(this.held[0]!)) this.releaseHeld(); // the route moved while waiting
+          return;
+        }
+        this.poolFailure(e, 1);
+      });
+    return false;
+  }
+
+  /** The connection carries this session's settings and statements (and LAST_INSERT_ID, if the command reads it). */
+  private fits(c: PooledMysql, wantsInsertId: boolean): boolean {
+    if (c.settings !== this.settingsSig) return false;
+    if (wantsInsertId && c.lastInsertId !== this.lastInsertId) return false;
+    for (const st of this.prepared.values()) if (!c.statements.has(st.body.toString("latin1"))) return false;
+    return true;
+  }
+
+  /** Make a borrowed connection fit: reset what another session set, apply this one's, prepare its statements. */
+  private async fit(c: PooledMysql, wantsInsertId: boolean): Promise<void> {
+    const b = c.backend;
+    if (c.settings !== this.settingsSig) {
+      if (c.settings !== "") {
+        const r = await roundTrip(b, COM.RESET_CONNECTION, Buffer.from([COM.RESET_CONNECTION]));
+        if (r.error) throw new MysqlBackendError(`COM_RESET_CONNECTION failed: ${r.error.message}`, r.error);
+        c.statements.clear();
+        c.lastInsertId = 0;
+        c.settings = "";
+      }
+      for (const sql of this.settings) {
+        const r = await roundTrip(b, COM.QUERY, queryPayload(sql));
+        if (r.error) throw new MysqlBackendError(`replaying "${sql.slice(0, 80)}" failed: ${r.error.message}`, r.error);
+      }
+      c.settings = this.settingsSig;
+    }
+    if (wantsInsertId && c.lastInsertId !== this.lastInsertId) {
+      const r = await roundTrip(b, COM.QUERY, queryPayload(`SET @@session.last_insert_id = ${this.lastInsertId}`));
+      if (r.error) throw new MysqlBackendError(`setting LAST_INSERT_ID failed: ${r.error.message}`, r.error);
+      c.lastInsertId = this.lastInsertId;
+    }
+    for (const st of this.prepared.values()) {
+      const text = st.body.toString("latin1");
+      if (c.statements.has(text)) continue;
+      const r = await roundTrip(b, COM.STMT_PREPARE, st.body);
+      if (r.error || !r.prepared) throw new MysqlBackendError(`preparing a statement failed: ${r.error?.message ?? "no statement id"}`, r.error);
+      c.statements.set(text, { id: r.prepared.statementId, params: r.prepared.params });
+    }
+  }
+
+  private adoptLent(pool: MysqlPool, c: PooledMysql, route: Route): void {
+    this.lender = pool;
+    this.lentConn = c;
+    for (const st of this.prepared.values()) {
+      st.serverId = c.statements.get(st.body.toString("latin1"))!.id;
+      st.typesSent = false; // another session may have bound other types to the same statement
+    }
+    this.adoptBackend(c.backend, { ...route, epoch: pool.epoch });
+  }
+
+  /** Return the borrowed connection (between transactions). */
+  private giveBack(reusable: boolean): void {
+    const c = this.lentConn;
+    const pool = this.lender;
+    if (!c || !pool) return;
+    this.lentConn = undefined;
+    this.lender = undefined;
+    this.backend = undefined;
+    this.detachBackend(c.backend);
+    c.backend.socket.pause();
+    c.status = this.tracker.status;
+    pool.release(c, reusable);
+  }
+
+  /** Keep the borrowed connection for the rest of the session: it holds state the next borrower must not see. */
+  private pin(reason: string): void {
+    if (this.pinned || !this.lender) return;
+    this.pinned = reason;
+    this.pinnedBudget = this.lender.detach();
+    this.lender = undefined;
+    this.stats!.pinned++;
+    this.log.info({ reason }, "session pinned to its server connection (session state in transaction pool mode)");
+  }
+
+  private poolFailure(e: Error, seq: number): void {
+    if (e instanceof PoolTimeoutError) {
+      this.stats!.poolTimeouts++;
+      this.log.warn({ pool: e.pool }, "client waited too long for a pooled server connection");
+      return this.fail(ER.CON_COUNT, `${e.message}. Raise the pool size of ${this.key} in the stack config, or shorten its transactions.`, seq);
+    }
+    const err = (e as MysqlBackendError).err;
+    this.log.error({ err: e.message }, "could not log into the tenant database's server");
+    if (err) return this.failRaw(encodeErrPacket(err), seq, err.message);
+    this.fail(ER.UNKNOWN_ERROR, `the server of ${this.key} is not reachable: ${e.message}`, seq);
   }
 
   // ---------------------------------------------------------------- KILL
@@ -776,13 +1039,16 @@ export class MysqlSession implements DrainMember {
 
   close(reason: string, ended = false): void {
     if (this.step === "closed") return;
-    const wasConnected = !!this.backend;
+    const wasConnected = !!this.backend || (this.pooled && !!this.clientScanner);
     this.step = "closed";
     clearTimeout(this.loginTimer);
     this.held = [];
-    if (this.backend) {
+    if (this.lender && this.lentConn) {
+      this.giveBack(this.idle);
+    } else if (this.backend) {
       this.detachBackend(this.backend);
       this.backend.socket.destroy();
+      this.pinnedBudget?.give();
     }
     if (!ended && !this.socket.destroyed) this.socket.end();
     this.drainRef?.leave(this);

@@ -9,6 +9,7 @@ import { ALL_TYPES, FrameScanner, ProtocolError, typeSet } from "./frame-reader"
 import { ScramClient, MECHANISM, type ScramVerifier } from "./scram";
 import { parseErrorFields, parseParameterStatus, readCString } from "./startup";
 import * as w from "./writer";
+import type { Pool, PoolConnector } from "../pool";
 
 export interface BackendTarget {
   host: string;
@@ -452,4 +453,21 @@ export function parseDataRow(body: Buffer): (string | null)[] {
     }
   }
   return out;
+}
+
+/** A transaction-mode pool of PostgreSQL server connections; its info is the server's parameters at login. */
+export type PgPool = Pool<Backend, Map<string, string>>;
+
+/** How a PgPool logs in: as the tenant database's role, with the ClientKey a client proved (SCRAM). */
+export function pgPoolConnector(target: BackendTarget, verifier: ScramVerifier): PoolConnector<Backend, Map<string, string>> {
+  return {
+    open: async (clientKey, connectTimeoutMs) => {
+      const b = await Backend.connect(target, { clientKey, verifier, params: {}, connectTimeoutMs });
+      b.setPooled();
+      b.onClose = () => undefined;
+      return b;
+    },
+    loginInfo: (b) => new Map(b.parameters),
+    atRest: (b) => b.txStatus === TX.Idle,
+  };
 }

@@ -19,14 +19,14 @@ import type { TenantDrain, DrainMember } from "../drain";
 import type { Route } from "../catalog/routes";
 import { parseClientDatabaseName, clientDatabaseName } from "../catalog/routes";
 import type { TenantStats } from "../metrics";
-import { Backend, BackendError } from "./backend";
+import { Backend, BackendError, type PgPool } from "./backend";
 import { BE, FE, SQLSTATE, TX } from "./codes";
 import { ALL_TYPES, FrameScanner, ProtocolError, StartupReader, typeSet } from "./frame-reader";
 import { decoyVerifier, MECHANISM, parseVerifier, ScramError, ScramServer } from "./scram";
 import { parseClose, parseStartupPacket, parseStatementName, readCString } from "./startup";
 import * as w from "./writer";
 import { ident, literal, snapshotSession, restoreSession, type SessionSnapshot } from "./session-state";
-import { PoolTimeoutError, type PgPool, type ServerBudget } from "./pool";
+import { PoolTimeoutError, type ServerBudget } from "../pool";
 import { ClientStatements, rewriteChunk } from "./statements";
 
 export const STEPS = ["startup", "authenticating", "waiting_route", "connecting", "forwarding", "draining", "parked", "switching", "closed"] as const;
@@ -700,8 +700,8 @@ export class PgSession implements DrainMember {
     this.pooled = true;
     this.clientScanner.setWants(ALL_TYPES);
     const pool = this.host.pool(this.key, route);
-    pool.offerKey(this.clientKey!);
-    if (!pool.parameters) {
+    pool.offerCredential(this.clientKey!);
+    if (!pool.info) {
       try {
         pool.release(await pool.acquire(), true);
       } catch (e) {
@@ -715,7 +715,7 @@ export class PgSession implements DrainMember {
     this.backendEpoch = route.epoch;
     this.stats!.connections++;
     this.stats!.active++;
-    const params = new Map(pool.parameters);
+    const params = new Map(pool.info);
     const reported = new Map([...params.keys()].map((k) => [k.toLowerCase(), k]));
     for (const [k, v] of Object.entries(this.settings)) {
       const name = reported.get(k.toLowerCase());
@@ -798,7 +798,7 @@ export class PgSession implements DrainMember {
       return false;
     }
     const pool = this.host.pool(this.key, route);
-    pool.offerKey(this.clientKey!); // a pool made after a move has not seen a login yet
+    pool.offerCredential(this.clientKey!); // a pool made after a move has not seen a login yet
     const idle = pool.tryAcquire();
     if (idle && this.settingsApplied(idle)) {
       this.adoptLent(pool, idle);

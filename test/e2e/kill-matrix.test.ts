@@ -30,8 +30,9 @@ import { writeLocalStackConfig } from "../../scripts/lib/local-stack-config";
 import { killTree } from "../fixtures/process-tree";
 import type { KillMatrixEngine, Load, RouteRow, ServerAccess } from "../fixtures/kill-matrix/engine";
 import { postgres } from "../fixtures/kill-matrix/postgres";
+import { mysqlEngine } from "../fixtures/kill-matrix/mysql";
 
-const engines: KillMatrixEngine[] = [postgres];
+const engines: KillMatrixEngine[] = [postgres, mysqlEngine];
 
 /** The lease of a pause (the orchestrator's default): how long a frozen run can hold clients. */
 const LEASE_MS = 10_000;

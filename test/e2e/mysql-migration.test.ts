@@ -17,6 +17,7 @@ import { nativeVerifier } from "../../proxy/mysql/native-password";
 import type { Toolchain } from "../../scripts/lib/toolchain";
 import { writeLocalStackConfig } from "../../scripts/lib/local-stack-config";
 import { Writers } from "../../scripts/lib/local-mysql-servers";
+import { endpointsOf } from "../fixtures/kill-matrix/mysql";
 
 const stack = `e2e-mysql-${randomBytes(3).toString("hex")}`;
 const stackFile = path.join(repoRoot, "stacks", `Pulumi.${stack}.yaml`);
@@ -37,16 +38,6 @@ interface Outputs {
   servers: Record<string, { host: string; port: number; adminUser: string; adminPassword: string }>;
 }
 const outputs = async (): Promise<Outputs> => JSON.parse((await pulumi(["stack", "output", "--json", "--show-secrets"])).stdout);
-
-/** `mysql://user:password@h1:p1,h2:p2/db` → one mysql2 option set per proxy. */
-function endpointsOf(url: string): mysql.ConnectionOptions[] {
-  const m = /^mysql:\/\/([^:]+):([^@]+)@([^/]+)\/(.+)$/.exec(url);
-  if (!m) throw new Error(`not a mysql:// connection string: ${url.replace(/:[^:@]+@/, ":…@")}`);
-  return m[3]!.split(",").map((hp) => {
-    const [host, port] = hp.split(":");
-    return { host, port: Number(port), user: decodeURIComponent(m[1]!), password: decodeURIComponent(m[2]!), database: decodeURIComponent(m[4]!) };
-  });
-}
 
 beforeAll(async () => {
   tc = await setup({ quiet: true });

@@ -190,10 +190,10 @@ describe("validateFleetConfig: tenantfleet:aws / tenantfleet:gcp", () => {
 });
 
 describe("pool settings and the servers' connection budgets", () => {
-  const shared = (n: number, pool?: unknown): RawFleetConfig => ({
+  const shared = (n: number, pool?: unknown, engine = "postgres"): RawFleetConfig => ({
     regions: ["eu-west"],
     tenants: Object.fromEntries(
-      Array.from({ length: n }, (_, i) => [`t${i}`, { databases: { app: { engine: "postgres", isolation: "shared", region: "eu-west", ...(pool === undefined ? {} : { pool }) } } }]),
+      Array.from({ length: n }, (_, i) => [`t${i}`, { databases: { app: { engine, isolation: "shared", region: "eu-west", ...(pool === undefined ? {} : { pool }) } } }]),
     ),
   });
 
@@ -214,7 +214,7 @@ describe("pool settings and the servers' connection budgets", () => {
     expect(problemsOf(shared(1, "transaction"))[0]!.message).toMatch(/pool must be a map \{ mode, size \}/);
     const redis = valid();
     (redis.tenants as Record<string, { databases: Record<string, Record<string, unknown>> }>).acme!.databases.cache!.pool = { mode: "transaction" };
-    expect(problemsOf(redis)[0]!.message).toMatch(/pool applies to postgres tenant databases/);
+    expect(problemsOf(redis)[0]!.message).toMatch(/pool applies to postgres and mysql tenant databases \(the redis proxy does not pool yet\)/);
   });
 
   it("refuses a server whose transaction pools would not fit its budget, naming the server and every database on it", () => {
@@ -230,5 +230,14 @@ describe("pool settings and the servers' connection budgets", () => {
     // Session-mode databases keep a connection per client session and are not counted; one proxy halves the need.
     expect(validateFleetConfig(shared(30, { mode: "session", size: 50 })).ok).toBe(true);
     expect(validateFleetConfig({ ...shared(10, { mode: "transaction", size: 5 }), proxyReplicas: 1 }).ok).toBe(true);
+  });
+
+  it("MariaDB tenant databases pool too, against their server's own budget (max_connections 200)", () => {
+    const pooled = validateFleetConfig(shared(1, { mode: "transaction", size: 4 }, "mysql"));
+    expect(pooled.ok && pooled.spec.databases[0]!.pool).toEqual({ mode: "transaction", size: 4 });
+    expect(validateFleetConfig(shared(19, { mode: "transaction", size: 5 }, "mysql")).ok).toBe(true); // 19 × 5 × 2 = 190
+    const over = problemsOf(shared(20, { mode: "transaction", size: 5 }, "mysql")); // 200 > 190
+    expect(over).toHaveLength(1);
+    expect(over[0]!.message).toMatch(/^server shared-mysql-eu-west is oversubscribed: .* need 200 connections with 2 proxies, more than its budget of 190 \(max_connections 200 less 10/);
   });
 });

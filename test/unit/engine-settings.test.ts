@@ -34,6 +34,7 @@ describe("engine settings (what migrations need)", () => {
     expect(cnf).toContain("server-id = 23306");
     expect(cnf).toContain("gtid-domain-id = 23306");
     expect(cnf).toContain("slave-parallel-threads = 4"); // a migration's replica catches up in parallel
+    expect(cnf).toContain("skip-slave-start = ON"); // a restarted server never resumes a move's replication without its filter
     expect(cnf).toContain("log-bin = binlog");
   });
 

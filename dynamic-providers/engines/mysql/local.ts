@@ -77,11 +77,13 @@ export const mysqlLocal: LocalEngineRuntime = {
   async start(l) {
     await writeConfig(l);
     await chownTree(l.runDir, l.user);
-    await startDetached(await first(MARIADBD, "mariadbd"), [`--defaults-file=${cnfPath(l)}`], {
+    const { code } = await startDetached(await first(MARIADBD, "mariadbd"), [`--defaults-file=${cnfPath(l)}`], {
       logFile: l.logFile,
       wait: false,
+      daemon: true,
       cwd: l.dir,
     });
+    if (code !== 0) throw new Error(`could not start mariadbd (setsid exited with ${code}); see ${l.logFile}`);
     await waitUntilServing("mariadbd", pidPath(l), l.port, { timeoutMs: 120_000, logFile: l.logFile });
   },
   async stop(l) {

@@ -60,6 +60,8 @@ interface SlaveStatus {
   Last_IO_Error: string;
   Last_SQL_Error: string;
   Master_User: string;
+  Master_Host: string;
+  Master_Port: number;
   Replicate_Wild_Do_Table: string;
   Seconds_Behind_Master: number | null;
   Relay_Master_Log_File: string;
@@ -105,10 +107,15 @@ export class MysqlMigration implements EngineMigration {
     return `${CONNECTION_PREFIX}${this.migrationId}`;
   }
 
-  /** Replication connections on the target for this database, from any attempt. */
+  /**
+   * Replication connections on the target for this database, from any attempt; also one from
+   * the source that has lost its filter (the target restarted: the filter is set at runtime, so
+   * it went with the restart; skip-slave-start keeps it from running, but it is never valid).
+   */
   private async ours(c: mysql.Connection): Promise<SlaveStatus[]> {
     const all = await rows<SlaveStatus>(c, "show all slaves status");
-    return all.filter((s) => s.Connection_name.startsWith(CONNECTION_PREFIX) && s.Replicate_Wild_Do_Table === wildPattern(this.a.from.database));
+    const fromSource = (s: SlaveStatus) => s.Master_Host === this.a.source.host && Number(s.Master_Port) === Number(this.a.source.port);
+    return all.filter((s) => s.Connection_name.startsWith(CONNECTION_PREFIX) && (s.Replicate_Wild_Do_Table === wildPattern(this.a.from.database) || (!s.Replicate_Wild_Do_Table && fromSource(s))));
   }
 
   async cleanupLeftovers(): Promise<string[]> {
@@ -296,9 +303,16 @@ export class MysqlMigration implements EngineMigration {
         const [r] = await rows<{ r: number | null }>(c, "select master_pos_wait(?, ?, ?, ?) as r", [file, pos, 300, name]);
         if (Number(r?.r) === -1) throw new Error(`replication of ${db} to ${this.a.target.name} did not reach ${file}:${pos} within 300 s`);
         // The applier stops at the first transaction boundary at or after the position: wait for it,
-        // and make sure that is why it stopped.
+        // and make sure that is why it stopped. It checks the UNTIL condition before it applies an
+        // event, so once it has applied up to the position it waits for the next event to stop: on a
+        // tenant that wrote nothing since, none comes. It can apply nothing past the position, so
+        // stopping it there is the same stop.
         for (const end = Date.now() + 30_000; ; await new Promise((res) => setTimeout(res, 20))) {
           const s = await this.statusRow(c);
+          if (s.Slave_SQL_Running === "Yes" && !s.Last_SQL_Error && atOrAfter(s.Relay_Master_Log_File, Number(s.Exec_Master_Log_Pos), file, pos)) {
+            await c.query(`stop slave ${literal(name)} sql_thread`);
+            continue;
+          }
           if (s.Slave_SQL_Running === "No") {
             if (s.Last_SQL_Error) throw new Error(`replication of ${db} to ${this.a.target.name} stopped: ${s.Last_SQL_Error}`);
             if (!atOrAfter(s.Relay_Master_Log_File, Number(s.Exec_Master_Log_Pos), file, pos)) {

@@ -16,6 +16,9 @@ export interface MysqlSettingsInput {
   innodbBufferPoolSize?: string;
 }
 
+/** max_connections of a tenantfleet MariaDB server, on every platform: the servers' setting and the proxies' pool budget. */
+export const MYSQL_MAX_CONNECTIONS = 200;
+
 export function mysqlSettings(input: MysqlSettingsInput): Record<string, string | number> {
   const s: Record<string, string | number> = {
     datadir: input.dataDir,
@@ -36,6 +39,11 @@ export function mysqlSettings(input: MysqlSettingsInput): Record<string, string 
     // A migration's replica applies in parallel, committing in the source's order: it keeps up
     // with a busy tenant and catches up quickly once the tenant is paused (its commits group).
     "slave-parallel-threads": 4,
+    // A migration's replication filter (one database) is set at runtime and a restart forgets it:
+    // a server restarted mid-move must not start that connection again unfiltered (it would copy
+    // every database of the source here). tenantfleet starts replication itself; a move
+    // interrupted by a restart starts over (migration.ts removes the connection).
+    "skip-slave-start": "ON",
     "slave-parallel-mode": "optimistic",
     "binlog-expire-logs-seconds": 7 * 24 * 3600,
     "skip-name-resolve": "ON",
@@ -44,7 +52,7 @@ export function mysqlSettings(input: MysqlSettingsInput): Record<string, string 
     "innodb-buffer-pool-size": input.innodbBufferPoolSize ?? "64M",
     "innodb-flush-log-at-trx-commit": 1,
     "sync-binlog": 1,
-    "max-connections": 200,
+    "max-connections": MYSQL_MAX_CONNECTIONS,
   };
   if (input.user) s.user = input.user;
   return s;

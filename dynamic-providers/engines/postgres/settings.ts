@@ -26,21 +26,6 @@ export function postgresMaxConnections(host: "local" | "vm", isolation: "shared"
   return isolation === "dedicated" ? 200 : 400;
 }
 
-/** Connections of every server kept out of the pools: superuser slots, the providers' admin and migration sessions, subscription workers. */
-export const CONNECTION_RESERVE = 10;
-
-/** A server's connection budget (max_connections less the reserve), and each proxy's share of it. */
-export function connectionBudget(maxConnections: number, proxies: number): { server: number; perProxy: number } {
-  const server = Math.max(0, maxConnections - CONNECTION_RESERVE);
-  return { server, perProxy: Math.max(1, Math.floor(server / Math.max(1, proxies))) };
-}
-
-/** The budget of a tenantfleet server on a platform (local servers are small; cloud VMs larger). */
-export function platformConnectionBudget(platform: "local" | "aws" | "gcp", isolation: "shared" | "dedicated", proxies: number): { maxConnections: number; server: number; perProxy: number } {
-  const maxConnections = postgresMaxConnections(platform === "local" ? "local" : "vm", isolation);
-  return { maxConnections, ...connectionBudget(maxConnections, proxies) };
-}
-
 export function postgresSettings(input: PostgresSettingsInput): Record<string, string | number> {
   return {
     listen_addresses: input.listenAddresses,

@@ -1,28 +1,45 @@
 /**
- * Server connections for `transaction` pool mode (DESIGN.md, "Connections and pooling").
+ * Server connections for `transaction` pool mode (DESIGN.md, "Connections and pooling"), for
+ * every engine: the wire protocol opens a connection (a `PoolConnector`), the pool lends them.
  *
- * A `PgPool` holds the server connections of one tenant database on one server (one route
+ * A `Pool` holds the server connections of one tenant database on one server (one route
  * target): at most `size` of them, lent to one client at a time for a transaction (or, outside
- * one, up to the ReadyForQuery of a Sync or simple query) and then returned. Clients wait in a FIFO
- * queue when all are lent; a wait longer than the queue timeout fails with an ErrorResponse.
+ * one, up to the end of a command) and then returned. Clients wait in a FIFO queue when all are
+ * lent; a wait longer than the queue timeout fails (the session answers with its protocol's error).
  *
  * A `ServerBudget` caps the connections this proxy opens to one server, over all the tenant
  * databases it holds (its share of the server's `max_connections` less the reserve). A pool that
  * needs a connection while the server is at its budget closes another pool's idle connection, or
  * waits for one to be returned; so the server never answers "too many clients".
  *
- * Connections log in as the tenant database's role with the ClientKey a client proved in its own
- * SCRAM exchange (the first client to log in lends it to the pool): no password is kept anywhere.
+ * Connections log in as the tenant database's login with what a client proved in its own login
+ * (PostgreSQL: the SCRAM ClientKey; MySQL: SHA1 of the password, which the native exchange
+ * reveals to the proxy): the first client to log in lends it to the pool, no password is kept.
  */
-import { Backend } from "./backend";
-import type { ScramVerifier } from "./scram";
 
+/** Where a pool's connections go: one tenant database on one server. */
 export interface PoolTarget {
   host: string;
   port: number;
   database: string;
-  user: string;
-  verifier: ScramVerifier;
+}
+
+/** A server connection as the pool sees it. */
+export interface PoolConnection {
+  readonly isClosed: boolean;
+  /** Polite close (the protocol's goodbye). */
+  close(): void;
+  /** Resolves once the server has let the connection go (or after a timeout). */
+  gone(): Promise<void>;
+}
+
+/** How an engine opens its pool's connections, and when one is fit to lend again. */
+export interface PoolConnector<C extends PoolConnection, I> {
+  open(credential: Buffer, connectTimeoutMs: number): Promise<C>;
+  /** What the server told a new connection at login that new clients are told too (PostgreSQL: its parameters; MySQL: its status). */
+  loginInfo(c: C): I;
+  /** A returned connection is at rest: no transaction open, nothing pending. */
+  atRest(c: C): boolean;
 }
 
 export class PoolTimeoutError extends Error {
@@ -36,13 +53,23 @@ export class PoolTimeoutError extends Error {
   }
 }
 
-type Waiter = { resolve(b: Backend): void; reject(e: Error): void; timer: NodeJS.Timeout | undefined };
+type Waiter<C> = { resolve(b: C): void; reject(e: Error): void; timer: NodeJS.Timeout | undefined };
+
+/** What the budget asks of the pools on its server. */
+interface BudgetMember {
+  readonly idleCount: number;
+  readonly oldestIdle: number;
+  readonly wantsConnection: boolean;
+  readonly open: number;
+  closeOneIdle(): void;
+  grow(): void;
+}
 
 /** The connections this proxy has open to one server, over every pool on it. */
 export class ServerBudget {
   open = 0;
-  readonly pools = new Set<PgPool>();
-  private readonly waiting: PgPool[] = [];
+  readonly pools = new Set<BudgetMember>();
+  private readonly waiting: BudgetMember[] = [];
 
   constructor(
     readonly server: string,
@@ -51,12 +78,12 @@ export class ServerBudget {
   ) {}
 
   /** Take a slot, closing the longest-idle connection of another pool when at the limit. */
-  take(requester: PgPool): boolean {
+  take(requester: BudgetMember): boolean {
     if (this.open < this.limit) {
       this.open++;
       return true;
     }
-    let victim: PgPool | undefined;
+    let victim: BudgetMember | undefined;
     for (const p of this.pools) if (p !== requester && p.idleCount > 0 && (!victim || p.oldestIdle < victim.oldestIdle)) victim = p;
     if (!this.waiting.includes(requester)) this.waiting.push(requester);
     // Its slot comes back through give() once the server has let that connection go.
@@ -65,7 +92,7 @@ export class ServerBudget {
   }
 
   /** True when another pool waits for a slot and `p` holds more than an even share of the limit. */
-  overShare(p: PgPool): boolean {
+  overShare(p: BudgetMember): boolean {
     if (this.waiting.length === 0) return false; // every transaction's return asks: no allocation on that path
     let others = 0;
     for (const q of this.waiting) if (q !== p && q.wantsConnection) others++;
@@ -93,7 +120,7 @@ export class ServerBudget {
         this.waiting.shift();
         continue;
       }
-      let victim: PgPool | undefined;
+      let victim: BudgetMember | undefined;
       for (const q of this.pools) if (q !== p && q.idleCount > 0 && (!victim || q.oldestIdle < victim.oldestIdle)) victim = q;
       if (!victim) return;
       victim.closeOneIdle(); // its slot goes back through give(), to the first waiting pool (p)
@@ -111,17 +138,17 @@ export interface PoolOptions {
   idleTimeoutMs: number;
 }
 
-export class PgPool {
-  private readonly idle: { b: Backend; since: number }[] = [];
-  private readonly queue: Waiter[] = [];
+export class Pool<C extends PoolConnection, I = unknown> implements BudgetMember {
+  private readonly idle: { b: C; since: number }[] = [];
+  private readonly queue: Waiter<C>[] = [];
   /** Lent plus being opened. */
   private busy = 0;
   private opening = 0;
   private retired = false;
-  private clientKey: Buffer | undefined;
+  private credential: Buffer | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
-  /** Server parameters of the first connection (ParameterStatus for new clients). */
-  parameters: Map<string, string> | undefined;
+  /** The first connection's loginInfo (the connector's), once one has opened. */
+  info: I | undefined;
   /** Connections lent right now, for the metrics. */
   get lent(): number {
     return this.busy - this.opening;
@@ -133,6 +160,7 @@ export class PgPool {
     readonly epoch: number,
     private opts: PoolOptions,
     private readonly budget: ServerBudget,
+    private readonly connector: PoolConnector<C, I>,
     private readonly onError: (e: Error) => void,
   ) {
     budget.pools.add(this);
@@ -168,13 +196,13 @@ export class PgPool {
     this.serve();
   }
 
-  /** A client proved it holds the role's key: the pool can log in with it. */
-  offerKey(clientKey: Buffer): void {
-    this.clientKey ??= clientKey;
+  /** A client proved what logging in as the tenant database's login takes: the pool can log in with it. */
+  offerCredential(credential: Buffer): void {
+    this.credential ??= credential;
   }
 
   /** An idle connection now, if there is one and nobody waits before us (no promise: the hot path). */
-  tryAcquire(): Backend | undefined {
+  tryAcquire(): C | undefined {
     if (this.retired || this.queue.length > 0) return undefined;
     const b = this.takeIdle();
     if (b) this.busy++;
@@ -182,15 +210,15 @@ export class PgPool {
   }
 
   /** A connection for one transaction; rejects with PoolTimeoutError after the queue timeout. */
-  acquire(): Promise<Backend> {
+  acquire(): Promise<C> {
     if (this.retired) return Promise.reject(new Error("the pool was replaced (the tenant database moved)"));
     const idle = this.takeIdle();
     if (idle) {
       this.busy++;
       return Promise.resolve(idle);
     }
-    return new Promise<Backend>((resolve, reject) => {
-      const w: Waiter = { resolve, reject, timer: undefined };
+    return new Promise<C>((resolve, reject) => {
+      const w: Waiter<C> = { resolve, reject, timer: undefined };
       w.timer = setTimeout(() => {
         const i = this.queue.indexOf(w);
         if (i >= 0) this.queue.splice(i, 1);
@@ -203,9 +231,9 @@ export class PgPool {
   }
 
   /** Give a connection back. `reusable` false (broken, or holding state) closes it. */
-  release(b: Backend, reusable: boolean): void {
+  release(b: C, reusable: boolean): void {
     this.busy--;
-    if (!reusable || this.retired || b.isClosed || b.txStatus !== 0x49 /* 'I' */) {
+    if (!reusable || this.retired || b.isClosed || !this.connector.atRest(b)) {
       this.discard(b);
       this.serve(); // its place can go to a waiting client
       return;
@@ -273,7 +301,7 @@ export class PgPool {
     this.openOne();
   }
 
-  private takeIdle(): Backend | undefined {
+  private takeIdle(): C | undefined {
     while (this.idle.length > 0) {
       const { b } = this.idle.pop()!; // most recently used: warm caches, lets the oldest time out
       if (!b.isClosed) return b;
@@ -282,8 +310,7 @@ export class PgPool {
     return undefined;
   }
 
-  private discard(b: Backend): void {
-    b.onClose = () => undefined;
+  private discard(b: C): void {
     b.close();
     // The slot is free once the server's backend is gone, not when we hang up: until then it still
     // counts in max_connections, and a connection opened in its place could be refused.
@@ -293,7 +320,7 @@ export class PgPool {
   /** Open connections for waiting clients, within the pool size and the server budget. */
   private serve(): void {
     while (this.queue.length > this.opening && this.busy < this.opts.size && !this.retired) {
-      if (!this.clientKey) return;
+      if (!this.credential) return;
       if (!this.budget.take(this)) return;
       this.openOne();
     }
@@ -302,16 +329,10 @@ export class PgPool {
   private openOne(): void {
     this.busy++;
     this.opening++;
-    const t = this.target;
-    Backend.connect(
-      { host: t.host, port: t.port, database: t.database, user: t.user },
-      { clientKey: this.clientKey!, verifier: t.verifier, params: {}, connectTimeoutMs: this.opts.connectTimeoutMs },
-    ).then(
+    this.connector.open(this.credential!, this.opts.connectTimeoutMs).then(
       (b) => {
         this.opening--;
-        this.parameters ??= new Map(b.parameters);
-        b.setPooled();
-        b.onClose = () => undefined;
+        this.info ??= this.connector.loginInfo(b);
         this.busy--;
         if (this.retired) {
           this.discard(b);
