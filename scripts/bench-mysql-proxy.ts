@@ -3,7 +3,9 @@
  * npm run bench:proxy:mysql — sysbench (`oltp_point_select`, `oltp_read_write`) against one
  * MariaDB tenant database directly, through tenantfleet's proxy (its MySQL listener) and through
  * HAProxy in TCP mode (the floor any proxy pays: it only copies bytes), in one run on the same
- * server and tables. Targets are interleaved: each round runs every workload once per target, the
+ * server and tables; and through the proxy in `transaction` pool mode (a second tenant database
+ * on the same server with tables of its own, pool of `--pool-size` per proxy: what lending a
+ * connection per transaction costs). Targets are interleaved: each round runs every workload once per target, the
  * order rotating from round to round. Latency percentiles come from sysbench's histogram.
  * Reports medians across rounds, the proxy/HAProxy throughput ratio and the p50 the proxy adds
  * over direct.
@@ -11,7 +13,8 @@
  * Progress goes to stderr, the result JSON to stdout and to bench/results/mysql-proxy-<time>.json.
  *
  * Flags: --quick (1 round of 3 s), --duration <s> (10), --rounds <n> (3), --warmup <s> (2),
- *        --threads <n> (sysbench threads, 8), --table-size <n> (10000), --no-save
+ *        --threads <n> (sysbench threads, 8), --table-size <n> (10000), --pool-size <n> (pooled
+ *        target's pool, default: --threads), --no-save
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -23,13 +26,14 @@ import { LocalPgFleet } from "./lib/local-pg-fleet";
 import { freePort } from "./lib/free-port";
 import { median } from "./lib/pgbench";
 import { MysqlServers } from "./lib/local-mysql-servers";
+import { setRoutePool } from "../proxy/catalog/routes";
 
 const execFileP = promisify(execFile);
 const repoRoot = path.resolve(__dirname, "..");
 const say = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 
 const WORKLOADS = ["oltp_point_select", "oltp_read_write"] as const;
-const TARGETS = ["direct", "proxy", "haproxy"] as const;
+const TARGETS = ["direct", "proxy", "haproxy", "pooled"] as const;
 type Target = (typeof TARGETS)[number];
 
 interface Run {
@@ -96,6 +100,7 @@ async function main(): Promise<number> {
       warmup: { type: "string" },
       threads: { type: "string", default: "8" },
       "table-size": { type: "string", default: "10000" },
+      "pool-size": { type: "string" },
       "no-save": { type: "boolean", default: false },
     },
   });
@@ -105,6 +110,7 @@ async function main(): Promise<number> {
   const warmup = Number(values.warmup ?? (quick ? 1 : 2));
   const threads = Number(values.threads);
   const tableSize = Number(values["table-size"]);
+  const poolSize = Number(values["pool-size"] ?? threads);
 
   say("starting the catalog, a MariaDB server, a proxy and HAProxy");
   const fleet = await LocalPgFleet.create({ stack: "bench-mysql" });
@@ -113,26 +119,34 @@ async function main(): Promise<number> {
   try {
     const server = await my.server("bench-mysql");
     const t = await my.tenant({ tenant: "bench", database: "sb" }, server);
+    const tp = await my.tenant({ tenant: "bench", database: "sbpool" }, server);
+    await fleet.withAdmin(fleet.catalog, "tenantfleet_catalog", (c) => setRoutePool(c, tp, { poolMode: "transaction", poolSize, serverBudget: undefined }));
     const proxy = await fleet.startProxy("proxy-bench", { extraArgs: ["--mysql-listen", "127.0.0.1:0"] });
     const h = await startHaproxy(fleet.root, server);
     haproxy = h.child;
-    const port: Record<Target, number> = { direct: server.port, proxy: proxy.mysqlPort, haproxy: h.port };
-    const base = (target: Target) => ["--db-driver=mysql", "--mysql-host=127.0.0.1", `--mysql-port=${port[target]}`, `--mysql-user=${t.user}`, `--mysql-password=${t.password}`, `--mysql-db=${t.name}`, "--tables=4", `--table-size=${tableSize}`];
-    // Until the proxy has the route (it follows the catalog by notification).
-    for (const end = Date.now() + 30_000; ; ) {
-      const r = await execFileP("mariadb", ["-h", "127.0.0.1", "-P", String(proxy.mysqlPort), "-u", t.user, t.name, "-e", "select 1"], { env: { ...process.env, MYSQL_PWD: t.password } }).then(() => true, () => false);
-      if (r) break;
-      if (Date.now() > end) throw new Error("the proxy never served the tenant database");
-      await new Promise((res) => setTimeout(res, 100));
+    const port: Record<Target, number> = { direct: server.port, proxy: proxy.mysqlPort, haproxy: h.port, pooled: proxy.mysqlPort };
+    const base = (target: Target, at = port[target]) => {
+      const db = target === "pooled" ? tp : t;
+      return ["--db-driver=mysql", "--mysql-host=127.0.0.1", `--mysql-port=${at}`, `--mysql-user=${db.user}`, `--mysql-password=${db.password}`, `--mysql-db=${db.name}`, "--tables=4", `--table-size=${tableSize}`];
+    };
+    // Until the proxy has the routes (set before it started, the pooled one in transaction mode).
+    for (const db of [t, tp]) {
+      for (const end = Date.now() + 30_000; ; ) {
+        const r = await execFileP("mariadb", ["-h", "127.0.0.1", "-P", String(proxy.mysqlPort), "-u", db.user, db.name, "-e", "select 1"], { env: { ...process.env, MYSQL_PWD: db.password } }).then(() => true, () => false);
+        if (r) break;
+        if (Date.now() > end) throw new Error(`the proxy never served ${db.name}`);
+        await new Promise((res) => setTimeout(res, 100));
+      }
     }
-    say(`sysbench prepare: 4 tables × ${tableSize} rows`);
+    say(`sysbench prepare: 4 tables × ${tableSize} rows, in each of the two tenant databases`);
     await execFileP("sysbench", ["oltp_common", ...base("direct"), "prepare"], { maxBuffer: 1 << 24 });
+    await execFileP("sysbench", ["oltp_common", ...base("pooled", server.port), "prepare"], { maxBuffer: 1 << 24 });
     const sysbench = async (workload: string, target: Target, seconds: number) => {
       const { stdout } = await execFileP("sysbench", [workload, ...base(target), `--threads=${threads}`, `--time=${seconds}`, "--histogram=on", "--percentile=99", "--report-interval=0", "run"], { maxBuffer: 1 << 24 });
       return parseSysbench(stdout);
     };
     const runs: Record<string, Record<Target, Run[]>> = {};
-    for (const w of WORKLOADS) runs[w] = { direct: [], proxy: [], haproxy: [] };
+    for (const w of WORKLOADS) runs[w] = { direct: [], proxy: [], haproxy: [], pooled: [] };
     for (let round = 0; round < rounds; round++) {
       const order = TARGETS.map((_, i) => TARGETS[(i + round) % TARGETS.length]!);
       for (const w of WORKLOADS) {
@@ -151,7 +165,14 @@ async function main(): Promise<number> {
       const s = Object.fromEntries(TARGETS.map((target) => [target, { tps: Math.round(m(target, "tps")), p50Ms: m(target, "p50Ms"), p99Ms: m(target, "p99Ms"), errors: runs[w]![target].reduce((a, r) => a + r.errors, 0) }]));
       const ratio = m("proxy", "tps") / m("haproxy", "tps");
       const addedUs = Math.round((m("proxy", "p50Ms") - m("direct", "p50Ms")) * 1000);
-      summary[w] = { ...s, proxyVsHaproxyTps: Math.round(ratio * 1000) / 1000, proxyVsDirectTps: Math.round((m("proxy", "tps") / m("direct", "tps")) * 1000) / 1000, proxyP50AddedUs: addedUs };
+      summary[w] = {
+        ...s,
+        proxyVsHaproxyTps: Math.round(ratio * 1000) / 1000,
+        proxyVsDirectTps: Math.round((m("proxy", "tps") / m("direct", "tps")) * 1000) / 1000,
+        proxyP50AddedUs: addedUs,
+        pooledVsSessionTps: Math.round((m("pooled", "tps") / m("proxy", "tps")) * 1000) / 1000,
+        pooledP50AddedUs: Math.round((m("pooled", "p50Ms") - m("proxy", "p50Ms")) * 1000),
+      };
       goals[`${w}: proxy ≥ 0.9 × HAProxy tps`] = ratio >= 0.9;
       goals[`${w}: proxy adds ≤ 100 µs to p50 over direct`] = addedUs <= 100;
     }
@@ -159,7 +180,7 @@ async function main(): Promise<number> {
       benchmark: "mysql-proxy",
       at: new Date().toISOString(),
       command: `npm run bench:proxy:mysql -- ${process.argv.slice(2).join(" ")}`.trim(),
-      method: `sysbench 1.0 (${threads} threads, ${duration} s runs after ${warmup} s warm-up, ${rounds} rounds, targets interleaved) on one MariaDB tenant database: direct, tenantfleet proxy (MySQL listener, session mode), HAProxy TCP mode; latency percentiles from sysbench's histogram (bucket values)`,
+      method: `sysbench 1.0 (${threads} threads, ${duration} s runs after ${warmup} s warm-up, ${rounds} rounds, targets interleaved) on one MariaDB tenant database: direct, tenantfleet proxy (MySQL listener, session mode), HAProxy TCP mode, and the proxy in transaction pool mode (pool of ${poolSize}; a second tenant database on the same server); latency percentiles from sysbench's histogram (bucket values)`,
       machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model },
       goals,
       summary,
