@@ -18,6 +18,12 @@ import type { Toolchain } from "../../scripts/lib/toolchain";
 import { writeLocalStackConfig } from "../../scripts/lib/local-stack-config";
 import { Writers } from "../../scripts/lib/local-mysql-servers";
 import { endpointsOf } from "../fixtures/kill-matrix/mysql";
+import type { ChildProcess } from "node:child_process";
+import { Client } from "pg";
+import { listServerRecords, stateRoot } from "../../dynamic-providers/local-server/state";
+import { resolveLayout } from "../../dynamic-providers/local-server/provider";
+import { localRuntime } from "../../dynamic-providers/engines/local-runtime";
+import type { LocalServerOutputs } from "../../dynamic-providers/local-server/types";
 
 const stack = `e2e-mysql-${randomBytes(3).toString("hex")}`;
 const stackFile = path.join(repoRoot, "stacks", `Pulumi.${stack}.yaml`);
@@ -32,6 +38,7 @@ const writeConfig = (acme: Db) =>
 const pulumi = (args: string[]) => pulumiOk(tc, [...args, "--stack", stack, "--non-interactive"]);
 
 interface Outputs {
+  catalogUrl: string;
   proxies: { endpoints: string[]; mysql?: { endpoints: string[] } };
   tenantDatabases: Record<string, Record<string, { server: string; isolation: string; status: string; epoch: number }>>;
   fleet: { proxies: Record<string, { endpoints: string[] }>; tenants: Record<string, Record<string, { connectionString: string }>> };
@@ -83,12 +90,52 @@ describe("MariaDB tenant database through `pulumi up`", () => {
     const c = await mysql.createConnection(proxies[0]!);
     await c.query("create table items (id bigint primary key, client varchar(64) not null, payload blob not null)");
     await c.query("insert into items select seq, 'before', 'x' from seq_1_to_2000");
+    // Enough data that the initial copy takes a moment (the next test stops the target during it).
+    await c.query("create table blobs (id bigint primary key, body text not null)");
+    await c.query("insert into blobs select seq, repeat(md5(seq), 30) from seq_1_to_60000");
     await c.end();
     writers = new Writers(100_000);
     writers.start("proxy-1 plain", () => mysql.createConnection(proxies[0]!), writers.plain);
     writers.start("proxy-2 prepared", () => mysql.createConnection(proxies[1]!), writers.prepared);
     writers.start("proxy-1 txn", () => mysql.createConnection(proxies[0]!), writers.txn);
   }, 300_000);
+
+  it("a target stopped during the initial copy fails `up` with a clear message; acme keeps serving from its server", async () => {
+    await writeConfig({ engine: "mysql", isolation: "dedicated", region: "eu-west" });
+    const catalogUrl = (await outputs()).catalogUrl;
+    const catalogQuery = async <T>(sql: string): Promise<T[]> => {
+      const c = new Client({ connectionString: catalogUrl });
+      await c.connect();
+      try {
+        return (await c.query(sql)).rows as T[];
+      } finally {
+        await c.end();
+      }
+    };
+    let child: ChildProcess | undefined;
+    const up = runPulumi(tc, ["up", "--yes", "--stack", stack, "--non-interactive"], { onSpawn: (c) => (child = c) });
+    for (const deadline = Date.now() + 240_000; ; ) {
+      const rows = await catalogQuery<{ phase: string }>("select phase from tenantfleet.migrations where tenant = 'acme' order by migration_id desc limit 1").catch(() => []);
+      const phase = rows[0]?.phase;
+      if (phase === "sync") break;
+      const missed = phase !== undefined && !["preflight", "prepare"].includes(phase) ? `the migration passed the sync phase before it was seen (now ${phase})` : Date.now() > deadline ? `the migration never reached the sync phase (last phase: ${phase ?? "none"})` : undefined;
+      if (missed) {
+        child?.kill("SIGINT");
+        await up;
+        throw new Error(missed);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const rec = (await listServerRecords(stateRoot(), stack)).find((r) => r.serverName === "dedicated-acme-shop-eu-west")!;
+    await (await localRuntime("mysql")).stop(await resolveLayout(rec as LocalServerOutputs));
+    const r = await up;
+    expect(r.code).not.toBe(0);
+    expect(r.stdout + r.stderr).toMatch(/migration of acme\/shop from shared-mysql-eu-west to dedicated-acme-shop-eu-west failed during sync: .*acme\/shop still serves from shared-mysql-eu-west/s);
+    const route = await catalogQuery<{ server: string; status: string }>("select server, status from tenantfleet.tenant_databases where tenant = 'acme' and database = 'shop'");
+    expect(route[0]).toEqual({ server: "shared-mysql-eu-west", status: "failed" });
+    await new Promise((res) => setTimeout(res, 500));
+    expect(writers.errors).toEqual([]);
+  }, 400_000);
 
   for (const [isolation, region, server, epoch] of [
     ["dedicated", "eu-west", "dedicated-acme-shop-eu-west", 2],
@@ -99,6 +146,7 @@ describe("MariaDB tenant database through `pulumi up`", () => {
       await writeConfig({ engine: "mysql", isolation, region });
       const r = await pulumi(["up", "--yes"]);
       expect(r.stdout).toMatch(/cutover: queries held \d+ ms/);
+      expect(r.stdout).toMatch(/migrating_sync \d+% \(\d+\/2 tables copied\)/);
       const out = await outputs();
       expect(out.tenantDatabases.acme!.shop).toMatchObject({ server, isolation, status: "ready", epoch });
       expect(out.fleet.tenants.acme!.shop!.connectionString).toBe(firstUrl);

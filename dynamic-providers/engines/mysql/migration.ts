@@ -26,6 +26,7 @@ import type { EngineMigration, MigrationMethod, PreflightResult, SyncProgress, V
 import {
   copyDatabase,
   databaseExists,
+  type CopyProgress,
   databaseSize,
   dropTenantDatabase,
   dumpDatabase,
@@ -52,6 +53,17 @@ export interface MysqlMigrationArgs {
 
 /** `replicate_wild_do_table` pattern of exactly one database (`_` and `%` are wildcards there). */
 export const wildPattern = (database: string) => `${database.replace(/([\\_%])/g, "\\$1")}.%`;
+
+/** The initial copy, running in the background while the orchestrator reports its progress. */
+interface InitialCopy {
+  progress: CopyProgress;
+  size: { bytes: number; tables: number };
+  done: boolean;
+  error: Error | undefined;
+  abort: AbortController;
+  /** Resolves when the copy (and the replication set-up after it) has ended, either way. */
+  settled: Promise<void>;
+}
 
 interface SlaveStatus {
   Connection_name: string;
@@ -124,6 +136,7 @@ export class MysqlMigration implements EngineMigration {
 
   /** `sideMayBeGone`: after a commit, the source (or the target) may be gone already; what is left there goes with it. */
   private async removeConnections(sideMayBeGone: boolean): Promise<string[]> {
+    await this.stopCopy();
     const removed: string[] = [];
     const logins: string[] = [];
     const tolerate = <T>(p: Promise<T>) => (sideMayBeGone ? p.catch(() => undefined) : p);
@@ -194,24 +207,62 @@ export class MysqlMigration implements EngineMigration {
     await ensureTenantDatabase(this.a.target, this.a.from);
   }
 
+  /**
+   * Starts the initial copy and returns: the orchestrator follows it through `syncProgress`
+   * (`migrating_sync N%`, by the dump's bytes against the database's size). When the copy is in,
+   * the replication login is made on the source and the connection on the target, from the
+   * copy's binlog position. The login is made only then, so a run killed during the copy leaves
+   * nothing on the source (the half-made copy is dropped by the next attempt's prepareTarget).
+   */
   async startReplication(migrationId: number): Promise<void> {
     this.migrationId = migrationId;
     const { source, target, from } = this.a;
-    const login = `${LOGIN_PREFIX}${migrationId}`;
+    const size = await withAdmin(source, async (c) => {
+      const [d] = await rows<{ domain: number }>(c, "select @@gtid_domain_id as domain");
+      if (Number(d!.domain) === 0) await c.query("set global gtid_domain_id = @@server_id");
+      const [t] = await rows<{ n: number }>(c, "select count(*) as n from information_schema.tables where table_schema = ? and table_type = 'BASE TABLE'", [from.database]);
+      return { bytes: await databaseSize(c, from.database), tables: Number(t!.n) };
+    });
+    const progress: CopyProgress = { bytes: 0, tablesStarted: 0 };
+    const abort = new AbortController();
+    const copy: InitialCopy = { progress, size, done: false, error: undefined, abort, settled: Promise.resolve() };
+    this.copy = copy;
+    // The copy and its binlog position come from one snapshot.
+    copy.settled = copyDatabase(source, target, from.database, { position: true, progress, signal: abort.signal })
+      .then((position) => {
+        if (abort.signal.aborted) throw new Error("the initial copy was stopped");
+        return this.connectReplica(position!);
+      })
+      .then(
+        () => void (copy.done = true),
+        (e: Error) => void (copy.error = abort.signal.aborted ? new Error("the initial copy was stopped") : e),
+      );
+  }
+
+  private copy: InitialCopy | undefined;
+
+  /** A copy still running (the move failed meanwhile): stop it, so that nothing is made after the cleanup. */
+  private async stopCopy(): Promise<void> {
+    const copy = this.copy;
+    if (!copy || copy.done || copy.error) return;
+    copy.abort.abort();
+    await copy.settled;
+  }
+
+  /** The replication login on the source, and this database's replication connection on the target from `position`. */
+  private async connectReplica(position: { file: string; pos: number }): Promise<void> {
+    const { source, target, from } = this.a;
+    const login = `${LOGIN_PREFIX}${this.migrationId}`;
     this.replPassword = randomBytes(18).toString("base64url");
     await withAdmin(source, async (c) => {
-      const [d] = await rows<{ domain: number; server_id: number }>(c, "select @@gtid_domain_id as domain, @@server_id as server_id");
-      if (Number(d!.domain) === 0) await c.query("set global gtid_domain_id = @@server_id");
       await c.query(`create or replace user ${literal(login)}@'%' identified by ${literal(this.replPassword!)}`);
       await c.query(`grant replication slave on *.* to ${literal(login)}@'%'`);
     });
-    // The copy and its binlog position come from one snapshot.
-    const position = await copyDatabase(source, target, from.database, { position: true });
     await withAdmin(target, async (c) => {
       const name = this.connection;
       await c.query(
         `change master ${literal(name)} to master_host = ${literal(source.host)}, master_port = ${Number(source.port)}, master_user = ${literal(login)}, master_password = ${literal(this.replPassword!)},
-         master_log_file = ${literal(position!.file)}, master_log_pos = ${Number(position!.pos)}, master_use_gtid = no`,
+         master_log_file = ${literal(position.file)}, master_log_pos = ${Number(position.pos)}, master_use_gtid = no`,
       );
       await c.query(`set global ${name}.replicate_wild_do_table = ${literal(wildPattern(from.database))}`);
       await c.query(`start slave ${literal(name)}`);
@@ -235,9 +286,21 @@ export class MysqlMigration implements EngineMigration {
   }
 
   async syncProgress(): Promise<SyncProgress> {
-    // The initial copy is the dump, done before replication starts; what remains is catch-up.
+    const copy = this.copy;
+    if (!copy) throw new Error("the initial copy was not started");
+    if (copy.error) throw copy.error;
+    const tables = copy.size.tables;
+    if (!copy.done) {
+      // mariadb-dump's text (hex for binary columns) is not the size on disk: a bound, not a promise.
+      // Past 95% of the size it creeps toward 99: still rising while bytes come (the orchestrator's
+      // stall check watches it), never 100 before the copy is in.
+      const r = copy.size.bytes > 0 ? copy.progress.bytes / copy.size.bytes : 0;
+      const percent = r <= 0.95 ? 100 * r : 99 - (4 * 0.95) / r;
+      return { percent, done: false, tables, tablesDone: Math.max(0, Math.min(tables, copy.progress.tablesStarted - 1)) };
+    }
+    // Copied; replication runs from the copy's position: what remains is catch-up.
     await withAdmin(this.a.target, (c) => this.status(c));
-    return { percent: 100, done: true, tables: 0, tablesDone: 0 };
+    return { percent: 100, done: true, tables, tablesDone: tables };
   }
 
   async markerLag(timeoutMs: number): Promise<number> {
@@ -370,6 +433,7 @@ export class MysqlMigration implements EngineMigration {
   }
 
   async close(): Promise<void> {
+    await this.stopCopy();
     const kept = [...this.kept.values()];
     this.kept.clear();
     await Promise.all(kept.map((p) => p.then((c) => c.end().catch(() => c.destroy()), () => undefined)));

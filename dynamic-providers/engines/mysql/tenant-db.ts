@@ -116,6 +116,9 @@ function waitExit(child: ChildProcess, what: string, stderr: () => string): Prom
   });
 }
 
+/** mariadb-dump's comment before each table's rows. */
+const DATA_MARKER = "\n-- Dumping data for table ";
+
 /** Options of every dump: one consistent snapshot, the schema's code too, binary as hex. */
 const DUMP_OPTIONS = ["--single-transaction", "--routines", "--triggers", "--events", "--hex-blob", "--skip-add-locks", "--skip-lock-tables"];
 
@@ -146,12 +149,32 @@ export interface BinlogPosition {
  * `mariadb-dump source | mariadb target`, nothing on disk. With `position`, the dump also says
  * where its snapshot is in the source's binlog (read off the stream as it passes).
  */
-export async function copyDatabase(from: MysqlServerAccess, to: MysqlServerAccess, database: string, opts: { position?: boolean } = {}): Promise<BinlogPosition | undefined> {
-  const dump = spawn("mariadb-dump", [...clientArgs(from), ...DUMP_OPTIONS, ...(opts.position ? ["--master-data=2"] : []), database], { env: clientEnv(from), stdio: ["ignore", "pipe", "pipe"] });
-  const load = spawn("mariadb", [...clientArgs(to), "--binary-mode", database], { env: clientEnv(to), stdio: ["pipe", "ignore", "pipe"] });
+/** How far a copy has got: dump bytes loaded, and tables whose rows have started (mariadb-dump's comments). */
+export interface CopyProgress {
+  bytes: number;
+  tablesStarted: number;
+}
+
+export async function copyDatabase(
+  from: MysqlServerAccess,
+  to: MysqlServerAccess,
+  database: string,
+  opts: { position?: boolean; progress?: CopyProgress; signal?: AbortSignal } = {},
+): Promise<BinlogPosition | undefined> {
+  const dump = spawn("mariadb-dump", [...clientArgs(from), ...DUMP_OPTIONS, ...(opts.position ? ["--master-data=2"] : []), database], { env: clientEnv(from), stdio: ["ignore", "pipe", "pipe"], signal: opts.signal });
+  const load = spawn("mariadb", [...clientArgs(to), "--binary-mode", database], { env: clientEnv(to), stdio: ["pipe", "ignore", "pipe"], signal: opts.signal });
   let position: BinlogPosition | undefined;
   let head = "";
+  const progress = opts.progress;
+  let tail = "";
   dump.stdout!.on("data", (chunk: Buffer) => {
+    if (progress) {
+      progress.bytes += chunk.length;
+      // A marker cut by a chunk boundary is found in the tail kept from the previous chunk.
+      const text = tail + chunk.toString("latin1");
+      progress.tablesStarted += text.split(DATA_MARKER).length - 1;
+      tail = chunk.length >= DATA_MARKER.length ? chunk.toString("latin1", chunk.length - DATA_MARKER.length + 1) : "";
+    }
     if (position || head.length > 1 << 16) return;
     head += chunk.toString("latin1");
     const m = /CHANGE MASTER TO MASTER_LOG_FILE='([^']+)', MASTER_LOG_POS=(\d+)/.exec(head);
