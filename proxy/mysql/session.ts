@@ -957,8 +957,9 @@ export class MysqlSession implements DrainMember {
     this.lentConn = undefined;
     this.lender = undefined;
     this.backend = undefined;
+    // Left flowing: a connection at rest gets nothing from its server but a goodbye (its close is
+    // the pool's to see); pausing and resuming it on every transaction costs a system call each.
     this.detachBackend(c.backend);
-    c.backend.socket.pause();
     c.status = this.tracker.status;
     pool.release(c, reusable);
   }
