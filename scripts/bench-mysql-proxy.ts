@@ -2,8 +2,9 @@
 /**
  * npm run bench:proxy:mysql — sysbench (`oltp_point_select`, `oltp_read_write`) against one
  * MariaDB tenant database directly, through tenantfleet's proxy (its MySQL listener) and through
- * HAProxy in TCP mode (the floor any proxy pays: it only copies bytes), in one run on the same
- * server and tables; and through the proxy in `transaction` pool mode (a second tenant database
+ * HAProxy in TCP mode (the floor any proxy pays: it only copies bytes), through a bare Node.js
+ * byte relay (scripts/lib/node-relay-main.mjs: the least any Node.js proxy does, so the gap to
+ * HAProxy that is the runtime's), in one run on the same server and tables; and through the proxy in `transaction` pool mode (a second tenant database
  * on the same server with tables of its own, pool of `--pool-size` per proxy: what lending a
  * connection per transaction costs). Targets are interleaved: each round runs every workload once per target, the
  * order rotating from round to round. Latency percentiles come from sysbench's histogram.
@@ -27,13 +28,14 @@ import { freePort } from "./lib/free-port";
 import { median } from "./lib/pgbench";
 import { MysqlServers } from "./lib/local-mysql-servers";
 import { setRoutePool } from "../proxy/catalog/routes";
+import { startNodeRelay, type NodeRelayProcess } from "./lib/node-relay";
 
 const execFileP = promisify(execFile);
 const repoRoot = path.resolve(__dirname, "..");
 const say = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 
 const WORKLOADS = ["oltp_point_select", "oltp_read_write"] as const;
-const TARGETS = ["direct", "proxy", "haproxy", "pooled"] as const;
+const TARGETS = ["direct", "proxy", "haproxy", "relay", "pooled"] as const;
 type Target = (typeof TARGETS)[number];
 
 interface Run {
@@ -116,6 +118,7 @@ async function main(): Promise<number> {
   const fleet = await LocalPgFleet.create({ stack: "bench-mysql" });
   const my = new MysqlServers(fleet);
   let haproxy: ChildProcess | undefined;
+  let relay: NodeRelayProcess | undefined;
   try {
     const server = await my.server("bench-mysql");
     const t = await my.tenant({ tenant: "bench", database: "sb" }, server);
@@ -124,7 +127,9 @@ async function main(): Promise<number> {
     const proxy = await fleet.startProxy("proxy-bench", { extraArgs: ["--mysql-listen", "127.0.0.1:0"] });
     const h = await startHaproxy(fleet.root, server);
     haproxy = h.child;
-    const port: Record<Target, number> = { direct: server.port, proxy: proxy.mysqlPort, haproxy: h.port, pooled: proxy.mysqlPort };
+    const nodeRelay = await startNodeRelay(server);
+    relay = nodeRelay;
+    const port: Record<Target, number> = { direct: server.port, proxy: proxy.mysqlPort, haproxy: h.port, relay: nodeRelay.port, pooled: proxy.mysqlPort };
     const base = (target: Target, at = port[target]) => {
       const db = target === "pooled" ? tp : t;
       return ["--db-driver=mysql", "--mysql-host=127.0.0.1", `--mysql-port=${at}`, `--mysql-user=${db.user}`, `--mysql-password=${db.password}`, `--mysql-db=${db.name}`, "--tables=4", `--table-size=${tableSize}`];
@@ -146,7 +151,7 @@ async function main(): Promise<number> {
       return parseSysbench(stdout);
     };
     const runs: Record<string, Record<Target, Run[]>> = {};
-    for (const w of WORKLOADS) runs[w] = { direct: [], proxy: [], haproxy: [], pooled: [] };
+    for (const w of WORKLOADS) runs[w] = { direct: [], proxy: [], haproxy: [], relay: [], pooled: [] };
     for (let round = 0; round < rounds; round++) {
       const order = TARGETS.map((_, i) => TARGETS[(i + round) % TARGETS.length]!);
       for (const w of WORKLOADS) {
@@ -170,6 +175,8 @@ async function main(): Promise<number> {
         proxyVsHaproxyTps: Math.round(ratio * 1000) / 1000,
         proxyVsDirectTps: Math.round((m("proxy", "tps") / m("direct", "tps")) * 1000) / 1000,
         proxyP50AddedUs: addedUs,
+        relayVsHaproxyTps: Math.round((m("relay", "tps") / m("haproxy", "tps")) * 1000) / 1000,
+        proxyVsRelayTps: Math.round((m("proxy", "tps") / m("relay", "tps")) * 1000) / 1000,
         pooledVsSessionTps: Math.round((m("pooled", "tps") / m("proxy", "tps")) * 1000) / 1000,
         pooledP50AddedUs: Math.round((m("pooled", "p50Ms") - m("proxy", "p50Ms")) * 1000),
       };
@@ -180,7 +187,7 @@ async function main(): Promise<number> {
       benchmark: "mysql-proxy",
       at: new Date().toISOString(),
       command: `npm run bench:proxy:mysql -- ${process.argv.slice(2).join(" ")}`.trim(),
-      method: `sysbench 1.0 (${threads} threads, ${duration} s runs after ${warmup} s warm-up, ${rounds} rounds, targets interleaved) on one MariaDB tenant database: direct, tenantfleet proxy (MySQL listener, session mode), HAProxy TCP mode, and the proxy in transaction pool mode (pool of ${poolSize}; a second tenant database on the same server); latency percentiles from sysbench's histogram (bucket values)`,
+      method: `sysbench 1.0 (${threads} threads, ${duration} s runs after ${warmup} s warm-up, ${rounds} rounds, targets interleaved) on one MariaDB tenant database: direct, tenantfleet proxy (MySQL listener, session mode), HAProxy TCP mode, a bare Node.js byte relay (scripts/lib/node-relay-main.mjs), and the proxy in transaction pool mode (pool of ${poolSize}; a second tenant database on the same server); latency percentiles from sysbench's histogram (bucket values)`,
       machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model },
       goals,
       summary,
@@ -198,6 +205,7 @@ async function main(): Promise<number> {
     return 0;
   } finally {
     haproxy?.kill();
+    await relay?.stop();
     await my.close();
     await fleet.close();
   }
