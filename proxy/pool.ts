@@ -53,6 +53,76 @@ export class PoolTimeoutError extends Error {
   }
 }
 
+/** The pool a client waited on was retired (its tenant database moved): borrow from the new route's pool. */
+export class PoolReplacedError extends Error {
+  override name = "PoolReplacedError";
+  constructor() {
+    super("the pool was replaced (the tenant database moved)");
+  }
+}
+
+/**
+ * A client session borrowing from a pool (each engine's session is one): how it tells whether an
+ * idle connection fits it as it is, makes one fit, and takes it.
+ */
+export interface Borrower<C extends PoolConnection, I> {
+  /** Set while a connection is on its way (the session holds what the client sends meanwhile). */
+  acquiring: boolean;
+  /** "closed": the session ended; "held": a pause parked it while it waited; else "ready". */
+  borrowState(): "closed" | "held" | "ready";
+  /** The connection carries what the session needs (its settings, statements): no round trip. */
+  fitsAsIs(c: C): boolean;
+  /** Give the connection what the session needs (round trips to its server). */
+  fit(c: C): Promise<void>;
+  /** The connection is the session's until its transaction ends; `later`: it came after a wait (send what was held). */
+  take(c: C, pool: Pool<C, I>, later: boolean): void;
+  /** `fit` failed (the connection was closed): end the session with that error. */
+  fitFailed(e: Error): void;
+  /** No connection came: the queue timeout, or the server refused or was unreachable. */
+  noConnection(e: Error, pool: Pool<C, I>): void;
+  /** The pool was retired while the session waited: borrow again from the route's new pool. */
+  poolReplaced(): void;
+}
+
+/**
+ * Lend `pool`'s connection to `s`: true when lent at once (an idle one that fits it as it is: no
+ * promise on this, the hot path); otherwise one comes later, made to fit, and `s.take` gets it.
+ */
+export function borrow<C extends PoolConnection, I>(pool: Pool<C, I>, s: Borrower<C, I>): boolean {
+  const idle = pool.tryAcquire();
+  if (idle && s.fitsAsIs(idle)) {
+    s.take(idle, pool, false);
+    return true;
+  }
+  s.acquiring = true;
+  (idle ? Promise.resolve(idle) : pool.acquire())
+    .then(async (c) => {
+      if (s.borrowState() !== "ready") {
+        // Closed, or a pause came while waiting: what the session holds waits for the resume.
+        s.acquiring = false;
+        pool.release(c, true);
+        return;
+      }
+      try {
+        await s.fit(c);
+      } catch (e) {
+        s.acquiring = false;
+        pool.release(c, false);
+        return s.fitFailed(e as Error);
+      }
+      s.acquiring = false;
+      if (s.borrowState() === "closed") return pool.release(c, true);
+      s.take(c, pool, true);
+    })
+    .catch((e: Error) => {
+      s.acquiring = false;
+      if (s.borrowState() === "closed") return;
+      if (e instanceof PoolReplacedError) return s.poolReplaced();
+      s.noConnection(e, pool);
+    });
+  return false;
+}
+
 type Waiter<C> = { resolve(b: C): void; reject(e: Error): void; timer: NodeJS.Timeout | undefined };
 
 /** What the budget asks of the pools on its server. */
@@ -211,7 +281,7 @@ export class Pool<C extends PoolConnection, I = unknown> implements BudgetMember
 
   /** A connection for one transaction; rejects with PoolTimeoutError after the queue timeout. */
   acquire(): Promise<C> {
-    if (this.retired) return Promise.reject(new Error("the pool was replaced (the tenant database moved)"));
+    if (this.retired) return Promise.reject(new PoolReplacedError());
     const idle = this.takeIdle();
     if (idle) {
       this.busy++;
@@ -262,7 +332,7 @@ export class Pool<C extends PoolConnection, I = unknown> implements BudgetMember
     this.retired = true;
     for (const w of this.queue.splice(0)) {
       clearTimeout(w.timer);
-      w.reject(new Error("the pool was replaced (the tenant database moved)"));
+      w.reject(new PoolReplacedError());
     }
     for (const { b } of this.idle.splice(0)) this.discard(b);
     clearTimeout(this.idleTimer);

@@ -32,8 +32,8 @@ import { connectMysqlBackend, MysqlBackendError, type MysqlBackend } from "./bac
 import { encodeErr, encodeErrPacket, encodeOk, errPacket, type ErrPacket, type HandshakeResponse } from "./handshake";
 import { encodePacket, LogicalPacket, MysqlProtocolError, PacketScanner, type Packet } from "./packets";
 import { ResponseTracker } from "./response";
-import { PoolTimeoutError, type ServerBudget } from "../pool";
-import type { MysqlClientProfile, MysqlPool, PooledMysql } from "./pooled";
+import { borrow, PoolTimeoutError, type Borrower, type ServerBudget } from "../pool";
+import type { MysqlClientProfile, MysqlPool, MysqlPoolInfo, PooledMysql } from "./pooled";
 
 /** The version the proxy greets with: MariaDB's form (`5.5.5-` tells clients it is MariaDB). */
 export const PROXY_SERVER_VERSION = "5.5.5-10.11.0-MariaDB-tenantfleet";
@@ -104,7 +104,7 @@ interface Command {
 
 let nextSessionNo = 0;
 
-export class MysqlSession implements DrainMember {
+export class MysqlSession implements DrainMember, Borrower<PooledMysql, MysqlPoolInfo> {
   step: Step = "authenticating";
   readonly no = ++nextSessionNo;
   private socket: net.Socket | tls.TLSSocket;
@@ -169,7 +169,7 @@ export class MysqlSession implements DrainMember {
   private lender: MysqlPool | undefined;
   /** The borrowed (or, once pinned, owned) connection; `backend` is its server link. */
   private lentConn: PooledMysql | undefined;
-  private acquiring = false;
+  acquiring = false;
   /** Why the session keeps its connection for good (state a next borrower must not see). */
   private pinned: string | undefined;
   private pinnedBudget: ServerBudget | undefined;
@@ -455,6 +455,7 @@ export class MysqlSession implements DrainMember {
         if (this.step === "closed") return;
         this.writeClient(1, payload);
         this.socket.resume();
+        if (this.pooled && this.idle) this.onIdle(); // the connection borrowed for it goes back
       });
       return;
     }
@@ -861,55 +862,49 @@ export class MysqlSession implements DrainMember {
     }
     const pool = this.host.pool(this.key, route, this.profile());
     pool.offerCredential(this.passwordSha1!); // a pool made after a move has not seen a login yet
-    const wantsInsertId = this.lastInsertId !== 0 && chunk.length < MAX_INSPECTED && INSERT_ID.test(chunk.toString("latin1"));
-    const idle = pool.tryAcquire();
-    if (idle && this.fits(idle, wantsInsertId)) {
-      this.adoptLent(pool, idle, route);
-      return true;
-    }
-    this.acquiring = true;
-    (idle ? Promise.resolve(idle) : pool.acquire())
-      .then(async (c) => {
-        if (this.step === "closed" || this.step === "parked" || this.step === "switching") {
-          // Closed, or a pause came while waiting: what is held waits for the resume.
-          this.acquiring = false;
-          pool.release(c, true);
-          return;
-        }
-        try {
-          await this.fit(c, wantsInsertId);
-        } catch (e) {
-          this.acquiring = false;
-          pool.release(c, false);
-          return this.fail(ER.UNKNOWN_ERROR, `could not give a pooled server connection this session's state: ${(e as Error).message}`);
-        }
-        this.acquiring = false;
-        if ((this.step as Step) === "closed") return pool.release(c, true);
-        this.adoptLent(pool, c, this.host.route(this.key) ?? route);
-        this.releaseHeld();
-      })
-      .catch((e: Error) => {
-        this.acquiring = false;
-        if (this.step === "closed") return;
-        if (/pool was replaced/.test(e.message)) {
-          if (this.held.length > 0 && this.lend(this.held[0]!)) this.releaseHeld(); // the route moved while waiting
-          return;
-        }
-        this.poolFailure(e, 1);
-      });
-    return false;
+    this.wantsInsertId = this.lastInsertId !== 0 && chunk.length < MAX_INSPECTED && INSERT_ID.test(chunk.toString("latin1"));
+    this.lendRoute = route;
+    return borrow(pool, this);
+  }
+
+  // Borrower (proxy/pool.ts): how this session takes a pooled connection.
+
+  /** The command being lent for reads LAST_INSERT_ID(): the connection must have the session's. */
+  private wantsInsertId = false;
+  /** The route whose pool is lending. */
+  private lendRoute: Route | undefined;
+
+  borrowState(): "closed" | "held" | "ready" {
+    return this.step === "closed" ? "closed" : this.step === "parked" || this.step === "switching" ? "held" : "ready";
+  }
+
+  take(c: PooledMysql, pool: MysqlPool, later: boolean): void {
+    this.adoptLent(pool, c, this.host.route(this.key) ?? this.lendRoute!);
+    if (later) this.releaseHeld();
+  }
+
+  fitFailed(e: Error): void {
+    this.fail(ER.UNKNOWN_ERROR, `could not give a pooled server connection this session's state: ${e.message}`);
+  }
+
+  noConnection(e: Error): void {
+    this.poolFailure(e, 1);
+  }
+
+  poolReplaced(): void {
+    if (this.held.length > 0 && this.lend(this.held[0]!)) this.releaseHeld(); // the route moved while waiting
   }
 
   /** The connection carries this session's settings and statements (and LAST_INSERT_ID, if the command reads it). */
-  private fits(c: PooledMysql, wantsInsertId: boolean): boolean {
+  fitsAsIs(c: PooledMysql): boolean {
     if (c.settings !== this.settingsSig) return false;
-    if (wantsInsertId && c.lastInsertId !== this.lastInsertId) return false;
+    if (this.wantsInsertId && c.lastInsertId !== this.lastInsertId) return false;
     for (const st of this.prepared.values()) if (!c.statements.has(st.body.toString("latin1"))) return false;
     return true;
   }
 
   /** Make a borrowed connection fit: reset what another session set, apply this one's, prepare its statements. */
-  private async fit(c: PooledMysql, wantsInsertId: boolean): Promise<void> {
+  async fit(c: PooledMysql): Promise<void> {
     const b = c.backend;
     if (c.settings !== this.settingsSig) {
       if (c.settings !== "") {
@@ -925,7 +920,7 @@ export class MysqlSession implements DrainMember {
       }
       c.settings = this.settingsSig;
     }
-    if (wantsInsertId && c.lastInsertId !== this.lastInsertId) {
+    if (this.wantsInsertId && c.lastInsertId !== this.lastInsertId) {
       const r = await roundTrip(b, COM.QUERY, queryPayload(`SET @@session.last_insert_id = ${this.lastInsertId}`));
       if (r.error) throw new MysqlBackendError(`setting LAST_INSERT_ID failed: ${r.error.message}`, r.error);
       c.lastInsertId = this.lastInsertId;

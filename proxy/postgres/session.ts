@@ -26,7 +26,7 @@ import { decoyVerifier, MECHANISM, parseVerifier, ScramError, ScramServer } from
 import { parseClose, parseStartupPacket, parseStatementName, readCString } from "./startup";
 import * as w from "./writer";
 import { ident, literal, snapshotSession, restoreSession, type SessionSnapshot } from "./session-state";
-import { PoolTimeoutError, type ServerBudget } from "../pool";
+import { borrow, PoolTimeoutError, type Borrower, type ServerBudget } from "../pool";
 import { ClientStatements, rewriteChunk } from "./statements";
 
 export const STEPS = ["startup", "authenticating", "waiting_route", "connecting", "forwarding", "draining", "parked", "switching", "closed"] as const;
@@ -67,7 +67,7 @@ const NOT_FORWARDED = new Set(["user", "database", "replication"]);
 
 let nextSessionNo = 0;
 
-export class PgSession implements DrainMember {
+export class PgSession implements DrainMember, Borrower<Backend, Map<string, string>> {
   step: Step = "startup";
   readonly no = ++nextSessionNo;
   private socket: net.Socket | tls.TLSSocket;
@@ -118,7 +118,7 @@ export class PgSession implements DrainMember {
   private pooled = false;
   /** The pool the lent connection came from. */
   private lender: PgPool | undefined;
-  private acquiring = false;
+  acquiring = false;
   /** Why this session keeps its connection for good (session state on the server), when it does. */
   pinned: string | undefined;
   /** A pinned connection's server budget (it counts there until it closes). */
@@ -799,43 +799,40 @@ export class PgSession implements DrainMember {
     }
     const pool = this.host.pool(this.key, route);
     pool.offerCredential(this.clientKey!); // a pool made after a move has not seen a login yet
-    const idle = pool.tryAcquire();
-    if (idle && this.settingsApplied(idle)) {
-      this.adoptLent(pool, idle);
-      return true;
-    }
-    this.acquiring = true;
-    (idle ? Promise.resolve(idle) : pool.acquire())
-      .then(async (b) => {
-        if (this.step === "closed" || this.step === "parked" || this.step === "switching") {
-          // Closed, or a pause came while waiting: the held messages wait for the resume.
-          this.acquiring = false;
-          pool.release(b, true);
-          return;
-        }
-        b.onAsync = (type, body) => this.writeClient(w.message(type, body));
-        try {
-          await this.applySettings(b);
-        } catch (e) {
-          this.acquiring = false;
-          pool.release(b, false);
-          const f = (e as BackendError).fields;
-          return this.fatal(f?.C ?? SQLSTATE.InternalError, f?.M ?? (e as Error).message);
-        }
-        this.acquiring = false;
-        if ((this.step as Step) === "closed") return pool.release(b, true);
-        this.lent(pool, b);
-      })
-      .catch((e: Error) => {
-        this.acquiring = false;
-        if (this.step === "closed") return;
-        if (/pool was replaced/.test(e.message)) {
-          if (this.lend()) this.releaseHeld(); // the route moved while waiting
-          return;
-        }
-        this.poolFailure(e, route);
-      });
-    return false;
+    return borrow(pool, this);
+  }
+
+  // Borrower (proxy/pool.ts): how this session takes a pooled connection.
+
+  borrowState(): "closed" | "held" | "ready" {
+    return this.step === "closed" ? "closed" : this.step === "parked" || this.step === "switching" ? "held" : "ready";
+  }
+
+  fitsAsIs(b: Backend): boolean {
+    return this.settingsApplied(b);
+  }
+
+  async fit(b: Backend): Promise<void> {
+    b.onAsync = (type, body) => this.writeClient(w.message(type, body));
+    await this.applySettings(b);
+  }
+
+  take(b: Backend, pool: PgPool, later: boolean): void {
+    if (later) this.lent(pool, b);
+    else this.adoptLent(pool, b);
+  }
+
+  fitFailed(e: Error): void {
+    const f = (e as BackendError).fields;
+    this.fatal(f?.C ?? SQLSTATE.InternalError, f?.M ?? e.message);
+  }
+
+  noConnection(e: Error, pool: PgPool): void {
+    this.poolFailure(e, pool.target);
+  }
+
+  poolReplaced(): void {
+    if (this.lend()) this.releaseHeld(); // the route moved while waiting
   }
 
   /** A borrowed connection is this session's until its transaction ends: send what was held. */
@@ -867,14 +864,14 @@ export class PgSession implements DrainMember {
     return n === b.applied.size;
   }
 
-  private poolFailure(e: Error, route: Route): void {
+  private poolFailure(e: Error, server: { host: string; port: number }): void {
     if (e instanceof PoolTimeoutError) {
       this.host.stats(this.key).poolTimeouts++;
       this.log.warn({ pool: e.pool }, "client waited too long for a pooled server connection");
       return this.fatal(SQLSTATE.TooManyConnections, e.message, `Raise the pool size of ${this.key} in the stack config, or shorten its transactions.`);
     }
     const f = (e as BackendError).fields;
-    this.log.error({ err: e.message, server: route.server }, "could not connect to the tenant database's server");
+    this.log.error({ err: e.message, server: `${server.host}:${server.port}` }, "could not connect to the tenant database's server");
     if (f?.C) return this.fatal(f.C, f.M ?? "server refused the connection");
     this.fatal(SQLSTATE.CannotConnectNow, `the server of ${this.key} is not reachable: ${e.message}`);
   }

@@ -20,6 +20,7 @@ import { resolveLayout } from "../../dynamic-providers/local-server/provider";
 import { localRuntime } from "../../dynamic-providers/engines/local-runtime";
 import type { LocalServerOutputs } from "../../dynamic-providers/local-server/types";
 import { writeLocalStackConfig } from "../../scripts/lib/local-stack-config";
+import { untilMigrationPhase } from "../fixtures/migration-phase";
 import { endpointsOf } from "../fixtures/kill-matrix/postgres";
 
 // Every step twice: with the tenant databases in `session` pool mode, then in `transaction` mode
@@ -121,23 +122,11 @@ for (const mode of ["session", "transaction"] as const) describe(`${mode} pool m
       await writeConfig({ engine: "postgres", isolation: "dedicated", region: "eu-west" });
       let child: ChildProcess | undefined;
       const up = runPulumi(tc, ["up", "--yes", "--stack", stack, "--non-interactive"], { onSpawn: (c) => (child = c) });
-      // Wait for the sync phase in the catalog, then stop the new dedicated server under it. Creating
-      // the dedicated server takes a while on a loaded machine (CI runs other e2e files beside this
-      // one), so the wait is generous; if it gives up, the `up` is stopped so that it does not hold
-      // the stack's lock for the tests after this one.
-      const deadline = Date.now() + 240_000;
-      for (;;) {
-        const rows = await catalogQuery<{ phase: string }>("select phase from tenantfleet.migrations where tenant = 'acme' order by migration_id desc limit 1").catch(() => []);
-        const phase = rows[0]?.phase;
-        if (phase === "sync") break;
-        const missed = phase !== undefined && !["preflight", "prepare"].includes(phase) ? `the migration passed the sync phase before it was seen (now ${phase})` : Date.now() > deadline ? `the migration never reached the sync phase (last phase: ${phase ?? "none"})` : undefined;
-        if (missed) {
-          child?.kill("SIGINT");
-          await up;
-          throw new Error(missed);
-        }
-        await sleep(50);
-      }
+      // Wait for the sync phase in the catalog, then stop the new dedicated server under it.
+      await untilMigrationPhase(out0.catalogUrl, "acme", "sync", ["preflight", "prepare"], async () => {
+        child?.kill("SIGINT");
+        await up;
+      });
       const rec = (await listServerRecords(stateRoot(), stack)).find((r) => r.serverName === "dedicated-acme-app-eu-west")!;
       await (await localRuntime("postgres")).stop(await resolveLayout(rec as LocalServerOutputs));
       const r = await up;

@@ -16,6 +16,7 @@ import { backendDir, repoRoot } from "../../scripts/lib/pulumi-env";
 import { nativeVerifier } from "../../proxy/mysql/native-password";
 import type { Toolchain } from "../../scripts/lib/toolchain";
 import { writeLocalStackConfig } from "../../scripts/lib/local-stack-config";
+import { untilMigrationPhase } from "../fixtures/migration-phase";
 import { Writers } from "../../scripts/lib/local-mysql-servers";
 import { endpointsOf } from "../fixtures/kill-matrix/mysql";
 import type { ChildProcess } from "node:child_process";
@@ -114,18 +115,10 @@ describe("MariaDB tenant database through `pulumi up`", () => {
     };
     let child: ChildProcess | undefined;
     const up = runPulumi(tc, ["up", "--yes", "--stack", stack, "--non-interactive"], { onSpawn: (c) => (child = c) });
-    for (const deadline = Date.now() + 240_000; ; ) {
-      const rows = await catalogQuery<{ phase: string }>("select phase from tenantfleet.migrations where tenant = 'acme' order by migration_id desc limit 1").catch(() => []);
-      const phase = rows[0]?.phase;
-      if (phase === "sync") break;
-      const missed = phase !== undefined && !["preflight", "prepare"].includes(phase) ? `the migration passed the sync phase before it was seen (now ${phase})` : Date.now() > deadline ? `the migration never reached the sync phase (last phase: ${phase ?? "none"})` : undefined;
-      if (missed) {
-        child?.kill("SIGINT");
-        await up;
-        throw new Error(missed);
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await untilMigrationPhase(catalogUrl, "acme", "sync", ["preflight", "prepare"], async () => {
+      child?.kill("SIGINT");
+      await up;
+    });
     const rec = (await listServerRecords(stateRoot(), stack)).find((r) => r.serverName === "dedicated-acme-shop-eu-west")!;
     await (await localRuntime("mysql")).stop(await resolveLayout(rec as LocalServerOutputs));
     const r = await up;

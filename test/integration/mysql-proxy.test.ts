@@ -346,6 +346,16 @@ for (const mode of ["session", "transaction"] as const) describe(`${mode} pool m
       expect(Number(row!.n)).toBe(7);
     });
 
+    it(`a KILL the proxy answers itself gives back the connection borrowed for it: ${POOL_SIZE} idle sessions after one leave the pool free`, async () => {
+      const killers = await Promise.all(Array.from({ length: POOL_SIZE }, () => connect(p1, acme)));
+      for (const k of killers) await expect(k.query("KILL QUERY 99")).rejects.toMatchObject({ errno: 1094 });
+      const next = await connect(p1, acme);
+      const started = Date.now();
+      const [[row]] = await next.query<mysql.RowDataPacket[]>("select 5 as n");
+      expect(Number(row!.n)).toBe(5);
+      expect(Date.now() - started).toBeLessThan(QUEUE_TIMEOUT_S * 1000);
+    });
+
     it("state a next borrower must not see pins the session to its connection: a temporary table keeps working while others share the rest", async () => {
       const pinned = await connect(p2, acme);
       await pinned.query("create temporary table scratch (v int)");
