@@ -10,6 +10,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFile } from "node:child_process";
 import * as path from "node:path";
+import { readFileSync } from "node:fs";
 import * as mysql from "mysql2/promise";
 import type { LocalPgFleet, ProxyProcess } from "../../scripts/lib/local-pg-fleet";
 import type { LocalServerOutputs } from "../../dynamic-providers/local-server/types";
@@ -102,6 +103,14 @@ describe("MariaDB live migration", () => {
     expect(w.errors).toEqual([]);
     expect(w.acked.length).toBeGreaterThan(100);
     expect(records.every((r) => (r.verification?.rows ?? 0) >= 5000)).toBe(true);
+    // Each safety backup is the initial copy's dump, complete: the schema and every table's rows.
+    for (const r of records) {
+      const dump = readFileSync(r.backup!.location, "utf8");
+      expect(dump.length).toBe(r.backup!.bytes);
+      expect(dump).toMatch(/CREATE TABLE `items`/);
+      expect(dump).toMatch(/-- Dumping data for table `items`/);
+      expect(dump).toMatch(/-- Dump completed/);
+    }
 
     // Everything acknowledged is on the final server (s2), the rows from before too.
     const onFinal = await my.admin(s2, async (c) => (await c.query<mysql.RowDataPacket[]>(`select id from \`${acme.name}\`.items`))[0].map((r) => Number(r.id)));

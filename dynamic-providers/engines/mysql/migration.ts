@@ -27,6 +27,8 @@ import {
   copyDatabase,
   databaseExists,
   type CopyProgress,
+  backupSink,
+  type BackupSink,
   databaseSize,
   dropTenantDatabase,
   dumpDatabase,
@@ -189,13 +191,28 @@ export class MysqlMigration implements EngineMigration {
     if (src.noKey.length) notes.push(`table${src.noKey.length > 1 ? "s" : ""} ${src.noKey.join(", ")} of ${from.database} ha${src.noKey.length > 1 ? "ve" : "s"} no primary or unique key: replicated updates scan the whole table on the target`);
     if (why.length) {
       notes.push(`binlog replication cannot be used: ${why.join("; ")}. Falling back to backup-and-restore under a pause: the tenant's queries are held for the whole copy.`);
+      this.method = "dump_restore";
       return { method: "dump_restore", notes, sizeBytes: src.size };
     }
+    this.method = "native";
     return { method: "native", notes, sizeBytes: src.size };
   }
 
-  async backup(file: string): Promise<{ bytes: number }> {
-    return dumpDatabase(this.a.source, this.a.from.database, file);
+  private method: MigrationMethod | undefined;
+  /** The safety backup the initial copy writes as it goes (native moves). */
+  private backupTee: { sink: Promise<BackupSink>; resolve(r: { bytes: number }): void; reject(e: Error): void } | undefined;
+
+  /**
+   * The safety backup. With replication, the initial copy's dump is the backup too: the same
+   * options, one consistent snapshot, so the source is read once, not twice side by side; the file
+   * (`.partial` from now) is complete when the copy is. Backup-and-restore moves dump first.
+   */
+  backup(file: string): Promise<{ bytes: number }> {
+    if (this.method !== "native") return dumpDatabase(this.a.source, this.a.from.database, file);
+    return new Promise((resolve, reject) => {
+      this.backupTee = { sink: backupSink(file), resolve, reject };
+      this.backupTee.sink.catch(reject);
+    });
   }
 
   async prepareTarget(_method: MigrationMethod, _workDir: string): Promise<void> {
@@ -227,15 +244,22 @@ export class MysqlMigration implements EngineMigration {
     const abort = new AbortController();
     const copy: InitialCopy = { progress, size, done: false, error: undefined, abort, settled: Promise.resolve() };
     this.copy = copy;
-    // The copy and its binlog position come from one snapshot.
-    copy.settled = copyDatabase(source, target, from.database, { position: true, progress, signal: abort.signal })
-      .then((position) => {
+    // The copy, its binlog position (and the safety backup) come from one snapshot.
+    const tee = this.backupTee;
+    const sink = tee ? await tee.sink : undefined;
+    copy.settled = copyDatabase(source, target, from.database, { position: true, progress, signal: abort.signal, tee: sink?.stream })
+      .then(async (position) => {
         if (abort.signal.aborted) throw new Error("the initial copy was stopped");
+        if (tee) tee.resolve(await sink!.complete());
         return this.connectReplica(position!);
       })
       .then(
         () => void (copy.done = true),
-        (e: Error) => void (copy.error = abort.signal.aborted ? new Error("the initial copy was stopped") : e),
+        async (e: Error) => {
+          copy.error = abort.signal.aborted ? new Error("the initial copy was stopped") : e;
+          await sink?.discard();
+          tee?.reject(copy.error);
+        },
       );
   }
 
@@ -243,6 +267,13 @@ export class MysqlMigration implements EngineMigration {
 
   /** A copy still running (the move failed meanwhile): stop it, so that nothing is made after the cleanup. */
   private async stopCopy(): Promise<void> {
+    if (this.backupTee && !this.copy) {
+      // Stopped before its copy began: the backup it was to write never will be.
+      const tee = this.backupTee;
+      this.backupTee = undefined;
+      await tee.sink.then((s) => s.discard(), () => undefined);
+      tee.reject(new Error("the move stopped before its initial copy"));
+    }
     const copy = this.copy;
     if (!copy || copy.done || copy.error) return;
     copy.abort.abort();

@@ -5,7 +5,9 @@
  * the dumps. Every call connects as the server's admin and closes its connection before returning.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { promises as fs } from "node:fs";
+import { createWriteStream, promises as fs, type WriteStream } from "node:fs";
+import { once } from "node:events";
+import { finished } from "node:stream/promises";
 import * as path from "node:path";
 import * as mysql from "mysql2/promise";
 import type { ServerAccess } from "../index";
@@ -122,6 +124,32 @@ const DATA_MARKER = "\n-- Dumping data for table ";
 /** Options of every dump: one consistent snapshot, the schema's code too, binary as hex. */
 const DUMP_OPTIONS = ["--single-transaction", "--routines", "--triggers", "--events", "--hex-blob", "--skip-add-locks", "--skip-lock-tables"];
 
+/** A backup file that another stream fills (a copy's dump): `file.partial` from now on, `file` once complete. */
+export interface BackupSink {
+  stream: WriteStream;
+  complete(): Promise<{ bytes: number }>;
+  discard(): Promise<void>;
+}
+
+export async function backupSink(file: string): Promise<BackupSink> {
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  const partial = `${file}.partial`;
+  const stream = createWriteStream(partial);
+  await once(stream, "open");
+  return {
+    stream,
+    async complete() {
+      if (!stream.writableFinished) await finished(stream);
+      await fs.rename(partial, file);
+      return { bytes: (await fs.stat(file)).size };
+    },
+    async discard() {
+      stream.destroy();
+      await fs.rm(partial, { force: true });
+    },
+  };
+}
+
 /** `mariadb-dump` of one database into `file` (written to `file.partial`, renamed when complete). */
 export async function dumpDatabase(s: MysqlServerAccess, database: string, file: string): Promise<{ bytes: number }> {
   await fs.mkdir(path.dirname(file), { recursive: true });
@@ -159,7 +187,7 @@ export async function copyDatabase(
   from: MysqlServerAccess,
   to: MysqlServerAccess,
   database: string,
-  opts: { position?: boolean; progress?: CopyProgress; signal?: AbortSignal } = {},
+  opts: { position?: boolean; progress?: CopyProgress; signal?: AbortSignal; tee?: WriteStream } = {},
 ): Promise<BinlogPosition | undefined> {
   const dump = spawn("mariadb-dump", [...clientArgs(from), ...DUMP_OPTIONS, ...(opts.position ? ["--master-data=2"] : []), database], { env: clientEnv(from), stdio: ["ignore", "pipe", "pipe"], signal: opts.signal });
   const load = spawn("mariadb", [...clientArgs(to), "--binary-mode", database], { env: clientEnv(to), stdio: ["pipe", "ignore", "pipe"], signal: opts.signal });
@@ -181,12 +209,17 @@ export async function copyDatabase(
     if (m) position = { file: m[1]!, pos: Number(m[2]) };
   });
   dump.stdout!.pipe(load.stdin!);
+  if (opts.tee) dump.stdout!.pipe(opts.tee);
   load.stdin!.on("error", () => undefined);
   let e1 = "";
   let e2 = "";
   dump.stderr!.on("data", (d) => (e1 += d));
   load.stderr!.on("data", (d) => (e2 += d));
-  await Promise.all([waitExit(dump, `mariadb-dump of ${database} on ${from.name}`, () => e1), waitExit(load, `loading ${database} into ${to.name}`, () => e2)]);
+  await Promise.all([
+    waitExit(dump, `mariadb-dump of ${database} on ${from.name}`, () => e1),
+    waitExit(load, `loading ${database} into ${to.name}`, () => e2),
+    ...(opts.tee ? [finished(opts.tee)] : []),
+  ]);
   if (opts.position && !position) throw new Error(`mariadb-dump of ${database} on ${from.name} gave no binlog position (is log_bin on?)`);
   return position;
 }
