@@ -103,6 +103,12 @@ describe("MariaDB live migration", () => {
     expect(w.errors).toEqual([]);
     expect(w.acked.length).toBeGreaterThan(100);
     expect(records.every((r) => (r.verification?.rows ?? 0) >= 5000)).toBe(true);
+    // A target that held nothing else applied without an fsync per commit until it caught up: both
+    // servers are back to full durability.
+    for (const s of [s1, s2]) {
+      const [[d]] = await my.admin(s, (c) => c.query<mysql.RowDataPacket[]>("select @@innodb_flush_log_at_trx_commit as flush, @@sync_binlog as sync"));
+      expect({ flush: Number(d!.flush), sync: Number(d!.sync) }).toEqual({ flush: 1, sync: 1 });
+    }
     // Each safety backup is the initial copy's dump, complete: the schema and every table's rows.
     for (const r of records) {
       const dump = readFileSync(r.backup!.location, "utf8");

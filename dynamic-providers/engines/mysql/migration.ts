@@ -143,6 +143,9 @@ export class MysqlMigration implements EngineMigration {
     const logins: string[] = [];
     const tolerate = <T>(p: Promise<T>) => (sideMayBeGone ? p.catch(() => undefined) : p);
     await tolerate(withAdmin(this.a.target, async (c) => {
+      // A run that relaxed it (this one, or one interrupted before its cutover): restored. The
+      // settings file's values are 1 and 1 on every tenantfleet server.
+      await this.restoreTargetDurability(c);
       for (const s of await this.ours(c)) {
         await dropConnection(c, s.Connection_name);
         logins.push(s.Master_User);
@@ -240,6 +243,7 @@ export class MysqlMigration implements EngineMigration {
       const [t] = await rows<{ n: number }>(c, "select count(*) as n from information_schema.tables where table_schema = ? and table_type = 'BASE TABLE'", [from.database]);
       return { bytes: await databaseSize(c, from.database), tables: Number(t!.n) };
     });
+    await this.relaxTargetDurability();
     const progress: CopyProgress = { bytes: 0, tablesStarted: 0 };
     const abort = new AbortController();
     const copy: InitialCopy = { progress, size, done: false, error: undefined, abort, settled: Promise.resolve() };
@@ -264,6 +268,37 @@ export class MysqlMigration implements EngineMigration {
   }
 
   private copy: InitialCopy | undefined;
+
+  /**
+   * A target that serves nothing else (a dedicated server: no database but this one) loads the copy
+   * and applies the replication stream without an fsync per commit (`innodb_flush_log_at_trx_commit
+   * = 2`, `sync_binlog = 0`): until the cutover nobody's writes are acknowledged there, and a crash
+   * meanwhile fails the move, which starts over. Durability is back before the pause
+   * (`verifyBeforePause`), at every cleanup, and at any restart (the settings file has 1 and 1).
+   * A shared target keeps full durability: other tenants' acknowledged writes are on it.
+   */
+  private async relaxTargetDurability(): Promise<void> {
+    await withAdmin(this.a.target, async (c) => {
+      const others = await rows<{ s: string }>(
+        c,
+        "select schema_name as s from information_schema.schemata where schema_name not in ('mysql', 'information_schema', 'performance_schema', 'sys') and schema_name <> ?",
+        [this.a.from.database],
+      );
+      if (others.length > 0) return;
+      await c.query("set global innodb_flush_log_at_trx_commit = 2, sync_binlog = 0");
+      this.relaxed = true;
+    });
+  }
+
+  private relaxed = false;
+
+  /** Full durability on the target again (idempotent: also for a target an interrupted run left relaxed). */
+  private async restoreTargetDurability(c?: mysql.Connection): Promise<void> {
+    const run = (x: mysql.Connection) => x.query("set global innodb_flush_log_at_trx_commit = 1, sync_binlog = 1");
+    if (c) await run(c);
+    else await withAdmin(this.a.target, run);
+    this.relaxed = false;
+  }
 
   /** A copy still running (the move failed meanwhile): stop it, so that nothing is made after the cleanup. */
   private async stopCopy(): Promise<void> {
@@ -372,6 +407,8 @@ export class MysqlMigration implements EngineMigration {
     const started = Date.now();
     const db = this.a.from.database;
     const name = this.connection;
+    // Caught up: from here on the target must keep what it applies as the source does.
+    if (this.relaxed) await this.onKept(this.a.target, (c) => this.restoreTargetDurability(c));
     const tables = await this.tablesOf(db);
     let source: number[];
     let target: number[];
