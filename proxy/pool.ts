@@ -16,6 +16,7 @@
  * (PostgreSQL: the SCRAM ClientKey; MySQL: SHA1 of the password, which the native exchange
  * reveals to the proxy): the first client to log in lends it to the pool, no password is kept.
  */
+import type { Socket } from "node:net";
 
 /** Where a pool's connections go: one tenant database on one server. */
 export interface PoolTarget {
@@ -31,6 +32,19 @@ export interface PoolConnection {
   close(): void;
   /** Resolves once the server has let the connection go (or after a timeout). */
   gone(): Promise<void>;
+}
+
+/** Resolves once `socket` has closed (the server let the connection go), or after `timeoutMs`. */
+export function socketGone(socket: Socket, timeoutMs = 2000): Promise<void> {
+  if (socket.closed) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, timeoutMs);
+    t.unref();
+    socket.once("close", () => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
 }
 
 /** How an engine opens its pool's connections, and when one is fit to lend again. */

@@ -63,8 +63,8 @@ export class Proxy {
   private readonly mysqlLogins = new Map<string, string>();
   private nextMysqlSession = 0;
   private readonly mysqlHost: MysqlSessionHost;
-  /** Transaction-mode pools: per PostgreSQL tenant database, per MySQL tenant database and client profile (for its committed route). */
-  private readonly pools = new Map<string, Pick<Pool<PoolConnection>, "epoch" | "target" | "retire" | "resize">>();
+  /** Transaction-mode pools of each tenant database (its committed route), by client profile (MySQL; PostgreSQL has one, ""). */
+  private readonly pools = new Map<string, Map<string, Pick<Pool<PoolConnection>, "epoch" | "target" | "retire" | "resize" | "open" | "lent" | "waiting">>>();
   /** This proxy's connections per server, over the pools on it. */
   private readonly budgets = new Map<string, ServerBudget>();
   private nextSession = 0;
@@ -117,7 +117,7 @@ export class Proxy {
       kill: (requester, id, what) => this.killMysql(requester, id, what),
       pool: (key, route, profile) => {
         const target = { host: route.host, port: route.port, database: route.backendDatabase, user: route.role };
-        return this.poolFor(key, `${key}|${profileKey(profile)}`, route, () => mysqlPoolConnector(target, profile));
+        return this.poolFor(key, profileKey(profile), route, () => mysqlPoolConnector(target, profile));
       },
     };
     this.follower.on("route", (key, route, prev) => this.onRoute(key, route, prev));
@@ -219,12 +219,12 @@ export class Proxy {
     if (prev?.engine === "mysql" && this.mysqlLogins.get(prev.role) === key) this.mysqlLogins.delete(prev.role);
     if (route?.engine === "mysql") this.mysqlLogins.set(route.role, key);
     this.log.info({ tenant: k?.tenant, database: k?.database, epoch: route?.epoch, server: route?.server, previousEpoch: prev?.epoch, poolMode: route?.poolMode }, route ? "route loaded" : "route removed");
-    for (const [poolKey, pool] of this.pools) {
-      if (poolKey !== key && !poolKey.startsWith(`${key}|`)) continue;
+    const pools = this.pools.get(key);
+    for (const [profile, pool] of pools ?? []) {
       if (!route || !samePoolTarget(pool, route)) {
         // Moved (or removed): lend nothing more from the old server; lent connections close on return.
         pool.retire();
-        this.pools.delete(poolKey);
+        pools!.delete(profile);
       } else {
         pool.resize(this.poolOptions(route));
         this.budgetOf(route);
@@ -256,23 +256,35 @@ export class Proxy {
   /** The transaction-mode pool of a PostgreSQL tenant database's committed route. */
   private pool(key: string, route: Route): PgPool {
     const target = { host: route.host, port: route.port, database: route.backendDatabase, user: route.role };
-    return this.poolFor(key, key, route, () => pgPoolConnector(target, parseVerifier(route.scramVerifier)));
+    return this.poolFor(key, "", route, () => pgPoolConnector(target, parseVerifier(route.scramVerifier)));
   }
 
   /**
-   * The transaction-mode pool `poolKey` (a tenant database, for MySQL also a client profile) of a
-   * route; a pool of an older route is retired and replaced.
+   * The transaction-mode pool of tenant database `key` for clients of `profile` (MySQL; "" for
+   * PostgreSQL) on its route; a pool of an older route is retired and replaced. The metrics count
+   * the tenant database's pools together.
    */
-  private poolFor<C extends PoolConnection, I>(key: string, poolKey: string, route: Route, connector: () => PoolConnector<C, I>): Pool<C, I> {
-    const had = this.pools.get(poolKey) as Pool<C, I> | undefined;
+  private poolFor<C extends PoolConnection, I>(key: string, profile: string, route: Route, connector: () => PoolConnector<C, I>): Pool<C, I> {
+    let pools = this.pools.get(key);
+    const had = pools?.get(profile) as Pool<C, I> | undefined;
     if (had && samePoolTarget(had, route)) return had;
     had?.retire();
     const target = { host: route.host, port: route.port, database: route.backendDatabase };
-    const p = new Pool<C, I>(poolKey, target, route.epoch, this.poolOptions(route), this.budgetOf(route), connector(), (e) =>
-      this.log.warn({ key: poolKey, err: e.message }, "pool could not open a server connection"),
+    const name = profile ? `${key}|${profile}` : key;
+    const p = new Pool<C, I>(name, target, route.epoch, this.poolOptions(route), this.budgetOf(route), connector(), (e) =>
+      this.log.warn({ key: name, err: e.message }, "pool could not open a server connection"),
     );
-    this.pools.set(poolKey, p);
-    this.stats(key).pool = { open: () => p.open, lent: () => p.lent, waiting: () => p.waiting };
+    if (!pools) {
+      const all = (pools = new Map());
+      this.pools.set(key, all);
+      const sum = (f: (q: { open: number; lent: number; waiting: number }) => number) => () => {
+        let n = 0;
+        for (const q of all.values()) n += f(q);
+        return n;
+      };
+      this.stats(key).pool = { open: sum((q) => q.open), lent: sum((q) => q.lent), waiting: sum((q) => q.waiting) };
+    }
+    pools.set(profile, p);
     return p;
   }
 
@@ -376,7 +388,7 @@ export class Proxy {
     for (const s of open()) s.fatal(SQLSTATE.AdminShutdown, "the proxy is shutting down", "Reconnect: another proxy serves the same address.");
     for (const s of openMysql()) s.fail(ER.SERVER_SHUTDOWN, "the proxy is shutting down; reconnect: another proxy serves the same address");
     for (const d of this.drains.values()) d.close();
-    for (const p of this.pools.values()) p.retire();
+    for (const pools of this.pools.values()) for (const p of pools.values()) p.retire();
     await this.follower.stop({ deregister: true });
     await new Promise<void>((r) => (this.admin ? this.admin.close(() => r()) : r()));
   }

@@ -16,7 +16,7 @@
 import { COM, STATUS } from "./codes";
 import { connectMysqlBackend, type MysqlBackend, type MysqlLoginProof, type MysqlTarget } from "./backend";
 import { encodePacket } from "./packets";
-import type { Pool, PoolConnection, PoolConnector } from "../pool";
+import { socketGone, type Pool, type PoolConnection, type PoolConnector } from "../pool";
 
 /** A pool drops a connection that holds more prepared statements than this (the server's limit is global). */
 export const MAX_STATEMENTS_PER_CONNECTION = 1000;
@@ -46,17 +46,8 @@ export class PooledMysql implements PoolConnection {
     this.backend.socket.end(encodePacket(0, Buffer.from([COM.QUIT])).bytes);
   }
 
-  gone(timeoutMs = 2000): Promise<void> {
-    const s = this.backend.socket;
-    if (s.closed) return Promise.resolve();
-    return new Promise((resolve) => {
-      const t = setTimeout(resolve, timeoutMs);
-      t.unref();
-      s.once("close", () => {
-        clearTimeout(t);
-        resolve();
-      });
-    });
+  gone(): Promise<void> {
+    return socketGone(this.backend.socket);
   }
 }
 

@@ -810,9 +810,12 @@ export class MysqlSession implements DrainMember, Borrower<PooledMysql, MysqlPoo
 
   // ---------------------------------------------------------------- transaction pool mode
 
+  /** What the client negotiated at login: it picks the pool (fixed for the session). */
   private profile(): MysqlClientProfile {
-    return { capabilities: this.capabilities, charset: this.response!.charset };
+    return (this.clientProfile ??= { capabilities: this.capabilities, charset: this.response!.charset });
   }
+
+  private clientProfile: MysqlClientProfile | undefined;
 
   /**
    * Logged in to a `transaction`-mode tenant database: no server connection of its own. The client

@@ -9,7 +9,7 @@ import { ALL_TYPES, FrameScanner, ProtocolError, typeSet } from "./frame-reader"
 import { ScramClient, MECHANISM, type ScramVerifier } from "./scram";
 import { parseErrorFields, parseParameterStatus, readCString } from "./startup";
 import * as w from "./writer";
-import type { Pool, PoolConnector } from "../pool";
+import { socketGone, type Pool, type PoolConnector } from "../pool";
 
 export interface BackendTarget {
   host: string;
@@ -345,15 +345,7 @@ export class Backend {
 
   /** Resolves once the server has closed its end (its backend has gone), or after `timeoutMs`. */
   gone(timeoutMs = 2000): Promise<void> {
-    if (this.socket.closed) return Promise.resolve();
-    return new Promise((resolve) => {
-      const t = setTimeout(resolve, timeoutMs);
-      t.unref();
-      this.socket.once("close", () => {
-        clearTimeout(t);
-        resolve();
-      });
-    });
+    return socketGone(this.socket, timeoutMs);
   }
 
   destroy(): void {

@@ -237,12 +237,12 @@ export class MysqlMigration implements EngineMigration {
   async startReplication(migrationId: number): Promise<void> {
     this.migrationId = migrationId;
     const { source, target, from } = this.a;
-    const size = await withAdmin(source, async (c) => {
+    const bytes = await withAdmin(source, async (c) => {
       const [d] = await rows<{ domain: number }>(c, "select @@gtid_domain_id as domain");
       if (Number(d!.domain) === 0) await c.query("set global gtid_domain_id = @@server_id");
-      const [t] = await rows<{ n: number }>(c, "select count(*) as n from information_schema.tables where table_schema = ? and table_type = 'BASE TABLE'", [from.database]);
-      return { bytes: await databaseSize(c, from.database), tables: Number(t!.n) };
+      return databaseSize(c, from.database);
     });
+    const size = { bytes, tables: (await this.tablesOf(from.database)).length };
     await this.relaxTargetDurability();
     const progress: CopyProgress = { bytes: 0, tablesStarted: 0 };
     const abort = new AbortController();
@@ -286,18 +286,12 @@ export class MysqlMigration implements EngineMigration {
       );
       if (others.length > 0) return;
       await c.query("set global innodb_flush_log_at_trx_commit = 2, sync_binlog = 0");
-      this.relaxed = true;
     });
   }
 
-  private relaxed = false;
-
-  /** Full durability on the target again (idempotent: also for a target an interrupted run left relaxed). */
-  private async restoreTargetDurability(c?: mysql.Connection): Promise<void> {
-    const run = (x: mysql.Connection) => x.query("set global innodb_flush_log_at_trx_commit = 1, sync_binlog = 1");
-    if (c) await run(c);
-    else await withAdmin(this.a.target, run);
-    this.relaxed = false;
+  /** Full durability on the target again: the settings file's values (idempotent; a target never relaxed already has them). */
+  private async restoreTargetDurability(c: mysql.Connection): Promise<void> {
+    await c.query("set global innodb_flush_log_at_trx_commit = 1, sync_binlog = 1");
   }
 
   /** A copy still running (the move failed meanwhile): stop it, so that nothing is made after the cleanup. */
@@ -408,7 +402,7 @@ export class MysqlMigration implements EngineMigration {
     const db = this.a.from.database;
     const name = this.connection;
     // Caught up: from here on the target must keep what it applies as the source does.
-    if (this.relaxed) await this.onKept(this.a.target, (c) => this.restoreTargetDurability(c));
+    await this.onKept(this.a.target, (c) => this.restoreTargetDurability(c));
     const tables = await this.tablesOf(db);
     let source: number[];
     let target: number[];
