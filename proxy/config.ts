@@ -6,7 +6,8 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import type { ProxyOptions } from "./proxy";
 
-export const USAGE = `usage: tenantfleet-proxy --id <proxy-id> [--listen host:port] [--mysql-listen host:port] [--admin host:port]
+export const USAGE = `usage: tenantfleet-proxy --id <proxy-id> [--listen host:port] [--mysql-listen host:port] [--redis-listen host:port]
+                         [--admin host:port]
                          [--advertise host:port] [--tls-cert file --tls-key file]
                          [--login-timeout seconds (default 60)] [--shutdown-grace seconds (default 30)]
                          [--pool-queue-timeout seconds (default 30)] [--pool-idle-timeout seconds (default 600)]
@@ -33,6 +34,7 @@ export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv): Omit<Pro
       id: { type: "string" },
       listen: { type: "string", default: "127.0.0.1:6432" },
       "mysql-listen": { type: "string" },
+      "redis-listen": { type: "string" },
       admin: { type: "string", default: "127.0.0.1:9187" },
       advertise: { type: "string" },
       "tls-cert": { type: "string" },
@@ -73,6 +75,7 @@ export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv): Omit<Pro
   };
   if (values.advertise) opts.advertise = hostPort("advertise", values.advertise);
   if (values["mysql-listen"]) opts.mysqlListen = hostPort("mysql-listen", values["mysql-listen"]);
+  if (values["redis-listen"]) opts.redisListen = hostPort("redis-listen", values["redis-listen"]);
   if (values["tls-cert"]) {
     try {
       opts.tls = { cert: readFileSync(values["tls-cert"]), key: readFileSync(values["tls-key"]!) };

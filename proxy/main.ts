@@ -22,7 +22,7 @@ async function main(): Promise<void> {
     log.fatal({ err: (e as Error).message }, "proxy failed to start");
     process.exit(1);
   }
-  log.info({ port: proxy.port, ...(proxy.mysqlPort ? { mysqlPort: proxy.mysqlPort } : {}), adminPort: proxy.adminPort, ordinal: proxy.follower.ordinal, routes: proxy.follower.routes.size }, "proxy ready");
+  log.info({ port: proxy.port, ...(proxy.mysqlPort ? { mysqlPort: proxy.mysqlPort } : {}), ...(proxy.redisPort ? { redisPort: proxy.redisPort } : {}), adminPort: proxy.adminPort, ordinal: proxy.follower.ordinal, routes: proxy.follower.routes.size }, "proxy ready");
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {

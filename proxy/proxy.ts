@@ -22,6 +22,7 @@ import { MysqlSession, type MysqlSessionHost } from "./mysql/session";
 import { mysqlPoolConnector, profileKey } from "./mysql/pooled";
 import { ER } from "./mysql/codes";
 import { errPacket, type ErrPacket } from "./mysql/handshake";
+import { RedisSession, type RedisSessionHost } from "./redis/session";
 
 export interface ProxyOptions {
   proxyId: string;
@@ -29,6 +30,8 @@ export interface ProxyOptions {
   listen: { host: string; port: number };
   /** The MySQL-protocol listener (MariaDB/MySQL tenant databases); none when unset. */
   mysqlListen?: { host: string; port: number };
+  /** The Redis (RESP) listener (Redis tenant databases); none when unset. */
+  redisListen?: { host: string; port: number };
   admin: { host: string; port: number };
   /** Address other proxies use to reach this one; defaults to the listen address. */
   advertise?: { host: string; port: number };
@@ -63,6 +66,11 @@ export class Proxy {
   private readonly mysqlLogins = new Map<string, string>();
   private nextMysqlSession = 0;
   private readonly mysqlHost: MysqlSessionHost;
+  private redisServer: net.Server | undefined;
+  private readonly redisSessions = new Set<RedisSession>();
+  /** Redis logins (the tenant database's ACL user) → route key. */
+  private readonly redisLogins = new Map<string, string>();
+  private readonly redisHost: RedisSessionHost;
   /** Transaction-mode pools of each tenant database (its committed route), by client profile (MySQL; PostgreSQL has one, ""). */
   private readonly pools = new Map<string, Map<string, Pick<Pool<PoolConnection>, "epoch" | "target" | "retire" | "resize" | "open" | "lent" | "waiting">>>();
   /** This proxy's connections per server, over the pools on it. */
@@ -72,6 +80,7 @@ export class Proxy {
   readonly log: Logger;
   port = 0;
   mysqlPort = 0;
+  redisPort = 0;
   adminPort = 0;
 
   constructor(private readonly opts: ProxyOptions) {
@@ -120,6 +129,20 @@ export class Proxy {
         return this.poolFor(key, profileKey(profile), route, () => mysqlPoolConnector(target, profile));
       },
     };
+    this.redisHost = {
+      log: opts.log,
+      connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
+      loginTimeoutMs: opts.loginTimeoutMs ?? 60_000,
+      routeOfLogin: (user) => {
+        const key = this.redisLogins.get(user);
+        return key === undefined ? undefined : this.follower.routes.get(key);
+      },
+      route: (key) => this.follower.routes.get(key),
+      drain: (key) => this.drain(key),
+      stats: (key) => this.stats(key),
+      register: (s) => this.redisSessions.add(s),
+      unregister: (s) => this.redisSessions.delete(s),
+    };
     this.follower.on("route", (key, route, prev) => this.onRoute(key, route, prev));
     this.follower.on("pause", (key, p) => this.onPause(key, p.pauseId, p.remainingMs, p.target));
     this.follower.on("unpause", (key) => this.onUnpause(key, "resumed"));
@@ -150,12 +173,16 @@ export class Proxy {
       this.mysqlServer = await listen(this.opts.mysqlListen, "MySQL listener error", (socket) => new MysqlSession(socket, this.mysqlHost));
       this.mysqlPort = portOf(this.mysqlServer);
     }
+    if (this.opts.redisListen) {
+      this.redisServer = await listen(this.opts.redisListen, "Redis listener error", (socket) => new RedisSession(socket, this.redisHost));
+      this.redisPort = portOf(this.redisServer);
+    }
     this.admin = await this.metrics.serve(this.opts.admin.host, this.opts.admin.port, () => ({
       proxyId: this.opts.proxyId,
       ordinal: this.follower.ordinal,
       catalogConnected: this.follower.connected,
       routes: this.follower.routes.size,
-      sessions: this.sessions.size + this.mysqlSessions.size,
+      sessions: this.sessions.size + this.mysqlSessions.size + this.redisSessions.size,
       paused: [...this.drains.values()].filter((d) => d.paused).map((d) => ({ key: d.key, pauseId: d.pauseId, report: d.report() })),
     }));
     this.adminPort = (this.admin.address() as net.AddressInfo).port;
@@ -218,6 +245,8 @@ export class Proxy {
     const k = route ?? prev;
     if (prev?.engine === "mysql" && this.mysqlLogins.get(prev.role) === key) this.mysqlLogins.delete(prev.role);
     if (route?.engine === "mysql") this.mysqlLogins.set(route.role, key);
+    if (prev?.engine === "redis" && this.redisLogins.get(prev.role) === key) this.redisLogins.delete(prev.role);
+    if (route?.engine === "redis") this.redisLogins.set(route.role, key);
     this.log.info({ tenant: k?.tenant, database: k?.database, epoch: route?.epoch, server: route?.server, previousEpoch: prev?.epoch, poolMode: route?.poolMode }, route ? "route loaded" : "route removed");
     const pools = this.pools.get(key);
     for (const [profile, pool] of pools ?? []) {
@@ -377,16 +406,21 @@ export class Proxy {
   async stop(opts: { graceMs?: number } = {}): Promise<void> {
     this.server?.close();
     this.mysqlServer?.close();
+    this.redisServer?.close();
     const graceMs = opts.graceMs ?? this.opts.shutdownGraceMs ?? 0;
     const open = () => [...this.sessions.values()];
     const openMysql = () => [...this.mysqlSessions.values()];
+    const openRedis = () => [...this.redisSessions];
+    const count = () => this.sessions.size + this.mysqlSessions.size + this.redisSessions.size;
     for (const s of open()) s.shutdown();
     for (const s of openMysql()) s.shutdown();
+    for (const s of openRedis()) s.shutdown();
     const deadline = Date.now() + graceMs;
-    while (this.sessions.size + this.mysqlSessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    if (this.sessions.size + this.mysqlSessions.size > 0) this.log.warn({ sessions: this.sessions.size + this.mysqlSessions.size }, "grace period over: closing sessions still busy");
+    while (count() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    if (count() > 0) this.log.warn({ sessions: count() }, "grace period over: closing sessions still busy");
     for (const s of open()) s.fatal(SQLSTATE.AdminShutdown, "the proxy is shutting down", "Reconnect: another proxy serves the same address.");
     for (const s of openMysql()) s.fail(ER.SERVER_SHUTDOWN, "the proxy is shutting down; reconnect: another proxy serves the same address");
+    for (const s of openRedis()) s.fail("ERR tenantfleet: the proxy is shutting down; reconnect: another proxy serves the same address");
     for (const d of this.drains.values()) d.close();
     for (const pools of this.pools.values()) for (const p of pools.values()) p.retire();
     await this.follower.stop({ deregister: true });

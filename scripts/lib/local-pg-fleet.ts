@@ -50,6 +50,8 @@ export interface ProxyProcess {
   port: number;
   /** The MySQL listener's port (started with `--mysql-listen`), else 0. */
   mysqlPort: number;
+  /** The Redis listener's port (started with `--redis-listen`), else 0. */
+  redisPort: number;
   adminPort: number;
   child: ChildProcess;
   /** Every JSON log line the proxy printed. */
@@ -241,23 +243,24 @@ export class LocalPgFleet {
     const logs: Record<string, unknown>[] = [];
     let stderr = "";
     child.stderr!.on("data", (d) => (stderr += d));
-    const ready = new Promise<{ port: number; mysqlPort: number; adminPort: number }>((resolve, reject) => {
+    const ready = new Promise<{ port: number; mysqlPort: number; redisPort: number; adminPort: number }>((resolve, reject) => {
       readline.createInterface({ input: child.stdout! }).on("line", (line) => {
         try {
           const rec = JSON.parse(line) as Record<string, unknown>;
           logs.push(rec);
-          if (rec.msg === "proxy ready") resolve({ port: Number(rec.port), mysqlPort: Number(rec.mysqlPort ?? 0), adminPort: Number(rec.adminPort) });
+          if (rec.msg === "proxy ready") resolve({ port: Number(rec.port), mysqlPort: Number(rec.mysqlPort ?? 0), redisPort: Number(rec.redisPort ?? 0), adminPort: Number(rec.adminPort) });
         } catch {
           /* not a log line */
         }
       });
       child.once("exit", (code) => reject(new Error(`proxy ${id} exited with ${code} before it was ready: ${stderr.trim()}`)));
     });
-    const { port, mysqlPort, adminPort } = await ready;
+    const { port, mysqlPort, redisPort, adminPort } = await ready;
     const p: ProxyProcess = {
       id,
       port,
       mysqlPort,
+      redisPort,
       adminPort,
       child,
       logs,

@@ -28,6 +28,9 @@ export function redisSettings(input: RedisSettingsInput): Record<string, string 
     appendfsync: "everysec",
     save: '""',
     "repl-diskless-sync": "yes",
+    // A move's full sync (and its safety backup, an RDB read by redis-cli --rdb) starts at once,
+    // not after Redis's default 5 s wait for more replicas.
+    "repl-diskless-sync-delay": 0,
   };
 }
 

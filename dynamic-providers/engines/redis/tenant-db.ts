@@ -1,0 +1,91 @@
+/**
+ * A tenant database on its Redis instance: the tenant's ACL user (the instance's default user is
+ * off), carrying the SHA-256 the catalog's route holds, so the proxy checks the password a client
+ * sends and logs in with it; the fence; the drop; the dump (an RDB). Every call connects as the
+ * instance's admin and closes its connection before returning.
+ */
+import { spawn } from "node:child_process";
+import { promises as fs } from "node:fs";
+import type { ServerAccess } from "../index";
+
+export interface RedisTenantUser {
+  user: string;
+  /** SHA-256 of the password, hex (ACL `#<hex>`). */
+  verifier: string;
+}
+
+/**
+ * What a tenant's user may run on its own instance: every command but administration (@admin:
+ * CONFIG, REPLICAOF, ACL, SHUTDOWN, DEBUG, MONITOR, …), with CLIENT UNBLOCK given back because the
+ * proxy uses it, as the same user, to release a blocked command for a switch. The proxy refuses
+ * the rest of what a tenant must not run before it reaches the instance (proxy/README.md).
+ */
+export const TENANT_ACL = ["~*", "&*", "+@all", "-@admin", "+client|unblock"];
+
+type Redis = import("ioredis").default;
+
+/** An admin connection to `s` (through its tunnel end when it has one); the caller ends it. */
+export async function openAdmin(s: ServerAccess): Promise<Redis> {
+  const { default: IORedis } = await import("ioredis");
+  const at = s.via ?? s;
+  const c = new IORedis({ host: at.host, port: at.port, username: s.adminUser, password: s.adminPassword, lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null, connectTimeout: 10_000 });
+  c.on("error", () => undefined);
+  try {
+    await c.connect();
+  } catch (e) {
+    c.disconnect();
+    throw new Error(`cannot reach Redis instance ${s.name} at ${s.host}:${s.port}: ${(e as Error).message}`);
+  }
+  return c;
+}
+
+export async function withAdmin<T>(s: ServerAccess, fn: (c: Redis) => Promise<T>): Promise<T> {
+  const c = await openAdmin(s);
+  try {
+    return await fn(c);
+  } finally {
+    c.disconnect();
+  }
+}
+
+/** The tenant's user with its verifier and rights (idempotent), saved in the instance's ACL file. */
+export async function ensureTenantUser(s: ServerAccess, t: RedisTenantUser): Promise<void> {
+  await withAdmin(s, async (c) => {
+    await c.call("ACL", "SETUSER", t.user, "reset", "on", `#${t.verifier}`, ...TENANT_ACL);
+    await c.call("ACL", "SAVE");
+  });
+}
+
+/** The tenant's user off and its connections closed: no proxy, stale or not, can use this instance. */
+export async function fenceTenantUser(s: ServerAccess, user: string): Promise<void> {
+  await withAdmin(s, async (c) => {
+    await c.call("ACL", "SETUSER", user, "off");
+    await c.call("ACL", "SAVE");
+    await c.call("CLIENT", "KILL", "USER", user).catch(() => undefined);
+  });
+}
+
+/** The tenant's user and every key of the instance gone (the instance is the tenant database's alone). */
+export async function dropTenantDatabase(s: ServerAccess, t: { user: string }): Promise<void> {
+  await withAdmin(s, async (c) => {
+    await c.call("ACL", "DELUSER", t.user);
+    await c.call("ACL", "SAVE");
+    await c.call("FLUSHALL");
+  });
+}
+
+/** An RDB snapshot of the instance into `file` (`redis-cli --rdb`, as the admin). */
+export async function dumpInstance(s: ServerAccess, file: string): Promise<{ bytes: number }> {
+  const at = s.via ?? s;
+  await new Promise<void>((resolve, reject) => {
+    const p = spawn("redis-cli", ["-h", at.host, "-p", String(at.port), "--user", s.adminUser, "--no-auth-warning", "--rdb", file], {
+      env: { ...process.env, REDISCLI_AUTH: s.adminPassword },
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let err = "";
+    p.stderr.on("data", (d: Buffer) => (err += d.toString()));
+    p.on("error", reject);
+    p.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`redis-cli --rdb of ${s.name} exited with ${code}: ${err.trim().slice(-500)}`))));
+  });
+  return { bytes: (await fs.stat(file)).size };
+}

@@ -1,0 +1,784 @@
+/**
+ * One Redis client connection through the proxy (RESP2 and RESP3).
+ *
+ * The client logs in to the proxy (`AUTH user pass`, or `HELLO 3 AUTH user pass`), which checks
+ * the password against the verifier of the route whose login is `user` (the SHA-256 Redis's ACL
+ * stores, `#<hex>`), then opens the session's own connection to the tenant database's instance
+ * as that user. Every command is read whole and paired with its reply (pub/sub confirmations
+ * and pushes counted apart), so the session always knows whether anything is in flight: a
+ * pause holds commands between replies, a switch happens with nothing pending, and replies the
+ * proxy writes itself (refusals) keep their place in a pipeline.
+ *
+ * Session state a switch carries to the new instance: RESP version, SELECTed db, client name,
+ * client tracking (with an invalidation of everything, so client caches flush), subscriptions
+ * (re-subscribed before anything held is released), scripts the session loaded (so EVALSHA
+ * never gets NOSCRIPT), a blocked command (released on the old instance, issued again on the
+ * new one with the time it has left). A WATCH that spans a switch makes the next EXEC return
+ * null, as a touched key would: a legal abort, not an error. An open MULTI finishes first.
+ */
+import * as net from "node:net";
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { Logger } from "pino";
+import type { Route } from "../catalog/routes";
+import { keyString } from "../catalog/routes";
+import type { DrainMember, TenantDrain } from "../drain";
+import type { TenantStats } from "../metrics";
+import {
+  INVALIDATE_ALL,
+  OK,
+  RespProtocolError,
+  RespReader,
+  encodeCommand,
+  errorReply,
+  errorText,
+  headStrings,
+  isNull,
+  lastNeed,
+  nullReply,
+  parseCommand,
+  valueEnd,
+} from "./resp";
+import { CONFIRMATIONS, PUBSUB, PUSH_KINDS, blockingTimeout, refusal, sub, timeoutMs, withTimeout, type BlockingTimeout, type SubscribeKind } from "./commands";
+
+export interface RedisSessionHost {
+  log: Logger;
+  connectTimeoutMs: number;
+  loginTimeoutMs: number;
+  /** The route whose login is `user`. */
+  routeOfLogin(user: string): Route | undefined;
+  route(key: string): Route | undefined;
+  drain(key: string): TenantDrain;
+  stats(key: string): TenantStats;
+  register(s: RedisSession): void;
+  unregister(s: RedisSession): void;
+}
+
+/** The verifier a route holds for a Redis login: SHA-256 of the password, hex (Redis ACL's `#<hex>`). */
+export function redisVerifier(password: string): string {
+  return createHash("sha256").update(password).digest("hex");
+}
+
+const WRONGPASS = "WRONGPASS invalid username-password pair or user is disabled.";
+
+type Step = "authenticating" | "connecting" | "forwarding" | "draining" | "parked" | "switching" | "closed";
+
+/** A command sent to the instance whose reply is awaited. */
+interface Pending {
+  /** Replies still to come (pub/sub commands get one confirmation per channel). */
+  replies: number;
+  /** The proxy's own command: its reply is not the client's. */
+  swallow?: boolean;
+  /** Pub/sub family: replies are its confirmations. */
+  pubsub?: SubscribeKind;
+  /** Called with each reply (before it is written). */
+  onReply?: (b: Buffer, at: number, end: number) => void;
+  /** A reply the proxy answers in the command's place (a refusal), written when its turn comes. */
+  local?: Buffer;
+  /** A blocking command: its arguments, where its timeout is, and when it ends (0: never). */
+  blocking?: { args: Buffer[]; timeout: BlockingTimeout; deadline: number; released?: boolean };
+}
+
+class Backend {
+  readonly reader = new RespReader();
+  clientId = 0;
+  constructor(
+    readonly socket: net.Socket,
+    readonly epoch: number,
+    readonly route: Route,
+  ) {}
+}
+
+let nextSessionNo = 0;
+
+export class RedisSession implements DrainMember {
+  step: Step = "authenticating";
+  readonly no = ++nextSessionNo;
+  private log: Logger;
+  private readonly reader = new RespReader();
+  private loginTimer: NodeJS.Timeout | undefined;
+  user = "";
+  key = "";
+  private password = "";
+  backend: Backend | undefined;
+  private drainRef: TenantDrain | undefined;
+  private stats: TenantStats | undefined;
+
+  private readonly pending: Pending[] = [];
+  private head = 0;
+  /** Whole commands held (before the login completes, during a pause or a switch), in order. */
+  private held: Buffer[] = [];
+  private heldSince = 0;
+  private pauseRequested = false;
+  private shuttingDown = false;
+
+  // Session state, as the instance will have it once what is pending has run.
+  private resp3 = false;
+  private db = 0;
+  private name: string | undefined;
+  private tracking: Buffer[] | undefined;
+  private inMulti = false;
+  private watching = false;
+  /** A WATCH spanned a switch: the transaction's EXEC must abort. */
+  private watchBroken = false;
+  private readonly subscriptions: Record<SubscribeKind, Set<string>> = { subscribe: new Set(), psubscribe: new Set(), ssubscribe: new Set() };
+  /** Scripts the session loaded (EVAL, SCRIPT LOAD), by SHA-1: loaded on a new instance. */
+  private readonly scripts = new Map<string, Buffer>();
+
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly host: RedisSessionHost,
+  ) {
+    this.log = host.log.child({ engine: "redis", session: this.no, client: `${socket.remoteAddress}:${socket.remotePort}` });
+    socket.setNoDelay(true);
+    host.register(this);
+    socket.on("data", (chunk: Buffer) => this.clientData(chunk));
+    socket.on("error", (e) => this.close(`client socket error: ${e.message}`));
+    socket.on("close", () => this.close("client closed the connection"));
+    this.loginTimer = setTimeout(() => {
+      if (this.step === "authenticating") this.fail("ERR tenantfleet: no AUTH within the login timeout");
+    }, host.loginTimeoutMs);
+    this.loginTimer.unref();
+  }
+
+  private get subscribed(): boolean {
+    const s = this.subscriptions;
+    return s.subscribe.size + s.psubscribe.size + s.ssubscribe.size > 0;
+  }
+
+  // ---------------------------------------------------------------- drain member
+
+  get parked(): boolean {
+    return this.step === "parked";
+  }
+
+  get epoch(): number {
+    return this.backend?.epoch ?? this.host.route(this.key)?.epoch ?? 0;
+  }
+
+  get holdup(): DrainMember["holdup"] {
+    if (this.parked) return undefined;
+    return this.inMulti ? "transaction" : "in_flight";
+  }
+
+  pause(): void {
+    this.pauseRequested = true;
+    if (this.step === "forwarding") this.step = "draining";
+    this.tryPark();
+  }
+
+  resume(): void {
+    this.pauseRequested = false;
+    if (this.step === "draining") {
+      this.step = "forwarding";
+      this.releaseHeld();
+    } else if (this.step === "parked") void this.leavePark();
+  }
+
+  routeChanged(): void {
+    if (this.step === "parked") void this.moveIfStale();
+    else if (this.step === "forwarding" && this.routeIsStale()) {
+      this.step = "draining";
+      this.tryPark();
+    }
+  }
+
+  shutdown(): void {
+    this.shuttingDown = true;
+    this.closeIfShuttingDown();
+  }
+
+  private closeIfShuttingDown(): void {
+    if (!this.shuttingDown || this.step === "closed") return;
+    if (this.step === "authenticating" || this.step === "parked" || ((this.step === "forwarding" || this.step === "draining") && this.idle)) {
+      this.fail("ERR tenantfleet: the proxy is shutting down; reconnect: another proxy serves the same address");
+    }
+  }
+
+  /** Nothing in flight, no transaction open, no partial reply. */
+  private get idle(): boolean {
+    return this.head === this.pending.length && !this.inMulti && !!this.backend?.reader.atBoundary;
+  }
+
+  private routeIsStale(): boolean {
+    const r = this.host.route(this.key);
+    return !!r && !!this.backend && r.epoch !== this.backend.epoch;
+  }
+
+  private tryPark(): void {
+    if (this.step !== "draining") return;
+    if (!this.idle) return this.releaseBlocked();
+    if (!this.pauseRequested && !this.routeIsStale()) {
+      this.step = "forwarding";
+      return this.releaseHeld();
+    }
+    this.step = "parked";
+    this.drainRef?.check();
+    if (this.routeIsStale()) void this.moveIfStale();
+  }
+
+  private async moveIfStale(): Promise<void> {
+    if (this.step === "parked" && this.routeIsStale()) await this.switchBackend();
+  }
+
+  private async leavePark(): Promise<void> {
+    if (this.routeIsStale()) await this.switchBackend();
+    if (this.step !== "parked" || this.pauseRequested) return;
+    this.step = "forwarding";
+    this.releaseHeld();
+  }
+
+  /**
+   * A draining session whose only command in flight is blocked (BLPOP, XREAD BLOCK, …) would hold
+   * the drain until it is served: release it on this instance (CLIENT UNBLOCK … TIMEOUT, from a
+   * connection of the same login) and issue it again, with the time it has left, after the pause.
+   */
+  private releaseBlocked(): void {
+    if (this.pending.length - this.head !== 1) return;
+    const p = this.pending[this.head]!;
+    if (!p.blocking || p.blocking.released || !this.backend?.clientId) return;
+    p.blocking.released = true;
+    const b = this.backend;
+    const side = net.connect({ host: b.route.host, port: b.route.port });
+    side.setTimeout(this.host.connectTimeoutMs, () => side.destroy(new Error("timed out")));
+    side.on("error", (e) => this.log.warn({ err: e.message }, "could not release a blocked command on its server; the drain waits for it"));
+    side.end(Buffer.concat([encodeCommand(["AUTH", this.user, this.password]), encodeCommand(["CLIENT", "UNBLOCK", String(b.clientId), "TIMEOUT"]), encodeCommand(["QUIT"])]));
+    side.resume();
+  }
+
+  // ---------------------------------------------------------------- client bytes
+
+  private clientData(chunk: Buffer): void {
+    if (this.step === "closed") return;
+    if (!this.reader.feed(chunk)) return;
+    const b = this.reader.buffer;
+    let i = this.reader.offset;
+    this.backend?.socket.cork();
+    try {
+      while (i < b.length) {
+        const cmd = parseCommand(b, i);
+        if (!cmd) {
+          this.reader.offset = i;
+          this.reader.waitFor(lastNeed());
+          return;
+        }
+        const whole = b.subarray(i, cmd.end);
+        i = cmd.end;
+        this.reader.offset = i;
+        if (cmd.args.length === 0) continue;
+        if (this.held.length > 0 || this.holding()) this.hold(whole);
+        else this.command(cmd.args, whole);
+        if ((this.step as Step) === "closed") return;
+      }
+      this.reader.offset = i;
+    } catch (e) {
+      if (e instanceof RespProtocolError) this.fail(`ERR Protocol error: ${e.message}`);
+      else this.fail(`ERR tenantfleet proxy error: ${(e as Error).message}`);
+    } finally {
+      this.backend?.socket.uncork();
+    }
+  }
+
+  /** Whether a command arriving now waits: before the instance is reached, and during a pause (unless a MULTI must finish first). */
+  private holding(): boolean {
+    switch (this.step) {
+      case "authenticating":
+      case "forwarding":
+        return false;
+      case "draining":
+        return !this.inMulti;
+      default:
+        return true;
+    }
+  }
+
+  private hold(whole: Buffer): void {
+    if (!this.heldSince) this.heldSince = Date.now();
+    this.held.push(whole);
+  }
+
+  private releaseHeld(): void {
+    if (this.held.length === 0) return this.closeIfShuttingDown();
+    const held = this.held;
+    this.held = [];
+    if (this.heldSince && this.stats) this.stats.heldMs += Date.now() - this.heldSince;
+    this.heldSince = 0;
+    this.backend?.socket.cork();
+    try {
+      for (let k = 0; k < held.length; k++) {
+        if (this.step === "closed") return;
+        if (this.holding() || this.held.length > 0) {
+          this.held.push(...held.slice(k)); // paused again: keep the rest, in order
+          this.heldSince = Date.now();
+          return;
+        }
+        this.command(parseCommand(held[k]!, 0)!.args, held[k]!);
+      }
+    } finally {
+      this.backend?.socket.uncork();
+    }
+    this.closeIfShuttingDown();
+  }
+
+  /** One whole command from the client. */
+  private command(args: Buffer[], whole: Buffer): void {
+    const name = args[0]!.toString("latin1").toLowerCase();
+    if (this.step === "authenticating") return this.unauthenticated(name, args);
+    const stats = this.stats!;
+    stats.queries++;
+    stats.bytesIn += whole.length;
+    switch (name) {
+      case "quit":
+        this.answer(OK);
+        return this.afterReplies(() => this.close("client quit", true));
+      case "auth":
+        return this.reauth(args.length === 2 ? "default" : args[1]?.toString() ?? "", args[args.length - 1]?.toString() ?? "");
+      case "hello":
+        return this.hello(args, false);
+      case "reset":
+        return this.reset();
+      case "select":
+        return this.send(whole, { onReply: ok(() => (this.db = Number(args[1]))) });
+      case "multi":
+        this.inMulti = true;
+        return this.send(whole);
+      case "discard":
+        this.inMulti = false;
+        this.watching = this.watchBroken = false;
+        return this.send(whole);
+      case "exec":
+        this.inMulti = false;
+        if (this.watchBroken) {
+          // The keys watched on the old instance were not watched here: abort, as a touched key would.
+          this.watching = this.watchBroken = false;
+          return this.send(encodeCommand(["DISCARD"]), { onReply: () => undefined, local: nullReply(this.resp3) });
+        }
+        this.watching = false;
+        return this.send(whole);
+      case "watch":
+        if (!this.inMulti) this.watching = true;
+        return this.send(whole);
+      case "unwatch":
+        if (!this.inMulti) this.watching = this.watchBroken = false;
+        return this.send(whole);
+      case "eval":
+      case "eval_ro": {
+        const body = args[1];
+        return this.send(whole, { onReply: body ? ok(() => this.scripts.set(sha1(body), Buffer.from(body))) : undefined });
+      }
+      case "script": {
+        const s = sub(args);
+        if (s === "load" && args[2]) {
+          const body = Buffer.from(args[2]);
+          return this.send(whole, { onReply: ok(() => this.scripts.set(sha1(body), body)) });
+        }
+        if (s === "flush") return this.send(whole, { onReply: ok(() => this.scripts.clear()) });
+        return this.send(whole);
+      }
+      case "client": {
+        const why = refusal(name, args);
+        if (why) return this.answer(errorReply(why));
+        const s = sub(args);
+        if (s === "setname" && args[2]) return this.send(whole, { onReply: ok(() => (this.name = args[2]!.toString())) });
+        if (s === "tracking" && args[2]) {
+          const on = args[2].toString("latin1").toLowerCase() === "on";
+          const saved = args.map((a) => Buffer.from(a));
+          return this.send(whole, { onReply: ok(() => (this.tracking = on ? saved : undefined)) });
+        }
+        return this.send(whole);
+      }
+    }
+    const ps = PUBSUB[name];
+    if (ps) return this.pubsub(ps, args, whole);
+    const why = refusal(name, args);
+    if (why) return this.answer(errorReply(why));
+    if (!this.inMulti) {
+      const t = blockingTimeout(name, args);
+      if (t) {
+        const ms = timeoutMs(args, t);
+        const saved = args.map((a) => Buffer.from(a));
+        return this.send(whole, { blocking: { args: saved, timeout: t, deadline: ms > 0 ? Date.now() + ms : 0 } });
+      }
+    }
+    this.send(whole);
+  }
+
+  private pubsub(ps: (typeof PUBSUB)[string], args: Buffer[], whole: Buffer): void {
+    const set = this.subscriptions[ps.kind];
+    const channels = args.slice(1).map((a) => a.toString("latin1"));
+    let replies = channels.length;
+    if (ps.adds) for (const c of channels) set.add(c);
+    else if (channels.length === 0) {
+      replies = Math.max(1, set.size); // one confirmation per channel unsubscribed, or one
+      set.clear();
+    } else for (const c of channels) set.delete(c);
+    if (replies === 0) return this.send(whole); // the server's arity error
+    this.send(whole, {
+      replies,
+      pubsub: ps.kind,
+      onReply: (b, at, end) => {
+        if (ps.adds && errorText(b, at, end) !== undefined) for (const c of channels) set.delete(c);
+      },
+    });
+  }
+
+  /** A command before the login: only AUTH, HELLO (with AUTH) and QUIT, as Redis with its default user off. */
+  private unauthenticated(name: string, args: Buffer[]): void {
+    if (name === "auth") {
+      if (args.length === 2) return this.answerNow(errorReply(`${WRONGPASS} (tenantfleet: AUTH <user> <password>, the user is the tenant database's, e.g. cache__acme)`));
+      if (args.length !== 3) return this.answerNow(errorReply("ERR wrong number of arguments for 'auth' command"));
+      return this.login(args[1]!.toString(), args[2]!.toString(), undefined);
+    }
+    if (name === "hello") return this.hello(args, true);
+    if (name === "quit") {
+      this.socket.write(OK);
+      return this.close("client quit", true);
+    }
+    this.answerNow(errorReply("NOAUTH Authentication required."));
+  }
+
+  /** HELLO [protover [AUTH user pass] [SETNAME name]]. */
+  private hello(args: Buffer[], first: boolean): void {
+    let proto: number | undefined;
+    let auth: [string, string] | undefined;
+    let setname: string | undefined;
+    for (let k = 1; k < args.length; k++) {
+      const a = args[k]!.toString().toLowerCase();
+      if (k === 1 && /^\d+$/.test(a)) proto = Number(a);
+      else if (a === "auth" && k + 2 < args.length) (auth = [args[k + 1]!.toString(), args[k + 2]!.toString()]), (k += 2);
+      else if (a === "setname" && k + 1 < args.length) (setname = args[k + 1]!.toString()), k++;
+      else return this.answerOrNow(first, errorReply(`ERR Syntax error in HELLO option '${args[k]!.toString()}'`));
+    }
+    if (proto !== undefined && proto !== 2 && proto !== 3) return this.answerOrNow(first, errorReply("NOPROTO unsupported protocol version"));
+    const forward = encodeCommand(["HELLO", ...(proto ? [String(proto)] : []), ...(setname !== undefined ? ["SETNAME", setname] : [])]);
+    const applied = { onReply: ok(() => ((this.resp3 = proto ? proto === 3 : this.resp3), setname !== undefined && (this.name = setname))) };
+    if (first) {
+      if (!auth) return this.answerNow(errorReply("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"));
+      return this.login(auth[0], auth[1], () => this.send(forward, applied));
+    }
+    if (auth && (auth[0] !== this.user || auth[1] !== this.password)) return this.reauth(auth[0], auth[1]);
+    this.send(forward, applied);
+  }
+
+  /** AUTH on a logged-in session: the same login is answered OK; another one cannot be taken here. */
+  private reauth(user: string, password: string): void {
+    if (user === this.user && password === this.password) return this.answer(OK);
+    if (!this.verify(user, password)) return this.answer(errorReply(WRONGPASS));
+    this.answer(errorReply("ERR tenantfleet: this connection is logged in as another tenant database's user; open a new connection for this one"));
+  }
+
+  /** RESET: as Redis (no transaction, no subscription, RESP2, db 0, no name, no tracking), the login kept. */
+  private reset(): void {
+    this.inMulti = this.watching = this.watchBroken = false;
+    for (const s of Object.values(this.subscriptions)) s.clear();
+    this.resp3 = false;
+    this.db = 0;
+    this.name = undefined;
+    this.tracking = undefined;
+    this.send(encodeCommand(["RESET"]));
+    this.send(encodeCommand(["AUTH", this.user, this.password]), { swallow: true });
+  }
+
+  private verify(user: string, password: string): Route | undefined {
+    const r = this.host.routeOfLogin(user);
+    if (!r || r.engine !== "redis") return undefined;
+    const want = Buffer.from(r.scramVerifier, "hex");
+    const got = createHash("sha256").update(password).digest();
+    return want.length === got.length && timingSafeEqual(want, got) ? r : undefined;
+  }
+
+  private login(user: string, password: string, then: (() => void) | undefined): void {
+    const route = this.verify(user, password);
+    if (!route) {
+      const r = this.host.routeOfLogin(user);
+      if (r) this.host.stats(keyString(r)).authFailures++;
+      this.log.info({ user }, "login refused");
+      return this.answerNow(errorReply(WRONGPASS));
+    }
+    clearTimeout(this.loginTimer);
+    this.user = user;
+    this.password = password;
+    this.key = keyString(route);
+    this.log = this.log.child({ tenant: route.tenant, database: route.database });
+    this.stats = this.host.stats(this.key);
+    this.drainRef = this.host.drain(this.key);
+    this.drainRef.join(this);
+    this.step = "connecting";
+    void this.connectFirst(then);
+  }
+
+  private async connectFirst(then: (() => void) | undefined): Promise<void> {
+    const drain = this.drainRef!;
+    await drain.waitOpen();
+    const route = this.host.route(this.key);
+    if (this.step === "closed") return;
+    if (!route) return this.fail(`ERR tenantfleet: tenant database ${this.key} is no longer in the catalog`);
+    try {
+      await this.open(route);
+    } catch (e) {
+      return this.fail(`ERR tenantfleet: cannot reach tenant database ${this.key}: ${(e as Error).message}`);
+    }
+    if ((this.step as Step) === "closed") return;
+    this.stats!.connections++;
+    this.stats!.active++;
+    this.step = this.pauseRequested ? "draining" : "forwarding";
+    this.backend!.socket.cork();
+    if (then) then();
+    else this.answer(OK);
+    this.backend!.socket.uncork();
+    this.releaseHeld();
+    this.tryPark();
+  }
+
+  // ---------------------------------------------------------------- the instance
+
+  /** Opens a connection to `route`'s instance as the session's login, with the session's state; resolves once all of it is in place. */
+  private async open(route: Route): Promise<void> {
+    const socket = net.connect({ host: route.host, port: route.port });
+    socket.setNoDelay(true);
+    const b = new Backend(socket, route.epoch, route);
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`no connection to ${route.host}:${route.port} within ${this.host.connectTimeoutMs} ms`)), this.host.connectTimeoutMs);
+      socket.once("connect", () => (clearTimeout(t), resolve()));
+      socket.once("error", (e) => (clearTimeout(t), reject(e)));
+    }).catch((e) => {
+      socket.destroy();
+      throw e;
+    });
+    const old = this.backend;
+    this.backend = b;
+    socket.on("data", (chunk: Buffer) => this.backendData(b, chunk));
+    socket.on("error", (e) => this.backendGone(b, `server connection error: ${e.message}`));
+    socket.on("close", () => this.backendGone(b, "the server closed the connection"));
+    const steps: Promise<void>[] = [];
+    const expect = (args: (string | Buffer)[], onReply?: (b: Buffer, at: number, end: number) => void) =>
+      steps.push(
+        new Promise<void>((resolve, reject) => {
+          this.send(encodeCommand(args), {
+            swallow: true,
+            replies: 1,
+            onReply: (buf, at, end) => {
+              const err = errorText(buf, at, end);
+              if (err !== undefined) return reject(new Error(`${String(args[0])} ${args[0] === "AUTH" ? "" : String(args[1] ?? "")}: ${err}`));
+              onReply?.(buf, at, end);
+              resolve();
+            },
+          });
+        }),
+      );
+    socket.cork();
+    expect(["AUTH", this.user, this.password]);
+    expect(["CLIENT", "ID"], (buf, at, end) => (b.clientId = Number(buf.toString("latin1", at + 1, end - 2))));
+    if (this.resp3) expect(["HELLO", "3"]);
+    if (this.db !== 0) expect(["SELECT", String(this.db)]);
+    if (this.name !== undefined) expect(["CLIENT", "SETNAME", this.name]);
+    if (this.tracking) expect(this.tracking);
+    for (const body of this.scripts.values()) expect(["SCRIPT", "LOAD", body]);
+    for (const [kind, set] of Object.entries(this.subscriptions) as [SubscribeKind, Set<string>][]) {
+      if (set.size === 0) continue;
+      steps.push(
+        new Promise<void>((resolve, reject) => {
+          let left = set.size;
+          this.send(encodeCommand([kind.toUpperCase(), ...set]), {
+            swallow: true,
+            replies: set.size,
+            pubsub: kind,
+            onReply: (buf, at, end) => {
+              const err = errorText(buf, at, end);
+              if (err !== undefined) return reject(new Error(`${kind}: ${err}`));
+              if (--left === 0) resolve();
+            },
+          });
+        }),
+      );
+    }
+    socket.uncork();
+    const timer = new Promise<never>((_, reject) => setTimeout(() => reject(new Error("the server did not answer the login in time")), this.host.connectTimeoutMs).unref());
+    try {
+      await Promise.race([Promise.all(steps), timer]);
+    } catch (e) {
+      this.backend = old;
+      socket.destroy();
+      throw e;
+    }
+    if (old && this.tracking) this.socket.write(INVALIDATE_ALL); // the client's cache may hold what the old instance said
+  }
+
+  private backendData(b: Backend, chunk: Buffer): void {
+    if (this.step === "closed") return;
+    if (!b.reader.feed(chunk)) return;
+    const buf = b.reader.buffer;
+    let i = b.reader.offset;
+    this.socket.cork();
+    try {
+      while (i < buf.length) {
+        const end = valueEnd(buf, i);
+        if (end < 0) {
+          b.reader.offset = i;
+          b.reader.waitFor(lastNeed());
+          return;
+        }
+        if (b === this.backend) this.reply(buf, i, end);
+        else if (this.isPush(buf, i)) this.socket.write(buf.subarray(i, end)); // a message the old instance delivered late
+        i = end;
+      }
+      b.reader.offset = i;
+    } catch (e) {
+      this.fail(`ERR tenantfleet proxy error: ${(e as Error).message}`);
+    } finally {
+      this.socket.uncork();
+    }
+    if (this.step === "draining") this.tryPark();
+  }
+
+  /** A message nobody asked for: RESP3 push (not a confirmation), or a RESP2 pub/sub message on a subscribed connection. */
+  private isPush(b: Buffer, at: number): boolean {
+    const t = b[at];
+    if (t !== 62 && !(t === 42 && this.subscribed)) return false;
+    const kind = headStrings(b, at, 1)[0];
+    if (kind !== undefined && CONFIRMATIONS[kind]) {
+      const p = this.pending[this.head];
+      return !(p?.pubsub === CONFIRMATIONS[kind]);
+    }
+    return t === 62 || (kind !== undefined && PUSH_KINDS.has(kind));
+  }
+
+  private reply(b: Buffer, at: number, end: number): void {
+    if (this.isPush(b, at)) {
+      this.stats!.bytesOut += end - at;
+      this.socket.write(b.subarray(at, end));
+      return;
+    }
+    const p = this.pending[this.head];
+    if (!p) {
+      this.log.warn({ reply: b.toString("latin1", at, Math.min(end, at + 80)) }, "a reply to no command: closing the session");
+      return this.fail("ERR tenantfleet: the server sent a reply the proxy cannot pair with a command");
+    }
+    if (p.blocking?.released && isNull(b, at)) {
+      // Released for a pause: issue it again after the pause with the time it has left.
+      this.done(p);
+      const left = p.blocking.deadline === 0 ? 0 : p.blocking.deadline - Date.now();
+      if (p.blocking.deadline !== 0 && left <= 0) return void this.socket.write(b.subarray(at, end));
+      const again = p.blocking.deadline === 0 ? p.blocking.args : withTimeout(p.blocking.args, p.blocking.timeout, left);
+      this.held.unshift(encodeCommand(again));
+      if (!this.heldSince) this.heldSince = Date.now();
+      return;
+    }
+    p.onReply?.(b, at, end);
+    if (!p.swallow && !p.local) {
+      this.stats!.bytesOut += end - at;
+      this.socket.write(b.subarray(at, end));
+    }
+    if (p.local) this.socket.write(p.local);
+    if (--p.replies <= 0 || (p.pubsub && errorText(b, at, end) !== undefined)) this.done(p);
+  }
+
+  private done(p: Pending): void {
+    if (this.pending[this.head] !== p) return;
+    this.head++;
+    // Replies the proxy wrote itself, queued behind this one.
+    while (this.head < this.pending.length && this.pending[this.head]!.local && this.pending[this.head]!.replies === 0) {
+      this.socket.write(this.pending[this.head]!.local!);
+      this.head++;
+    }
+    if (this.head === this.pending.length) {
+      this.pending.length = 0;
+      this.head = 0;
+      const after = this.afterIdle;
+      this.afterIdle = undefined;
+      after?.();
+    }
+  }
+
+  private afterIdle: (() => void) | undefined;
+  private afterReplies(f: () => void): void {
+    if (this.head === this.pending.length) f();
+    else this.afterIdle = f;
+  }
+
+  /** Sends a command to the instance and awaits its reply. */
+  private send(bytes: Buffer, p: Partial<Pending> = {}): void {
+    this.pending.push({ replies: 1, ...p });
+    this.backend!.socket.write(bytes);
+  }
+
+  /** A reply the proxy gives itself, in its place among the replies to come. */
+  private answer(reply: Buffer): void {
+    if (this.head === this.pending.length) this.socket.write(reply);
+    else this.pending.push({ replies: 0, local: reply });
+  }
+
+  /** Before the login nothing is in flight. */
+  private answerNow(reply: Buffer): void {
+    this.socket.write(reply);
+  }
+
+  private answerOrNow(first: boolean, reply: Buffer): void {
+    if (first) this.answerNow(reply);
+    else this.answer(reply);
+  }
+
+  /** Moves this parked session to the committed route's instance, with its state. */
+  private async switchBackend(): Promise<void> {
+    const route = this.host.route(this.key);
+    const old = this.backend;
+    if (!route || !old) return;
+    this.step = "switching";
+    const started = Date.now();
+    try {
+      await this.open(route);
+      if (this.watching) this.watchBroken = true;
+      old.socket.destroy();
+      this.stats!.switches++;
+      this.log.info({ epoch: route.epoch, server: route.server, ms: Date.now() - started, subscriptions: this.subscribed, scripts: this.scripts.size }, "session switched to the committed route");
+      if ((this.step as Step) !== "switching") return;
+      this.step = "parked";
+      if (this.routeIsStale()) return this.switchBackend();
+      if (!this.pauseRequested) return this.leavePark();
+      this.drainRef?.check();
+    } catch (e) {
+      this.stats!.switchFailures++;
+      const msg = (e as Error).message;
+      this.log.error({ err: msg, epoch: route.epoch }, "session could not move to the committed route; closing it");
+      this.fail(`ERR tenantfleet: tenant database ${this.key} moved to another server and this connection could not follow (${msg}); reconnect, the new server is already serving`);
+    }
+  }
+
+  private backendGone(b: Backend, reason: string): void {
+    if (b !== this.backend || this.step === "closed" || this.step === "switching") return;
+    this.fail(`ERR tenantfleet: ${reason}`);
+  }
+
+  /**
+   * Closes with an error reply when the client awaits one (errors are RESP errors, never a bare
+   * reset); an idle client is only disconnected, as Redis does at shutdown: an unasked error reply
+   * would be paired with no command (ioredis throws on one).
+   */
+  fail(message: string): void {
+    if (this.step === "closed") return;
+    const awaiting = this.step === "authenticating" || this.step === "connecting" || this.head < this.pending.length || this.held.length > 0;
+    if (!this.socket.destroyed) awaiting ? this.socket.end(errorReply(message)) : this.socket.end();
+    this.close(message);
+  }
+
+  close(reason: string, ended = false): void {
+    if (this.step === "closed") return;
+    const wasServing = !!this.stats && this.step !== "authenticating" && this.step !== "connecting";
+    this.step = "closed";
+    clearTimeout(this.loginTimer);
+    if (ended && !this.socket.destroyed) this.socket.end();
+    this.backend?.socket.destroy();
+    if (wasServing) this.stats!.active--;
+    this.drainRef?.leave(this);
+    this.host.unregister(this);
+    this.log.debug({ reason }, "session closed");
+  }
+}
+
+/** An onReply that runs `f` when the reply is not an error. */
+function ok(f: () => void): (b: Buffer, at: number, end: number) => void {
+  return (b, at, end) => {
+    if (errorText(b, at, end) === undefined) f();
+  };
+}
+
+const sha1 = (b: Buffer) => createHash("sha1").update(b).digest("hex");
