@@ -36,7 +36,9 @@ export interface FleetTenantDatabase {
   /** The region the database lives in now (the stack's logical region name, e.g. `eu-west`). */
   region: string;
   /** Secret. Through the proxy fleet: unchanged by migrations. Present for the engines the proxy
-   * serves (PostgreSQL); other engines are placed but not yet proxied, and have none. */
+   * serves on the stack's platform (PostgreSQL; MySQL and Redis on the local platform so far: a
+   * Redis URL names the first proxy, `proxies.redis.endpoints` lists them all); the others are
+   * placed but not yet proxied, and have none. */
   connectionString?: string;
 }
 
@@ -64,6 +66,8 @@ export function fleetOutput(args: {
   postgresEndpoints: pulumi.Output<string[]>;
   /** Endpoints of the proxies that speak the MySQL protocol, when the fleet serves it. */
   mysqlEndpoints?: pulumi.Output<string[]>;
+  /** Endpoints of the proxies that speak the Redis protocol, when the fleet serves it. */
+  redisEndpoints?: pulumi.Output<string[]>;
   tenantDatabases: Record<string, Record<string, TenantDatabaseFacts>>;
 }): FleetOutputInputs {
   const tenants: FleetOutputInputs["tenants"] = {};
@@ -80,6 +84,7 @@ export function fleetOutput(args: {
   }
   const proxies: FleetOutputInputs["proxies"] = { postgres: { endpoints: args.postgresEndpoints } };
   if (args.mysqlEndpoints) proxies.mysql = { endpoints: args.mysqlEndpoints };
+  if (args.redisEndpoints) proxies.redis = { endpoints: args.redisEndpoints };
   return { version: FLEET_OUTPUT_VERSION, platform: args.platform, proxies, tenants };
 }
 

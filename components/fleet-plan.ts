@@ -2,6 +2,11 @@
  * Pure: which servers a fleet spec needs. One shared cluster per (engine, region) that holds at
  * least one shared tenant database; one dedicated server per dedicated tenant database, named
  * with its region so a region change provisions the new server before the old one goes away.
+ *
+ * Redis: `REPLICAOF` copies a whole instance, so each Redis tenant database is an instance of its
+ * own, on a shared host too. A shared Redis cluster is a host (its own instance, the one stacks
+ * had before instances existed, kept so they upgrade without losing a key) with one instance per
+ * shared tenant database: `shared-redis-<region>--<tenant>-<database>`.
  */
 import { isEngine, type Engine } from "../dynamic-providers/engines";
 import type { FleetSpec, TenantDatabaseSpec } from "../stacks/config";
@@ -11,7 +16,12 @@ export interface SharedClusterPlan {
   engine: Engine;
   region: string;
   tenantDatabases: TenantDatabaseSpec[];
+  /** Engines with an instance per tenant database (Redis): the instances on this host. */
+  instances: { name: string; tenant: string; database: string }[];
 }
+
+/** Engines whose every tenant database is a server instance of its own. */
+export const instancePerDatabase = (engine: Engine) => engine === "redis";
 
 export interface DedicatedServerPlan {
   name: string;
@@ -31,13 +41,25 @@ export const sharedClusterName = (engine: Engine, region: string) => `shared-${e
 export const dedicatedServerName = (tenant: string, database: string, region: string) =>
   `dedicated-${tenant}-${database}-${region}`;
 
+/** A Redis tenant database's own instance on its region's shared host. The "--" is unambiguous: tenant and database names have no "-". */
+export const sharedInstanceName = (engine: Engine, region: string, tenant: string, database: string) => `${sharedClusterName(engine, region)}--${tenant}-${database}`;
+
+/** The server a tenant database belongs on (for Redis on a shared host: its instance, on the
+ * platforms that run them — `instances` false: the host itself, as before instances existed). */
+export function serverNameOf(d: Pick<TenantDatabaseSpec, "engine" | "isolation" | "region" | "tenant" | "database">, instances = true): string {
+  if (d.isolation === "dedicated") return dedicatedServerName(d.tenant, d.database, d.region);
+  return instances && instancePerDatabase(d.engine) ? sharedInstanceName(d.engine, d.region, d.tenant, d.database) : sharedClusterName(d.engine, d.region);
+}
+
 /** A server name read back: the inverse of `sharedClusterName` and `dedicatedServerName`. */
 export type ParsedServerName =
-  | { isolation: "shared"; engine: Engine; region: string }
+  | { isolation: "shared"; engine: Engine; region: string; tenant?: string; database?: string }
   | { isolation: "dedicated"; tenant: string; database: string; region: string };
 
 /** Parse a server name made by this module; undefined for any other name (e.g. `control-catalog`). */
 export function parseServerName(name: string): ParsedServerName | undefined {
+  const instance = /^shared-([a-z]+)-([a-z0-9-]+?)--([a-z][a-z0-9_]*)-([a-z][a-z0-9_]*)$/.exec(name);
+  if (instance && isEngine(instance[1])) return { isolation: "shared", engine: instance[1], region: instance[2]!, tenant: instance[3]!, database: instance[4]! };
   const shared = /^shared-([a-z]+)-([a-z0-9-]+)$/.exec(name);
   if (shared && isEngine(shared[1])) return { isolation: "shared", engine: shared[1], region: shared[2]! };
   const dedicated = /^dedicated-([a-z][a-z0-9_]*)-([a-z][a-z0-9_]*)-([a-z0-9-]+)$/.exec(name);
@@ -45,14 +67,16 @@ export function parseServerName(name: string): ParsedServerName | undefined {
   return undefined;
 }
 
-export function planFleet(spec: FleetSpec): FleetPlan {
+/** `instances`: the platform runs an instance per Redis tenant database on a shared host (local; the VM platforms not yet). */
+export function planFleet(spec: FleetSpec, instances = true): FleetPlan {
   const shared = new Map<string, SharedClusterPlan>();
   const dedicated: DedicatedServerPlan[] = [];
   for (const db of spec.databases) {
     if (db.isolation === "shared") {
       const name = sharedClusterName(db.engine, db.region);
-      const plan = shared.get(name) ?? { name, engine: db.engine, region: db.region, tenantDatabases: [] };
+      const plan = shared.get(name) ?? { name, engine: db.engine, region: db.region, tenantDatabases: [], instances: [] };
       plan.tenantDatabases.push(db);
+      if (instances && instancePerDatabase(db.engine)) plan.instances.push({ name: serverNameOf(db), tenant: db.tenant, database: db.database });
       shared.set(name, plan);
     } else {
       dedicated.push({

@@ -6,8 +6,8 @@ import type { Engine } from "../dynamic-providers/engines";
 import type { FleetSpec } from "../stacks/config";
 import { DedicatedServer } from "./dedicated-server";
 import { fleetOutput, type FleetOutputInputs } from "./fleet-output";
-import { dedicatedServerName, planFleet, sharedClusterName } from "./fleet-plan";
-import { servesMysql, type Platform } from "./platforms";
+import { planFleet, serverNameOf } from "./fleet-plan";
+import { servesMysql, servesRedis, type Platform } from "./platforms";
 import { awsPlatform } from "./platforms/aws";
 import { gcpPlatform } from "./platforms/gcp";
 import { localPlatform } from "./platforms/local";
@@ -47,7 +47,7 @@ export interface FleetResult {
   dedicatedServers: DedicatedServer[];
   servers: Record<string, ServerOutput>;
   /** PostgreSQL endpoints at the top (the shape before other engines), MySQL's under `mysql`. */
-  proxies: { endpoints: pulumi.Output<string[]>; adminEndpoints: pulumi.Output<string[]>; mysql?: { endpoints: pulumi.Output<string[]> } };
+  proxies: { endpoints: pulumi.Output<string[]>; adminEndpoints: pulumi.Output<string[]>; mysql?: { endpoints: pulumi.Output<string[]> }; redis?: { endpoints: pulumi.Output<string[]> } };
   tenantDatabases: Record<string, Record<string, TenantDatabaseOutput>>;
   /** Secret. */
   catalogUrl: pulumi.Output<string>;
@@ -65,10 +65,11 @@ function platformFor(parent: Fleet, args: FleetArgs): Platform {
 
 export function createFleet(parent: Fleet, args: FleetArgs): FleetResult {
   const platform = platformFor(parent, args);
-  const plan = planFleet(args.spec);
+  const instances = !!platform.redisInstances;
+  const plan = planFleet(args.spec, instances);
   const servers: Record<string, ServerOutput> = {};
   const sharedClusters = plan.sharedClusters.map((c) => {
-    const cluster = new SharedCluster(c.name, { engine: c.engine, region: c.region, platform }, { parent });
+    const cluster = new SharedCluster(c.name, { engine: c.engine, region: c.region, platform, ...(c.instances.length ? { instances: c.instances } : {}) }, { parent });
     servers[c.name] = {
       engine: c.engine,
       region: c.region,
@@ -78,6 +79,10 @@ export function createFleet(parent: Fleet, args: FleetArgs): FleetResult {
       adminUser: cluster.adminUser,
       adminPassword: cluster.adminPassword,
     };
+    for (const i of c.instances) {
+      const s = cluster.instances[i.name]!;
+      servers[i.name] = { engine: c.engine, region: c.region, role: "shared", tenantDatabase: `${i.tenant}/${i.database}`, host: s.host, port: s.port, adminUser: s.adminUser, adminPassword: s.adminPassword };
+    }
     return cluster;
   });
   const dedicatedServers = plan.dedicatedServers.map((d) => {
@@ -101,9 +106,13 @@ export function createFleet(parent: Fleet, args: FleetArgs): FleetResult {
 
   const catalog = platform.controlCatalog(parent);
   const mysql = servesMysql(args.spec);
-  const proxyFleet = new ProxyFleet("proxies", { replicas: args.spec.proxyReplicas, catalogUrl: catalog.url, platform, mysql }, { parent });
+  const redis = instances && servesRedis(args.spec);
+  const proxyFleet = new ProxyFleet("proxies", { replicas: args.spec.proxyReplicas, catalogUrl: catalog.url, platform, mysql, ...(redis ? { redis } : {}) }, { parent });
   const byServerName = new Map<string, ServerEndpoint>();
-  sharedClusters.forEach((c, i) => byServerName.set(plan.sharedClusters[i]!.name, c));
+  sharedClusters.forEach((c, i) => {
+    byServerName.set(plan.sharedClusters[i]!.name, c);
+    for (const [name, s] of Object.entries(c.instances)) byServerName.set(name, s);
+  });
   dedicatedServers.forEach((d, i) => byServerName.set(plan.dedicatedServers[i]!.name, d));
   const tenantDatabases: FleetResult["tenantDatabases"] = {};
   const tenants = [...new Set(args.spec.databases.map((d) => d.tenant))];
@@ -111,7 +120,7 @@ export function createFleet(parent: Fleet, args: FleetArgs): FleetResult {
     const databases = args.spec.databases.filter((d) => d.tenant === tenant);
     const placement: Record<string, { name: string; server: ServerEndpoint }> = {};
     for (const d of databases) {
-      const name = d.isolation === "shared" ? sharedClusterName(d.engine, d.region) : dedicatedServerName(d.tenant, d.database, d.region);
+      const name = serverNameOf(d, instances);
       placement[d.database] = { name, server: byServerName.get(name)! };
     }
     tenantDatabases[tenant] = createTenant(
@@ -123,6 +132,7 @@ export function createFleet(parent: Fleet, args: FleetArgs): FleetResult {
         catalog,
         proxyEndpoints: proxyFleet.endpoints,
         ...(proxyFleet.mysqlEndpoints ? { mysqlProxyEndpoints: proxyFleet.mysqlEndpoints } : {}),
+        ...(proxyFleet.redisEndpoints ? { redisProxyEndpoints: proxyFleet.redisEndpoints } : {}),
         stack: args.stack,
         platform: args.spec.platform,
         migrationPath: platform.migrationPath,
@@ -137,10 +147,21 @@ export function createFleet(parent: Fleet, args: FleetArgs): FleetResult {
     sharedClusters,
     dedicatedServers,
     servers,
-    proxies: { endpoints: proxyFleet.endpoints, adminEndpoints: proxyFleet.adminEndpoints, ...(proxyFleet.mysqlEndpoints ? { mysql: { endpoints: proxyFleet.mysqlEndpoints } } : {}) },
+    proxies: {
+      endpoints: proxyFleet.endpoints,
+      adminEndpoints: proxyFleet.adminEndpoints,
+      ...(proxyFleet.mysqlEndpoints ? { mysql: { endpoints: proxyFleet.mysqlEndpoints } } : {}),
+      ...(proxyFleet.redisEndpoints ? { redis: { endpoints: proxyFleet.redisEndpoints } } : {}),
+    },
     tenantDatabases,
     catalogUrl: catalog.url,
-    contract: fleetOutput({ platform: platform.name, postgresEndpoints: proxyFleet.endpoints, ...(proxyFleet.mysqlEndpoints ? { mysqlEndpoints: proxyFleet.mysqlEndpoints } : {}), tenantDatabases }),
+    contract: fleetOutput({
+      platform: platform.name,
+      postgresEndpoints: proxyFleet.endpoints,
+      ...(proxyFleet.mysqlEndpoints ? { mysqlEndpoints: proxyFleet.mysqlEndpoints } : {}),
+      ...(proxyFleet.redisEndpoints ? { redisEndpoints: proxyFleet.redisEndpoints } : {}),
+      tenantDatabases,
+    }),
   };
 }
 

@@ -11,6 +11,8 @@ export interface ProxyFleetArgs {
   platform: Platform;
   /** Serve the MySQL protocol too (the fleet has MariaDB/MySQL tenant databases). */
   mysql?: boolean;
+  /** Serve the Redis protocol too (the fleet has Redis tenant databases; platforms with `redisInstances`). */
+  redis?: boolean;
 }
 
 export class ProxyFleet extends pulumi.ComponentResource {
@@ -21,13 +23,16 @@ export class ProxyFleet extends pulumi.ComponentResource {
   public readonly adminEndpoints!: pulumi.Output<string[]>;
   /** `host:port` for the MySQL protocol, when the fleet serves it (the local platform so far). */
   public readonly mysqlEndpoints: pulumi.Output<string[]> | undefined;
+  /** `host:port` for the Redis protocol, when the fleet serves it (the local platform so far). */
+  public readonly redisEndpoints: pulumi.Output<string[]> | undefined;
 
   constructor(name: string, args: ProxyFleetArgs, opts?: pulumi.ComponentResourceOptions) {
     super("tenantfleet:index:ProxyFleet", name, {}, opts);
-    const r = args.platform.proxyFleet({ replicas: args.replicas ?? 2, catalogUrl: args.catalogUrl, mysql: !!args.mysql }, this);
+    const r = args.platform.proxyFleet({ replicas: args.replicas ?? 2, catalogUrl: args.catalogUrl, mysql: !!args.mysql, redis: !!args.redis }, this);
     this.endpoints = r.endpoints;
     this.adminEndpoints = r.adminEndpoints;
     this.mysqlEndpoints = r.mysqlEndpoints;
-    this.registerOutputs({ endpoints: this.endpoints, adminEndpoints: this.adminEndpoints, ...(r.mysqlEndpoints ? { mysqlEndpoints: r.mysqlEndpoints } : {}) });
+    this.redisEndpoints = r.redisEndpoints;
+    this.registerOutputs({ endpoints: this.endpoints, adminEndpoints: this.adminEndpoints, ...(r.mysqlEndpoints ? { mysqlEndpoints: r.mysqlEndpoints } : {}), ...(r.redisEndpoints ? { redisEndpoints: r.redisEndpoints } : {}) });
   }
 }

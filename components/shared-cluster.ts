@@ -10,13 +10,17 @@ export interface SharedClusterArgs {
   region: string;
   /** Platform that realises the servers (local processes, EC2, Compute Engine). */
   platform: Platform;
+  /** Redis: the instance of each tenant database on this host (fleet-plan.ts). */
+  instances?: { name: string; tenant: string; database: string }[];
 }
 
 export interface SharedClusterResult {
   engine: pulumi.Output<Engine>;
   region: pulumi.Output<string>;
-  /** The cluster's primary: where tenant databases are created. */
+  /** The cluster's primary: where tenant databases are created (Redis: the host's own instance). */
   primary: PlatformServer;
+  /** Redis: each tenant database's instance, by server name. */
+  instances: Record<string, PlatformServer>;
 }
 
 export function createSharedCluster(
@@ -28,7 +32,11 @@ export function createSharedCluster(
     { serverName: name, engine: args.engine, region: args.region, role: "shared" },
     parent,
   );
-  return { engine: pulumi.output(args.engine), region: pulumi.output(args.region), primary };
+  const instances: Record<string, PlatformServer> = {};
+  for (const i of args.instances ?? []) {
+    instances[i.name] = args.platform.server({ serverName: i.name, engine: args.engine, region: args.region, role: "shared", tenant: i.tenant, database: i.database }, parent);
+  }
+  return { engine: pulumi.output(args.engine), region: pulumi.output(args.region), primary, instances };
 }
 
 export class SharedCluster extends pulumi.ComponentResource {
@@ -44,6 +52,8 @@ export class SharedCluster extends pulumi.ComponentResource {
   public readonly adminUser!: pulumi.Output<string>;
   /** Admin password (secret). */
   public readonly adminPassword!: pulumi.Output<string>;
+  /** Redis: each tenant database's instance on this host, by server name. */
+  public readonly instances!: Record<string, PlatformServer>;
 
   constructor(name: string, args: SharedClusterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("tenantfleet:index:SharedCluster", name, {}, opts);
@@ -54,6 +64,7 @@ export class SharedCluster extends pulumi.ComponentResource {
     this.port = r.primary.port;
     this.adminUser = r.primary.adminUser;
     this.adminPassword = r.primary.adminPassword;
+    this.instances = r.instances;
     this.registerOutputs({
       engine: this.engine,
       region: this.region,

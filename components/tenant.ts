@@ -1,5 +1,5 @@
-/** A tenant's databases: a TenantDatabase for each PostgreSQL database, and each MariaDB/MySQL one
- * where the proxies speak MySQL (the local platform so far): the engines with live migration,
+/** A tenant's databases: a TenantDatabase for each PostgreSQL database, each MariaDB/MySQL one
+ * where the proxies speak MySQL and each Redis one where they speak Redis (the local platform so far): the engines with live migration,
  * placed on the server the fleet plan chose for it, a child of the Fleet.
  *
  * In earlier versions each tenant had a `tenantfleet:index:Tenant` component of its own between the Fleet and
@@ -34,6 +34,8 @@ export interface TenantArgs {
   proxyEndpoints: pulumi.Output<string[]>;
   /** The proxies' MySQL endpoints, when they serve MySQL: MariaDB/MySQL databases get a TenantDatabase. */
   mysqlProxyEndpoints?: pulumi.Output<string[]>;
+  /** The proxies' Redis endpoints, when they serve Redis: Redis databases get a TenantDatabase. */
+  redisProxyEndpoints?: pulumi.Output<string[]>;
   stack: string;
   platform: "local" | "aws" | "gcp";
   /** Cloud platforms: the bastion the provider tunnels through. */
@@ -133,8 +135,8 @@ export function createTenant(name: string, parent: pulumi.ComponentResource, arg
   const out: Record<string, TenantDatabaseOutput> = {};
   for (const db of args.databases) {
     const placed = args.servers[db.database]!;
-    const endpoints = db.engine === "postgres" ? args.proxyEndpoints : db.engine === "mysql" ? args.mysqlProxyEndpoints : undefined;
-    if (!endpoints || (db.engine !== "postgres" && db.engine !== "mysql")) {
+    const endpoints = { postgres: args.proxyEndpoints, mysql: args.mysqlProxyEndpoints, redis: args.redisProxyEndpoints, mongodb: undefined }[db.engine];
+    if (!endpoints || db.engine === "mongodb") {
       out[db.database] = { engine: db.engine, isolation: db.isolation, region: db.region, server: placed.name };
       continue;
     }

@@ -685,11 +685,19 @@ async function main(): Promise<number> {
   }
 }
 
-if (!existsSync(PGBENCH)) {
+/** `--engine redis`: the Redis proxy benchmark (scripts/bench-redis-proxy.ts); `--engine postgres` (or none): this one. */
+const engineFlag = process.argv.indexOf("--engine");
+const engine = engineFlag >= 0 ? process.argv[engineFlag + 1] : "postgres";
+if (engineFlag >= 0) process.argv.splice(engineFlag, 2);
+if (engine === "redis") {
+  void import("./bench-redis-proxy");
+} else if (engine !== "postgres") {
+  process.stderr.write(`--engine must be postgres or redis (MariaDB: npm run bench:proxy:mysql), got ${JSON.stringify(engine)}\n`);
+  process.exit(2);
+} else if (!existsSync(PGBENCH)) {
   process.stderr.write(`pgbench not found at ${PGBENCH} (set PGBENCH, or install postgresql-client / postgresql)\n`);
   process.exit(2);
-}
-main().then(
+} else main().then(
   (code) => process.exit(code),
   (e) => {
     process.stderr.write(`[bench] failed: ${(e as Error).stack ?? e}\n`);

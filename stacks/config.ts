@@ -17,7 +17,7 @@
 import { ENGINES, isEngine, type Engine } from "../dynamic-providers/engines";
 import { validateCloudConfig, type CloudSpec } from "./cloud-config";
 import { platformConnectionBudget } from "../dynamic-providers/engines/connection-budget";
-import { dedicatedServerName, sharedClusterName } from "../components/fleet-plan";
+import { serverNameOf } from "../components/fleet-plan";
 import { POOL_MODES, type PoolMode } from "../proxy/catalog/routes";
 
 export const ISOLATIONS = ["shared", "dedicated"] as const;
@@ -279,7 +279,7 @@ function poolSpec(raw: unknown, engine: unknown, path: string, who: string, prob
 }
 
 /** The server a tenant database is placed on. */
-const serverOf = (d: TenantDatabaseSpec) => (d.isolation === "shared" ? sharedClusterName(d.engine, d.region) : dedicatedServerName(d.tenant, d.database, d.region));
+const serverOf = serverNameOf;
 
 /**
  * Servers whose transaction pools, all full at once on every proxy, would need more connections

@@ -56,6 +56,11 @@ export function servesMysql(spec: Pick<FleetSpec, "databases">): boolean {
   return spec.databases.some((d) => d.engine === "mysql");
 }
 
+/** The proxies serve the Redis protocol too: the fleet has Redis tenant databases. */
+export function servesRedis(spec: Pick<FleetSpec, "databases">): boolean {
+  return spec.databases.some((d) => d.engine === "redis");
+}
+
 export interface ProxyFleetRequest {
   /** Proxy hosts `proxy-1` … `proxy-N` (each names its row in the catalog). */
   replicas: number;
@@ -63,6 +68,8 @@ export interface ProxyFleetRequest {
   catalogUrl: pulumi.Output<string>;
   /** Serve the MySQL protocol too: the fleet has MariaDB/MySQL tenant databases. */
   mysql: boolean;
+  /** Serve the Redis protocol too: the fleet has Redis tenant databases (platforms that run an instance per Redis tenant database). */
+  redis?: boolean;
 }
 
 /** The proxy fleet as applications and operators reach it. */
@@ -74,6 +81,8 @@ export interface PlatformProxyFleet {
   adminEndpoints: pulumi.Output<string[]>;
   /** `host:port` applications connect to with the MySQL protocol, when asked for and the platform serves it. */
   mysqlEndpoints?: pulumi.Output<string[]>;
+  /** `host:port` applications connect to with the Redis protocol, when asked for and the platform serves it. */
+  redisEndpoints?: pulumi.Output<string[]>;
 }
 
 /** How the machine running `pulumi up` reaches private servers and the catalog: an SSH bastion.
@@ -101,6 +110,8 @@ export interface Platform {
   server(req: ServerRequest, parent: pulumi.Resource): PlatformServer;
   controlCatalog(parent: pulumi.Resource): PlatformCatalog;
   proxyFleet(req: ProxyFleetRequest, parent: pulumi.Resource): PlatformProxyFleet;
+  /** Runs an instance per Redis tenant database on a shared host, and serves them through the proxies (local; the VM platforms not yet). */
+  readonly redisInstances?: boolean;
   migrationPath?: MigrationPath;
   /** Cloud platforms: the bucket migrations move safety backups to. */
   backupBucket?: pulumi.Output<BackupBucket>;

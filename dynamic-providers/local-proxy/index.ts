@@ -15,6 +15,8 @@ export class LocalProxy extends ProjectResource {
   declare readonly adminPort: pulumi.Output<number>;
   /** MySQL-protocol client port (when `mysql` is on). */
   declare readonly mysqlPort: pulumi.Output<number | undefined>;
+  /** Redis-protocol client port (when `redis` is on). */
+  declare readonly redisPort: pulumi.Output<number | undefined>;
   declare readonly state: pulumi.Output<"running" | "stopped">;
 
   constructor(name: string, args: LocalProxyArgs, opts?: pulumi.CustomResourceOptions) {
@@ -22,7 +24,7 @@ export class LocalProxy extends ProjectResource {
       "LocalProxy",
       "dynamic-providers/local-proxy/provider.ts",
       name,
-      { ...args, host: undefined, port: undefined, adminPort: undefined, mysqlPort: undefined, dir: undefined, state: undefined },
+      { ...args, host: undefined, port: undefined, adminPort: undefined, mysqlPort: undefined, redisPort: undefined, dir: undefined, state: undefined },
       { ...opts, additionalSecretOutputs: ["catalogUrl"] },
     );
   }

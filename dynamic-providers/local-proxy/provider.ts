@@ -15,12 +15,20 @@ import type { LocalProxyInputs, LocalProxyOutputs } from "./types";
 export const PROXY_BASE_PORT = 16432;
 export const PROXY_ADMIN_BASE_PORT = 19187;
 export const PROXY_MYSQL_BASE_PORT = 13306;
-/** The MySQL port's reservation marker (ports are reserved per file, like a server's). */
-const mysqlMarker = (dir: string) => path.join(dir, "mysql.port");
+export const PROXY_REDIS_BASE_PORT = 16379;
 
-async function reserveMysqlPort(dir: string): Promise<number> {
-  await fs.writeFile(mysqlMarker(dir), ""); // a reservation's owner must exist, or it counts as stale
-  return reservePort(PROXY_MYSQL_BASE_PORT, mysqlMarker(dir));
+/** The protocols a proxy serves besides PostgreSQL's, each on a port of its own, reserved per marker file (like a server's). */
+const EXTRA = {
+  mysql: { base: PROXY_MYSQL_BASE_PORT, port: "mysqlPort", flag: "--mysql-listen" },
+  redis: { base: PROXY_REDIS_BASE_PORT, port: "redisPort", flag: "--redis-listen" },
+} as const;
+type Extra = keyof typeof EXTRA;
+const EXTRAS = Object.keys(EXTRA) as Extra[];
+const marker = (dir: string, e: Extra) => path.join(dir, `${e}.port`);
+
+async function reserveExtraPort(dir: string, e: Extra): Promise<number> {
+  await fs.writeFile(marker(dir, e), ""); // a reservation's owner must exist, or it counts as stale
+  return reservePort(EXTRA[e].base, marker(dir, e));
 }
 
 const proxyDir = (stack: string, proxyId: string) => path.join(stateRoot(), stack, "proxies", proxyId);
@@ -39,7 +47,7 @@ async function start(o: LocalProxyOutputs): Promise<void> {
   // The catalog URL carries a password: it goes through the environment, never argv.
   const { pid } = await startDetached(
     process.execPath,
-    ["--import", "tsx", path.join(root, "proxy", "main.ts"), "--id", o.proxyId, "--listen", `${o.host}:${o.port}`, "--admin", `${o.host}:${o.adminPort}`, ...(o.mysqlPort ? ["--mysql-listen", `${o.host}:${o.mysqlPort}`] : [])],
+    ["--import", "tsx", path.join(root, "proxy", "main.ts"), "--id", o.proxyId, "--listen", `${o.host}:${o.port}`, "--admin", `${o.host}:${o.adminPort}`, ...EXTRAS.flatMap((e) => (o[EXTRA[e].port] ? [EXTRA[e].flag, `${o.host}:${o[EXTRA[e].port]}`] : []))],
     { logFile, wait: false, cwd: root, env: { ...process.env, TENANTFLEET_CATALOG_URL: o.catalogUrl } },
   );
   await fs.writeFile(path.join(o.dir, "proxy.pid"), `${pid}\n`);
@@ -70,7 +78,7 @@ export const provider: pulumi.dynamic.ResourceProvider = {
 
   async diff(_id, olds: LocalProxyOutputs, news: LocalProxyInputs) {
     const replaces = (["proxyId", "stack"] as const).filter((k) => olds[k] !== news[k]);
-    const changes = replaces.length > 0 || olds.catalogUrl !== news.catalogUrl || !!news.mysql !== !!olds.mysqlPort || !(await running(olds));
+    const changes = replaces.length > 0 || olds.catalogUrl !== news.catalogUrl || EXTRAS.some((e) => !!news[e] !== !!olds[EXTRA[e].port]) || !(await running(olds));
     return { changes, replaces };
   },
 
@@ -84,13 +92,13 @@ export const provider: pulumi.dynamic.ResourceProvider = {
     const adminPort = await reservePort(PROXY_ADMIN_BASE_PORT, path.join(dir, "proxy.log"));
     const outs: LocalProxyOutputs = { ...inputs, host: "127.0.0.1", port, adminPort, dir, state: "running" };
     try {
-      if (inputs.mysql) outs.mysqlPort = await reserveMysqlPort(dir);
+      for (const e of EXTRAS) if (inputs[e]) outs[EXTRA[e].port] = await reserveExtraPort(dir, e);
       await start(outs);
     } catch (e) {
       await stop(outs).catch(() => undefined);
       await releasePort(port, dir);
       await releasePort(adminPort, path.join(dir, "proxy.log"));
-      if (outs.mysqlPort) await releasePort(outs.mysqlPort, mysqlMarker(dir));
+      for (const x of EXTRAS) if (outs[EXTRA[x].port]) await releasePort(outs[EXTRA[x].port]!, marker(dir, x));
       await fs.rm(dir, { recursive: true, force: true });
       throw e;
     }
@@ -103,17 +111,22 @@ export const provider: pulumi.dynamic.ResourceProvider = {
 
   async update(_id, olds: LocalProxyOutputs, news: LocalProxyInputs) {
     const outs: LocalProxyOutputs = { ...olds, ...news, state: "running" };
-    const mysqlChanged = !!news.mysql !== !!olds.mysqlPort;
-    if (news.mysql && !olds.mysqlPort) outs.mysqlPort = await reserveMysqlPort(olds.dir);
-    if (!news.mysql && olds.mysqlPort) {
-      await releasePort(olds.mysqlPort, mysqlMarker(olds.dir));
-      delete outs.mysqlPort;
+    let listenersChanged = false;
+    for (const e of EXTRAS) {
+      const key = EXTRA[e].port;
+      if (!!news[e] === !!olds[key]) continue;
+      listenersChanged = true;
+      if (news[e]) outs[key] = await reserveExtraPort(olds.dir, e);
+      else {
+        await releasePort(olds[key]!, marker(olds.dir, e));
+        delete outs[key];
+      }
     }
-    if (olds.catalogUrl !== news.catalogUrl || mysqlChanged || !(await running(olds))) {
+    if (olds.catalogUrl !== news.catalogUrl || listenersChanged || !(await running(olds))) {
       await stop(olds);
       await fs.mkdir(outs.dir, { recursive: true });
       await claimPort(outs.port, outs.dir);
-      if (outs.mysqlPort) await claimPort(outs.mysqlPort, mysqlMarker(outs.dir));
+      for (const e of EXTRAS) if (outs[EXTRA[e].port]) await claimPort(outs[EXTRA[e].port]!, marker(outs.dir, e));
       await start(outs);
     }
     return { outs };
@@ -123,7 +136,7 @@ export const provider: pulumi.dynamic.ResourceProvider = {
     await stop(props);
     await releasePort(props.port, props.dir);
     await releasePort(props.adminPort, path.join(props.dir, "proxy.log"));
-    if (props.mysqlPort) await releasePort(props.mysqlPort, mysqlMarker(props.dir));
+    for (const e of EXTRAS) if (props[EXTRA[e].port]) await releasePort(props[EXTRA[e].port]!, marker(props.dir, e));
     await fs.rm(props.dir, { recursive: true, force: true });
   },
 };

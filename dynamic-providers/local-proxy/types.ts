@@ -11,6 +11,8 @@ export interface LocalProxyArgs {
   /** Also serve the MySQL protocol (the fleet has MariaDB/MySQL tenant databases). Turning it on
    * restarts the proxy once, on the same ports, with a MySQL port of its own. */
   mysql?: pulumi.Input<boolean>;
+  /** Also serve the Redis protocol (the fleet has Redis tenant databases); as `mysql`. */
+  redis?: pulumi.Input<boolean>;
 }
 
 export interface LocalProxyInputs {
@@ -18,6 +20,7 @@ export interface LocalProxyInputs {
   stack: string;
   catalogUrl: string;
   mysql?: boolean;
+  redis?: boolean;
 }
 
 export interface LocalProxyOutputs extends LocalProxyInputs {
@@ -26,6 +29,8 @@ export interface LocalProxyOutputs extends LocalProxyInputs {
   port: number;
   /** MySQL-protocol client port, when `mysql` is on; stable for the proxy's life. */
   mysqlPort?: number;
+  /** Redis-protocol client port, when `redis` is on; stable for the proxy's life. */
+  redisPort?: number;
   /** Admin port: /metrics and /healthz. */
   adminPort: number;
   dir: string;

@@ -14,6 +14,9 @@ import { PgMigration } from "../engines/postgres/migration";
 import * as pg from "../engines/postgres/tenant-db";
 import { MysqlMigration } from "../engines/mysql/migration";
 import * as my from "../engines/mysql/tenant-db";
+import { RedisMigration } from "../engines/redis/migration";
+import * as rd from "../engines/redis/tenant-db";
+import { redisVerifier } from "../../proxy/redis/verifier";
 
 export type { ServerAccess };
 
@@ -25,7 +28,7 @@ export interface TenantDbOnServer {
 
 export interface TenantDbEngine {
   /** Connection string scheme. */
-  scheme: "postgresql" | "mysql";
+  scheme: "postgresql" | "mysql" | "redis";
   /** The verifier the catalog and the server hold for `password`. */
   verifier(password: string): string;
   ensure(s: ServerAccess, t: TenantDbOnServer): Promise<void>;
@@ -59,6 +62,17 @@ export const ENGINES: Record<LiveEngine, TenantDbEngine> = {
     // The same name on every server: applications qualify tables with it.
     targetDatabase: (_key, _epoch, current) => current,
     migration: (a) => new MysqlMigration({ source: a.source, target: a.target, from: mysqlDb(a.from) }),
+  },
+  // The tenant database is its instance: its "database" is the instance's whole keyspace, and its
+  // login an ACL user of the same name on every instance.
+  redis: {
+    scheme: "redis",
+    verifier: redisVerifier,
+    ensure: (s, t) => rd.ensureTenantUser(s, { user: t.role, verifier: t.verifier }),
+    drop: (s, t) => rd.dropTenantDatabase(s, { user: t.role }),
+    dump: (s, _db, file) => rd.dumpInstance(s, file),
+    targetDatabase: (_key, _epoch, current) => current,
+    migration: (a) => new RedisMigration({ source: a.source, target: a.target, user: a.from.role, verifier: a.from.verifier }),
   },
 };
 

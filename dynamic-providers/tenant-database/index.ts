@@ -74,7 +74,7 @@ export class TenantDatabase extends ProjectResource {
 export function connectionStringOf(r: TenantDatabase, proxyEndpoints: pulumi.Input<string[]>, clientDatabase: string, engine: LiveEngine = "postgres"): pulumi.Output<string> {
   return pulumi.secret(
     pulumi.all([r.role, r.access, r.password, r.connectionString, proxyEndpoints]).apply(([role, access, password, earlier, endpoints]) =>
-      connectionString(role, access?.password ?? password ?? passwordOf(earlier!), endpoints, clientDatabase, engine === "mysql" ? "mysql" : "postgresql"),
+      connectionString(role, access?.password ?? password ?? passwordOf(earlier!), endpoints, clientDatabase, engine === "postgres" ? "postgresql" : engine),
     ),
   );
 }

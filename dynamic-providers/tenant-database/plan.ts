@@ -20,7 +20,7 @@ export function checkTenantDatabase(olds: Partial<TenantDatabaseInputs> | undefi
   for (const k of ["tenant", "database"] as const) {
     if (typeof news[k] !== "string" || !NAME.test(news[k] as string)) fail(k, `${who}: ${k} must be a lower-case identifier, got ${JSON.stringify(news[k])}`);
   }
-  if (!(LIVE_ENGINES as readonly unknown[]).includes(news.engine)) fail("engine", `${who}: engine ${JSON.stringify(news.engine)} has no live migration yet; TenantDatabase manages ${LIVE_ENGINES.map((e) => JSON.stringify(e)).join(" and ")} databases`);
+  if (!(LIVE_ENGINES as readonly unknown[]).includes(news.engine)) fail("engine", `${who}: engine ${JSON.stringify(news.engine)} has no live migration yet; TenantDatabase manages ${listed(LIVE_ENGINES.map((e) => JSON.stringify(e)))} databases`);
   if (news.isolation !== "shared" && news.isolation !== "dedicated") fail("isolation", `${who}: isolation must be "shared" or "dedicated", got ${JSON.stringify(news.isolation)}`);
   if (typeof news.region !== "string" || news.region === "") fail("region", `${who}: region is required`);
   if (typeof news.serverName !== "string" || news.serverName === "") fail("serverName", `${who}: serverName is required`);
@@ -114,7 +114,9 @@ export function poolOfRoute(p: TenantDatabaseInputs["pool"]): { poolMode: "sessi
  * Multi-host URI: clients that support it (libpq, psql, pgx, JDBC; MySQL Connector/J, MariaDB
  * Connector/J and mysqlsh for `mysql://`) try the proxies in turn.
  */
-export function connectionString(role: string, password: string, endpoints: string[], clientDatabase: string, scheme: "postgresql" | "mysql" = "postgresql"): string {
+export function connectionString(role: string, password: string, endpoints: string[], clientDatabase: string, scheme: "postgresql" | "mysql" | "redis" = "postgresql"): string {
+  // Redis URLs name one host (ioredis, redis-cli -u): the first proxy; the fleet output lists them all.
+  if (scheme === "redis") return `redis://${encodeURIComponent(role)}:${encodeURIComponent(password)}@${endpoints[0] ?? ""}`;
   return `${scheme}://${encodeURIComponent(role)}:${encodeURIComponent(password)}@${endpoints.join(",")}/${encodeURIComponent(clientDatabase)}`;
 }
 
@@ -153,3 +155,6 @@ export function refreshedOutputs(props: TenantDatabaseOutputs, route: Route, now
     retained: [...(props.retained ?? []), left, ...backup],
   };
 }
+
+/** `"a", "b" and "c"`. */
+const listed = (xs: string[]) => (xs.length < 2 ? xs.join("") : `${xs.slice(0, -1).join(", ")} and ${xs[xs.length - 1]}`);

@@ -3,8 +3,8 @@ import type { BackupBucket } from "../backups/store";
 import type { MigrationRecord } from "../migration/orchestrator";
 
 /** Engines whose tenant databases TenantDatabase manages (with live migration). */
-export type LiveEngine = "postgres" | "mysql";
-export const LIVE_ENGINES: readonly LiveEngine[] = ["postgres", "mysql"];
+export type LiveEngine = "postgres" | "mysql" | "redis";
+export const LIVE_ENGINES: readonly LiveEngine[] = ["postgres", "mysql", "redis"];
 
 /** Where a tenant database's server is and how the migration engine logs into it. */
 export interface ServerRef {

@@ -53,11 +53,6 @@ export interface RedisSessionHost {
   unregister(s: RedisSession): void;
 }
 
-/** The verifier a route holds for a Redis login: SHA-256 of the password, hex (Redis ACL's `#<hex>`). */
-export function redisVerifier(password: string): string {
-  return createHash("sha256").update(password).digest("hex");
-}
-
 const WRONGPASS = "WRONGPASS invalid username-password pair or user is disabled.";
 
 type Step = "authenticating" | "connecting" | "forwarding" | "draining" | "parked" | "switching" | "closed";

@@ -10,7 +10,7 @@ import type { LocalServerInputs, LocalServerOutputs } from "../../dynamic-provid
 import type { ServerAccess } from "../../dynamic-providers/engines";
 import { ensureTenantUser, withAdmin } from "../../dynamic-providers/engines/redis/tenant-db";
 import { clientDatabaseName, upsertRoute, type TenantDbKey } from "../../proxy/catalog/routes";
-import { redisVerifier } from "../../proxy/redis/session";
+import { redisVerifier } from "../../proxy/redis/verifier";
 
 export interface RedisTenant extends TenantDbKey {
   /** The ACL user (`<database>__<tenant>`), as in the connection string. */

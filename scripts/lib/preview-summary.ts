@@ -14,7 +14,7 @@
  * - A failed preview (config error, protected resource) has error `diagnostics`; its steps are
  *   whatever was planned before the failure.
  */
-import { dedicatedServerName, parseServerName, sharedClusterName } from "../../components/fleet-plan";
+import { parseServerName, serverNameOf } from "../../components/fleet-plan";
 import { UNKNOWN } from "../../dynamic-providers/preview";
 
 /** Resource types and names the summary recognises (kept in sync with components/ and dynamic-providers/). */
@@ -203,6 +203,8 @@ function configuredPlacements(config: Record<string, string> | undefined): Map<s
     return undefined;
   }
   if (!isRecord(tenants)) return undefined;
+  // Only the local platform runs an instance per Redis tenant database so far (fleet-plan.ts).
+  const instances = (config?.["tenantfleet:platform"] ?? "local") === "local";
   const m = new Map<string, TenantDbPlacement>();
   for (const [tenant, t] of Object.entries(tenants)) {
     const dbs = isRecord(t) ? t.databases : undefined;
@@ -211,7 +213,7 @@ function configuredPlacements(config: Record<string, string> | undefined): Map<s
       if (!isRecord(d)) continue;
       const [engine, isolation, region] = [str(d.engine), str(d.isolation), str(d.region)];
       if (!engine || !isolation || !region) continue;
-      const server = isolation === "shared" ? sharedClusterName(engine as never, region) : dedicatedServerName(tenant, database, region);
+      const server = serverNameOf({ engine: engine as never, isolation: isolation as "shared" | "dedicated", region, tenant, database }, instances);
       m.set(key(tenant, database), { tenant, database, engine, isolation, region, server });
     }
   }

@@ -26,6 +26,7 @@ export const SYSTEM_PACKAGES: SystemPackage[] = [
   { debian: "redis-tools", what: "redis-cli", probes: ["redis-cli", "/usr/bin/redis-cli"] },
   { debian: "pgbouncer", what: "PgBouncer (proxy benchmark baseline)", probes: ["/usr/sbin/pgbouncer"] },
   { debian: "haproxy", what: "HAProxy (the MySQL proxy benchmark's TCP baseline)", probes: ["/usr/sbin/haproxy"] },
+  { debian: "nutcracker", what: "twemproxy (the Redis proxy benchmark's baseline)", probes: ["nutcracker", "/usr/sbin/nutcracker", "/usr/bin/nutcracker"] },
   { debian: "sysbench", what: "sysbench (the MySQL proxy benchmark's load)", probes: ["sysbench", "/usr/bin/sysbench"] },
   // The SSH tunnel test starts its own sshd (no system service needed); ssh-keygen makes its keys.
   { debian: "openssh-server", what: "sshd (SSH bastion stand-in for the tunnel test)", probes: ["/usr/sbin/sshd"] },

@@ -131,7 +131,10 @@ describe(`local stack through the real CLI (${stack})`, () => {
       "shared-mysql-us-east",
       "shared-postgres-eu-west",
       "shared-redis-eu-west",
+      "shared-redis-eu-west--acme-cache",
     ]);
+    // Redis: the shared host's own instance, and acme's cache's instance on it.
+    expect(servers["shared-redis-eu-west--acme-cache"]).toMatchObject({ engine: "redis", role: "shared", tenantDatabase: "acme/cache", region: "eu-west" });
     expect(servers["dedicated-initech-app-eu-west"]).toMatchObject({ engine: "postgres", role: "dedicated", tenantDatabase: "initech/app", region: "eu-west" });
     for (const s of Object.values(servers)) {
       expect(await query(s)).toBe(expectedAnswer[s.engine]);
@@ -194,7 +197,7 @@ describe(`local stack through the real CLI (${stack})`, () => {
   it("the state file holds no admin password in plain text", async () => {
     const stateFile = path.join(backendDir(), ".pulumi", "stacks", "tenantfleet", `${stack}.json`);
     const state = await fs.readFile(stateFile, "utf8");
-    expect(passwords.length).toBe(5);
+    expect(passwords.length).toBe(6);
     for (const pw of passwords) expect(state).not.toContain(pw);
     expect(state).toContain("ciphertext");
   });
@@ -214,8 +217,8 @@ describe(`local stack through the real CLI (${stack})`, () => {
     ports = [...Object.values(servers).map((s) => s.port), ...[...proxies.endpoints, ...proxies.adminEndpoints].map((e) => Number(e.split(":")[1]))];
     const root = path.join(stateRoot(), stack, "servers");
     serverDirs = (await fs.readdir(root)).map((d) => path.join(root, d));
-    expect(serverDirs.length).toBe(6); // five tenant servers and the control catalog's
-    expect(ports.length).toBe(9);
+    expect(serverDirs.length).toBe(7); // six tenant servers (a Redis host and its instance among them) and the control catalog's
+    expect(ports.length).toBe(10);
     await pulumi(["destroy", "--yes", "--skip-preview"]);
     for (const d of serverDirs) expect(existsSync(d)).toBe(false);
     for (const p of ports) expect(await portOpen(p)).toBe(false);

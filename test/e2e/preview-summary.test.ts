@@ -31,8 +31,8 @@ const before: Tenants = {
   acme: { databases: { app: sharedPg } },
   globex: { databases: { app: sharedPg, cache: { engine: "redis", isolation: "shared", region: "eu-west" } } },
 };
-/** The pull request: acme/app → dedicated (a live migration), globex/cache → dedicated (redis: its
- * data does not move), initech/app added, globex/app removed. */
+/** The pull request: acme/app and globex/cache (its own Redis instance) → dedicated (live migrations),
+ * initech/app added, globex/app removed. */
 const after: Tenants = {
   acme: { databases: { app: { ...sharedPg, isolation: "dedicated" } } },
   globex: { databases: { cache: { engine: "redis", isolation: "dedicated", region: "eu-west" } } },
@@ -115,20 +115,20 @@ describe(`preview summary on real preview JSON (${stack})`, () => {
       row("acme", "app", "postgres", "shared-postgres-eu-west (shared, eu-west)", "dedicated-acme-app-eu-west (dedicated, eu-west)", "migrate"),
       row("acme", "app", "postgres", "—", "dedicated-acme-app-eu-west (dedicated, eu-west)", "server added"),
       row("globex", "app", "postgres", "shared-postgres-eu-west (shared, eu-west)", "—", "delete"),
+      row("globex", "cache", "redis", "shared-redis-eu-west--globex-cache (shared, eu-west)", "dedicated-globex-cache-eu-west (dedicated, eu-west)", "migrate"),
       row("globex", "cache", "redis", "—", "dedicated-globex-cache-eu-west (dedicated, eu-west)", "server added"),
       row("initech", "app", "postgres", "—", "shared-postgres-eu-west (shared, eu-west)", "create"),
       row("—", "—", "redis", "shared-redis-eu-west (shared, eu-west)", "—", "server removed"),
     ]);
     expect(s.warnings).toEqual([
       "⚠️ **globex/app (postgres) is deleted**: its database and login role are dropped from shared-postgres-eu-west after a safety backup (`pg_dump`) into the platform's backup store; its route leaves the catalog.",
-      "⚠️ **globex/cache (redis): its data is not migrated**: it is placed on dedicated-globex-cache-eu-west, which starts empty, while its data is deleted with shared-redis-eu-west. redis has no live migration yet: copy the data yourself before `pulumi up`, or keep the old placement.",
     ]);
     expect(s.notes).toEqual([]);
     expect(s.other).toEqual([]);
 
     const md = previewSummaryMarkdown(p.text);
     console.log(`\n${md}`);
-    expect(md).toContain("\n1 tenant database migrates, 1 tenant database created, 1 tenant database deleted, 2 servers added, 1 server removed.\n");
+    expect(md).toContain("\n2 tenant databases migrate, 1 tenant database created, 1 tenant database deleted, 2 servers added, 1 server removed.\n");
     expect(md).toContain(
       [
         "| tenant | database | engine | from → to | action |",
@@ -136,6 +136,7 @@ describe(`preview summary on real preview JSON (${stack})`, () => {
         "| acme | app | postgres | shared-postgres-eu-west (shared, eu-west) → dedicated-acme-app-eu-west (dedicated, eu-west) | migrate |",
         "| acme | app | postgres | — → dedicated-acme-app-eu-west (dedicated, eu-west) | server added |",
         "| globex | app | postgres | shared-postgres-eu-west (shared, eu-west) → — | delete |",
+        "| globex | cache | redis | shared-redis-eu-west--globex-cache (shared, eu-west) → dedicated-globex-cache-eu-west (dedicated, eu-west) | migrate |",
         "| globex | cache | redis | — → dedicated-globex-cache-eu-west (dedicated, eu-west) | server added |",
         "| initech | app | postgres | — → shared-postgres-eu-west (shared, eu-west) | create |",
         "| — | — | redis | shared-redis-eu-west (shared, eu-west) → — | server removed |",

@@ -116,7 +116,8 @@ describe(`the fleet output through a StackReference (${stack})`, () => {
     expect(Object.keys(fleetSecret).sort()).toEqual(["platform", "proxies", "tenants", "version"]);
     expect(fleetSecret.version).toBe(1);
     expect(fleetSecret.platform).toBe("local");
-    expect(Object.keys(fleetSecret.proxies)).toEqual(["postgres"]);
+    expect(Object.keys(fleetSecret.proxies)).toEqual(["postgres", "redis"]);
+    expect(fleetSecret.proxies.redis!.endpoints).toEqual([expect.stringMatching(/^127\.0\.0\.1:\d+$/)]);
     expect(Object.keys(fleetSecret.proxies.postgres!)).toEqual(["endpoints"]);
     expect(fleetSecret.proxies.postgres!.endpoints).toEqual([expect.stringMatching(/^127\.0\.0\.1:\d+$/)]);
     expect(Object.keys(fleetSecret.tenants).sort()).toEqual(["acme", "globex"]);
@@ -125,7 +126,8 @@ describe(`the fleet output through a StackReference (${stack})`, () => {
     const { acme, globex } = fleetSecret.tenants;
     expect(Object.keys(acme!.app!).sort()).toEqual(["connectionString", "engine", "isolation", "region"]);
     expect(Object.keys(globex!.app!).sort()).toEqual(["connectionString", "engine", "isolation", "region"]);
-    expect(acme!.cache).toEqual({ engine: "redis", isolation: "shared", region: "eu-west" });
+    expect(acme!.cache).toMatchObject({ engine: "redis", isolation: "shared", region: "eu-west" });
+    expect(acme!.cache!.connectionString).toMatch(new RegExp(`^redis://cache__acme:[^@]+@${fleetSecret.proxies.redis!.endpoints[0]}$`));
     expect(acme!.app).toMatchObject({ engine: "postgres", isolation: "shared", region: "eu-west" });
     expect(globex!.app).toMatchObject({ engine: "postgres", isolation: "dedicated", region: "us-east" });
     const endpoints = fleetSecret.proxies.postgres!.endpoints.join(",");
@@ -137,6 +139,7 @@ describe(`the fleet output through a StackReference (${stack})`, () => {
     const secret = structuredClone(fleetSecret);
     secret.tenants.acme!.app!.connectionString = "[secret]";
     secret.tenants.globex!.app!.connectionString = "[secret]";
+    secret.tenants.acme!.cache!.connectionString = "[secret]";
     expect(fleetPlain).toEqual(secret);
   });
 
@@ -172,7 +175,7 @@ describe(`the fleet output through a StackReference (${stack})`, () => {
     const stateFile = path.join(backendDir(), ".pulumi", "stacks", "tenantfleet-consumer", `${stack}.json`);
     expect(existsSync(stateFile)).toBe(true);
     const state = await fs.readFile(stateFile, "utf8");
-    for (const db of [fleetSecret.tenants.acme!.app!, fleetSecret.tenants.globex!.app!]) {
+    for (const db of [fleetSecret.tenants.acme!.app!, fleetSecret.tenants.globex!.app!, fleetSecret.tenants.acme!.cache!]) {
       const password = decodeURIComponent(new URL(db.connectionString!).password);
       expect(password.length).toBeGreaterThan(8);
       expect(state).not.toContain(password);
@@ -180,8 +183,8 @@ describe(`the fleet output through a StackReference (${stack})`, () => {
     }
     // the StackReference resource's state holds every producer output: servers' admin passwords,
     // the catalog URL; each only as ciphertext
-    // 2 connection strings (in `fleet`), 3 server admin passwords, catalogUrl
-    expect(producerSecrets.length).toBe(6);
+    // 3 connection strings (in `fleet`), 4 server admin passwords (a Redis host and acme's cache's instance on it), catalogUrl
+    expect(producerSecrets.length).toBe(8);
     for (const secret of producerSecrets) expect(state).not.toContain(secret);
     expect(state).toContain("ciphertext");
   });

@@ -11,7 +11,7 @@ import * as path from "node:path";
 import IORedis from "ioredis";
 import { migrate } from "../../dynamic-providers/migration/orchestrator";
 import { RedisMigration } from "../../dynamic-providers/engines/redis/migration";
-import { redisVerifier } from "../../proxy/redis/session";
+import { redisVerifier } from "../../proxy/redis/verifier";
 import { redisFleet, RedisServers, type RedisFleet } from "../../scripts/lib/local-redis-servers";
 import { RedisLoad } from "../../scripts/lib/redis-load";
 import type { LocalServerOutputs } from "../../dynamic-providers/local-server/types";

@@ -57,6 +57,7 @@ describe("parseServerName", () => {
   it("reads back shared cluster and dedicated server names, regions with hyphens included", () => {
     expect(parseServerName("shared-postgres-eu-west")).toEqual({ isolation: "shared", engine: "postgres", region: "eu-west" });
     expect(parseServerName("shared-redis-us-east-1")).toEqual({ isolation: "shared", engine: "redis", region: "us-east-1" });
+    expect(parseServerName("shared-redis-us-east-1--acme-cache_2")).toEqual({ isolation: "shared", engine: "redis", region: "us-east-1", tenant: "acme", database: "cache_2" });
     expect(parseServerName("dedicated-acme-app_v2-eu-west")).toEqual({ isolation: "dedicated", tenant: "acme", database: "app_v2", region: "eu-west" });
   });
 
@@ -161,9 +162,9 @@ describe("summarizePreview", () => {
     expect(s.other).toEqual([]);
   });
 
-  it("a non-PostgreSQL tenant database moving off a shared cluster that stays: its data stays behind", () => {
+  it("a non-PostgreSQL tenant database moving off a shared cluster that stays (a platform without Redis instances): its data stays behind", () => {
     const s = summarizePreview({
-      config: tenantsConfig({ acme: { cache: { engine: "redis", isolation: "shared", region: "eu-west" } }, globex: { cache: { engine: "redis", isolation: "dedicated", region: "eu-west" } } }),
+      config: { "tenantfleet:platform": "aws", ...tenantsConfig({ acme: { cache: { engine: "redis", isolation: "shared", region: "eu-west" } }, globex: { cache: { engine: "redis", isolation: "dedicated", region: "eu-west" } } }) },
       steps: [
         stackStep({
           tenantDatabases: {

@@ -50,14 +50,15 @@ describe("TenantDatabase check", () => {
   });
 
   it("names each bad field", () => {
-    const r = checkTenantDatabase(undefined, inputs({ tenant: "Bad Name", isolation: "solo" as never, engine: "redis" as never, rollbackWindowHours: -1 }));
+    const r = checkTenantDatabase(undefined, inputs({ tenant: "Bad Name", isolation: "solo" as never, engine: "mongodb" as never, rollbackWindowHours: -1 }));
     expect("failures" in r && r.failures.map((f) => f.property)).toEqual(["tenant", "engine", "isolation", "rollbackWindowHours"]);
   });
 
-  it("manages postgres and mysql databases; another engine is refused naming the ones it manages", () => {
+  it("manages postgres, mysql and redis databases; another engine is refused naming the ones it manages", () => {
     expect(checkTenantDatabase(undefined, inputs({ engine: "mysql" }))).not.toHaveProperty("failures");
-    const r = checkTenantDatabase(undefined, inputs({ engine: "redis" as never }));
-    expect(r).toEqual({ failures: [{ property: "engine", reason: expect.stringMatching(/engine "redis" has no live migration yet; TenantDatabase manages "postgres" and "mysql" databases/) }] });
+    expect(checkTenantDatabase(undefined, inputs({ engine: "redis" }))).not.toHaveProperty("failures");
+    const r = checkTenantDatabase(undefined, inputs({ engine: "mongodb" as never }));
+    expect(r).toEqual({ failures: [{ property: "engine", reason: expect.stringMatching(/engine "mongodb" has no live migration yet; TenantDatabase manages "postgres", "mysql" and "redis" databases/) }] });
   });
 
   it("accepts values still unknown at preview", () => {

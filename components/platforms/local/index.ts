@@ -20,6 +20,7 @@ export function localPlatform(stack: string): Platform {
   return {
     name: "local",
     server,
+    redisInstances: true,
     controlCatalog(parent): PlatformCatalog {
       const s = server({ serverName: CATALOG_SERVER, engine: "postgres", region: "local", role: "catalog" }, parent);
       const c = new ControlCatalog(
@@ -32,13 +33,14 @@ export function localPlatform(stack: string): Platform {
     proxyFleet(req, parent) {
       const proxies = Array.from({ length: req.replicas }, (_, i) => {
         const proxyId = `proxy-${i + 1}`;
-        // Without MySQL tenant databases the input is left out, so stacks from before it see no change.
-        return new LocalProxy(proxyId, { proxyId, stack, catalogUrl: req.catalogUrl, ...(req.mysql ? { mysql: true } : {}) }, { parent });
+        // Without MySQL (Redis) tenant databases the input is left out, so stacks from before it see no change.
+        return new LocalProxy(proxyId, { proxyId, stack, catalogUrl: req.catalogUrl, ...(req.mysql ? { mysql: true } : {}), ...(req.redis ? { redis: true } : {}) }, { parent });
       });
       return {
         endpoints: pulumi.all(proxies.map((p) => pulumi.interpolate`${p.host}:${p.port}`)),
         adminEndpoints: pulumi.all(proxies.map((p) => pulumi.interpolate`${p.host}:${p.adminPort}`)),
         ...(req.mysql ? { mysqlEndpoints: pulumi.all(proxies.map((p) => pulumi.interpolate`${p.host}:${p.mysqlPort}`)) } : {}),
+        ...(req.redis ? { redisEndpoints: pulumi.all(proxies.map((p) => pulumi.interpolate`${p.host}:${p.redisPort}`)) } : {}),
       };
     },
   };

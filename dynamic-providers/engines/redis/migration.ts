@@ -15,7 +15,6 @@
  */
 import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
-import * as path from "node:path";
 import type { RouteTarget } from "../../../proxy/catalog/routes";
 import type { ServerAccess } from "../index";
 import type { EngineMigration, MigrationMethod, PreflightResult, SyncProgress, Verification } from "../../migration/types";
@@ -142,7 +141,6 @@ export class RedisMigration implements EngineMigration {
   async backup(file: string): Promise<{ bytes: number }> {
     await this.on(this.a.source, (c) => c.call("CONFIG", "SET", "repl-diskless-sync-delay", "0")); // an instance started before the setting
     const partial = `${file}.partial`;
-    await fs.mkdir(path.dirname(file), { recursive: true });
     const r = await dumpInstance(this.a.source, partial);
     await fs.rename(partial, file);
     return r;

@@ -6,6 +6,7 @@
  */
 import { spawn } from "node:child_process";
 import { promises as fs } from "node:fs";
+import * as path from "node:path";
 import type { ServerAccess } from "../index";
 
 export interface RedisTenantUser {
@@ -77,6 +78,7 @@ export async function dropTenantDatabase(s: ServerAccess, t: { user: string }): 
 /** An RDB snapshot of the instance into `file` (`redis-cli --rdb`, as the admin). */
 export async function dumpInstance(s: ServerAccess, file: string): Promise<{ bytes: number }> {
   const at = s.via ?? s;
+  await fs.mkdir(path.dirname(file), { recursive: true });
   await new Promise<void>((resolve, reject) => {
     const p = spawn("redis-cli", ["-h", at.host, "-p", String(at.port), "--user", s.adminUser, "--no-auth-warning", "--rdb", file], {
       env: { ...process.env, REDISCLI_AUTH: s.adminPassword },
