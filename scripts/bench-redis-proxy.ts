@@ -2,7 +2,9 @@
  * npm run bench:proxy -- --engine redis — `redis-benchmark` GET and SET at 50 clients, without
  * pipelining and with `-P 16`, against one Redis tenant database's instance directly, through
  * tenantfleet's proxy (its Redis listener) and through twemproxy (Debian's `nutcracker`, the
- * baseline the issue names), in one run on the same instance. Targets are interleaved: each round
+ * baseline the issue names) and through a bare Node.js byte relay (scripts/lib/node-relay-main.mjs:
+ * the least any Node.js proxy does, so the gap between it and twemproxy is the runtime's), in one
+ * run on the same instance. Targets are interleaved: each round
  * runs every workload once per target, the order rotating from round to round. Reports medians
  * across rounds of rps, p50 and p99, and the proxy/twemproxy throughput ratios.
  *
@@ -24,6 +26,7 @@ import { LocalPgFleet } from "./lib/local-pg-fleet";
 import { freePort } from "./lib/free-port";
 import { median } from "./lib/pgbench";
 import { RedisServers } from "./lib/local-redis-servers";
+import { startNodeRelay, type NodeRelayProcess } from "./lib/node-relay";
 
 const execFileP = promisify(execFile);
 const repoRoot = path.resolve(__dirname, "..");
@@ -35,7 +38,7 @@ const WORKLOADS = [
   { name: "get -P 16", test: "get", pipeline: 16 },
   { name: "set -P 16", test: "set", pipeline: 16 },
 ] as const;
-const TARGETS = ["direct", "proxy", "twemproxy"] as const;
+const TARGETS = ["direct", "proxy", "twemproxy", "relay"] as const;
 type Target = (typeof TARGETS)[number];
 
 interface Run {
@@ -86,6 +89,7 @@ async function main(): Promise<number> {
   const fleet = await LocalPgFleet.create({ stack: "bench-redis-proxy" });
   const rs = new RedisServers(fleet);
   let twem: ChildProcess | undefined;
+  let relay: NodeRelayProcess | undefined;
   try {
     const s = await rs.server("bench-cache");
     const t = await rs.tenant({ tenant: "bench", database: "cache" }, s);
@@ -100,7 +104,9 @@ async function main(): Promise<number> {
     await waitPort(twemPort);
     const { stdout: twemVersion } = await execFileP("nutcracker", ["--version"]).catch(() => ({ stdout: "?" }));
 
+    relay = await startNodeRelay({ host: "127.0.0.1", port: s.port });
     const auth: Record<Target, string[]> = {
+      relay: ["-p", String(relay.port), "--user", t.user, "-a", t.password],
       direct: ["-p", String(s.port), "--user", t.user, "-a", t.password],
       proxy: ["-p", String(proxy.redisPort), "--user", t.user, "-a", t.password],
       twemproxy: ["-p", String(twemPort), "-a", defaultPassword],
@@ -110,7 +116,7 @@ async function main(): Promise<number> {
       return parseRedisBenchmarkCsv(stdout);
     };
     const results: Record<string, Record<Target, Run[]>> = {};
-    for (const w of WORKLOADS) results[w.name] = { direct: [], proxy: [], twemproxy: [] };
+    for (const w of WORKLOADS) results[w.name] = { direct: [], proxy: [], twemproxy: [], relay: [] };
     for (let r = 0; r < rounds; r++) {
       const order = TARGETS.map((_, i) => TARGETS[(i + r) % TARGETS.length]!);
       for (const w of WORKLOADS) {
@@ -132,8 +138,9 @@ async function main(): Promise<number> {
       const d = m("direct");
       const p = m("proxy");
       const tw = m("twemproxy");
+      const rl = m("relay");
       const ratio = Number((p.rps / tw.rps).toFixed(3));
-      summary[w.name] = { direct: d, proxy: p, twemproxy: tw, proxyOverTwemproxy: ratio, proxyOverDirect: Number((p.rps / d.rps).toFixed(3)) };
+      summary[w.name] = { direct: d, proxy: p, twemproxy: tw, relay: rl, proxyOverTwemproxy: ratio, proxyOverRelay: Number((p.rps / rl.rps).toFixed(3)), relayOverTwemproxy: Number((rl.rps / tw.rps).toFixed(3)), proxyOverDirect: Number((p.rps / d.rps).toFixed(3)) };
       goals[`${w.name}: proxy ≥ twemproxy rps`] = ratio >= 1;
     }
     const out = {
@@ -158,6 +165,7 @@ async function main(): Promise<number> {
     return 0;
   } finally {
     twem?.kill();
+    await relay?.stop();
     await rs.close();
     await fleet.close();
   }
