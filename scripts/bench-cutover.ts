@@ -5,7 +5,9 @@
  * database in the same run (the baseline a migration must not be slower than).
  *
  *   --engine <e>       postgres (default) or mysql: a MariaDB tenant database built with sysbench's
- *                      tables, moved by binlog replication, against `mariadb-dump | mariadb`
+ *                      tables, moved by binlog replication, against `mariadb-dump | mariadb`; or
+ *                      redis: an instance filled with 1 KB values, moved by REPLICAOF, under
+ *                      5,000 SETs/s from 16 clients by default, against an RDB dump-and-load
  *   --size-mb <n>      tenant database size to build with pgbench -i (default 1024)
  *   --writes <n>       steady writes per second through the proxies during the migration (default 500)
  *   --clients <n>      load clients (default 4)
@@ -26,6 +28,7 @@ import { pgBinary } from "../dynamic-providers/engines/postgres/local";
 import { copyDatabase, databaseSize, ensureTenantDatabase } from "../dynamic-providers/engines/postgres/tenant-db";
 import { repoRoot } from "./lib/pulumi-env";
 import { mysqlCutover } from "./lib/cutover-mysql";
+import { redisCutover } from "./lib/cutover-redis";
 
 const execFileP = promisify(execFile);
 /** pgbench: about 15 MB of table and index per unit of scale. */
@@ -35,15 +38,15 @@ const { values } = parseArgs({
   options: {
     engine: { type: "string", default: "postgres" },
     "size-mb": { type: "string", default: "1024" },
-    writes: { type: "string", default: "500" },
-    clients: { type: "string", default: "4" },
+    writes: { type: "string" },
+    clients: { type: "string" },
     quick: { type: "boolean", default: false },
     "no-save": { type: "boolean", default: false },
   },
 });
 const sizeMb = values.quick ? 100 : Number(values["size-mb"]);
-const writes = Number(values.writes);
-const clients = Number(values.clients);
+const writes = Number(values.writes ?? (values.engine === "redis" ? 5000 : 500));
+const clients = Number(values.clients ?? (values.engine === "redis" ? 16 : 4));
 const progress = (m: string) => process.stderr.write(`[bench:cutover] ${m}\n`);
 
 function save(result: { at?: string }, suffix: string): void {
@@ -57,14 +60,15 @@ function save(result: { at?: string }, suffix: string): void {
 }
 
 async function main(): Promise<void> {
-  if (values.engine === "mysql") {
+  if (values.engine === "mysql" || values.engine === "redis") {
     const at = new Date().toISOString();
-    const r = { ...(await mysqlCutover({ sizeMb, writes, clients, progress })), at, command: `npm run bench:cutover -- ${process.argv.slice(2).join(" ")}`.trim(), machine: { cpus: (await import("node:os")).cpus().length } };
+    const run = values.engine === "mysql" ? mysqlCutover : redisCutover;
+    const r = { ...(await run({ sizeMb, writes, clients, progress })), at, command: `npm run bench:cutover -- ${process.argv.slice(2).join(" ")}`.trim(), machine: { cpus: (await import("node:os")).cpus().length } };
     console.log(JSON.stringify(r, null, 2));
-    save(r, "mysql-");
+    save(r, `${values.engine}-`);
     return;
   }
-  if (values.engine !== "postgres") throw new Error(`--engine must be postgres or mysql, got "${values.engine}"`);
+  if (values.engine !== "postgres") throw new Error(`--engine must be postgres, mysql or redis, got "${values.engine}"`);
   const fleet = await LocalPgFleet.create({ stack: "bench-cutover" });
   try {
     const shared = await fleet.server("shared-postgres");

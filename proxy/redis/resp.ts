@@ -177,6 +177,7 @@ export class RespReader {
     this.buffer = Buffer.concat(this.parts, this.held);
     this.parts = [];
     this.held = 0;
+    this.wanted = 0;
     this.offset = 0;
     return true;
   }

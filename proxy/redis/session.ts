@@ -74,13 +74,18 @@ interface Pending {
 }
 
 class Backend {
-  readonly reader = new RespReader();
+  readonly reader: RespReader;
   clientId = 0;
+  /** `from`: a standby logged in before the route was committed, taken over with its bytes read so far. */
   constructor(
     readonly socket: net.Socket,
     readonly epoch: number,
     readonly route: Route,
-  ) {}
+    from?: Backend,
+  ) {
+    this.reader = from?.reader ?? new RespReader();
+    this.clientId = from?.clientId ?? 0;
+  }
 }
 
 let nextSessionNo = 0;
@@ -163,6 +168,10 @@ export class RedisSession implements DrainMember {
 
   resume(): void {
     this.pauseRequested = false;
+    if (this.standby && !this.routeIsStale()) {
+      void this.standby.backend.then((b) => b?.socket.destroy()); // the pause was called off
+      this.standby = undefined;
+    }
     if (this.step === "draining") {
       this.step = "forwarding";
       this.releaseHeld();
@@ -526,48 +535,71 @@ export class RedisSession implements DrainMember {
 
   // ---------------------------------------------------------------- the instance
 
-  /** Opens a connection to `route`'s instance as the session's login, with the session's state; resolves once all of it is in place. */
-  private async open(route: Route): Promise<void> {
-    const socket = net.connect({ host: route.host, port: route.port });
+  /**
+   * A connection to `at` logged in as the session's user with the session's state (RESP version,
+   * db, name, tracking, scripts): every reply read here, none reaches the client. Subscriptions
+   * are made once it is the session's (`open`), where their confirmations are counted.
+   */
+  private async connectAs(at: { host: string; port: number }, epoch: number, route: Route): Promise<Backend> {
+    const socket = net.connect({ host: at.host, port: at.port });
     socket.setNoDelay(true);
-    const b = new Backend(socket, route.epoch, route);
-    await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`no connection to ${route.host}:${route.port} within ${this.host.connectTimeoutMs} ms`)), this.host.connectTimeoutMs);
-      socket.once("connect", () => (clearTimeout(t), resolve()));
-      socket.once("error", (e) => (clearTimeout(t), reject(e)));
-    }).catch((e) => {
+    socket.on("error", () => undefined); // reported by the exchange below, then by the session's handlers
+    const commands: (string | Buffer)[][] = [["AUTH", this.user, this.password], ["CLIENT", "ID"]];
+    if (this.resp3) commands.push(["HELLO", "3"]);
+    if (this.db !== 0) commands.push(["SELECT", String(this.db)]);
+    if (this.name !== undefined) commands.push(["CLIENT", "SETNAME", this.name]);
+    if (this.tracking) commands.push(this.tracking);
+    for (const body of this.scripts.values()) commands.push(["SCRIPT", "LOAD", body]);
+    const b = new Backend(socket, epoch, route);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`${at.host}:${at.port} did not answer the login within ${this.host.connectTimeoutMs} ms`)), this.host.connectTimeoutMs);
+        const done = (e?: Error) => (clearTimeout(timer), socket.removeAllListeners("data"), e ? reject(e) : resolve());
+        socket.once("error", (e) => done(e));
+        socket.once("close", () => done(new Error("the server closed the connection during the login")));
+        let n = 0;
+        socket.on("data", (chunk: Buffer) => {
+          if (!b.reader.feed(chunk)) return;
+          const buf = b.reader.buffer;
+          for (let i = b.reader.offset; n < commands.length; ) {
+            const end = valueEnd(buf, i);
+            if (end < 0) {
+              b.reader.offset = i;
+              return b.reader.waitFor(lastNeed());
+            }
+            const err = errorText(buf, i, end);
+            const cmd = commands[n]!;
+            if (err !== undefined) return done(new Error(`${String(cmd[0])}${cmd[0] === "AUTH" ? "" : ` ${String(cmd[1] ?? "")}`}: ${err}`));
+            if (n === 1) b.clientId = Number(buf.toString("latin1", i + 1, end - 2));
+            b.reader.offset = i = end;
+            n++;
+          }
+          done();
+        });
+        socket.write(Buffer.concat(commands.map(encodeCommand)));
+      });
+    } catch (e) {
       socket.destroy();
       throw e;
-    });
+    }
+    socket.removeAllListeners("error");
+    socket.removeAllListeners("close");
+    socket.on("error", () => undefined); // a standby that fails is found destroyed at the switch
+    socket.pause(); // nothing is read until the connection is the session's (open)
+    return b;
+  }
+
+  /** Makes `b` (logged in) the session's connection, and subscribes it to the session's channels. */
+  private async open(route: Route, ready?: Backend): Promise<void> {
+    const b = ready ?? (await this.connectAs(route, route.epoch, route));
+    const socket = b.socket;
     const old = this.backend;
     this.backend = b;
     socket.on("data", (chunk: Buffer) => this.backendData(b, chunk));
     socket.on("error", (e) => this.backendGone(b, `server connection error: ${e.message}`));
     socket.on("close", () => this.backendGone(b, "the server closed the connection"));
+    socket.resume();
     const steps: Promise<void>[] = [];
-    const expect = (args: (string | Buffer)[], onReply?: (b: Buffer, at: number, end: number) => void) =>
-      steps.push(
-        new Promise<void>((resolve, reject) => {
-          this.send(encodeCommand(args), {
-            swallow: true,
-            replies: 1,
-            onReply: (buf, at, end) => {
-              const err = errorText(buf, at, end);
-              if (err !== undefined) return reject(new Error(`${String(args[0])} ${args[0] === "AUTH" ? "" : String(args[1] ?? "")}: ${err}`));
-              onReply?.(buf, at, end);
-              resolve();
-            },
-          });
-        }),
-      );
-    socket.cork();
-    expect(["AUTH", this.user, this.password]);
-    expect(["CLIENT", "ID"], (buf, at, end) => (b.clientId = Number(buf.toString("latin1", at + 1, end - 2))));
-    if (this.resp3) expect(["HELLO", "3"]);
-    if (this.db !== 0) expect(["SELECT", String(this.db)]);
-    if (this.name !== undefined) expect(["CLIENT", "SETNAME", this.name]);
-    if (this.tracking) expect(this.tracking);
-    for (const body of this.scripts.values()) expect(["SCRIPT", "LOAD", body]);
     for (const [kind, set] of Object.entries(this.subscriptions) as [SubscribeKind, Set<string>][]) {
       if (set.size === 0) continue;
       steps.push(
@@ -586,17 +618,35 @@ export class RedisSession implements DrainMember {
         }),
       );
     }
-    socket.uncork();
-    const timer = new Promise<never>((_, reject) => setTimeout(() => reject(new Error("the server did not answer the login in time")), this.host.connectTimeoutMs).unref());
-    try {
-      await Promise.race([Promise.all(steps), timer]);
-    } catch (e) {
-      this.backend = old;
-      socket.destroy();
-      throw e;
+    if (!b.reader.atBoundary) this.backendData(b, Buffer.alloc(0)); // what came after the login's replies
+    if (steps.length) {
+      const timer = new Promise<never>((_, reject) => setTimeout(() => reject(new Error("the server did not confirm the subscriptions in time")), this.host.connectTimeoutMs).unref());
+      try {
+        await Promise.race([Promise.all(steps), timer]);
+      } catch (e) {
+        this.backend = old;
+        this.pending.length = this.head = 0;
+        socket.destroy();
+        throw e;
+      }
     }
     if (old && this.tracking) this.socket.write(INVALIDATE_ALL); // the client's cache may hold what the old instance said
   }
+
+  /** Parked, with the switch's target announced: log in there now, so the switch only swaps connections. */
+  drained(): void {
+    const t = this.drainRef?.target;
+    const b = this.backend;
+    if (!t || !b || this.standby || (t.host === b.route.host && t.port === b.route.port)) return;
+    const route = b.route;
+    const standby = this.connectAs(t, -1, route).then(
+      (s) => s,
+      () => undefined, // the switch logs in itself
+    );
+    this.standby = { at: `${t.host}:${t.port}`, backend: standby };
+  }
+
+  private standby: { at: string; backend: Promise<Backend | undefined> } | undefined;
 
   private backendData(b: Backend, chunk: Buffer): void {
     if (this.step === "closed") return;
@@ -719,12 +769,19 @@ export class RedisSession implements DrainMember {
     if (!route || !old) return;
     this.step = "switching";
     const started = Date.now();
+    const standby = this.standby;
+    this.standby = undefined;
     try {
-      await this.open(route);
+      let ready: Backend | undefined;
+      if (standby?.at === `${route.host}:${route.port}`) {
+        const b = await standby.backend;
+        if (b && !b.socket.destroyed) ready = new Backend(b.socket, route.epoch, route, b);
+      } else void standby?.backend.then((b) => b?.socket.destroy());
+      await this.open(route, ready);
       if (this.watching) this.watchBroken = true;
       old.socket.destroy();
       this.stats!.switches++;
-      this.log.info({ epoch: route.epoch, server: route.server, ms: Date.now() - started, subscriptions: this.subscribed, scripts: this.scripts.size }, "session switched to the committed route");
+      this.log.info({ epoch: route.epoch, server: route.server, ms: Date.now() - started, warm: !!ready, subscriptions: this.subscribed, scripts: this.scripts.size }, "session switched to the committed route");
       if ((this.step as Step) !== "switching") return;
       this.step = "parked";
       if (this.routeIsStale()) return this.switchBackend();
@@ -762,6 +819,7 @@ export class RedisSession implements DrainMember {
     clearTimeout(this.loginTimer);
     if (ended && !this.socket.destroyed) this.socket.end();
     this.backend?.socket.destroy();
+    void this.standby?.backend.then((b) => b?.socket.destroy());
     if (wasServing) this.stats!.active--;
     this.drainRef?.leave(this);
     this.host.unregister(this);

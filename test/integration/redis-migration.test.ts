@@ -90,6 +90,10 @@ describe("Redis migration (REPLICAOF) through the proxies", () => {
       expect(await f.rs.admin(s, async (c) => (await c.info("replication")).includes("role:master"))).toBe(true);
       expect(await f.rs.admin(s, (c) => c.call("ACL", "USERS"))).not.toContain(`tf_repl_${f.acme.user}`);
     }
+    // Sessions logged in on the announced target while the migration's final steps ran: the switch only swapped connections.
+    const switched = [...f.p1.logs, ...f.p2.logs].filter((l) => l.msg === "session switched to the committed route" && l.engine === "redis");
+    expect(switched.length).toBeGreaterThan(10);
+    expect(switched.filter((l) => l.warm === true).length).toBeGreaterThan(switched.length / 2);
     expect(await metric(f.p1, "tenantfleet_proxy_pauses_total", "globex")).toBe(0);
     expect(await metric(f.p1, "tenantfleet_proxy_pauses_total", "acme")).toBe(3);
     globex.disconnect();
