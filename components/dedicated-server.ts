@@ -15,6 +15,8 @@ export interface DedicatedServerArgs {
   region: string;
   /** Platform that realises the server. */
   platform: Platform;
+  /** Redis: the instance's maxmemory, MB (on the platforms that run an instance per tenant database). */
+  memoryMb?: number;
 }
 
 export interface DedicatedServerResult {
@@ -27,7 +29,7 @@ export function createDedicatedServer(
   args: DedicatedServerArgs,
 ): DedicatedServerResult {
   const server = args.platform.server(
-    { serverName: name, engine: args.engine, region: args.region, role: "dedicated", tenant: args.tenant, database: args.database },
+    { serverName: name, engine: args.engine, region: args.region, role: "dedicated", tenant: args.tenant, database: args.database, ...(args.memoryMb ? { maxmemoryMb: args.memoryMb } : {}) },
     parent,
   );
   return { server };

@@ -10,6 +10,7 @@
  */
 import { isEngine, type Engine } from "../dynamic-providers/engines";
 import type { FleetSpec, TenantDatabaseSpec } from "../stacks/config";
+import { DEFAULT_REDIS_MEMORY_MB } from "../dynamic-providers/engines/redis/settings";
 
 export interface SharedClusterPlan {
   name: string;
@@ -17,7 +18,15 @@ export interface SharedClusterPlan {
   region: string;
   tenantDatabases: TenantDatabaseSpec[];
   /** Engines with an instance per tenant database (Redis): the instances on this host. */
-  instances: { name: string; tenant: string; database: string }[];
+  instances: InstancePlan[];
+}
+
+export interface InstancePlan {
+  name: string;
+  tenant: string;
+  database: string;
+  /** Its maxmemory, MB. */
+  memoryMb: number;
 }
 
 /** Engines whose every tenant database is a server instance of its own. */
@@ -29,6 +38,8 @@ export interface DedicatedServerPlan {
   region: string;
   tenant: string;
   database: string;
+  /** Redis: the instance's maxmemory, MB. */
+  memoryMb?: number;
 }
 
 export interface FleetPlan {
@@ -76,7 +87,7 @@ export function planFleet(spec: FleetSpec, instances = true): FleetPlan {
       const name = sharedClusterName(db.engine, db.region);
       const plan = shared.get(name) ?? { name, engine: db.engine, region: db.region, tenantDatabases: [], instances: [] };
       plan.tenantDatabases.push(db);
-      if (instances && instancePerDatabase(db.engine)) plan.instances.push({ name: serverNameOf(db), tenant: db.tenant, database: db.database });
+      if (instances && instancePerDatabase(db.engine)) plan.instances.push({ name: serverNameOf(db), tenant: db.tenant, database: db.database, memoryMb: db.memoryMb ?? DEFAULT_REDIS_MEMORY_MB });
       shared.set(name, plan);
     } else {
       dedicated.push({
@@ -85,6 +96,7 @@ export function planFleet(spec: FleetSpec, instances = true): FleetPlan {
         region: db.region,
         tenant: db.tenant,
         database: db.database,
+        ...(instances && instancePerDatabase(db.engine) ? { memoryMb: db.memoryMb ?? DEFAULT_REDIS_MEMORY_MB } : {}),
       });
     }
   }

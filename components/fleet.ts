@@ -88,7 +88,7 @@ export function createFleet(parent: Fleet, args: FleetArgs): FleetResult {
   const dedicatedServers = plan.dedicatedServers.map((d) => {
     const server = new DedicatedServer(
       d.name,
-      { tenant: d.tenant, database: d.database, engine: d.engine, region: d.region, platform },
+      { tenant: d.tenant, database: d.database, engine: d.engine, region: d.region, platform, ...(d.memoryMb ? { memoryMb: d.memoryMb } : {}) },
       { parent },
     );
     servers[d.name] = {

@@ -11,7 +11,7 @@ export interface SharedClusterArgs {
   /** Platform that realises the servers (local processes, EC2, Compute Engine). */
   platform: Platform;
   /** Redis: the instance of each tenant database on this host (fleet-plan.ts). */
-  instances?: { name: string; tenant: string; database: string }[];
+  instances?: { name: string; tenant: string; database: string; memoryMb: number }[];
 }
 
 export interface SharedClusterResult {
@@ -34,7 +34,7 @@ export function createSharedCluster(
   );
   const instances: Record<string, PlatformServer> = {};
   for (const i of args.instances ?? []) {
-    instances[i.name] = args.platform.server({ serverName: i.name, engine: args.engine, region: args.region, role: "shared", tenant: i.tenant, database: i.database }, parent);
+    instances[i.name] = args.platform.server({ serverName: i.name, engine: args.engine, region: args.region, role: "shared", tenant: i.tenant, database: i.database, maxmemoryMb: i.memoryMb }, parent);
   }
   return { engine: pulumi.output(args.engine), region: pulumi.output(args.region), primary, instances };
 }

@@ -17,7 +17,8 @@
 import { ENGINES, isEngine, type Engine } from "../dynamic-providers/engines";
 import { validateCloudConfig, type CloudSpec } from "./cloud-config";
 import { platformConnectionBudget } from "../dynamic-providers/engines/connection-budget";
-import { serverNameOf } from "../components/fleet-plan";
+import { serverNameOf, sharedClusterName } from "../components/fleet-plan";
+import { DEFAULT_REDIS_MEMORY_MB } from "../dynamic-providers/engines/redis/settings";
 import { POOL_MODES, type PoolMode } from "../proxy/catalog/routes";
 
 export const ISOLATIONS = ["shared", "dedicated"] as const;
@@ -34,7 +35,13 @@ export interface TenantDatabaseSpec {
   region: string;
   /** PostgreSQL and MariaDB/MySQL: how the proxies lend server connections (absent: `session`, as before pools existed). */
   pool?: PoolSpec;
+  /** Redis: the instance's memory (its `maxmemory`), MB. Default DEFAULT_REDIS_MEMORY_MB. */
+  memoryMb?: number;
 }
+
+export { DEFAULT_REDIS_MEMORY_MB };
+/** Memory of a shared Redis host for its tenant databases' instances when `redisHostMemoryMb` is not given, MB. */
+export const DEFAULT_REDIS_HOST_MEMORY_MB = 4096;
 
 export interface PoolSpec {
   mode: PoolMode;
@@ -58,6 +65,8 @@ export interface FleetSpec {
   protectTenantDatabases: boolean;
   /** `tenantfleet:aws` / `tenantfleet:gcp` (stacks/cloud-config.ts); only on those platforms. */
   cloud?: CloudSpec;
+  /** Memory a shared Redis host gives its tenant databases' instances, MB (their `memory` must fit). */
+  redisHostMemoryMb: number;
 }
 
 export interface ConfigProblem {
@@ -78,7 +87,7 @@ export const IDENTIFIER = /^[a-z][a-z0-9_]{0,29}$/;
 export const REGION = /^[a-z][a-z0-9]*(-[a-z0-9]+)*$/;
 
 const DATABASE_FIELDS = ["engine", "isolation", "region"] as const;
-const OPTIONAL_DATABASE_FIELDS = ["pool"] as const;
+const OPTIONAL_DATABASE_FIELDS = ["pool", "memory"] as const;
 
 function isRecord(x: unknown): x is Record<string, unknown> {
   return typeof x === "object" && x !== null && !Array.isArray(x);
@@ -106,6 +115,7 @@ export interface RawFleetConfig {
   proxyReplicas?: unknown;
   rollbackWindowHours?: unknown;
   protectTenantDatabases?: unknown;
+  redisHostMemoryMb?: unknown;
   aws?: unknown;
   gcp?: unknown;
 }
@@ -204,8 +214,10 @@ export function validateFleetConfig(raw: RawFleetConfig): ValidationResult {
           );
         }
         const pool = dbValue.pool === undefined ? undefined : poolSpec(dbValue.pool, engine, `${dpath}.pool`, who, problem);
+        const memoryMb = engine === "redis" ? redisMemory(dbValue.memory, `${dpath}.memory`, who, problem) : undefined;
+        if (dbValue.memory !== undefined && engine !== "redis") problem(`${dpath}.memory`, `${who}: memory applies to redis tenant databases (each is an instance of its own with that maxmemory)`);
         if (isEngine(engine) && (ISOLATIONS as readonly unknown[]).includes(isolation) && typeof region === "string" && regions.includes(region)) {
-          databases.push({ tenant, database, engine, isolation: isolation as Isolation, region, ...(pool ? { pool } : {}) });
+          databases.push({ tenant, database, engine, isolation: isolation as Isolation, region, ...(pool ? { pool } : {}), ...(memoryMb !== undefined ? { memoryMb } : {}) });
         }
       }
     }
@@ -224,6 +236,12 @@ export function validateFleetConfig(raw: RawFleetConfig): ValidationResult {
 
   if (typeof proxyReplicas === "number") {
     for (const p of oversubscribedServers(platform, databases, proxyReplicas)) problem(p.path, p.message);
+  }
+  const redisHostMemoryMb = raw.redisHostMemoryMb ?? DEFAULT_REDIS_HOST_MEMORY_MB;
+  if (typeof redisHostMemoryMb !== "number" || !Number.isInteger(redisHostMemoryMb) || redisHostMemoryMb < 16) {
+    problem("redisHostMemoryMb", `redisHostMemoryMb must be a whole number of MB, at least 16, got ${JSON.stringify(raw.redisHostMemoryMb)}`);
+  } else {
+    for (const p of oversubscribedRedisHosts(databases, redisHostMemoryMb)) problem(p.path, p.message);
   }
 
   let cloud: CloudSpec | undefined;
@@ -244,6 +262,7 @@ export function validateFleetConfig(raw: RawFleetConfig): ValidationResult {
       proxyReplicas: proxyReplicas as number,
       rollbackWindowHours: rollbackWindowHours as number,
       protectTenantDatabases: protect as boolean,
+      redisHostMemoryMb: redisHostMemoryMb as number,
       ...(cloud ? { cloud } : {}),
     },
   };
@@ -276,6 +295,39 @@ function poolSpec(raw: unknown, engine: unknown, path: string, who: string, prob
     ok = false;
   }
   return ok ? { mode: mode as PoolMode, size: size as number } : undefined;
+}
+
+/** `memory` of a Redis tenant database: MB as a number, or a string with `mb`/`gb` (`512mb`, `2gb`). */
+function redisMemory(raw: unknown, path: string, who: string, problem: (path: string, message: string) => void): number | undefined {
+  if (raw === undefined) return undefined;
+  const m = typeof raw === "number" ? [String(raw), String(raw), "mb"] : typeof raw === "string" ? /^(\d+)\s*(mb|gb)$/i.exec(raw.trim()) : null;
+  const mb = m ? Number(m[1]) * (m[2]!.toLowerCase() === "gb" ? 1024 : 1) : NaN;
+  if (!Number.isInteger(mb) || mb < 1) {
+    problem(path, `${who}: memory must be a size such as 256mb or 2gb (a number is MB), got ${JSON.stringify(raw)}`);
+    return undefined;
+  }
+  return mb;
+}
+
+/**
+ * Shared Redis hosts whose instances' memory, added up, is more than the host gives them: each
+ * instance may fill its `maxmemory`, and they share the host's memory.
+ */
+export function oversubscribedRedisHosts(databases: TenantDatabaseSpec[], hostMemoryMb: number): ConfigProblem[] {
+  const byHost = new Map<string, TenantDatabaseSpec[]>();
+  for (const d of databases) {
+    if (d.engine !== "redis" || d.isolation !== "shared") continue;
+    const host = sharedClusterName("redis", d.region);
+    byHost.set(host, [...(byHost.get(host) ?? []), d]);
+  }
+  const out: ConfigProblem[] = [];
+  for (const [host, dbs] of byHost) {
+    const need = dbs.reduce((n, d) => n + (d.memoryMb ?? DEFAULT_REDIS_MEMORY_MB), 0);
+    if (need <= hostMemoryMb) continue;
+    const list = dbs.map((d) => `${d.tenant}/${d.database} ${d.memoryMb ?? DEFAULT_REDIS_MEMORY_MB} MB`).join(", ");
+    out.push({ path: "tenants", message: `shared Redis host ${host} is oversubscribed: its tenant databases' instances need ${need} MB (${list}) and the host gives them ${hostMemoryMb} MB (redisHostMemoryMb). Lower their memory, move some to dedicated servers, or raise redisHostMemoryMb.` });
+  }
+  return out;
 }
 
 /** The server a tenant database is placed on. */

@@ -26,6 +26,7 @@ export = async () => {
     proxyReplicas: config.getObject<unknown>("proxyReplicas"),
     rollbackWindowHours: config.getObject<unknown>("rollbackWindowHours"),
     protectTenantDatabases: config.getObject<unknown>("protectTenantDatabases"),
+    redisHostMemoryMb: config.getObject<unknown>("redisHostMemoryMb"),
     aws: config.getObject<unknown>("aws"),
     gcp: config.getObject<unknown>("gcp"),
   });

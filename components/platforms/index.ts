@@ -24,6 +24,8 @@ export interface ServerRequest {
   role: ServerRole;
   tenant?: string;
   database?: string;
+  /** Redis: the instance's maxmemory, MB (a tenant database's own instance). */
+  maxmemoryMb?: number;
 }
 
 /** What every platform's server exposes to components and stack outputs. */

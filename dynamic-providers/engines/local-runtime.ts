@@ -17,6 +17,8 @@ export interface LocalServerLayout {
   serverId: number;
   /** OS user the server runs as when we are root; undefined runs it as ourselves. */
   user?: string;
+  /** Redis: the instance's maxmemory, MB. */
+  maxmemoryMb?: number;
 }
 
 export interface LocalEngineRuntime {
@@ -34,6 +36,8 @@ export interface LocalEngineRuntime {
   stop(layout: LocalServerLayout): Promise<void>;
   /** The server's pid when it is running. */
   runningPid(layout: LocalServerLayout): Promise<number | undefined>;
+  /** Apply settings that changed to the running server (its config file rewritten too), when the engine can without a restart. */
+  applySettings?(layout: LocalServerLayout, admin: { user: string; password: string }): Promise<void>;
 }
 
 export async function localRuntime(engine: Engine): Promise<LocalEngineRuntime> {

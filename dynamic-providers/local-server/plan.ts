@@ -3,8 +3,8 @@ import type { LocalServerInputs, LocalServerOutputs, ServerState } from "./types
 
 /** Inputs whose change needs a different server (a new data dir): a replace. */
 export const REPLACE_KEYS = ["engine", "serverName", "stack"] as const;
-/** Inputs that are labels only: an in-place update. */
-export const UPDATE_KEYS = ["region", "role", "tenant", "database"] as const;
+/** Inputs that change in place: labels, and a Redis instance's maxmemory (applied to the running instance). */
+export const UPDATE_KEYS = ["region", "role", "tenant", "database", "maxmemoryMb"] as const;
 
 export interface LocalServerPlan {
   changes: boolean;

@@ -26,7 +26,7 @@ export async function serviceUser(engine: Engine): Promise<string | undefined> {
   return user;
 }
 
-export function layoutOf(root: string, o: Pick<LocalServerOutputs, "engine" | "stack" | "dirName" | "port" | "serverId">, user: string | undefined): LocalServerLayout {
+export function layoutOf(root: string, o: Pick<LocalServerOutputs, "engine" | "stack" | "dirName" | "port" | "serverId" | "maxmemoryMb">, user: string | undefined): LocalServerLayout {
   const dir = serverDir(root, o.stack, o.dirName);
   return {
     engine: o.engine,
@@ -38,11 +38,12 @@ export function layoutOf(root: string, o: Pick<LocalServerOutputs, "engine" | "s
     port: o.port,
     serverId: o.serverId,
     user,
+    ...(o.maxmemoryMb ? { maxmemoryMb: o.maxmemoryMb } : {}),
   };
 }
 
 /** The layout of a recorded server under the current state root, with the account it runs as. */
-export async function resolveLayout(o: Pick<LocalServerOutputs, "engine" | "stack" | "dirName" | "port" | "serverId">): Promise<LocalServerLayout> {
+export async function resolveLayout(o: Pick<LocalServerOutputs, "engine" | "stack" | "dirName" | "port" | "serverId" | "maxmemoryMb">): Promise<LocalServerLayout> {
   return layoutOf(stateRoot(), o, await serviceUser(o.engine));
 }
 
@@ -156,7 +157,12 @@ export const provider: pulumi.dynamic.ResourceProvider = {
 
   async update(_id, olds: LocalServerOutputs, news: LocalServerInputs): Promise<pulumi.dynamic.UpdateResult> {
     const outs: LocalServerOutputs = { ...olds, ...news, dir: serverDir(stateRoot(), olds.stack, olds.dirName) };
+    if (!news.maxmemoryMb) delete outs.maxmemoryMb;
     await ensureRunning(outs);
+    const rt = await localRuntime(outs.engine);
+    if ((olds.maxmemoryMb ?? 0) !== (news.maxmemoryMb ?? 0) && rt.applySettings) {
+      await rt.applySettings(await resolveLayout(outs), { user: outs.adminUser, password: outs.adminPassword });
+    }
     await writeServerRecord(outs.dir, outs);
     return { outs: { ...outs, state: "running" } };
   },

@@ -20,6 +20,8 @@ export interface LocalServerArgs {
   /** For dedicated servers: the tenant and database it holds. In-place update. */
   tenant?: pulumi.Input<string>;
   database?: pulumi.Input<string>;
+  /** Redis: the instance's maxmemory, MB. In-place update, applied to the running instance. */
+  maxmemoryMb?: pulumi.Input<number>;
 }
 
 /** Resolved inputs, as the provider sees them. */
@@ -31,6 +33,7 @@ export interface LocalServerInputs {
   role: ServerRole;
   tenant?: string;
   database?: string;
+  maxmemoryMb?: number;
 }
 
 export interface LocalServerOutputs extends LocalServerInputs {

@@ -92,6 +92,8 @@ describe("Redis tenant database through `pulumi up`", () => {
     expect(await globex.get("hello")).toBeNull();
     globex.disconnect();
     expect(await onServer("shared-redis-eu-west--acme-cache", (c) => c.get("hello"))).toBe("acme");
+    // Each instance has its tenant database's memory (the default, 256 MB) as its maxmemory.
+    expect(await onServer("shared-redis-eu-west--acme-cache", (c) => c.call("CONFIG", "GET", "maxmemory"))).toEqual(["maxmemory", String(256 * 1024 * 1024)]);
     const { username, password } = new URL(url);
     load = new RedisLoad("acme", out.proxies.redis!.endpoints.map((e) => ({ port: Number(e.split(":")[1]), user: decodeURIComponent(username), password: decodeURIComponent(password) })));
     await load.start();

@@ -98,4 +98,22 @@ describe("Redis migration (REPLICAOF) through the proxies", () => {
     expect(await metric(f.p1, "tenantfleet_proxy_pauses_total", "acme")).toBe(3);
     globex.disconnect();
   }, 600_000);
+
+  it("a target with less memory than the source is refused at preflight, naming both; nothing moves", async () => {
+    await f.rs.admin(f.a1, (c) => c.call("CONFIG", "SET", "maxmemory", "1mb"));
+    await f.rs.admin(f.a2, (c) => c.call("CONFIG", "SET", "maxmemory", "64mb"));
+    try {
+      const epoch = (await f.fleet.route(f.acme)).epoch;
+      await expect(migrate(engineFor(f.a2, f.a1), { key: f.acme, fromServer: f.a2.serverName, toServer: f.a1.serverName, epoch }, { catalog: f.fleet.catalogConfig, backupDir: path.join(f.fleet.root, "backups"), log: () => undefined })).rejects.toThrow(
+        /failed during preflight: cannot move cache__acme: the target acme-cache-1 has maxmemory 1 MB, less than the source's 64 MB/,
+      );
+      expect(await f.fleet.route(f.acme)).toMatchObject({ server: f.a2.serverName, epoch });
+      const c = new IORedis({ port: f.p1.redisPort, username: f.acme.user, password: f.acme.password, maxRetriesPerRequest: 0 });
+      expect(await c.set("after-refusal", "1")).toBe("OK");
+      c.disconnect();
+    } finally {
+      await f.rs.admin(f.a1, (c) => c.call("CONFIG", "SET", "maxmemory", "0"));
+      await f.rs.admin(f.a2, (c) => c.call("CONFIG", "SET", "maxmemory", "0"));
+    }
+  }, 120_000);
 });

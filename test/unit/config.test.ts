@@ -36,8 +36,29 @@ describe("validateFleetConfig", () => {
         proxyReplicas: 2,
         rollbackWindowHours: 24,
         protectTenantDatabases: true,
+        redisHostMemoryMb: 4096,
       },
     });
+  });
+
+  it("sizes Redis tenant databases (memory: MB or 256mb/2gb) and refuses a shared Redis host they oversubscribe, naming it and them", () => {
+    const raw = valid();
+    const dbs = (raw.tenants as Record<string, { databases: Record<string, Record<string, unknown>> }>);
+    dbs.acme!.databases.cache!.memory = "2gb";
+    dbs.globex!.databases.cache = { engine: "redis", isolation: "shared", region: "eu-west", memory: 1536 };
+    const r = validateFleetConfig(raw);
+    expect(r.ok && r.spec.databases.filter((d) => d.engine === "redis").map((d) => d.memoryMb)).toEqual([2048, 1536]);
+    const over = problemsOf({ ...raw, redisHostMemoryMb: 3000 });
+    expect(over).toEqual([
+      { path: "tenants", message: expect.stringMatching(/^shared Redis host shared-redis-eu-west is oversubscribed: its tenant databases' instances need 3584 MB \(acme\/cache 2048 MB, globex\/cache 1536 MB\) and the host gives them 3000 MB \(redisHostMemoryMb\)/) },
+    ]);
+    dbs.acme!.databases.cache!.memory = "lots";
+    dbs.acme!.databases.app!.memory = 64;
+    expect(problemsOf(raw).map((p) => [p.path, p.message])).toEqual([
+      ["tenants.acme.databases.app.memory", expect.stringMatching(/memory applies to redis tenant databases/)],
+      ["tenants.acme.databases.cache.memory", expect.stringMatching(/memory must be a size such as 256mb or 2gb \(a number is MB\), got "lots"/)],
+    ]);
+    expect(problemsOf({ ...valid(), redisHostMemoryMb: "big" })[0]).toMatchObject({ path: "redisHostMemoryMb" });
   });
 
   it("rejects bad fleet settings, naming each", () => {

@@ -7,6 +7,7 @@ const spec: FleetSpec = {
   proxyReplicas: 2,
   rollbackWindowHours: 24,
   protectTenantDatabases: true,
+  redisHostMemoryMb: 4096,
   regions: ["eu-west", "us-east"],
   databases: [
     { tenant: "acme", database: "app", engine: "postgres", isolation: "dedicated", region: "eu-west" },
@@ -25,6 +26,18 @@ describe("planFleet", () => {
       ["shared-postgres-eu-west", ["globex/app", "initech/app"]],
       ["shared-redis-eu-west", ["acme/cache"]],
     ]);
+  });
+
+  it("gives each Redis tenant database an instance of its own on its shared host, with its memory; a platform without instances keeps the host alone", () => {
+    const withMemory = { ...spec, databases: [...spec.databases, { tenant: "globex", database: "cache", engine: "redis" as const, isolation: "shared" as const, region: "eu-west", memoryMb: 1024 }] };
+    expect(planFleet(withMemory).sharedClusters.find((c) => c.engine === "redis")!.instances).toEqual([
+      { name: "shared-redis-eu-west--acme-cache", tenant: "acme", database: "cache", memoryMb: 256 },
+      { name: "shared-redis-eu-west--globex-cache", tenant: "globex", database: "cache", memoryMb: 1024 },
+    ]);
+    expect(planFleet(spec).sharedClusters.filter((c) => c.engine !== "redis").every((c) => c.instances.length === 0)).toBe(true);
+    expect(planFleet(withMemory, false).sharedClusters.find((c) => c.engine === "redis")!.instances).toEqual([]);
+    const dedicated = { ...spec, databases: [{ tenant: "acme", database: "cache", engine: "redis" as const, isolation: "dedicated" as const, region: "eu-west", memoryMb: 512 }] };
+    expect(planFleet(dedicated).dedicatedServers).toEqual([{ name: "dedicated-acme-cache-eu-west", engine: "redis", region: "eu-west", tenant: "acme", database: "cache", memoryMb: 512 }]);
   });
 
   it("makes one dedicated server per dedicated tenant database, named with its region", () => {

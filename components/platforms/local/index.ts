@@ -12,7 +12,7 @@ export function localPlatform(stack: string): Platform {
   const server = (req: ServerRequest, parent: Parameters<Platform["server"]>[1]): PlatformServer => {
     const s = new LocalServer(
       req.serverName,
-      { engine: req.engine, serverName: req.serverName, stack, region: req.region, role: req.role, tenant: req.tenant, database: req.database },
+      { engine: req.engine, serverName: req.serverName, stack, region: req.region, role: req.role, tenant: req.tenant, database: req.database, ...(req.maxmemoryMb ? { maxmemoryMb: req.maxmemoryMb } : {}) },
       { parent },
     );
     return { host: s.host, port: s.port, adminUser: s.adminUser, adminPassword: s.adminPassword, version: s.version };

@@ -20,6 +20,7 @@ async function writeConfig(l: LocalServerLayout): Promise<void> {
     logFile: l.logFile,
     aclFile: aclPath(l),
     daemonize: true,
+    ...(l.maxmemoryMb ? { maxmemoryMb: l.maxmemoryMb } : {}),
   });
   await fs.writeFile(confPath(l), renderRedisConf(settings));
 }
@@ -53,4 +54,15 @@ export const redisLocal: LocalEngineRuntime = {
     await stopPid(await this.runningPid(l), 60_000);
   },
   runningPid: (l) => livePid(pidPath(l)),
+  async applySettings(l, admin) {
+    await writeConfig(l);
+    const { default: IORedis } = await import("ioredis");
+    const c = new IORedis({ host: "127.0.0.1", port: l.port, username: admin.user, password: admin.password, maxRetriesPerRequest: 0, lazyConnect: true });
+    try {
+      await c.connect();
+      await c.call("CONFIG", "SET", "maxmemory", l.maxmemoryMb ? `${l.maxmemoryMb}mb` : "0");
+    } finally {
+      c.disconnect();
+    }
+  },
 };

@@ -4,6 +4,9 @@
  */
 import { createHash } from "node:crypto";
 
+/** A Redis tenant database's memory (its instance's maxmemory) when the stack config gives none, MB. */
+export const DEFAULT_REDIS_MEMORY_MB = 256;
+
 export interface RedisSettingsInput {
   port: number;
   bind: string;
@@ -12,6 +15,8 @@ export interface RedisSettingsInput {
   logFile: string;
   aclFile: string;
   daemonize: boolean;
+  /** The instance's maxmemory, MB (a tenant database's instance); none: Redis's default, no limit. */
+  maxmemoryMb?: number;
 }
 
 export function redisSettings(input: RedisSettingsInput): Record<string, string | number> {
@@ -31,6 +36,7 @@ export function redisSettings(input: RedisSettingsInput): Record<string, string 
     // A move's full sync (and its safety backup, an RDB read by redis-cli --rdb) starts at once,
     // not after Redis's default 5 s wait for more replicas.
     "repl-diskless-sync-delay": 0,
+    ...(input.maxmemoryMb ? { maxmemory: `${input.maxmemoryMb}mb` } : {}),
   };
 }
 
