@@ -4,7 +4,8 @@
  * makes acme's instance, its ACL user and its route; ioredis clients use it through both proxies
  * with the connection string from the `fleet` output (pipelines, transactions, pub/sub, BLPOP
  * consumers, EVALSHA, a stream consumer group) while the test edits acme's placement and runs
- * `pulumi up`: shared → dedicated → another region → shared, each a live move by REPLICAOF. The
+ * `pulumi up`: a target stopped during the full sync (up fails clearly, acme serves, the next up
+ * retries), then shared → dedicated → another region → shared, each a live move by REPLICAOF. The
  * steps build on each other.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -19,25 +20,35 @@ import type { Toolchain } from "../../scripts/lib/toolchain";
 import { writeLocalStackConfig } from "../../scripts/lib/local-stack-config";
 import { RedisLoad } from "../../scripts/lib/redis-load";
 import { redisVerifier } from "../../proxy/redis/verifier";
+import type { ChildProcess } from "node:child_process";
+import { Client } from "pg";
+import { untilMigrationPhase } from "../fixtures/migration-phase";
+import { listServerRecords, stateRoot } from "../../dynamic-providers/local-server/state";
+import { resolveLayout } from "../../dynamic-providers/local-server/provider";
+import { localRuntime } from "../../dynamic-providers/engines/local-runtime";
+import type { LocalServerOutputs } from "../../dynamic-providers/local-server/types";
 
 const stack = `e2e-redis-${randomBytes(3).toString("hex")}`;
 const stackFile = path.join(repoRoot, "stacks", `Pulumi.${stack}.yaml`);
 let tc: Toolchain;
 
 type Db = { engine: string; isolation: string; region: string };
+/** acme's cache gets 1 GB: 200 MB of seed data, so its full sync takes long enough to stop the target during it. */
 const writeConfig = (acme: Db) =>
   writeLocalStackConfig(stackFile, {
-    acme: { databases: { cache: acme } },
+    acme: { databases: { cache: { ...acme, memory: "1gb" } } },
     globex: { databases: { cache: { engine: "redis", isolation: "shared", region: "eu-west" } } },
   });
 const pulumi = (args: string[]) => pulumiOk(tc, [...args, "--stack", stack, "--non-interactive"]);
 
 interface Outputs {
+  catalogUrl: string;
   proxies: { endpoints: string[]; redis?: { endpoints: string[] } };
   tenantDatabases: Record<string, Record<string, { server: string; isolation: string; status: string; epoch: number }>>;
   fleet: { proxies: Record<string, { endpoints: string[] }>; tenants: Record<string, Record<string, { connectionString: string }>> };
   servers: Record<string, { host: string; port: number; adminUser: string; adminPassword: string; tenantDatabase?: string }>;
 }
+const catalogUrlOf = (o: Outputs) => o.catalogUrl;
 const outputs = async (): Promise<Outputs> => JSON.parse((await pulumi(["stack", "output", "--json", "--show-secrets"])).stdout);
 
 async function onServer<T>(server: string, fn: (c: IORedis) => Promise<T>): Promise<T> {
@@ -86,18 +97,44 @@ describe("Redis tenant database through `pulumi up`", () => {
     const batch = acme.pipeline();
     for (let i = 0; i < 30_000; i++) batch.set(`pre:${i}`, "y".repeat(64));
     await batch.exec();
+    await acme.eval("local v = string.rep('z', 1000) for i = 1, 200000 do redis.call('SET', 'big:' .. i, v) end return 1", 0);
     acme.disconnect();
     // globex's URL reaches globex's instance only.
     const globex = new IORedis(out.fleet.tenants.globex!.cache!.connectionString);
     expect(await globex.get("hello")).toBeNull();
     globex.disconnect();
     expect(await onServer("shared-redis-eu-west--acme-cache", (c) => c.get("hello"))).toBe("acme");
-    // Each instance has its tenant database's memory (the default, 256 MB) as its maxmemory.
-    expect(await onServer("shared-redis-eu-west--acme-cache", (c) => c.call("CONFIG", "GET", "maxmemory"))).toEqual(["maxmemory", String(256 * 1024 * 1024)]);
+    // Each instance has its tenant database's memory as its maxmemory.
+    expect(await onServer("shared-redis-eu-west--acme-cache", (c) => c.call("CONFIG", "GET", "maxmemory"))).toEqual(["maxmemory", String(1024 * 1024 * 1024)]);
     const { username, password } = new URL(url);
     load = new RedisLoad("acme", out.proxies.redis!.endpoints.map((e) => ({ port: Number(e.split(":")[1]), user: decodeURIComponent(username), password: decodeURIComponent(password) })));
     await load.start();
   }, 300_000);
+
+  it("a target stopped during the full sync fails `up` with a clear message; acme keeps serving from its instance (the next `up` retries)", async () => {
+    await writeConfig({ engine: "redis", isolation: "dedicated", region: "eu-west" });
+    const out = await outputs();
+    let child: ChildProcess | undefined;
+    const up = runPulumi(tc, ["up", "--yes", "--stack", stack, "--non-interactive"], { onSpawn: (c) => (child = c) });
+    await untilMigrationPhase(catalogUrlOf(out), "acme", "sync", ["preflight", "prepare"], async () => {
+      child?.kill("SIGINT");
+      await up;
+    });
+    const rec = (await listServerRecords(stateRoot(), stack)).find((r) => r.serverName === "dedicated-acme-cache-eu-west")!;
+    await (await localRuntime("redis")).stop(await resolveLayout(rec as LocalServerOutputs));
+    const r = await up;
+    expect(r.code).not.toBe(0);
+    expect(r.stdout + r.stderr).toMatch(/migration of acme\/cache from shared-redis-eu-west--acme-cache to dedicated-acme-cache-eu-west failed during sync: .*acme\/cache still serves from shared-redis-eu-west--acme-cache/s);
+    const c = new Client({ connectionString: catalogUrlOf(out) });
+    await c.connect();
+    const route = (await c.query("select server, status from tenantfleet.tenant_databases where tenant = 'acme' and database = 'cache'")).rows[0];
+    await c.end();
+    expect(route).toEqual({ server: "shared-redis-eu-west--acme-cache", status: "failed" });
+    // The source takes writes (its write pause lifted, or never set) and nothing of the attempt is left on it.
+    expect(await onServer("shared-redis-eu-west--acme-cache", (x) => x.call("ACL", "USERS"))).not.toContain("tf_repl_cache__acme");
+    await new Promise((res) => setTimeout(res, 500));
+    expect(load.errors).toEqual([]);
+  }, 400_000);
 
   for (const [isolation, region, server, epoch] of [
     ["dedicated", "eu-west", "dedicated-acme-cache-eu-west", 2],
