@@ -34,6 +34,8 @@ export interface RedisMigrationArgs {
 
 /** Prefix of the replication users migrations make on a source instance. */
 const REPL_PREFIX = "tf_repl_";
+/** Longest the source waits for the target to join the safety backup's full sync (seconds). */
+const SHARED_SYNC_WAIT_S = 3;
 /** Redis's default replica output-buffer limit, restored after a move. */
 const DEFAULT_REPLICA_BUFFER = "replica 256mb 64mb 60";
 
@@ -107,6 +109,11 @@ export class RedisMigration implements EngineMigration {
       await this.on(this.a.target, (c) => c.call("REPLICAOF", "NO", "ONE"));
       removed.push(`replication of ${role.master_host}:${role.master_port} on ${this.a.target.name}`);
     }
+    // A full sync that waits for a second replica (backup) is an attempt's setting, never a leftover.
+    await this.on(this.a.source, async (c) => {
+      await c.call("CONFIG", "SET", "repl-diskless-sync-delay", "0");
+      await c.call("CONFIG", "SET", "repl-diskless-sync-max-replicas", "0");
+    });
     const users = (await this.on(this.a.source, (c) => c.call("ACL", "USERS"))) as string[];
     if (users.includes(this.replUser)) {
       await this.dropReplUser();
@@ -139,7 +146,14 @@ export class RedisMigration implements EngineMigration {
   }
 
   async backup(file: string): Promise<{ bytes: number }> {
-    await this.on(this.a.source, (c) => c.call("CONFIG", "SET", "repl-diskless-sync-delay", "0")); // an instance started before the setting
+    // One transfer for both: the safety backup (redis-cli --rdb, a replica of its own) and the
+    // target's full sync connect within moments of each other, so the source waits for both (at
+    // most SHARED_SYNC_WAIT_S) and streams one snapshot to them from one fork, instead of forking
+    // twice and sending the instance twice. Put back to starting at once in removeReplication.
+    await this.on(this.a.source, async (c) => {
+      await c.call("CONFIG", "SET", "repl-diskless-sync-delay", String(SHARED_SYNC_WAIT_S));
+      await c.call("CONFIG", "SET", "repl-diskless-sync-max-replicas", "2");
+    });
     const partial = `${file}.partial`;
     const r = await dumpInstance(this.a.source, partial);
     await fs.rename(partial, file);
@@ -159,10 +173,20 @@ export class RedisMigration implements EngineMigration {
       await c.call("CONFIG", "SET", "client-output-buffer-limit", "replica 0 0 0");
     });
     await this.on(this.a.target, async (c) => {
+      // An empty target parses the snapshot as it arrives instead of writing it to disk first and
+      // loading it afterwards (an instance started before the setting; settings.ts has it).
+      await c.call("CONFIG", "SET", "repl-diskless-load", "on-empty-db");
       await c.call("CONFIG", "SET", "masteruser", this.replUser);
       await c.call("CONFIG", "SET", "masterauth", password);
       await c.call("REPLICAOF", this.a.source.host, String(this.a.source.port));
     });
+    // The target has joined the backup's full sync, or needed none (a move back onto a fenced copy
+    // continues it from the source's backlog, PSYNC): the backup need not wait for it any more.
+    for (const end = Date.now() + 2000; Date.now() < end; await new Promise((r) => setTimeout(r, 20))) {
+      const r = await this.info(this.a.target, "replication");
+      if (r.master_sync_in_progress === "1" || r.master_link_status === "up") break;
+    }
+    await this.on(this.a.source, (c) => c.call("CONFIG", "SET", "repl-diskless-sync-delay", "0"));
   }
 
   async syncProgress(): Promise<SyncProgress> {
@@ -223,6 +247,8 @@ export class RedisMigration implements EngineMigration {
       await c.call("ACL", "DELUSER", this.replUser);
       await c.call("ACL", "SAVE");
       await c.call("CONFIG", "SET", "client-output-buffer-limit", DEFAULT_REPLICA_BUFFER);
+      await c.call("CONFIG", "SET", "repl-diskless-sync-delay", "0");
+      await c.call("CONFIG", "SET", "repl-diskless-sync-max-replicas", "0");
     });
   }
 

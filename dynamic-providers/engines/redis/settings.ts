@@ -36,6 +36,8 @@ export function redisSettings(input: RedisSettingsInput): Record<string, string 
     // A move's full sync (and its safety backup, an RDB read by redis-cli --rdb) starts at once,
     // not after Redis's default 5 s wait for more replicas.
     "repl-diskless-sync-delay": 0,
+    // A move's target (empty) loads the snapshot as it arrives, not after writing it to disk.
+    "repl-diskless-load": "on-empty-db",
     ...(input.maxmemoryMb ? { maxmemory: `${input.maxmemoryMb}mb` } : {}),
   };
 }
