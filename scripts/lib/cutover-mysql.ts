@@ -13,7 +13,7 @@ import { copyDatabase, databaseSize } from "../../dynamic-providers/engines/mysq
 import { migrate } from "../../dynamic-providers/migration/orchestrator";
 import { nativeVerifier } from "../../proxy/mysql/native-password";
 import { MysqlServers, mysqlFleet } from "./local-mysql-servers";
-import { cutoverGoals } from "./load";
+import { SteadyLoad, cutoverGoals } from "./load";
 
 const execFileP = promisify(execFile);
 /** sysbench's sbtest rows with their indexes, as InnoDB stores them (measured: about 240 bytes each). */
@@ -25,61 +25,6 @@ export interface MysqlCutoverOptions {
   writes: number;
   clients: number;
   progress(m: string): void;
-}
-
-/**
- * Writes at a steady rate through the proxies, each client on its own connection, round-robin over
- * the endpoints: every acknowledged id, every error, and each write's start and latency.
- */
-class SteadyWriter {
-  readonly acked: number[] = [];
-  readonly errors: string[] = [];
-  readonly samples: { at: number; ms: number }[] = [];
-  private stopped = false;
-  private running: Promise<void>[] = [];
-  private nextId = 1_000_000_000;
-
-  constructor(
-    private readonly connect: (i: number) => Promise<mysql.Connection>,
-    private readonly clients: number,
-    private readonly perSecond: number,
-  ) {}
-
-  start(): void {
-    const interval = (1000 * this.clients) / this.perSecond;
-    for (let i = 0; i < this.clients; i++) {
-      this.running.push(
-        (async () => {
-          const c = await this.connect(i);
-          let next = Date.now() + (interval * i) / this.clients;
-          while (!this.stopped) {
-            const wait = next - Date.now();
-            if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-            next += interval;
-            const id = this.nextId++;
-            const at = Date.now();
-            try {
-              await c.execute("insert into items values (?, 'bench', ?)", [id, Buffer.from("w")]);
-              this.acked.push(id);
-            } catch (e) {
-              this.errors.push((e as Error).message);
-            }
-            this.samples.push({ at, ms: Date.now() - at });
-          }
-          await c.end().catch(() => undefined);
-        })(),
-      );
-    }
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    await Promise.all(this.running);
-  }
-
-  maxLatencyBetween(from: number, to: number): number {
-    return this.samples.filter((s) => s.at + s.ms >= from && s.at <= to).reduce((m, s) => Math.max(m, s.ms), 0);
-  }
 }
 
 export async function mysqlCutover(opts: MysqlCutoverOptions): Promise<Record<string, unknown>> {
@@ -106,7 +51,19 @@ export async function mysqlCutover(opts: MysqlCutoverOptions): Promise<Record<st
     opts.progress(`baseline took ${(dumpRestoreMs / 1000).toFixed(1)} s`);
 
     const connect = (p: typeof p1) => mysql.createConnection({ host: "127.0.0.1", port: p.mysqlPort, user: acme.user, password: acme.password, database: acme.name });
-    const load = new SteadyWriter((i) => connect(i % 2 === 0 ? p1 : p2), opts.clients, opts.writes);
+    const load = new SteadyLoad<mysql.Connection, number>(
+      {
+        open: (i) => connect(i % 2 === 0 ? p1 : p2),
+        write: async (c, n) => {
+          const id = 1_000_000_000 + n;
+          await c.execute("insert into items values (?, 'bench', ?)", [id, Buffer.from("w")]);
+          return id;
+        },
+        close: (c) => c.end().catch(() => undefined),
+      },
+      opts.clients,
+      opts.writes,
+    );
     const loadStarted = Date.now();
     load.start();
     await sleep(3000);
@@ -130,8 +87,6 @@ export async function mysqlCutover(opts: MysqlCutoverOptions): Promise<Record<st
     const acked = new Set(load.acked);
     const missing = load.acked.filter((id) => !stored.has(id));
     const extra = [...stored].filter((id) => !acked.has(id));
-    const latencies = load.samples.map((s) => s.ms).sort((a, b) => a - b);
-    const pct = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
     return {
       bench: "cutover",
       engine: "mysql",
@@ -146,7 +101,7 @@ export async function mysqlCutover(opts: MysqlCutoverOptions): Promise<Record<st
         unacknowledgedRowsStored: extra.length,
         maxLatencyDuringCutoverMs: load.maxLatencyBetween(cutoverStarted || migStarted, migEnded),
         maxLatencyBeforeMigrationMs: beforeMax,
-        latencyMs: { p50: pct(0.5), p99: pct(0.99), max: latencies[latencies.length - 1] ?? 0 },
+        latencyMs: load.latency(),
       },
       goals: cutoverGoals({ pauseMs: record.pauseMs, migrationMs: migEnded - migStarted, dumpRestoreMs, errors: load.errors.length, lostWrites: missing.length }),
       errors: load.errors.slice(0, 5),

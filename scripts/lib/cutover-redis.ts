@@ -15,6 +15,7 @@ import { migrate } from "../../dynamic-providers/migration/orchestrator";
 import { redisVerifier } from "../../proxy/redis/verifier";
 import { RedisServers, redisFleet } from "./local-redis-servers";
 import { freePort } from "./free-port";
+import { SteadyLoad } from "./load";
 
 const execFileP = promisify(execFile);
 /** Value size of the keys the instance is filled with. */
@@ -25,58 +26,6 @@ export interface RedisCutoverOptions {
   writes: number;
   clients: number;
   progress(m: string): void;
-}
-
-/** SETs at a steady rate through the proxies, each client on its own connection: every acknowledged key, every error, and each write's start and latency. */
-class SteadySetter {
-  readonly acked: string[] = [];
-  readonly errors: string[] = [];
-  readonly samples: { at: number; ms: number }[] = [];
-  private stopped = false;
-  private readonly running: Promise<void>[] = [];
-  private next = 0;
-
-  constructor(
-    private readonly connect: (i: number) => IORedis,
-    private readonly clients: number,
-    private readonly perSecond: number,
-  ) {}
-
-  start(): void {
-    const interval = (1000 * this.clients) / this.perSecond;
-    for (let i = 0; i < this.clients; i++) {
-      this.running.push(
-        (async () => {
-          const c = this.connect(i);
-          let next = Date.now() + (interval * i) / this.clients;
-          while (!this.stopped) {
-            const wait = next - Date.now();
-            if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-            next += interval;
-            const key = `w:${this.next++}`;
-            const at = Date.now();
-            try {
-              await c.set(key, "w");
-              this.acked.push(key);
-            } catch (e) {
-              this.errors.push((e as Error).message);
-            }
-            this.samples.push({ at, ms: Date.now() - at });
-          }
-          c.disconnect();
-        })(),
-      );
-    }
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    await Promise.all(this.running);
-  }
-
-  maxLatencyBetween(from: number, to: number): number {
-    return this.samples.filter((s) => s.at + s.ms >= from && s.at <= to).reduce((m, s) => Math.max(m, s.ms), 0);
-  }
 }
 
 /** Until a redis-server started on `port` has loaded its data (it answers -LOADING meanwhile). */
@@ -128,7 +77,18 @@ export async function redisCutover(opts: RedisCutoverOptions): Promise<Record<st
       c.on("error", () => undefined);
       return c;
     };
-    const load = new SteadySetter(connect, opts.clients, opts.writes);
+    const load = new SteadyLoad<IORedis, string>(
+      {
+        open: connect,
+        write: async (c, n) => {
+          await c.set(`w:${n}`, "w");
+          return `w:${n}`;
+        },
+        close: (c) => c.disconnect(),
+      },
+      opts.clients,
+      opts.writes,
+    );
     const loadStarted = Date.now();
     load.start();
     await sleep(3000);
@@ -158,8 +118,6 @@ export async function redisCutover(opts: RedisCutoverOptions): Promise<Record<st
       return have;
     });
     const missing = load.acked.filter((k) => !present.has(k));
-    const latencies = load.samples.map((s) => s.ms).sort((a, b) => a - b);
-    const pct = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
     const migrationMs = migEnded - migStarted;
     return {
       bench: "cutover",
@@ -174,7 +132,7 @@ export async function redisCutover(opts: RedisCutoverOptions): Promise<Record<st
         lostWrites: missing.length,
         maxLatencyDuringCutoverMs: load.maxLatencyBetween(cutoverStarted || migStarted, migEnded),
         maxLatencyBeforeMigrationMs: beforeMax,
-        latencyMs: { p50: pct(0.5), p99: pct(0.99), max: latencies[latencies.length - 1] ?? 0 },
+        latencyMs: load.latency(),
       },
       goals: {
         pauseAtMost50ms: (record.pauseMs ?? Infinity) <= 50,

@@ -213,3 +213,65 @@ export function cutoverGoals(r: { pauseMs: number | undefined; migrationMs: numb
     zeroLostWrites: r.lostWrites === 0,
   };
 }
+
+/**
+ * Writes at a steady rate, each client on its own connection (`open(i)`), `write` returning the id
+ * it wrote: every acknowledged id, every error, and each write's start and latency. The cutover
+ * benchmarks' load, whatever the engine.
+ */
+export class SteadyLoad<C, Id> {
+  readonly acked: Id[] = [];
+  readonly errors: string[] = [];
+  readonly samples: { at: number; ms: number }[] = [];
+  private stopped = false;
+  private readonly running: Promise<void>[] = [];
+  private next = 0;
+
+  constructor(
+    private readonly client: { open(i: number): Promise<C> | C; write(c: C, n: number): Promise<Id>; close(c: C): Promise<unknown> | void },
+    private readonly clients: number,
+    private readonly perSecond: number,
+  ) {}
+
+  start(): void {
+    const interval = (1000 * this.clients) / this.perSecond;
+    for (let i = 0; i < this.clients; i++) {
+      this.running.push(
+        (async () => {
+          const c = await this.client.open(i);
+          let next = Date.now() + (interval * i) / this.clients;
+          while (!this.stopped) {
+            const wait = next - Date.now();
+            if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+            next += interval;
+            const at = Date.now();
+            try {
+              this.acked.push(await this.client.write(c, this.next++));
+            } catch (e) {
+              this.errors.push((e as Error).message);
+            }
+            this.samples.push({ at, ms: Date.now() - at });
+          }
+          await this.client.close(c);
+        })(),
+      );
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await Promise.all(this.running);
+  }
+
+  /** The longest write that was running at some point in [from, to] (ms since epoch). */
+  maxLatencyBetween(from: number, to: number): number {
+    return this.samples.filter((s) => s.at + s.ms >= from && s.at <= to).reduce((m, s) => Math.max(m, s.ms), 0);
+  }
+
+  /** Latency percentiles over every write (ms). */
+  latency(): { p50: number; p99: number; max: number } {
+    const sorted = this.samples.map((s) => s.ms).sort((a, b) => a - b);
+    const pct = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
+    return { p50: pct(0.5), p99: pct(0.99), max: sorted[sorted.length - 1] ?? 0 };
+  }
+}

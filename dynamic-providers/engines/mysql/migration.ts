@@ -23,6 +23,7 @@ import { randomBytes } from "node:crypto";
 import type * as mysql from "mysql2/promise";
 import type { RouteTarget } from "../../../proxy/catalog/routes";
 import type { EngineMigration, MigrationMethod, PreflightResult, SyncProgress, Verification } from "../../migration/types";
+import { KeptConnections } from "../kept-connections";
 import {
   copyDatabase,
   databaseExists,
@@ -93,25 +94,8 @@ export class MysqlMigration implements EngineMigration {
   private migrationId: number | undefined;
   private replPassword: string | undefined;
   /** Admin connections kept for the calls a cutover makes while the tenant is paused (lag, verify): no login inside the pause. */
-  private readonly kept = new Map<MysqlServerAccess, Promise<mysql.Connection>>();
-
-  /** `fn` on a kept admin connection to `s`; a connection that fails is dropped (the next call opens another). */
-  private async onKept<T>(s: MysqlServerAccess, fn: (c: mysql.Connection) => Promise<T>): Promise<T> {
-    let p = this.kept.get(s);
-    if (!p) {
-      p = openAdmin(s);
-      this.kept.set(s, p);
-      p.catch(() => this.kept.delete(s));
-    }
-    const c = await p;
-    try {
-      return await fn(c);
-    } catch (e) {
-      this.kept.delete(s);
-      c.destroy();
-      throw e;
-    }
-  }
+  private readonly kept = new KeptConnections<MysqlServerAccess, mysql.Connection>({ open: openAdmin, destroy: (c) => c.destroy(), end: (c) => c.end().catch(() => c.destroy()) });
+  private readonly onKept = <T>(s: MysqlServerAccess, fn: (c: mysql.Connection) => Promise<T>) => this.kept.on(s, fn);
 
   constructor(private readonly a: MysqlMigrationArgs) {
     this.target = { server: a.target.name, host: a.target.host, port: a.target.port, backendDatabase: a.from.database };
@@ -496,9 +480,7 @@ export class MysqlMigration implements EngineMigration {
 
   async close(): Promise<void> {
     await this.stopCopy();
-    const kept = [...this.kept.values()];
-    this.kept.clear();
-    await Promise.all(kept.map((p) => p.then((c) => c.end().catch(() => c.destroy()), () => undefined)));
+    await this.kept.closeAll();
   }
 }
 

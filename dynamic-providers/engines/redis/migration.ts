@@ -19,6 +19,7 @@ import type { RouteTarget } from "../../../proxy/catalog/routes";
 import type { ServerAccess } from "../index";
 import type { EngineMigration, MigrationMethod, PreflightResult, SyncProgress, Verification } from "../../migration/types";
 import { dumpInstance, ensureTenantUser, fenceTenantUser, openAdmin } from "./tenant-db";
+import { KeptConnections } from "../kept-connections";
 
 type Redis = import("ioredis").default;
 
@@ -71,27 +72,15 @@ export class RedisMigration implements EngineMigration {
   readonly nativeMechanism = "Redis replication (REPLICAOF of the tenant database's own instance)";
   readonly target: RouteTarget;
   private sizeBytes = 0;
-  private readonly kept = new Map<ServerAccess, Promise<Redis>>();
+  private readonly kept = new KeptConnections<ServerAccess, Redis>({ open: openAdmin, healthy: (c) => c.status === "ready", destroy: (c) => c.disconnect(), end: (c) => c.disconnect() });
 
   constructor(private readonly a: RedisMigrationArgs) {
     this.target = { server: a.target.name, host: a.target.host, port: a.target.port, backendDatabase: a.user };
   }
 
-  /** `fn` on a kept admin connection to `s` (no login inside the pause); a failing one is dropped. */
-  private async on<T>(s: ServerAccess, fn: (c: Redis) => Promise<T>): Promise<T> {
-    let p = this.kept.get(s);
-    if (!p) {
-      p = openAdmin(s);
-      this.kept.set(s, p);
-      p.catch(() => this.kept.delete(s));
-    }
-    const c = await p;
-    try {
-      return await fn(c);
-    } catch (e) {
-      if (c.status !== "ready") this.kept.delete(s), c.disconnect();
-      throw e;
-    }
+  /** `fn` on a kept admin connection to `s` (no login inside the pause). */
+  private on<T>(s: ServerAccess, fn: (c: Redis) => Promise<T>): Promise<T> {
+    return this.kept.on(s, fn);
   }
 
   private info(s: ServerAccess, section: string): Promise<Record<string, string>> {
@@ -278,9 +267,7 @@ export class RedisMigration implements EngineMigration {
   }
 
   async close(): Promise<void> {
-    const kept = [...this.kept.values()];
-    this.kept.clear();
-    await Promise.all(kept.map((p) => p.then((c) => c.disconnect(), () => undefined)));
+    await this.kept.closeAll();
   }
 }
 
