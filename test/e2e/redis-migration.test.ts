@@ -33,7 +33,7 @@ const stackFile = path.join(repoRoot, "stacks", `Pulumi.${stack}.yaml`);
 let tc: Toolchain;
 
 type Db = { engine: string; isolation: string; region: string };
-/** acme's cache gets 1 GB: 200 MB of seed data, so its full sync takes long enough to stop the target during it. */
+/** acme's cache gets 1 GB: 100 MB of seed data, so its full sync takes long enough to stop the target during it. */
 const writeConfig = (acme: Db) =>
   writeLocalStackConfig(stackFile, {
     acme: { databases: { cache: { ...acme, memory: "1gb" } } },
@@ -97,7 +97,7 @@ describe("Redis tenant database through `pulumi up`", () => {
     const batch = acme.pipeline();
     for (let i = 0; i < 30_000; i++) batch.set(`pre:${i}`, "y".repeat(64));
     await batch.exec();
-    await acme.eval("local v = string.rep('z', 1000) for i = 1, 200000 do redis.call('SET', 'big:' .. i, v) end return 1", 0);
+    await acme.eval("local v = string.rep('z', 1000) for i = 1, 100000 do redis.call('SET', 'big:' .. i, v) end return 1", 0);
     acme.disconnect();
     // globex's URL reaches globex's instance only.
     const globex = new IORedis(out.fleet.tenants.globex!.cache!.connectionString);
