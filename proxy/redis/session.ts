@@ -428,8 +428,8 @@ export class RedisSession implements DrainMember {
   /** A command before the login: only AUTH, HELLO (with AUTH) and QUIT, as Redis with its default user off. */
   private unauthenticated(name: string, args: Buffer[]): void {
     if (name === "auth") {
-      if (args.length === 2) return this.answerNow(errorReply(`${WRONGPASS} (tenantfleet: AUTH <user> <password>, the user is the tenant database's, e.g. cache__acme)`));
-      if (args.length !== 3) return this.answerNow(errorReply("ERR wrong number of arguments for 'auth' command"));
+      if (args.length === 2) return this.answer(errorReply(`${WRONGPASS} (tenantfleet: AUTH <user> <password>, the user is the tenant database's, e.g. cache__acme)`));
+      if (args.length !== 3) return this.answer(errorReply("ERR wrong number of arguments for 'auth' command"));
       return this.login(args[1]!.toString(), args[2]!.toString(), undefined);
     }
     if (name === "hello") return this.hello(args, true);
@@ -437,7 +437,7 @@ export class RedisSession implements DrainMember {
       this.socket.write(OK);
       return this.close("client quit", true);
     }
-    this.answerNow(errorReply("NOAUTH Authentication required."));
+    this.answer(errorReply("NOAUTH Authentication required."));
   }
 
   /** HELLO [protover [AUTH user pass] [SETNAME name]]. */
@@ -450,13 +450,13 @@ export class RedisSession implements DrainMember {
       if (k === 1 && /^\d+$/.test(a)) proto = Number(a);
       else if (a === "auth" && k + 2 < args.length) (auth = [args[k + 1]!.toString(), args[k + 2]!.toString()]), (k += 2);
       else if (a === "setname" && k + 1 < args.length) (setname = args[k + 1]!.toString()), k++;
-      else return this.answerOrNow(first, errorReply(`ERR Syntax error in HELLO option '${args[k]!.toString()}'`));
+      else return this.answer(errorReply(`ERR Syntax error in HELLO option '${args[k]!.toString()}'`));
     }
-    if (proto !== undefined && proto !== 2 && proto !== 3) return this.answerOrNow(first, errorReply("NOPROTO unsupported protocol version"));
+    if (proto !== undefined && proto !== 2 && proto !== 3) return this.answer(errorReply("NOPROTO unsupported protocol version"));
     const forward = encodeCommand(["HELLO", ...(proto ? [String(proto)] : []), ...(setname !== undefined ? ["SETNAME", setname] : [])]);
     const applied = { onReply: ok(() => ((this.resp3 = proto ? proto === 3 : this.resp3), setname !== undefined && (this.name = setname))) };
     if (first) {
-      if (!auth) return this.answerNow(errorReply("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"));
+      if (!auth) return this.answer(errorReply("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"));
       return this.login(auth[0], auth[1], () => this.send(forward, applied));
     }
     if (auth && (auth[0] !== this.user || auth[1] !== this.password)) return this.reauth(auth[0], auth[1]);
@@ -496,7 +496,7 @@ export class RedisSession implements DrainMember {
       const r = this.host.routeOfLogin(user);
       if (r) this.host.stats(keyString(r)).authFailures++;
       this.log.info({ user }, "login refused");
-      return this.answerNow(errorReply(WRONGPASS));
+      return this.answer(errorReply(WRONGPASS));
     }
     clearTimeout(this.loginTimer);
     this.user = user;
@@ -746,20 +746,10 @@ export class RedisSession implements DrainMember {
     this.backend!.socket.write(bytes);
   }
 
-  /** A reply the proxy gives itself, in its place among the replies to come. */
+  /** A reply the proxy gives itself, in its place among the replies to come (at once when none is: always before the login). */
   private answer(reply: Buffer): void {
     if (this.head === this.pending.length) this.socket.write(reply);
     else this.pending.push({ replies: 0, local: reply });
-  }
-
-  /** Before the login nothing is in flight. */
-  private answerNow(reply: Buffer): void {
-    this.socket.write(reply);
-  }
-
-  private answerOrNow(first: boolean, reply: Buffer): void {
-    if (first) this.answerNow(reply);
-    else this.answer(reply);
   }
 
   /** Moves this parked session to the committed route's instance, with its state. */

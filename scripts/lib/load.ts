@@ -84,9 +84,7 @@ export class LoadGenerator {
 
   /** The longest operation among those that started within [from, to] (ms since epoch). */
   maxLatencyBetween(from: number, to: number): number {
-    let max = 0;
-    for (const s of this.samples) if (s.at >= from && s.at <= to && s.ms > max) max = s.ms;
-    return max;
+    return longestStartedBetween(this.samples, from, to);
   }
 
   async stop(): Promise<LoadReport> {
@@ -274,4 +272,11 @@ export class SteadyLoad<C, Id> {
     const pct = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
     return { p50: pct(0.5), p99: pct(0.99), max: sorted[sorted.length - 1] ?? 0 };
   }
+}
+
+/** The longest operation among `samples` that started in [from, to] (ms since epoch). */
+export function longestStartedBetween(samples: readonly { at: number; ms: number }[], from: number, to: number): number {
+  let max = 0;
+  for (const s of samples) if (s.at >= from && s.at <= to && s.ms > max) max = s.ms;
+  return max;
 }

@@ -13,6 +13,7 @@
  *
  * Every client error is recorded; `check` reads the instance at the end and lists what is missing.
  */
+import { longestStartedBetween } from "./load";
 import IORedis, { type RedisOptions } from "ioredis";
 
 export interface RedisEndpoint {
@@ -168,9 +169,7 @@ export class RedisLoad {
 
   /** The longest operation that started in [from, to] (ms since epoch). */
   maxLatencyBetween(from: number, to: number): number {
-    let max = 0;
-    for (const s of this.samples) if (s.at >= from && s.at <= to && s.ms > max) max = s.ms;
-    return max;
+    return longestStartedBetween(this.samples, from, to);
   }
 
   async stop(): Promise<void> {

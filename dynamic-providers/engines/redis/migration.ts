@@ -98,11 +98,9 @@ export class RedisMigration implements EngineMigration {
       await this.on(this.a.target, (c) => c.call("REPLICAOF", "NO", "ONE"));
       removed.push(`replication of ${role.master_host}:${role.master_port} on ${this.a.target.name}`);
     }
-    // A full sync that waits for a second replica (backup) is an attempt's setting, never a leftover.
-    await this.on(this.a.source, async (c) => {
-      await c.call("CONFIG", "SET", "repl-diskless-sync-delay", "0");
-      await c.call("CONFIG", "SET", "repl-diskless-sync-max-replicas", "0");
-    });
+    // The source's settings for a move (a full sync that waits for the backup, no output-buffer
+    // limit) are an attempt's, never a leftover.
+    await this.on(this.a.source, (c) => restoreSourceSettings(c));
     const users = (await this.on(this.a.source, (c) => c.call("ACL", "USERS"))) as string[];
     if (users.includes(this.replUser)) {
       await this.dropReplUser();
@@ -235,9 +233,7 @@ export class RedisMigration implements EngineMigration {
     await this.on(this.a.source, async (c) => {
       await c.call("ACL", "DELUSER", this.replUser);
       await c.call("ACL", "SAVE");
-      await c.call("CONFIG", "SET", "client-output-buffer-limit", DEFAULT_REPLICA_BUFFER);
-      await c.call("CONFIG", "SET", "repl-diskless-sync-delay", "0");
-      await c.call("CONFIG", "SET", "repl-diskless-sync-max-replicas", "0");
+      await restoreSourceSettings(c);
     });
   }
 
@@ -269,6 +265,13 @@ export class RedisMigration implements EngineMigration {
   async close(): Promise<void> {
     await this.kept.closeAll();
   }
+}
+
+/** A source's replication settings as they are outside a move: Redis's replica buffer limit, full syncs started at once. */
+async function restoreSourceSettings(c: Redis): Promise<void> {
+  await c.call("CONFIG", "SET", "client-output-buffer-limit", DEFAULT_REPLICA_BUFFER);
+  await c.call("CONFIG", "SET", "repl-diskless-sync-delay", "0");
+  await c.call("CONFIG", "SET", "repl-diskless-sync-max-replicas", "0");
 }
 
 const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(0)} MB`;
