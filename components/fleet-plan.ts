@@ -78,7 +78,7 @@ export function parseServerName(name: string): ParsedServerName | undefined {
   return undefined;
 }
 
-/** `instances`: the platform runs an instance per Redis tenant database on a shared host (local; the VM platforms not yet). */
+/** `instances`: the platform runs an instance per Redis tenant database on a shared host (every platform does; false plans the layout from before instances). */
 export function planFleet(spec: FleetSpec, instances = true): FleetPlan {
   const shared = new Map<string, SharedClusterPlan>();
   const dedicated: DedicatedServerPlan[] = [];

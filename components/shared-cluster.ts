@@ -28,13 +28,16 @@ export function createSharedCluster(
   parent: pulumi.ComponentResource,
   args: SharedClusterArgs,
 ): SharedClusterResult {
-  const primary = args.platform.server(
-    { serverName: name, engine: args.engine, region: args.region, role: "shared" },
-    parent,
-  );
-  const instances: Record<string, PlatformServer> = {};
-  for (const i of args.instances ?? []) {
-    instances[i.name] = args.platform.server({ serverName: i.name, engine: args.engine, region: args.region, role: "shared", tenant: i.tenant, database: i.database, maxmemoryMb: i.memoryMb }, parent);
+  const host = { serverName: name, engine: args.engine, region: args.region, role: "shared" as const };
+  const primary = args.platform.server(host, parent);
+  const requested = (args.instances ?? []).map((i) => ({ name: i.name, tenant: i.tenant, database: i.database, maxmemoryMb: i.memoryMb }));
+  let instances: Record<string, PlatformServer> = {};
+  if (args.platform.instances && args.platform.redisInstances && args.instances) {
+    instances = args.platform.instances({ host, hostServer: primary, instances: requested }, parent);
+  } else {
+    for (const i of requested) {
+      instances[i.name] = args.platform.server({ serverName: i.name, engine: args.engine, region: args.region, role: "shared", tenant: i.tenant, database: i.database, maxmemoryMb: i.maxmemoryMb }, parent);
+    }
   }
   return { engine: pulumi.output(args.engine), region: pulumi.output(args.region), primary, instances };
 }

@@ -28,6 +28,14 @@ export interface ServerRequest {
   maxmemoryMb?: number;
 }
 
+/** The instances of a shared host's tenant databases (Redis: one instance per tenant database). */
+export interface InstancesRequest {
+  /** The host: its own server request (the shared cluster's) and what it exposes. */
+  host: ServerRequest;
+  hostServer: PlatformServer;
+  instances: { name: string; tenant: string; database: string; maxmemoryMb: number }[];
+}
+
 /** What every platform's server exposes to components and stack outputs. */
 export interface PlatformServer {
   host: pulumi.Output<string>;
@@ -112,8 +120,11 @@ export interface Platform {
   server(req: ServerRequest, parent: pulumi.Resource): PlatformServer;
   controlCatalog(parent: pulumi.Resource): PlatformCatalog;
   proxyFleet(req: ProxyFleetRequest, parent: pulumi.Resource): PlatformProxyFleet;
-  /** Runs an instance per Redis tenant database on a shared host, and serves them through the proxies (local; the VM platforms not yet). */
+  /** Runs an instance per Redis tenant database on a shared host, and serves them through the proxies. */
   readonly redisInstances?: boolean;
+  /** The instances on a shared host, when the platform runs them on the host's machine (the VM
+   * platforms); without it each instance is a `server()` of its own (local: a process each). */
+  instances?(req: InstancesRequest, parent: pulumi.Resource): Record<string, PlatformServer>;
   migrationPath?: MigrationPath;
   /** Cloud platforms: the bucket migrations move safety backups to. */
   backupBucket?: pulumi.Output<BackupBucket>;

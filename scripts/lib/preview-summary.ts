@@ -203,8 +203,6 @@ function configuredPlacements(config: Record<string, string> | undefined): Map<s
     return undefined;
   }
   if (!isRecord(tenants)) return undefined;
-  // Only the local platform runs an instance per Redis tenant database so far (fleet-plan.ts).
-  const instances = (config?.["tenantfleet:platform"] ?? "local") === "local";
   const m = new Map<string, TenantDbPlacement>();
   for (const [tenant, t] of Object.entries(tenants)) {
     const dbs = isRecord(t) ? t.databases : undefined;
@@ -213,7 +211,7 @@ function configuredPlacements(config: Record<string, string> | undefined): Map<s
       if (!isRecord(d)) continue;
       const [engine, isolation, region] = [str(d.engine), str(d.isolation), str(d.region)];
       if (!engine || !isolation || !region) continue;
-      const server = serverNameOf({ engine: engine as never, isolation: isolation as "shared" | "dedicated", region, tenant, database }, instances);
+      const server = serverNameOf({ engine: engine as never, isolation: isolation as "shared" | "dedicated", region, tenant, database });
       m.set(key(tenant, database), { tenant, database, engine, isolation, region, server });
     }
   }
@@ -400,6 +398,13 @@ function serverRow(c: Change, before: Map<string, TenantDbPlacement> | undefined
  * of their own: their data stays where it is. Compare where they were (stack outputs) with where
  * the config puts them, and with the servers this preview removes.
  */
+/** What to do about an unmanaged tenant database whose placement changes, per engine. */
+const NOT_MIGRATED_ADVICE: Record<string, string> = {
+  mysql: "tenantfleet moves a mysql database live only once a TenantDatabase manages it: keep the old placement for this `pulumi up` (which starts managing it where it is), then change it; or copy the data yourself.",
+  // A stack from before Redis instances: its Redis databases lived in the host's own instance, unmanaged.
+  redis: "Each Redis tenant database is an instance of its own now, managed and moved live from then on; the keys in the host's own instance are not copied into it (the host is kept, nothing is deleted): copy them yourself if the application needs them (e.g. MIGRATE … KEYS, or an RDB restored into the new instance).",
+};
+
 function nonPostgresWarnings(summary: Summary, before: Map<string, TenantDbPlacement> | undefined, after: Map<string, TenantDbPlacement> | undefined, removed: Set<string>, engines: Map<string, string>, managed: Set<string>): void {
   const covered = new Set<string>();
   for (const b of before?.values() ?? []) {
@@ -410,7 +415,7 @@ function nonPostgresWarnings(summary: Summary, before: Map<string, TenantDbPlace
     if (gone) covered.add(b.server);
     if (a && a.server !== b.server) {
       summary.warnings.push(
-        `⚠️ **${who}: its data is not migrated**: it is placed on ${a.server}, which starts empty, while its data ${gone ? `is deleted with ${b.server}` : `stays on ${b.server}`}. ${b.engine === "mysql" ? "tenantfleet moves a mysql database live only once a TenantDatabase manages it: keep the old placement for this \`pulumi up\` (which starts managing it where it is, on the platforms that do), then change it; or copy the data yourself." : `${b.engine} has no live migration yet: copy the data yourself before \`pulumi up\`, or keep the old placement.`}`,
+        `⚠️ **${who}: its data is not migrated**: it is placed on ${a.server}, which starts empty, while its data ${gone ? `is deleted with ${b.server}` : `stays on ${b.server}`}. ${NOT_MIGRATED_ADVICE[b.engine] ?? `${b.engine} has no live migration yet: copy the data yourself before \`pulumi up\`, or keep the old placement.`}`,
       );
     } else if (!a && after && gone) {
       summary.warnings.push(`⚠️ **${who} is deleted with its server ${b.server}**: tenantfleet takes no backup of ${b.engine} databases.`);

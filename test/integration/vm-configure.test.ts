@@ -19,7 +19,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { chmodSync, chownSync, closeSync, cpSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, cpSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { Client, type ClientConfig } from "pg";
@@ -27,6 +27,7 @@ import Redis from "ioredis";
 import * as mysql from "mysql2/promise";
 import { ADMIN_PASSWORD_FILE, CONFIGURE_PATH, VM_PACKAGES, type ConfigureInput } from "../../components/platforms/vm/configure";
 import { awsSecretFetch, serverUserData } from "../../components/platforms/vm/cloud-init";
+import { REDIS_INSTANCES_PATH } from "../../components/platforms/vm/redis-instances";
 import { postgresSettings } from "../../dynamic-providers/engines/postgres/settings";
 import { BASE_PORTS, releasePort, reservePort } from "../../dynamic-providers/local-server/ports";
 import { run, waitFor } from "../../dynamic-providers/local-server/process";
@@ -326,6 +327,7 @@ describe("Redis VM user-data (in an isolated filesystem view)", () => {
   let firstRun: RunResult;
   let runId: string;
   const clients: Redis[] = [];
+  const instancePorts: number[] = [];
 
   const connect = (opts: { username?: string; password?: string; protocol?: 2 | 3 } = {}): Redis => {
     // No ready check: its INFO fails with NOAUTH before a client has logged in.
@@ -380,6 +382,7 @@ describe("Redis VM user-data (in an isolated filesystem view)", () => {
     await vm?.stop();
     if (scratch) {
       await releasePort(port, scratch);
+      for (const [i, p] of instancePorts.entries()) await releasePort(p, path.join(scratch, `instance-${i}.port`));
       rmSync(scratch, { recursive: true, force: true });
     }
   });
@@ -429,6 +432,121 @@ describe("Redis VM user-data (in an isolated filesystem view)", () => {
     await c.connect();
     expect(await c.get("tf:durable")).toBe("before-restart");
     expect((await c.info("server")).match(/run_id:(\w+)/)![1]).not.toBe(runId); // a new server process
+  });
+
+  // A shared host's tenant database instances (components/platforms/vm/redis-instances.ts): the
+  // converging step taken out of a shared host's user-data and run on two manifests in turn.
+  describe("a shared host's instances, from the manifest it pulls", () => {
+    const names = ["shared-redis-eu-west--acme-cache", "shared-redis-eu-west--globex-queue"];
+    let script: string;
+    const instance = (p: number, opts: { username?: string; password?: string } = { username: ADMIN, password: adminPassword }): Redis => {
+      const c = new Redis({ host: "127.0.0.1", port: p, lazyConnect: true, enableReadyCheck: false, maxRetriesPerRequest: 0, retryStrategy: () => null, protocol: 2, ...opts });
+      c.on("error", () => {});
+      clients.push(c);
+      return c;
+    };
+    const serving = (p: number) => waitFor(`instance on port ${p}`, async () => {
+      const c = instance(p);
+      try {
+        await c.connect();
+        return (await c.ping()) === "PONG";
+      } finally {
+        c.disconnect();
+      }
+    }, { timeoutMs: 15_000 });
+    /** Converge on `lines` (`name port maxmemoryMb`), as the host's timer does with what it pulled. */
+    async function converge(lines: string[], log: string): Promise<RunResult> {
+      const manifest = path.join(scratch, `${log}.manifest`);
+      writeFileSync(manifest, `# tenantfleet Redis instances of shared-redis-eu-west\n${lines.join("\n")}\n`);
+      const scriptFile = path.join(scratch, "tenantfleet-redis-instances");
+      writeFileSync(scriptFile, script, { mode: 0o700 });
+      return vm!.exec("bash", [scriptFile, manifest], scriptEnv({ TF_ADMIN_PASSWORD_FILE: files.passwordFile }), path.join(scratch, log));
+    }
+    const runIdOf = async (c: Redis) => (await c.info("server")).match(/run_id:(\w+)/)![1]!;
+
+    beforeAll(async () => {
+      const text = serverUserData(input, secretFetch, { fetchManifest: { packages: [], command: "cat /run/manifest" } });
+      const doc = JSON.parse(text.slice("#cloud-config\n".length)) as CloudConfig;
+      script = doc.write_files.find((f) => f.path === REDIS_INSTANCES_PATH)!.content;
+      // One owner per reservation (a reservation's owner must exist, and one owner holds one port).
+      for (let i = 0; i < 2; i++) {
+        writeFileSync(path.join(scratch, `instance-${i}.port`), "");
+        instancePorts.push(await reservePort(BASE_PORTS.redis, path.join(scratch, `instance-${i}.port`)));
+      }
+    });
+
+    it("starts each instance listed: the host's admin password, the default user off, its own maxmemory, AOF and data dir", async () => {
+      const first = await converge([`${names[0]} ${instancePorts[0]} 64`, `${names[1]} ${instancePorts[1]} 128`], "instances-1.log");
+      expect(first.code, first.output).toBe(0);
+      expect(first.output).toContain(`${names[0]}: started on port ${instancePorts[0]} (maxmemory 64 MB)`);
+      expect(first.output).not.toContain(adminPassword);
+      for (const [i, mb] of [[0, 64], [1, 128]] as const) {
+        await serving(instancePorts[i]!);
+        const c = instance(instancePorts[i]!);
+        await c.connect();
+        expect(await c.config("GET", "maxmemory")).toEqual(["maxmemory", String(mb * 1024 * 1024)]);
+        expect(await c.config("GET", "appendonly")).toEqual(["appendonly", "yes"]);
+        expect(await c.config("GET", "dir")).toEqual(["dir", `/var/lib/redis/instances/${names[i]}`]);
+        const anon = instance(instancePorts[i]!, {});
+        await anon.connect();
+        await expect(anon.ping()).rejects.toThrow(/NOAUTH/);
+      }
+      const acl = readFileSync(path.join(etc, "instances", `${names[0]}.acl`), "utf8");
+      expect(acl).toContain(`user ${ADMIN} on #${sha256(adminPassword)} `);
+      expect(acl).not.toContain(adminPassword);
+    });
+
+    it("a second manifest: a changed maxmemory applied live (same process, the tenant's user kept), a removed instance stopped with its data kept aside", async () => {
+      const c = instance(instancePorts[0]!);
+      await c.connect();
+      await c.call("ACL", "SETUSER", "cache__acme", "on", `#${sha256("tenant-pw")}`, "~*", "+@all", "-@admin");
+      await c.call("ACL", "SAVE");
+      await c.set("k", "v");
+      const before = await runIdOf(c);
+      const gone = instance(instancePorts[1]!);
+      await gone.connect();
+      await gone.set("kept", "aside");
+      await gone.call("BGREWRITEAOF");
+      await new Promise((r) => setTimeout(r, 500));
+
+      const second = await converge([`${names[0]} ${instancePorts[0]} 96`], "instances-2.log");
+      expect(second.code, second.output).toBe(0);
+      expect(second.output).toContain(`${names[0]}: maxmemory 96 MB`);
+      expect(second.output).toMatch(new RegExp(`${names[1]}: stopped; its config and data are in /var/lib/redis/removed/${names[1]}\\.\\d{8}T\\d{6}Z`));
+      const after = instance(instancePorts[0]!);
+      await after.connect();
+      expect(await runIdOf(after)).toBe(before);
+      expect(await after.config("GET", "maxmemory")).toEqual(["maxmemory", String(96 * 1024 * 1024)]);
+      expect(await after.get("k")).toBe("v");
+      const tenant = instance(instancePorts[0]!, { username: "cache__acme", password: "tenant-pw" });
+      await tenant.connect();
+      expect(await tenant.get("k")).toBe("v");
+      expect(readFileSync(path.join(etc, "instances", `${names[0]}.conf`), "utf8")).toContain("maxmemory 96mb");
+
+      const refused = instance(instancePorts[1]!);
+      await expect(refused.connect()).rejects.toThrow(/ECONNREFUSED|Connection is closed/);
+      const removed = path.join(scratch, "var-lib-redis", "removed");
+      const [aside] = readdirSync(removed);
+      expect(aside).toMatch(new RegExp(`^${names[1]}\\.`));
+      expect(readdirSync(path.join(removed, aside!)).sort()).toEqual(["data", `${names[1]}.acl`, `${names[1]}.conf`]);
+      expect(readdirSync(path.join(removed, aside!, "data")).length).toBeGreaterThan(0);
+    });
+
+    it("is idempotent: the same manifest again changes nothing and restarts nothing", async () => {
+      const c = instance(instancePorts[0]!);
+      await c.connect();
+      const before = await runIdOf(c);
+      const third = await converge([`${names[0]} ${instancePorts[0]} 96`], "instances-3.log");
+      expect(third.code, third.output).toBe(0);
+      expect(third.output.trim()).toBe("");
+      expect(await runIdOf(c)).toBe(before);
+    });
+
+    it("refuses a manifest line it cannot read, naming it", async () => {
+      const bad = await converge([`${names[0]} ${instancePorts[0]} 96`, "Bad_Name 1 2"], "instances-4.log");
+      expect(bad.code).not.toBe(0);
+      expect(bad.output).toContain("bad manifest line: Bad_Name 1 2");
+    });
   });
 });
 

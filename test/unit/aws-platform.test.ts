@@ -3,7 +3,7 @@
  * are the only thing mocked).
  */
 import { describe, expect, it } from "vitest";
-import { named, ofType, runFleet, type Registered } from "./cloud-mocks";
+import { mockIp, named, ofType, runFleet, type Registered } from "./cloud-mocks";
 
 const PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMockKeyForTestsOnly ops@example";
 type Db = { engine: string; isolation: string; region: string };
@@ -119,9 +119,9 @@ describe("aws platform: security and placement invariants", () => {
 
   it("the proxies run behind a network load balancer; migrations reach servers through the bastion", () => {
     expect(named(shared, "aws:lb/loadBalancer:LoadBalancer", "proxies-nlb").inputs).toMatchObject({ loadBalancerType: "network", internal: true });
-    expect(ofType(shared, "aws:lb/targetGroupAttachment:TargetGroupAttachment").length).toBe(4); // 2 proxies × PostgreSQL and MySQL
+    expect(ofType(shared, "aws:lb/targetGroupAttachment:TargetGroupAttachment").length).toBe(6); // 2 proxies × PostgreSQL, MySQL and Redis
     const tenantDbs = ofType(shared, TENANT_DATABASE);
-    expect(tenantDbs.map((d) => d.name).sort()).toEqual(["acme-app", "globex-app", "globex-shop", "initech-app"]);
+    expect(tenantDbs.map((d) => d.name).sort()).toEqual(["acme-app", "acme-cache", "globex-app", "globex-shop", "initech-app"]);
     for (const d of [...tenantDbs, named(shared, CONTROL_CATALOG, "control-catalog")]) {
       expect(d.inputs.bastion, d.name).toMatchObject({ host: "203.0.113.10", port: 22, username: "tenantfleet" });
     }
@@ -155,6 +155,37 @@ describe("aws platform: the MySQL protocol", () => {
     expect(ofType(pgOnly, "aws:lb/listener:Listener").map((l) => l.name)).toEqual(["proxies-listener"]);
     const ingress = named(pgOnly, "aws:ec2/securityGroup:SecurityGroup", "proxy-sg").inputs.ingress as { fromPort: number }[];
     expect(ingress.map((r) => r.fromPort)).not.toContain(6033);
+  });
+});
+
+describe("aws platform: Redis tenant databases", () => {
+  it("a shared one is an instance on its host: the host's address, a port of its own, in the manifest the host pulls from the bucket", () => {
+    expect(named(shared, TENANT_DATABASE, "acme-cache").inputs).toMatchObject({ engine: "redis", serverName: "shared-redis-eu-west--acme-cache", server: { host: mockIp("shared-redis-eu-west"), port: 6380, adminUser: "tenantfleet_admin" } });
+    const manifest = named(shared, "aws:s3/bucketObjectv2:BucketObjectv2", "shared-redis-eu-west-redis-instances");
+    expect(manifest.inputs).toMatchObject({ bucket: "backups-id", key: "hosts/shared-redis-eu-west/redis-instances", serverSideEncryption: "aws:kms" });
+    expect(manifest.inputs.content).toContain("\nshared-redis-eu-west--acme-cache 6380 256\n");
+    expect(named(shared, "pulumi-nodejs:dynamic/tenantfleet:InstancePorts", "shared-redis-eu-west-instance-ports").inputs).toMatchObject({ host: "shared-redis-eu-west", names: ["shared-redis-eu-west--acme-cache"], firstPort: 6380, lastPort: 7379 });
+  });
+
+  it("the host's user-data installs the instance unit and the timer that pulls the manifest; the servers' role may read host manifests only", () => {
+    const doc = JSON.parse(named(shared, INSTANCE, "shared-redis-eu-west").inputs.userData.slice("#cloud-config\n".length));
+    expect(doc.write_files.map((f: any) => f.path)).toContain("/etc/systemd/system/tenantfleet-redis@.service");
+    const sync = doc.write_files.find((f: any) => f.path === "/etc/systemd/system/tenantfleet-redis-instances.service").content as string;
+    expect(sync).toContain("aws s3api get-object --region eu-west-1 --bucket backups-bucket --key hosts/shared-redis-eu-west/redis-instances /dev/fd/3 3>&1 >/dev/null");
+    expect(doc.runcmd[0][2]).toMatch(/systemctl enable --now tenantfleet-redis-instances\.timer$/);
+    const policy = JSON.parse(named(shared, "aws:iam/rolePolicy:RolePolicy", "servers-policy").inputs.policy);
+    expect(policy.Statement.map((st: any) => [st.Action, st.Resource])).toEqual([
+      ["secretsmanager:GetSecretValue", "arn:aws:secretsmanager:*:*:secret:tenantfleet/prod/servers/*"],
+      ["s3:GetObject", "arn:aws:s3:::backups-bucket/hosts/*"],
+    ]);
+  });
+
+  it("the instances' ports are open to proxies, bastion and peers like the engine's own; the proxies listen for Redis on 6379 behind the load balancer", () => {
+    const rules = ofType(shared, "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule").filter((r) => r.name.startsWith("eu-west-db-redis-instances-"));
+    expect(rules.map((r) => r.name.replace("eu-west-db-redis-instances-", "")).sort()).toEqual(["bastion", "peers", "proxies", "us-east-0", "us-east-1"]);
+    for (const r of rules) expect([r.inputs.fromPort, r.inputs.toPort]).toEqual([6380, 7379]);
+    for (const p of ofType(shared, INSTANCE).filter((i) => i.inputs.tags?.["tenantfleet:role"] === "proxy")) expect(p.inputs.userData).toContain("--redis-listen 0.0.0.0:6379");
+    expect(named(shared, "aws:lb/listener:Listener", "proxies-redis-listener").inputs).toMatchObject({ port: 6379, protocol: "TCP" });
   });
 });
 

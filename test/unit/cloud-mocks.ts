@@ -6,6 +6,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { createHash } from "node:crypto";
 import { validateFleetConfig, type RawFleetConfig } from "../../stacks/config";
+import { assignPorts } from "../../dynamic-providers/instance-ports/provider";
 
 export interface Registered {
   type: string;
@@ -23,11 +24,16 @@ const CALLS: Record<string, (args: Record<string, any>) => Record<string, any>> 
   "gcp:compute/getZones:getZones": (a) => ({ names: [`${a.region}-a`, `${a.region}-b`] }),
 };
 
+/** The private address the mocked cloud gives the instance `name`. */
+export function mockIp(name: string): string {
+  const h = createHash("sha256").update(name).digest();
+  return `10.99.${h[0]}.${h[1]! % 250 + 1}`;
+}
+
 /** Computed outputs the clouds would return, shaped like theirs. */
 function computed(type: string, name: string, inputs: Record<string, any>): Record<string, any> {
   // Addresses follow the resource's name, as a cloud's would stay with the resource.
-  const h = createHash("sha256").update(name).digest();
-  const ip = `10.99.${h[0]}.${h[1]! % 250 + 1}`;
+  const ip = mockIp(name);
   switch (type) {
     case "random:index/randomPassword:RandomPassword":
       return { result: `mock-password-${name}-0123456789` };
@@ -67,6 +73,9 @@ function computed(type: string, name: string, inputs: Record<string, any>): Reco
     case "gcp:compute/regionInstanceTemplate:RegionInstanceTemplate":
       return { selfLink: `templates/${name}` };
     case "pulumi-nodejs:dynamic/tenantfleet:ControlCatalog": return { url: `postgres://u:p@${inputs.host}:${inputs.port}/${inputs.database}` };
+    // Pure bookkeeping (no cloud API): its real assignment.
+    case "pulumi-nodejs:dynamic/tenantfleet:InstancePorts":
+      return { ports: assignPorts({}, inputs.names, inputs.firstPort, inputs.lastPort) };
     case "pulumi-nodejs:dynamic/tenantfleet:TenantDatabase":
       return { role: `${inputs.database}__${inputs.tenant}`, password: "secret", status: "ready", epoch: 1 };
   }

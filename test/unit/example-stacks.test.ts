@@ -23,13 +23,13 @@ describe.each([
     expect(r.ok ? [] : r.problems).toEqual([]);
   });
 
-  it("builds one VM per server (4 shared clusters, 1 dedicated), plus the bastion", async () => {
+  it("builds one VM per server (4 shared clusters, 1 dedicated), plus the bastion; the shared Redis host runs acme/cache's instance", async () => {
     const rs = await runFleet(raw(stack), { stack });
     const names = ofType(rs, instanceType).map((i) => i.name).sort();
     expect(names.filter((n) => !n.startsWith("proxy-"))).toEqual(["bastion", "dedicated-acme-app-eu-west", "shared-mysql-us-east", "shared-postgres-eu-west", "shared-postgres-us-east", "shared-redis-eu-west"]);
     // Without tenantfleet:bastionPrivateKey the fleet still builds; migrations then fail with a message naming the key.
     const tenantDbs = ofType(rs, "pulumi-nodejs:dynamic/tenantfleet:TenantDatabase");
-    expect(tenantDbs.map((d) => d.name).sort()).toEqual(["acme-app", "globex-app", "globex-shop", "initech-app"]);
+    expect(tenantDbs.map((d) => d.name).sort()).toEqual(["acme-app", "acme-cache", "globex-app", "globex-shop", "initech-app"]);
     for (const d of tenantDbs) {
       expect(d.inputs.bastion?.port, d.name).toBe(22);
       expect(d.inputs.bastionPrivateKey, d.name).toBeUndefined();

@@ -3,7 +3,7 @@
  * are the only thing mocked).
  */
 import { describe, expect, it } from "vitest";
-import { named, ofType, runFleet, type Registered } from "./cloud-mocks";
+import { mockIp, named, ofType, runFleet, type Registered } from "./cloud-mocks";
 
 const PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMockKeyForTestsOnly ops@example";
 type Db = { engine: string; isolation: string; region: string };
@@ -45,12 +45,15 @@ describe("gcp platform graph", () => {
   it("no database port is open to 0.0.0.0/0: only proxies, bastion and peer servers, by tag", () => {
     for (const f of ofType(g, "gcp:compute/firewall:Firewall")) {
       const ports: string[] = f.inputs.allows.flatMap((a: any) => a.ports ?? ["all"]);
-      if (ports.some((p) => DB_PORTS.includes(p) || p === "all")) {
+      // The database servers' ports (the proxies' Redis port is 6379 too: it is open to applications).
+      if (f.inputs.targetTags.includes("tf-prod-db") || ports.includes("all")) {
+        expect(ports.filter((p) => !DB_PORTS.includes(p) && p !== "6380-7379"), f.name).toEqual([]);
         expect(f.inputs.sourceRanges ?? [], f.name).toEqual([]);
         expect(f.inputs.sourceTags, f.name).toEqual(["tf-prod-proxy", "tf-prod-bastion", "tf-prod-db"]);
       }
     }
-    expect(named(g, "gcp:compute/firewall:Firewall", "db-ingress").inputs.allows).toEqual([{ protocol: "tcp", ports: ["5432", "6379"] }]);
+    // Redis: the host's own port and its tenant databases' instances.
+    expect(named(g, "gcp:compute/firewall:Firewall", "db-ingress").inputs.allows).toEqual([{ protocol: "tcp", ports: ["5432", "6379", "6380-7379"] }]);
     expect(named(g, "gcp:compute/firewall:Firewall", "bastion-ssh").inputs.sourceRanges).toEqual(["198.51.100.0/24"]);
   });
 
@@ -88,9 +91,9 @@ describe("gcp platform graph", () => {
     }
   });
 
-  it("a fleet without MariaDB tenant databases has no MySQL forwarding rule, port or proxy flag", () => {
-    expect(ofType(g, "gcp:compute/forwardingRule:ForwardingRule").map((r) => r.name)).toEqual(["proxies-lb"]);
-    expect(named(g, "gcp:compute/firewall:Firewall", "proxy-clients").inputs.allows).toEqual([{ protocol: "tcp", ports: ["6432"] }]);
+  it("a fleet without MariaDB tenant databases has no MySQL forwarding rule, port or proxy flag (its Redis ones: it has a Redis tenant database)", () => {
+    expect(ofType(g, "gcp:compute/forwardingRule:ForwardingRule").map((r) => r.name)).toEqual(["proxies-lb", "proxies-redis-lb"]);
+    expect(named(g, "gcp:compute/firewall:Firewall", "proxy-clients").inputs.allows).toEqual([{ protocol: "tcp", ports: ["6432", "6379"] }]);
     expect(named(g, "gcp:compute/regionInstanceTemplate:RegionInstanceTemplate", "proxy-template").inputs.metadata["user-data"]).not.toContain("mysql");
   });
 
@@ -99,7 +102,7 @@ describe("gcp platform graph", () => {
     const rule = (rs: Registered[], name: string) => named(rs, "gcp:compute/forwardingRule:ForwardingRule", name).inputs;
     expect(rule(withMysql, "proxies-lb")).toEqual(rule(g, "proxies-lb"));
     expect(rule(withMysql, "proxies-mysql-lb")).toMatchObject({ ports: ["6033"], backendService: rule(g, "proxies-lb").backendService, loadBalancingScheme: "INTERNAL" });
-    expect(named(withMysql, "gcp:compute/firewall:Firewall", "proxy-clients").inputs.allows).toEqual([{ protocol: "tcp", ports: ["6432", "6033"] }]);
+    expect(named(withMysql, "gcp:compute/firewall:Firewall", "proxy-clients").inputs.allows).toEqual([{ protocol: "tcp", ports: ["6432", "6033", "6379"] }]);
     expect(named(withMysql, "gcp:compute/regionInstanceTemplate:RegionInstanceTemplate", "proxy-template").inputs.metadata["user-data"]).toContain("--mysql-listen 0.0.0.0:6033");
     expect(named(withMysql, TENANT_DATABASE, "hooli-shop").inputs).toMatchObject({ engine: "mysql", serverName: "shared-mysql-eu-west" });
   });
@@ -120,5 +123,49 @@ describe("gcp platform graph", () => {
     ]);
     const changed = [...a.keys()].filter((k) => b.has(k) && JSON.stringify(b.get(k)!.inputs) !== JSON.stringify(a.get(k)!.inputs));
     expect(changed).toEqual([`${TENANT_DATABASE}::acme-app`]);
+  });
+});
+
+describe("gcp platform: Redis tenant databases", () => {
+  let r: Registered[];
+  const withSharedRedis = () => {
+    const c = config({ engine: "postgres", isolation: "shared", region: "eu-west" });
+    return { ...c, tenants: { ...c.tenants, acme: { databases: { app: { engine: "postgres", isolation: "shared", region: "eu-west" }, cache: { engine: "redis", isolation: "shared", region: "eu-west", memory: "512mb" } } } } };
+  };
+
+  it("a shared Redis tenant database is an instance on its host: the host's address, a port of its own, in the manifest the host pulls", async () => {
+    r = await runFleet(withSharedRedis(), { bastionPrivateKey: KEY });
+    const td = named(r, TENANT_DATABASE, "acme-cache");
+    expect(td.inputs).toMatchObject({ engine: "redis", serverName: "shared-redis-eu-west--acme-cache", server: { host: mockIp("shared-redis-eu-west"), port: 6380 } });
+    // No VM of its own: the host is the only Redis VM in the region.
+    expect(ofType(r, INSTANCE).filter((s) => s.inputs.labels?.["tenantfleet-engine"] === "redis").map((s) => s.name).sort()).toEqual(["dedicated-globex-cache-us-east", "shared-redis-eu-west"]);
+    const manifest = named(r, "gcp:storage/bucketObject:BucketObject", "shared-redis-eu-west-redis-instances");
+    expect(manifest.inputs).toMatchObject({ bucket: "tf-prod-backups-europe-west1", name: "hosts/shared-redis-eu-west/redis-instances" });
+    // The gcp provider keeps an object's content secret in the state.
+    expect(manifest.inputs.content.value ?? manifest.inputs.content).toContain("\nshared-redis-eu-west--acme-cache 6380 512\n");
+  });
+
+  it("the host pulls its manifest with its own account, which may read host manifests and nothing else of the bucket", () => {
+    const ud: string = named(r, INSTANCE, "shared-redis-eu-west").inputs.metadata["user-data"];
+    const doc = JSON.parse(ud.slice("#cloud-config\n".length));
+    expect(doc.write_files.map((f: any) => f.path)).toEqual([
+      "/usr/local/sbin/tenantfleet-configure",
+      "/usr/local/sbin/tenantfleet-redis-instances",
+      "/etc/systemd/system/tenantfleet-redis@.service",
+      "/etc/systemd/system/tenantfleet-redis-instances.service",
+      "/etc/systemd/system/tenantfleet-redis-instances.timer",
+    ]);
+    expect(doc.write_files[3].content).toContain("gcloud storage cat gs://tf-prod-backups-europe-west1/hosts/shared-redis-eu-west/redis-instances");
+    expect(doc.runcmd[0][2]).toMatch(/tenantfleet-configure && systemctl daemon-reload && systemctl enable --now tenantfleet-redis-instances\.timer$/);
+    // A dedicated Redis VM runs its one server, as before.
+    expect(named(r, INSTANCE, "dedicated-globex-cache-us-east").inputs.metadata["user-data"]).not.toContain("tenantfleet-redis-instances");
+    const reader = named(r, "gcp:storage/bucketIAMMember:BucketIAMMember", "backups-hosts-reader");
+    expect(reader.inputs).toMatchObject({ role: "roles/storage.objectViewer", member: "serviceAccount:tf-prod-servers@acme-saas.iam.gserviceaccount.com" });
+    expect(reader.inputs.condition.expression).toBe('resource.name.startsWith("projects/_/buckets/tf-prod-backups-europe-west1/objects/hosts/")');
+  });
+
+  it("the proxies listen for Redis on 6379 behind a forwarding rule of its own; the fleet contract lists it", () => {
+    expect(named(r, "gcp:compute/regionInstanceTemplate:RegionInstanceTemplate", "proxy-template").inputs.metadata["user-data"]).toContain("--redis-listen 0.0.0.0:6379");
+    expect(named(r, "gcp:compute/forwardingRule:ForwardingRule", "proxies-redis-lb").inputs).toMatchObject({ ports: ["6379"], loadBalancingScheme: "INTERNAL" });
   });
 });

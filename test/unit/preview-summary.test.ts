@@ -162,7 +162,7 @@ describe("summarizePreview", () => {
     expect(s.other).toEqual([]);
   });
 
-  it("a non-PostgreSQL tenant database moving off a shared cluster that stays (a platform without Redis instances): its data stays behind", () => {
+  it("a stack from before Redis instances (its Redis databases in the host's own instance, unmanaged): each gets its instance, starting empty, and the preview says the keys stay in the host", () => {
     const s = summarizePreview({
       config: { "tenantfleet:platform": "aws", ...tenantsConfig({ acme: { cache: { engine: "redis", isolation: "shared", region: "eu-west" } }, globex: { cache: { engine: "redis", isolation: "dedicated", region: "eu-west" } } }) },
       steps: [
@@ -176,8 +176,10 @@ describe("summarizePreview", () => {
       ],
     });
     expect(s.rows).toEqual([{ tenant: "globex", database: "cache", engine: "redis", from: "—", to: "dedicated-globex-cache-eu-west (dedicated, eu-west)", action: "server added" }]);
+    const advice = "Each Redis tenant database is an instance of its own now, managed and moved live from then on; the keys in the host's own instance are not copied into it (the host is kept, nothing is deleted): copy them yourself if the application needs them (e.g. MIGRATE … KEYS, or an RDB restored into the new instance).";
     expect(s.warnings).toEqual([
-      "⚠️ **globex/cache (redis): its data is not migrated**: it is placed on dedicated-globex-cache-eu-west, which starts empty, while its data stays on shared-redis-eu-west. redis has no live migration yet: copy the data yourself before `pulumi up`, or keep the old placement.",
+      `⚠️ **acme/cache (redis): its data is not migrated**: it is placed on shared-redis-eu-west--acme-cache, which starts empty, while its data stays on shared-redis-eu-west. ${advice}`,
+      `⚠️ **globex/cache (redis): its data is not migrated**: it is placed on dedicated-globex-cache-eu-west, which starts empty, while its data stays on shared-redis-eu-west. ${advice}`,
     ]);
   });
 

@@ -13,10 +13,11 @@ import * as random from "@pulumi/random";
 import * as path from "node:path";
 import type { Engine } from "../../../dynamic-providers/engines";
 import { ControlCatalog } from "../../../dynamic-providers/control-catalog";
-import { CATALOG_DATABASE, CATALOG_SERVER, servesMysql, viaBastion, type CloudPlatformArgs, type MigrationPath, type Platform, type PlatformCatalog, type PlatformServer, type ServerRequest } from "../index";
-import { awsSecretFetch, bastionUserData, PROXY_ADMIN_PORT, PROXY_MYSQL_PORT, PROXY_PORT, proxyUserData, serverUserData } from "../vm/cloud-init";
+import { CATALOG_DATABASE, CATALOG_SERVER, servesMysql, servesRedis, viaBastion, type CloudPlatformArgs, type MigrationPath, type Platform, type PlatformCatalog, type PlatformServer, type ServerRequest } from "../index";
+import { awsObjectFetch, awsSecretFetch, bastionUserData, PROXY_ADMIN_PORT, PROXY_MYSQL_PORT, PROXY_PORT, PROXY_REDIS_PORT, proxyUserData, serverUserData } from "../vm/cloud-init";
 import { VM_PORTS } from "../vm/configure";
 import { buildProxyBundle } from "../vm/proxy-artifact";
+import { redisManifestKey, vmRedisInstances } from "../vm/redis-instances";
 import { ADMIN_USER, ENGINE_VERSIONS, serverId } from "../vm/naming";
 import { allowDatabaseIngress, createRegionNet, peerRegions, regionCidr, type AwsRegionNet, type HomeSecurityGroups } from "./network";
 
@@ -51,7 +52,7 @@ export function awsPlatform(args: CloudPlatformArgs): Platform {
     h,
   );
   const fleetCidrs = [...nets.values()].map((n) => n.cidr);
-  const clientPorts = servesMysql(spec) ? [PROXY_PORT, PROXY_MYSQL_PORT] : [PROXY_PORT];
+  const clientPorts = [PROXY_PORT, ...(servesMysql(spec) ? [PROXY_MYSQL_PORT] : []), ...(servesRedis(spec) ? [PROXY_REDIS_PORT] : [])];
   const proxySg = new aws.ec2.SecurityGroup(
     "proxy-sg",
     {
@@ -77,9 +78,6 @@ export function awsPlatform(args: CloudPlatformArgs): Platform {
     new aws.iam.RolePolicy(`${name}-policy`, { role: role.id, policy: pulumi.jsonStringify({ Version: "2012-10-17", Statement: statements }) }, h);
     return new aws.iam.InstanceProfile(`${name}-profile`, { role: role.name }, h);
   };
-  const serverProfile = instanceProfile("servers", [
-    { Effect: "Allow", Action: "secretsmanager:GetSecretValue", Resource: `arn:aws:secretsmanager:*:*:secret:${prefix}/servers/*` },
-  ]);
 
   // Safety backups (and the proxy's code): versioned, KMS-encrypted, private, expiring.
   const bucket = new aws.s3.Bucket("backups", { forceDestroy: false }, { ...h, protect: spec.protectTenantDatabases });
@@ -97,6 +95,12 @@ export function awsPlatform(args: CloudPlatformArgs): Platform {
     },
     h,
   );
+
+  const serverProfile = instanceProfile("servers", [
+    { Effect: "Allow", Action: "secretsmanager:GetSecretValue", Resource: `arn:aws:secretsmanager:*:*:secret:${prefix}/servers/*` },
+    // Shared Redis hosts pull the manifest of their instances (vm/redis-instances.ts).
+    ...(servesRedis(spec) ? [{ Effect: "Allow", Action: "s3:GetObject", Resource: pulumi.interpolate`${bucket.arn}/hosts/*` }] : []),
+  ]);
 
   // The bastion: the only instance with a public address; SSH only, from the configured networks.
   const keyPair = new aws.ec2.KeyPair("bastion-key", { publicKey: cloud.bastion.publicKey }, h);
@@ -134,10 +138,13 @@ export function awsPlatform(args: CloudPlatformArgs): Platform {
     const password = new random.RandomPassword(`${req.serverName}-admin-password`, { length: 32, special: false }, { parent: p });
     const adminSecret = secret(`${req.serverName}-admin`, `servers/${req.serverName}/admin`, password.result, o);
     const role = req.role === "catalog" ? "shared" : req.role;
-    const userData = adminSecret.arn.apply((arn) =>
+    // A shared Redis host also runs its tenant databases' instances, from the manifest it pulls.
+    const redisHost = req.engine === "redis" && req.role === "shared" && !req.tenant;
+    const userData = pulumi.all([adminSecret.arn, bucket.bucket]).apply(([arn, b]) =>
       serverUserData(
         { engine: req.engine, adminUser: ADMIN_USER, clientCidrs: fleetCidrs, role, serverId: serverId(req.serverName) },
         awsSecretFetch(arn, net.cloudRegion),
+        redisHost ? { fetchManifest: awsObjectFetch(b, redisManifestKey(req.serverName), home.cloudRegion) } : undefined,
       ),
     );
     const instance = new aws.ec2.Instance(
@@ -174,6 +181,12 @@ export function awsPlatform(args: CloudPlatformArgs): Platform {
     migrationPath,
     backupBucket: pulumi.output({ provider: "s3" as const, bucket: bucket.bucket, region: home.cloudRegion }),
     server,
+    redisInstances: true,
+    instances(req, p) {
+      return vmRedisInstances(req, p, (name, key, content) => {
+        new aws.s3.BucketObjectv2(name, { bucket: bucket.id, key, content, contentType: "text/plain", serverSideEncryption: "aws:kms" }, { ...h, parent: p });
+      });
+    },
     controlCatalog(p): PlatformCatalog {
       const password = new random.RandomPassword("catalog-admin-password", { length: 32, special: false }, { parent: p });
       const sg = new aws.ec2.SecurityGroup(
@@ -237,9 +250,10 @@ export function awsPlatform(args: CloudPlatformArgs): Platform {
             proxyId,
             // The object's version pins the code this instance runs; a new bundle replaces proxies
             // one at a time (they drain on SIGTERM) rather than changing code under them.
-            fetchArtifact: { packages: ["awscli"], command: `aws s3api get-object --region ${home.cloudRegion} --bucket ${b} --key ${key} --version-id ${version} /dev/stdout >/dev/null` },
+            fetchArtifact: awsObjectFetch(b, key, home.cloudRegion, version),
             catalogUrl: awsSecretFetch(arn, home.cloudRegion),
             mysql: req.mysql,
+            redis: !!req.redis,
           }),
         );
         return new aws.ec2.Instance(
@@ -295,6 +309,7 @@ export function awsPlatform(args: CloudPlatformArgs): Platform {
         endpoints,
         adminEndpoints: pulumi.all(instances.map((inst) => pulumi.interpolate`${inst.privateIp}:${PROXY_ADMIN_PORT}`)),
         ...(req.mysql ? { mysqlEndpoints: listen(PROXY_MYSQL_PORT, "-mysql") } : {}),
+        ...(req.redis ? { redisEndpoints: listen(PROXY_REDIS_PORT, "-redis") } : {}),
       };
     },
   };

@@ -8,6 +8,7 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import type { Engine } from "../../../dynamic-providers/engines";
 import { VM_PORTS } from "../vm/configure";
+import { REDIS_INSTANCE_PORTS } from "../vm/redis-instances";
 
 /** `10.<n>.0.0/16` for the n-th region of the stack's list (stable: the list order, not usage). */
 export function regionCidr(index: number): string {
@@ -109,10 +110,14 @@ export function peerRegions(nets: AwsRegionNet[], parent: pulumi.Resource): void
 export function allowDatabaseIngress(args: { net: AwsRegionNet; home: AwsRegionNet; homeGroups: HomeSecurityGroups; nets: AwsRegionNet[]; engines: Engine[]; parent: pulumi.Resource }): void {
   const { net, home, homeGroups, nets, parent } = args;
   const o = { parent, provider: net.provider };
-  for (const engine of [...new Set(args.engines)].sort()) {
-    const port = VM_PORTS[engine];
+  // Redis: the host's own port and its tenant databases' instances (vm/redis-instances.ts).
+  const ranges = [...new Set(args.engines)].sort().flatMap((engine) => [
+    { key: engine as string, from: VM_PORTS[engine], to: VM_PORTS[engine] },
+    ...(engine === "redis" ? [{ key: "redis-instances", from: REDIS_INSTANCE_PORTS.first, to: REDIS_INSTANCE_PORTS.last }] : []),
+  ]);
+  for (const { key, from, to } of ranges) {
     const rule = (name: string, source: { referencedSecurityGroupId?: pulumi.Input<string>; cidrIpv4?: string }, description: string) =>
-      new aws.vpc.SecurityGroupIngressRule(`${net.region}-db-${engine}-${name}`, { securityGroupId: net.dbSecurityGroup.id, ipProtocol: "tcp", fromPort: port, toPort: port, description, ...source }, o);
+      new aws.vpc.SecurityGroupIngressRule(`${net.region}-db-${key}-${name}`, { securityGroupId: net.dbSecurityGroup.id, ipProtocol: "tcp", fromPort: from, toPort: to, description, ...source }, o);
     rule("peers", { referencedSecurityGroupId: net.dbSecurityGroup.id }, "peer servers in the region (migrations)");
     if (net === home) {
       rule("proxies", { referencedSecurityGroupId: homeGroups.proxy.id }, "proxy fleet");

@@ -14,11 +14,12 @@ import * as random from "@pulumi/random";
 import * as path from "node:path";
 import { ControlCatalog } from "../../../dynamic-providers/control-catalog";
 import type { Engine } from "../../../dynamic-providers/engines";
-import { CATALOG_DATABASE, CATALOG_SERVER, servesMysql, viaBastion, type CloudPlatformArgs, type MigrationPath, type Platform, type PlatformCatalog, type PlatformServer, type ServerRequest } from "../index";
-import { bastionUserData, gcpSecretFetch, PROXY_ADMIN_PORT, PROXY_MYSQL_PORT, PROXY_PORT, proxyUserData, serverUserData } from "../vm/cloud-init";
+import { CATALOG_DATABASE, CATALOG_SERVER, servesMysql, servesRedis, viaBastion, type CloudPlatformArgs, type MigrationPath, type Platform, type PlatformCatalog, type PlatformServer, type ServerRequest } from "../index";
+import { bastionUserData, gcpSecretFetch, PROXY_ADMIN_PORT, PROXY_MYSQL_PORT, PROXY_PORT, PROXY_REDIS_PORT, proxyUserData, serverUserData } from "../vm/cloud-init";
 import { VM_PORTS } from "../vm/configure";
 import { ADMIN_USER, cloudName, ENGINE_VERSIONS, serverId } from "../vm/naming";
 import { buildProxyBundle } from "../vm/proxy-artifact";
+import { REDIS_INSTANCE_PORTS, redisManifestKey, vmRedisInstances } from "../vm/redis-instances";
 
 /** Google's load balancer health-check ranges (they must reach the proxies' admin port). */
 export const GCP_HEALTH_CHECK_RANGES = ["35.191.0.0/16", "130.211.0.0/22"];
@@ -79,11 +80,13 @@ export function gcpPlatform(args: CloudPlatformArgs): Platform {
   // Firewalls: database ports from proxies, bastion and peer servers only (by network tag); SSH to
   // the bastion from the operators' networks; the proxies' ports from clients and health checks.
   const ports = [...new Set(spec.databases.map((d) => VM_PORTS[d.engine as Engine]))].sort((a, b) => a - b).map(String);
+  // Redis: the instances of the tenant databases on shared hosts too (vm/redis-instances.ts).
+  if (servesRedis(spec)) ports.push(`${REDIS_INSTANCE_PORTS.first}-${REDIS_INSTANCE_PORTS.last}`);
   if (ports.length > 0) {
     new gcp.compute.Firewall("db-ingress", { name: name("db-ingress"), network: network.id, direction: "INGRESS", allows: [{ protocol: "tcp", ports }], sourceTags: [tag.proxy, tag.bastion, tag.db], targetTags: [tag.db] }, h);
   }
   new gcp.compute.Firewall("bastion-ssh", { name: name("bastion-ssh"), network: network.id, direction: "INGRESS", allows: [{ protocol: "tcp", ports: ["22"] }], sourceRanges: cloud.bastion.allowedCidrs, targetTags: [tag.bastion] }, h);
-  new gcp.compute.Firewall("proxy-clients", { name: name("proxy-clients"), network: network.id, direction: "INGRESS", allows: [{ protocol: "tcp", ports: (servesMysql(spec) ? [PROXY_PORT, PROXY_MYSQL_PORT] : [PROXY_PORT]).map(String) }], sourceRanges: [...(cloud.proxyClientCidrs ?? fleetCidrs), ...GCP_HEALTH_CHECK_RANGES], targetTags: [tag.proxy] }, h);
+  new gcp.compute.Firewall("proxy-clients", { name: name("proxy-clients"), network: network.id, direction: "INGRESS", allows: [{ protocol: "tcp", ports: [PROXY_PORT, ...(servesMysql(spec) ? [PROXY_MYSQL_PORT] : []), ...(servesRedis(spec) ? [PROXY_REDIS_PORT] : [])].map(String) }], sourceRanges: [...(cloud.proxyClientCidrs ?? fleetCidrs), ...GCP_HEALTH_CHECK_RANGES], targetTags: [tag.proxy] }, h);
   new gcp.compute.Firewall("proxy-health", { name: name("proxy-health"), network: network.id, direction: "INGRESS", allows: [{ protocol: "tcp", ports: [String(PROXY_ADMIN_PORT)] }], sourceRanges: [...GCP_HEALTH_CHECK_RANGES, home.cidr], targetTags: [tag.proxy] }, h);
 
   const serversSa = new gcp.serviceaccount.Account("servers-sa", { accountId: cloudName(`tf-${stack}-servers`, 30), displayName: `tenantfleet ${stack} database servers` }, h);
@@ -107,6 +110,21 @@ export function gcpPlatform(args: CloudPlatformArgs): Platform {
     },
     { ...h, protect: spec.protectTenantDatabases },
   );
+
+  if (servesRedis(spec)) {
+    // Shared Redis hosts pull the manifest of their instances (vm/redis-instances.ts), and read
+    // nothing else of the bucket: the condition limits them to `hosts/`.
+    new gcp.storage.BucketIAMMember(
+      "backups-hosts-reader",
+      {
+        bucket: backups.name,
+        role: "roles/storage.objectViewer",
+        member: pulumi.interpolate`serviceAccount:${serversSa.email}`,
+        condition: { title: "host manifests only", expression: pulumi.interpolate`resource.name.startsWith("projects/_/buckets/${backups.name}/objects/hosts/")` },
+      },
+      h,
+    );
+  }
 
   // The bastion: the only VM with an external address.
   const bastionZone = home.zones.apply((z) => z[0]!);
@@ -142,8 +160,14 @@ export function gcpPlatform(args: CloudPlatformArgs): Platform {
     const adminSecret = secret(`${req.serverName}-admin`, password.result, serversSa, p);
     const role = req.role === "catalog" ? "shared" : req.role;
     const id = serverId(req.serverName);
-    const userData = pulumi.all([adminSecret.secretId, projectId]).apply(([sid, proj]) =>
-      serverUserData({ engine: req.engine, adminUser: ADMIN_USER, clientCidrs: fleetCidrs, role, serverId: id }, gcpSecretFetch(sid, proj)),
+    // A shared Redis host also runs its tenant databases' instances, from the manifest it pulls.
+    const redisHost = req.engine === "redis" && req.role === "shared" && !req.tenant;
+    const userData = pulumi.all([adminSecret.secretId, projectId, backups.name]).apply(([sid, proj, b]) =>
+      serverUserData(
+        { engine: req.engine, adminUser: ADMIN_USER, clientCidrs: fleetCidrs, role, serverId: id },
+        gcpSecretFetch(sid, proj),
+        redisHost ? { fetchManifest: { packages: [], command: `gcloud storage cat gs://${b}/${redisManifestKey(req.serverName)}` } } : undefined,
+      ),
     );
     const instance = new gcp.compute.Instance(
       req.serverName,
@@ -181,6 +205,12 @@ export function gcpPlatform(args: CloudPlatformArgs): Platform {
     migrationPath,
     backupBucket: pulumi.output({ provider: "gcs" as const, bucket: backups.name, projectId }),
     server,
+    redisInstances: true,
+    instances(req, p) {
+      return vmRedisInstances(req, p, (objectName, key, content) => {
+        new gcp.storage.BucketObject(objectName, { bucket: backups.name, name: key, content, contentType: "text/plain" }, { ...h, parent: p });
+      });
+    },
     controlCatalog(p): PlatformCatalog {
       const o = { ...h, parent: p };
       const password = new random.RandomPassword("catalog-admin-password", { length: 32, special: false }, { parent: p });
@@ -229,6 +259,7 @@ export function gcpPlatform(args: CloudPlatformArgs): Platform {
           fetchArtifact: { packages: [], command: `gcloud storage cat gs://${b}/${obj}#${gen}` },
           catalogUrl: gcpSecretFetch(sid, proj),
           mysql: req.mysql,
+          redis: !!req.redis,
         }),
       );
       const template = new gcp.compute.RegionInstanceTemplate(
@@ -286,6 +317,7 @@ export function gcpPlatform(args: CloudPlatformArgs): Platform {
       return {
         endpoints: forward(PROXY_PORT, ""),
         ...(req.mysql ? { mysqlEndpoints: forward(PROXY_MYSQL_PORT, "-mysql") } : {}),
+        ...(req.redis ? { redisEndpoints: forward(PROXY_REDIS_PORT, "-redis") } : {}),
         // The group's instances come and go (autohealing); their admin ports are reached by address
         // inside the network, which the group lists. Nothing stable to publish here.
         adminEndpoints: pulumi.output([] as string[]),

@@ -8,6 +8,7 @@
  * of our own.
  */
 import { ADMIN_PASSWORD_FILE, CONFIGURE_PATH, VM_PACKAGES, configureScript, type ConfigureInput } from "./configure";
+import { REDIS_INSTANCE_UNIT, REDIS_INSTANCES_PATH, REDIS_INSTANCES_SYNC_UNIT, redisInstanceUnit, redisInstancesScript, redisInstancesSyncUnits } from "./redis-instances";
 
 /** How a VM reads one secret from its cloud's store: a shell command that prints it. */
 export interface SecretFetch {
@@ -21,6 +22,19 @@ export function awsSecretFetch(secretArn: string, region: string): SecretFetch {
   return {
     packages: ["awscli"],
     command: `aws secretsmanager get-secret-value --region ${shellWord(region)} --secret-id ${shellWord(secretArn)} --query SecretString --output text`,
+  };
+}
+
+/**
+ * How a VM reads an S3 object (the proxy's code, a host's Redis manifest): printed on stdout.
+ * `get-object` writes the object to a file and its metadata (JSON) to stdout, so the object goes to
+ * the original stdout through fd 3 and the metadata to /dev/null. (`… /dev/stdout >/dev/null`, as
+ * the proxy's fetch once read, sends both to /dev/null: /dev/stdout is fd 1 after the redirection.)
+ */
+export function awsObjectFetch(bucket: string, key: string, region: string, versionId?: string): SecretFetch {
+  return {
+    packages: ["awscli"],
+    command: `aws s3api get-object --region ${shellWord(region)} --bucket ${shellWord(bucket)} --key ${shellWord(key)}${versionId ? ` --version-id ${shellWord(versionId)}` : ""} /dev/fd/3 3>&1 >/dev/null`,
   };
 }
 
@@ -42,19 +56,38 @@ function fetchInto(fetch: SecretFetch, file: string): string {
   return `install -d -m 0700 "$(dirname ${file})" && (${fetch.command}) | tr -d '\\n' > ${file} && chmod 600 ${file}`;
 }
 
-export function serverUserData(input: ConfigureInput, adminSecret: SecretFetch): string {
+/**
+ * A database server's user-data. `redisInstances` (a shared Redis host): the host also runs an
+ * instance per tenant database, from the manifest `fetchManifest` prints (redis-instances.ts).
+ */
+export function serverUserData(input: ConfigureInput, adminSecret: SecretFetch, redisInstances?: { fetchManifest: SecretFetch }): string {
+  const files = [{ path: CONFIGURE_PATH, permissions: "0700", owner: "root:root", content: configureScript(input) }];
+  let then = "";
+  if (redisInstances) {
+    if (input.engine !== "redis" || input.role !== "shared") throw new Error("only a shared Redis host runs Redis instances");
+    const units = redisInstancesSyncUnits(redisInstances.fetchManifest, adminSecret, ADMIN_PASSWORD_FILE);
+    files.push(
+      { path: REDIS_INSTANCES_PATH, permissions: "0700", owner: "root:root", content: redisInstancesScript(input.adminUser) },
+      { path: `/etc/systemd/system/${REDIS_INSTANCE_UNIT}`, permissions: "0644", owner: "root:root", content: redisInstanceUnit() },
+      { path: `/etc/systemd/system/${REDIS_INSTANCES_SYNC_UNIT}.service`, permissions: "0644", owner: "root:root", content: units.service },
+      { path: `/etc/systemd/system/${REDIS_INSTANCES_SYNC_UNIT}.timer`, permissions: "0644", owner: "root:root", content: units.timer },
+    );
+    then = ` && systemctl daemon-reload && systemctl enable --now ${REDIS_INSTANCES_SYNC_UNIT}.timer`;
+  }
   return cloudConfig({
     package_update: true,
     package_upgrade: false,
-    packages: [...new Set([...VM_PACKAGES[input.engine], ...adminSecret.packages])],
-    write_files: [{ path: CONFIGURE_PATH, permissions: "0700", owner: "root:root", content: configureScript(input) }],
-    runcmd: [["bash", "-c", `${fetchInto(adminSecret, ADMIN_PASSWORD_FILE)} && ${CONFIGURE_PATH}`]],
+    packages: [...new Set([...VM_PACKAGES[input.engine], ...adminSecret.packages, ...(redisInstances?.fetchManifest.packages ?? [])])],
+    write_files: files,
+    runcmd: [["bash", "-c", `${fetchInto(adminSecret, ADMIN_PASSWORD_FILE)} && ${CONFIGURE_PATH}${then}`]],
   });
 }
 
 export const PROXY_PORT = 6432;
 /** The proxies' MySQL-protocol port (ProxySQL's), on fleets with MariaDB/MySQL tenant databases. */
 export const PROXY_MYSQL_PORT = 6033;
+/** The proxies' Redis-protocol port, on fleets with Redis tenant databases. */
+export const PROXY_REDIS_PORT = 6379;
 export const PROXY_ADMIN_PORT = 9187;
 export const PROXY_DIR = "/opt/tenantfleet";
 
@@ -66,6 +99,8 @@ export interface ProxyUserDataInput {
   catalogUrl: SecretFetch;
   /** Also listen for the MySQL protocol (PROXY_MYSQL_PORT). Off, the unit is what it was before MySQL support. */
   mysql?: boolean;
+  /** Also listen for the Redis protocol (PROXY_REDIS_PORT). Off, the unit is what it was before Redis support. */
+  redis?: boolean;
 }
 
 /** A proxy host: Node.js from the distribution, the bundled proxy, a systemd unit that restarts it
@@ -80,7 +115,7 @@ export function proxyUserData(input: ProxyUserDataInput): string {
     "",
     "[Service]",
     "EnvironmentFile=/etc/tenantfleet/proxy.env",
-    `ExecStart=/usr/bin/node ${PROXY_DIR}/proxy.js --id ${input.proxyId} --listen 0.0.0.0:${PROXY_PORT}${input.mysql ? ` --mysql-listen 0.0.0.0:${PROXY_MYSQL_PORT}` : ""} --admin 0.0.0.0:${PROXY_ADMIN_PORT}`,
+    `ExecStart=/usr/bin/node ${PROXY_DIR}/proxy.js --id ${input.proxyId} --listen 0.0.0.0:${PROXY_PORT}${input.mysql ? ` --mysql-listen 0.0.0.0:${PROXY_MYSQL_PORT}` : ""}${input.redis ? ` --redis-listen 0.0.0.0:${PROXY_REDIS_PORT}` : ""} --admin 0.0.0.0:${PROXY_ADMIN_PORT}`,
     "DynamicUser=yes",
     "Restart=always",
     "RestartSec=1",

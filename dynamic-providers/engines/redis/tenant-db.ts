@@ -25,19 +25,36 @@ export const TENANT_ACL = ["~*", "&*", "+@all", "-@admin", "+client|unblock"];
 
 type Redis = import("ioredis").default;
 
+/**
+ * How long a connection to an instance reached through a tunnel (a VM platform) waits for it to
+ * start: a shared host starts a new tenant database's instance when it next pulls its manifest
+ * (every 15 s, components/platforms/vm/redis-instances.ts). Locally an instance runs once its
+ * LocalServer exists, and a refused connection is an error at once.
+ */
+export const INSTANCE_START_WAIT_MS = 120_000;
+
 /** An admin connection to `s` (through its tunnel end when it has one); the caller ends it. */
-export async function openAdmin(s: ServerAccess): Promise<Redis> {
+export async function openAdmin(s: ServerAccess, startWaitMs = s.via ? INSTANCE_START_WAIT_MS : 0): Promise<Redis> {
   const { default: IORedis } = await import("ioredis");
   const at = s.via ?? s;
-  const c = new IORedis({ host: at.host, port: at.port, username: s.adminUser, password: s.adminPassword, lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null, connectTimeout: 10_000 });
-  c.on("error", () => undefined);
-  try {
-    await c.connect();
-  } catch (e) {
-    c.disconnect();
-    throw new Error(`cannot reach Redis instance ${s.name} at ${s.host}:${s.port}: ${(e as Error).message}`);
+  const deadline = Date.now() + startWaitMs;
+  for (;;) {
+    const c = new IORedis({ host: at.host, port: at.port, username: s.adminUser, password: s.adminPassword, lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null, connectTimeout: 10_000 });
+    c.on("error", () => undefined);
+    try {
+      await c.connect();
+      return c;
+    } catch (e) {
+      c.disconnect();
+      const message = (e as Error).message;
+      // A refused login is an answer from a running instance: no reason to wait.
+      if (Date.now() >= deadline || /WRONGPASS|NOAUTH|NOPERM/.test(message)) {
+        const waited = startWaitMs ? ` (waited ${Math.round(startWaitMs / 1000)} s for it to start: is its host pulling its manifest? see README "Cloud platforms")` : "";
+        throw new Error(`cannot reach Redis instance ${s.name} at ${s.host}:${s.port}: ${message}${waited}`);
+      }
+      await new Promise((r) => setTimeout(r, 2_000));
+    }
   }
-  return c;
 }
 
 export async function withAdmin<T>(s: ServerAccess, fn: (c: Redis) => Promise<T>): Promise<T> {
