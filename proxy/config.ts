@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import type { ProxyOptions } from "./proxy";
 
-export const USAGE = `usage: tenantfleet-proxy --id <proxy-id> [--listen host:port] [--mysql-listen host:port] [--redis-listen host:port]
+export const USAGE = `usage: tenantfleet-proxy --id <proxy-id> [--listen host:port] [--mysql-listen host:port] [--redis-listen host:port [--redis-multiplex on|off]]
                          [--admin host:port]
                          [--advertise host:port] [--tls-cert file --tls-key file]
                          [--login-timeout seconds (default 60)] [--shutdown-grace seconds (default 30)]
@@ -35,6 +35,7 @@ export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv): Omit<Pro
       listen: { type: "string", default: "127.0.0.1:6432" },
       "mysql-listen": { type: "string" },
       "redis-listen": { type: "string" },
+      "redis-multiplex": { type: "string", default: "on" },
       admin: { type: "string", default: "127.0.0.1:9187" },
       advertise: { type: "string" },
       "tls-cert": { type: "string" },
@@ -62,6 +63,7 @@ export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv): Omit<Pro
   };
   const poolQueueTimeoutMs = seconds("pool-queue-timeout", 0.01);
   const poolIdleTimeoutMs = seconds("pool-idle-timeout", 1);
+  if (!["on", "off"].includes(values["redis-multiplex"]!)) problems.push(`--redis-multiplex must be on or off, got "${values["redis-multiplex"]}"`);
   if (problems.length) throw new ConfigError(problems.join("\n"));
   const opts: Omit<ProxyOptions, "log"> = {
     proxyId: values.id!,
@@ -76,6 +78,7 @@ export function parseProxyArgs(argv: string[], env: NodeJS.ProcessEnv): Omit<Pro
   if (values.advertise) opts.advertise = hostPort("advertise", values.advertise);
   if (values["mysql-listen"]) opts.mysqlListen = hostPort("mysql-listen", values["mysql-listen"]);
   if (values["redis-listen"]) opts.redisListen = hostPort("redis-listen", values["redis-listen"]);
+  if (values["redis-multiplex"] === "off") opts.redisMultiplex = false;
   if (values["tls-cert"]) {
     try {
       opts.tls = { cert: readFileSync(values["tls-cert"]), key: readFileSync(values["tls-key"]!) };

@@ -20,6 +20,8 @@ export class TenantStats {
   poolTimeouts = 0;
   /** Transaction mode: sessions pinned to a server connection by session state. */
   pinned = 0;
+  /** Redis: lanes (server connections sessions share) open now. */
+  lanes = 0;
   /** Transaction mode: the pool of the committed route (server connections open, lent, clients waiting). */
   pool: { open(): number; lent(): number; waiting(): number } | undefined;
   constructor(
@@ -78,6 +80,7 @@ export class Metrics {
     gauge("tenantfleet_proxy_pool_lent_connections", "Transaction mode: server connections lent to a client now.", (s) => s.pool?.lent());
     gauge("tenantfleet_proxy_pool_waiting_clients", "Transaction mode: clients waiting for a server connection.", (s) => s.pool?.waiting());
     gauge("tenantfleet_proxy_active_connections", "Client sessions open now.", (s) => s.active);
+    gauge("tenantfleet_proxy_redis_lanes", "Redis: server connections that sessions share (lanes), open now.", (s) => (s.lanes ? s.lanes : undefined));
   }
 
   /** Stats for a known tenant database (unknown names are never labels: no cardinality blow-up). */

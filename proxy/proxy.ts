@@ -23,6 +23,7 @@ import { mysqlPoolConnector, profileKey } from "./mysql/pooled";
 import { ER } from "./mysql/codes";
 import { errPacket, type ErrPacket } from "./mysql/handshake";
 import { RedisSession, type RedisSessionHost } from "./redis/session";
+import { Lane } from "./redis/lane";
 
 export interface ProxyOptions {
   proxyId: string;
@@ -32,6 +33,8 @@ export interface ProxyOptions {
   mysqlListen?: { host: string; port: number };
   /** The Redis (RESP) listener (Redis tenant databases); none when unset. */
   redisListen?: { host: string; port: number };
+  /** Redis sessions share server connections (lanes) until one needs its own (default on). */
+  redisMultiplex?: boolean;
   admin: { host: string; port: number };
   /** Address other proxies use to reach this one; defaults to the listen address. */
   advertise?: { host: string; port: number };
@@ -71,6 +74,9 @@ export class Proxy {
   /** Redis logins (the tenant database's ACL user) → route key. */
   private readonly redisLogins = new Map<string, string>();
   private readonly redisHost: RedisSessionHost;
+  /** Redis lanes: route key, instance address, RESP version and login → the shared connection. */
+  private readonly redisLanes = new Map<string, Lane>();
+  private laneSweep: NodeJS.Timeout | undefined;
   /** Transaction-mode pools of each tenant database (its committed route), by client profile (MySQL; PostgreSQL has one, ""). */
   private readonly pools = new Map<string, Map<string, Pick<Pool<PoolConnection>, "epoch" | "target" | "retire" | "resize" | "open" | "lent" | "waiting">>>();
   /** This proxy's connections per server, over the pools on it. */
@@ -142,6 +148,19 @@ export class Proxy {
       stats: (key) => this.stats(key),
       register: (s) => this.redisSessions.add(s),
       unregister: (s) => this.redisSessions.delete(s),
+      multiplex: opts.redisMultiplex ?? true,
+      lane: (key, t) => {
+        const id = `${key}\0${t.host}:${t.port}\0${t.resp3 ? 3 : 2}\0${t.user}`;
+        let lane = this.redisLanes.get(id);
+        if (!lane || lane.broken) {
+          const stats = this.stats(key);
+          lane = new Lane(t, (l) => (stats.lanes--, this.redisLanes.get(id) === l && this.redisLanes.delete(id)), opts.connectTimeoutMs ?? 10_000);
+          this.redisLanes.set(id, lane);
+          stats.lanes++;
+          this.startLaneSweep();
+        }
+        return lane;
+      },
     };
     this.follower.on("route", (key, route, prev) => this.onRoute(key, route, prev));
     this.follower.on("pause", (key, p) => this.onPause(key, p.pauseId, p.remainingMs, p.target));
@@ -239,6 +258,23 @@ export class Proxy {
     const held = Date.now() - d.pausedAt;
     d.resume();
     this.ack(d, "resumed", { reason, pausedMs: held }, pauseId);
+  }
+
+  /**
+   * Lanes close when nothing rides them: those to an instance the route no longer names (after a
+   * move: the old copy is fenced, its connections are cut anyway) and those idle for a minute.
+   */
+  private startLaneSweep(): void {
+    if (this.laneSweep) return;
+    this.laneSweep = setInterval(() => {
+      for (const [id, lane] of this.redisLanes) {
+        if (lane.inFlight > 0) continue;
+        const route = this.follower.routes.get(id.slice(0, id.indexOf("\0")));
+        const moved = !route || route.host !== lane.target.host || route.port !== lane.target.port;
+        if (moved || Date.now() - lane.lastUsed > 60_000) lane.close();
+      }
+    }, 5_000);
+    this.laneSweep.unref();
   }
 
   private onRoute(key: string, route: Route | undefined, prev: Route | undefined): void {
@@ -407,6 +443,7 @@ export class Proxy {
     this.server?.close();
     this.mysqlServer?.close();
     this.redisServer?.close();
+    clearInterval(this.laneSweep);
     const graceMs = opts.graceMs ?? this.opts.shutdownGraceMs ?? 0;
     const open = () => [...this.sessions.values()];
     const openMysql = () => [...this.mysqlSessions.values()];
@@ -423,6 +460,7 @@ export class Proxy {
     for (const s of openRedis()) s.fail("ERR tenantfleet: the proxy is shutting down; reconnect: another proxy serves the same address");
     for (const d of this.drains.values()) d.close();
     for (const pools of this.pools.values()) for (const p of pools.values()) p.retire();
+    for (const lane of this.redisLanes.values()) lane.close();
     await this.follower.stop({ deregister: true });
     await new Promise<void>((r) => (this.admin ? this.admin.close(() => r()) : r()));
   }

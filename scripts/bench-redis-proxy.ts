@@ -1,7 +1,8 @@
 /**
  * npm run bench:proxy -- --engine redis — `redis-benchmark` GET and SET at 50 clients, without
  * pipelining and with `-P 16`, against one Redis tenant database's instance directly, through
- * tenantfleet's proxy (its Redis listener) and through twemproxy (Debian's `nutcracker`, the
+ * tenantfleet's proxy (its Redis listener: sessions sharing lanes, the default, and a second proxy
+ * with `--redis-multiplex off`, a server connection per session) and through twemproxy (Debian's `nutcracker`, the
  * baseline the issue names) and through a bare Node.js byte relay (scripts/lib/node-relay-main.mjs:
  * the least any Node.js proxy does, so the gap between it and twemproxy is the runtime's), in one
  * run on the same instance. Targets are interleaved: each round
@@ -38,7 +39,7 @@ const WORKLOADS = [
   { name: "get -P 16", test: "get", pipeline: 16 },
   { name: "set -P 16", test: "set", pipeline: 16 },
 ] as const;
-const TARGETS = ["direct", "proxy", "twemproxy", "relay"] as const;
+const TARGETS = ["direct", "proxy", "proxyOwnConnections", "twemproxy", "relay"] as const;
 type Target = (typeof TARGETS)[number];
 
 interface Run {
@@ -96,6 +97,7 @@ async function main(): Promise<number> {
     const defaultPassword = "bench-default-pw";
     await rs.admin(s, (c) => c.call("ACL", "SETUSER", "default", "on", `>${defaultPassword}`, "~*", "&*", "+@all"));
     const proxy = await fleet.startProxy("proxy-1", { extraArgs: ["--redis-listen", "127.0.0.1:0"] });
+    const proxyOwn = await fleet.startProxy("proxy-2", { extraArgs: ["--redis-listen", "127.0.0.1:0", "--redis-multiplex", "off"] });
     const twemPort = await freePort();
     const dir = mkdtempSync(path.join(os.tmpdir(), "tf-twem-"));
     const conf = path.join(dir, "nutcracker.yml");
@@ -109,6 +111,7 @@ async function main(): Promise<number> {
       relay: ["-p", String(relay.port), "--user", t.user, "-a", t.password],
       direct: ["-p", String(s.port), "--user", t.user, "-a", t.password],
       proxy: ["-p", String(proxy.redisPort), "--user", t.user, "-a", t.password],
+      proxyOwnConnections: ["-p", String(proxyOwn.redisPort), "--user", t.user, "-a", t.password],
       twemproxy: ["-p", String(twemPort), "-a", defaultPassword],
     };
     const run = async (target: Target, w: (typeof WORKLOADS)[number]): Promise<Run> => {
@@ -116,7 +119,7 @@ async function main(): Promise<number> {
       return parseRedisBenchmarkCsv(stdout);
     };
     const results: Record<string, Record<Target, Run[]>> = {};
-    for (const w of WORKLOADS) results[w.name] = { direct: [], proxy: [], twemproxy: [], relay: [] };
+    for (const w of WORKLOADS) results[w.name] = { direct: [], proxy: [], proxyOwnConnections: [], twemproxy: [], relay: [] };
     for (let r = 0; r < rounds; r++) {
       const order = TARGETS.map((_, i) => TARGETS[(i + r) % TARGETS.length]!);
       for (const w of WORKLOADS) {
@@ -139,8 +142,9 @@ async function main(): Promise<number> {
       const p = m("proxy");
       const tw = m("twemproxy");
       const rl = m("relay");
+      const own = m("proxyOwnConnections");
       const ratio = Number((p.rps / tw.rps).toFixed(3));
-      summary[w.name] = { direct: d, proxy: p, twemproxy: tw, relay: rl, proxyOverTwemproxy: ratio, proxyOverRelay: Number((p.rps / rl.rps).toFixed(3)), relayOverTwemproxy: Number((rl.rps / tw.rps).toFixed(3)), proxyOverDirect: Number((p.rps / d.rps).toFixed(3)) };
+      summary[w.name] = { direct: d, proxy: p, proxyOwnConnections: own, twemproxy: tw, relay: rl, proxyOverTwemproxy: ratio, lanesOverOwnConnections: Number((p.rps / own.rps).toFixed(3)), proxyOverRelay: Number((p.rps / rl.rps).toFixed(3)), relayOverTwemproxy: Number((rl.rps / tw.rps).toFixed(3)), proxyOverDirect: Number((p.rps / d.rps).toFixed(3)) };
       goals[`${w.name}: proxy ≥ twemproxy rps`] = ratio >= 1;
     }
     const out = {

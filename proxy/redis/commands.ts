@@ -127,3 +127,33 @@ export function withTimeout(args: Buffer[], t: BlockingTimeout, ms: number): Buf
   copy[t.index] = Buffer.from(v);
   return copy;
 }
+
+/**
+ * Commands that leave state on the connection they run on, or hold it: a session that runs one
+ * needs a connection of its own (it cannot ride a lane shared with other sessions). HELLO and
+ * RESET after the login, and CLIENT SETINFO, are the session's to decide (session.ts).
+ */
+export function needsOwnConnection(name: string, args: Buffer[]): boolean {
+  switch (name) {
+    case "select":
+      return !(args.length === 2 && args[1]!.toString("latin1") === "0");
+    case "multi":
+    case "watch":
+    case "wait":
+    case "readonly":
+    case "readwrite":
+    case "asking":
+    case "client":
+      return true;
+  }
+  return PUBSUB[name] !== undefined || blockingTimeout(name, args) !== undefined;
+}
+
+/** `CLIENT SETINFO LIB-NAME|LIB-VER <value>`: the attribute, lower-cased; undefined for anything else. */
+export function setinfoAttribute(args: Buffer[]): string | undefined {
+  if (args.length !== 4 || sub(args) !== "setinfo") return undefined;
+  const attr = args[2]!.toString("latin1").toLowerCase();
+  if (attr !== "lib-name" && attr !== "lib-ver") return undefined;
+  // Redis refuses spaces and newlines in the value: such a call goes to the server, which says so.
+  return /[\s]/.test(args[3]!.toString("latin1")) ? undefined : attr;
+}

@@ -9,6 +9,14 @@
  * pause holds commands between replies, a switch happens with nothing pending, and replies the
  * proxy writes itself (refusals) keep their place in a pipeline.
  *
+ * Connections to the instance: a session's commands ride a lane (lane.ts), a server connection
+ * that the sessions of the tenant database share, while they leave no state on the connection.
+ * The first command that would (SELECT of another db, MULTI, WATCH, a subscription, a blocking
+ * command, CLIENT SETNAME/TRACKING/ID/…, HELLO or RESET after the login) waits until the session's
+ * commands on the lane are answered, and the session gets a connection of its own, logged in with
+ * the session's state, for the rest of its life. CLIENT SETINFO rides the lane, and what the
+ * instance accepted is given to that connection. `--redis-multiplex off` gives every session its own connection from the login.
+ *
  * Session state a switch carries to the new instance: RESP version, SELECTed db, client name,
  * client tracking (with an invalidation of everything, so client caches flush), subscriptions
  * (re-subscribed before anything held is released), scripts the session loaded (so EVALSHA
@@ -38,7 +46,8 @@ import {
   parseCommand,
   valueEnd,
 } from "./resp";
-import { CONFIRMATIONS, PUBSUB, PUSH_KINDS, blockingTimeout, refusal, sub, timeoutMs, withTimeout, type BlockingTimeout, type SubscribeKind } from "./commands";
+import { CONFIRMATIONS, PUBSUB, PUSH_KINDS, blockingTimeout, needsOwnConnection, refusal, setinfoAttribute, sub, timeoutMs, withTimeout, type BlockingTimeout, type SubscribeKind } from "./commands";
+import type { Lane, LaneRider, LaneTarget } from "./lane";
 
 export interface RedisSessionHost {
   log: Logger;
@@ -51,11 +60,15 @@ export interface RedisSessionHost {
   stats(key: string): TenantStats;
   register(s: RedisSession): void;
   unregister(s: RedisSession): void;
+  /** Sessions share lanes until one needs a connection of its own (off: a connection per session). */
+  multiplex: boolean;
+  /** The lane of tenant database `key` to `t` (made when there is none, or it broke). */
+  lane(key: string, t: LaneTarget): Lane;
 }
 
 const WRONGPASS = "WRONGPASS invalid username-password pair or user is disabled.";
 
-type Step = "authenticating" | "connecting" | "forwarding" | "draining" | "parked" | "switching" | "closed";
+type Step = "authenticating" | "connecting" | "forwarding" | "draining" | "parked" | "switching" | "pinning" | "closed";
 
 /** A command sent to the instance whose reply is awaited. */
 interface Pending {
@@ -90,7 +103,7 @@ class Backend {
 
 let nextSessionNo = 0;
 
-export class RedisSession implements DrainMember {
+export class RedisSession implements DrainMember, LaneRider {
   step: Step = "authenticating";
   readonly no = ++nextSessionNo;
   private log: Logger;
@@ -123,6 +136,13 @@ export class RedisSession implements DrainMember {
   private readonly subscriptions: Record<SubscribeKind, Set<string>> = { subscribe: new Set(), psubscribe: new Set(), ssubscribe: new Set() };
   /** Scripts the session loaded (EVAL, SCRIPT LOAD), by SHA-1: loaded on a new instance. */
   private readonly scripts = new Map<string, Buffer>();
+  /** CLIENT SETINFO attributes (lib-name, lib-ver), and CLIENT NO-TOUCH: given to every connection of the session's. */
+  private readonly clientInfo = new Map<string, Buffer>();
+  private noTouch = false;
+
+  /** Lane mode (no `backend`): where the session's commands go (the route as of the login or the last switch), and the lane its commands in flight ride. */
+  private laneAt: { host: string; port: number; epoch: number } | undefined;
+  private lane: Lane | undefined;
 
   constructor(
     private readonly socket: net.Socket,
@@ -152,7 +172,11 @@ export class RedisSession implements DrainMember {
   }
 
   get epoch(): number {
-    return this.backend?.epoch ?? this.host.route(this.key)?.epoch ?? 0;
+    return this.backend?.epoch ?? this.laneAt?.epoch ?? this.host.route(this.key)?.epoch ?? 0;
+  }
+
+  get clientSocket(): net.Socket {
+    return this.socket;
   }
 
   get holdup(): DrainMember["holdup"] {
@@ -200,12 +224,13 @@ export class RedisSession implements DrainMember {
 
   /** Nothing in flight, no transaction open, no partial reply. */
   private get idle(): boolean {
-    return this.head === this.pending.length && !this.inMulti && !!this.backend?.reader.atBoundary;
+    return this.head === this.pending.length && !this.inMulti && (this.backend ? this.backend.reader.atBoundary : !!this.laneAt);
   }
 
   private routeIsStale(): boolean {
     const r = this.host.route(this.key);
-    return !!r && !!this.backend && r.epoch !== this.backend.epoch;
+    const at = this.backend?.epoch ?? this.laneAt?.epoch;
+    return !!r && at !== undefined && r.epoch !== at;
   }
 
   private tryPark(): void {
@@ -291,7 +316,8 @@ export class RedisSession implements DrainMember {
       case "draining":
         return !this.inMulti;
       default:
-        return true;
+        return true; // connecting, parked, switching, pinning
+
     }
   }
 
@@ -330,6 +356,14 @@ export class RedisSession implements DrainMember {
     const stats = this.stats!;
     stats.queries++;
     stats.bytesIn += whole.length;
+    if (!this.backend && name !== "quit" && name !== "auth") {
+      const why = refusal(name, args);
+      if (why) return this.answer(errorReply(why));
+      // CLIENT SETINFO rides the lane (the instance answers as it would: Redis 7.0 has no SETINFO), and is given to the session's own connection if it gets one.
+      const attr = name === "client" ? setinfoAttribute(args) : undefined;
+      if (attr) return this.send(whole, { onReply: ok(() => this.clientInfo.set(attr, Buffer.from(args[3]!))) });
+      if (name === "hello" || name === "reset" || needsOwnConnection(name, args)) return this.pin(whole);
+    }
     switch (name) {
       case "quit":
         this.answer(OK);
@@ -383,6 +417,9 @@ export class RedisSession implements DrainMember {
         if (why) return this.answer(errorReply(why));
         const s = sub(args);
         if (s === "setname" && args[2]) return this.send(whole, { onReply: ok(() => (this.name = args[2]!.toString())) });
+        const attr = setinfoAttribute(args);
+        if (attr) return this.send(whole, { onReply: ok(() => this.clientInfo.set(attr, Buffer.from(args[3]!))) });
+        if (s === "no-touch" && args[2]) return this.send(whole, { onReply: ok(() => (this.noTouch = args[2]!.toString("latin1").toLowerCase() === "on")) });
         if (s === "tracking" && args[2]) {
           const on = args[2].toString("latin1").toLowerCase() === "on";
           const saved = args.map((a) => Buffer.from(a));
@@ -457,7 +494,8 @@ export class RedisSession implements DrainMember {
     const applied = { onReply: ok(() => ((this.resp3 = proto ? proto === 3 : this.resp3), setname !== undefined && (this.name = setname))) };
     if (first) {
       if (!auth) return this.answer(errorReply("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"));
-      return this.login(auth[0], auth[1], () => this.send(forward, applied));
+      // The lane of the session's RESP version carries the HELLO (the same version: a no-op there); a name needs a connection of its own.
+      return this.login(auth[0], auth[1], () => ((this.resp3 = proto ? proto === 3 : this.resp3), this.send(forward, applied)), setname !== undefined);
     }
     if (auth && (auth[0] !== this.user || auth[1] !== this.password)) return this.reauth(auth[0], auth[1]);
     this.send(forward, applied);
@@ -490,7 +528,7 @@ export class RedisSession implements DrainMember {
     return want.length === got.length && timingSafeEqual(want, got) ? r : undefined;
   }
 
-  private login(user: string, password: string, then: (() => void) | undefined): void {
+  private login(user: string, password: string, then: (() => void) | undefined, ownConnection = false): void {
     const route = this.verify(user, password);
     if (!route) {
       const r = this.host.routeOfLogin(user);
@@ -507,14 +545,50 @@ export class RedisSession implements DrainMember {
     this.drainRef = this.host.drain(this.key);
     this.drainRef.join(this);
     this.step = "connecting";
-    void this.connectFirst(then);
+    void this.connectFirst(then, ownConnection || !this.host.multiplex);
   }
 
-  private async connectFirst(then: (() => void) | undefined): Promise<void> {
+  private async connectFirst(then: (() => void) | undefined, ownConnection: boolean): Promise<void> {
     const drain = this.drainRef!;
     await drain.waitOpen();
     const route = this.host.route(this.key);
     if (this.step === "closed") return;
+    if (!route) return this.fail(`ERR tenantfleet: tenant database ${this.key} is no longer in the catalog`);
+    if (ownConnection) {
+      try {
+        await this.open(route);
+      } catch (e) {
+        return this.fail(`ERR tenantfleet: cannot reach tenant database ${this.key}: ${(e as Error).message}`);
+      }
+      if ((this.step as Step) === "closed") return;
+    } else this.laneAt = { host: route.host, port: route.port, epoch: route.epoch };
+    this.stats!.connections++;
+    this.stats!.active++;
+    this.step = this.pauseRequested ? "draining" : "forwarding";
+    this.backend?.socket.cork();
+    if (then) then();
+    else this.answer(OK);
+    this.backend?.socket.uncork();
+    this.releaseHeld();
+    this.tryPark();
+  }
+
+  // ---------------------------------------------------------------- the lane
+
+  /** The command `whole` needs a connection of the session's own: held, with what follows, until the session's commands on the lane are answered. */
+  private pin(whole: Buffer): void {
+    this.hold(whole);
+    this.step = "pinning";
+    this.pinWhenIdle();
+  }
+
+  private pinWhenIdle(): void {
+    if (this.step === "pinning" && this.head === this.pending.length) void this.openOwn();
+  }
+
+  private async openOwn(): Promise<void> {
+    this.step = "connecting";
+    const route = this.host.route(this.key);
     if (!route) return this.fail(`ERR tenantfleet: tenant database ${this.key} is no longer in the catalog`);
     try {
       await this.open(route);
@@ -522,15 +596,50 @@ export class RedisSession implements DrainMember {
       return this.fail(`ERR tenantfleet: cannot reach tenant database ${this.key}: ${(e as Error).message}`);
     }
     if ((this.step as Step) === "closed") return;
-    this.stats!.connections++;
-    this.stats!.active++;
+    this.laneAt = undefined;
+    this.lane = undefined;
     this.step = this.pauseRequested ? "draining" : "forwarding";
-    this.backend!.socket.cork();
-    if (then) then();
-    else this.answer(OK);
-    this.backend!.socket.uncork();
     this.releaseHeld();
     this.tryPark();
+  }
+
+  laneReply(b: Buffer, at: number, end: number): void {
+    if (this.step === "closed") return;
+    try {
+      this.reply(b, at, end);
+    } catch (e) {
+      this.fail(`ERR tenantfleet proxy error: ${(e as Error).message}`);
+    }
+  }
+
+  laneReplied(): void {
+    if (this.step === "draining") this.tryPark();
+    else if (this.step === "pinning") this.pinWhenIdle();
+    else if (this.step === "forwarding") this.closeIfShuttingDown();
+  }
+
+  /**
+   * The lane broke under commands of this session: each gets an error reply in its place (it may
+   * or may not have run, as with any connection lost), and the session goes on: its next command
+   * rides a new lane.
+   */
+  laneBroken(lane: Lane, reason: string): void {
+    if (lane !== this.lane || this.step === "closed" || this.head === this.pending.length) return;
+    this.lane = undefined;
+    const lost = errorReply(`ERR tenantfleet: ${reason} before the command's reply came; it may or may not have run`);
+    this.socket.cork();
+    for (let k = this.head; k < this.pending.length; k++) {
+      const p = this.pending[k]!;
+      if (p.local) this.socket.write(p.local);
+      else if (!p.swallow) this.socket.write(lost);
+    }
+    this.socket.uncork();
+    this.pending.length = this.head = 0;
+    this.log.warn({ err: reason }, "lane broke under the session's commands: each answered with an error");
+    const after = this.afterIdle;
+    this.afterIdle = undefined;
+    after?.();
+    this.laneReplied();
   }
 
   // ---------------------------------------------------------------- the instance
@@ -549,6 +658,8 @@ export class RedisSession implements DrainMember {
     if (this.db !== 0) commands.push(["SELECT", String(this.db)]);
     if (this.name !== undefined) commands.push(["CLIENT", "SETNAME", this.name]);
     if (this.tracking) commands.push(this.tracking);
+    for (const [attr, value] of this.clientInfo) commands.push(["CLIENT", "SETINFO", attr, value]);
+    if (this.noTouch) commands.push(["CLIENT", "NO-TOUCH", "ON"]);
     for (const body of this.scripts.values()) commands.push(["SCRIPT", "LOAD", body]);
     const b = new Backend(socket, epoch, route);
     try {
@@ -637,6 +748,7 @@ export class RedisSession implements DrainMember {
   drained(): void {
     const t = this.drainRef?.target;
     const b = this.backend;
+    // A lane session has nothing to warm: the new instance's lane logs in in front of its first command.
     if (!t || !b || this.standby || (t.host === b.route.host && t.port === b.route.port)) return;
     const route = b.route;
     const standby = this.connectAs(t, -1, route).then(
@@ -743,7 +855,10 @@ export class RedisSession implements DrainMember {
   /** Sends a command to the instance and awaits its reply. */
   private send(bytes: Buffer, p: Partial<Pending> = {}): void {
     this.pending.push({ replies: 1, ...p });
-    this.backend!.socket.write(bytes);
+    if (this.backend) return void this.backend.socket.write(bytes);
+    const at = this.laneAt!;
+    this.lane = this.host.lane(this.key, { host: at.host, port: at.port, user: this.user, password: this.password, resp3: this.resp3 });
+    this.lane.send(this, bytes);
   }
 
   /** A reply the proxy gives itself, in its place among the replies to come (at once when none is: always before the login). */
@@ -756,6 +871,7 @@ export class RedisSession implements DrainMember {
   private async switchBackend(): Promise<void> {
     const route = this.host.route(this.key);
     const old = this.backend;
+    if (route && !old && this.laneAt) return this.switchLane(route);
     if (!route || !old) return;
     this.step = "switching";
     const started = Date.now();
@@ -783,6 +899,17 @@ export class RedisSession implements DrainMember {
       this.log.error({ err: msg, epoch: route.epoch }, "session could not move to the committed route; closing it");
       this.fail(`ERR tenantfleet: tenant database ${this.key} moved to another server and this connection could not follow (${msg}); reconnect, the new server is already serving`);
     }
+  }
+
+  /** A lane session, parked, moves to the committed route: its next commands ride a lane there, behind the scripts it loaded. */
+  private switchLane(route: Route): void {
+    this.laneAt = { host: route.host, port: route.port, epoch: route.epoch };
+    this.lane = undefined;
+    for (const body of this.scripts.values()) this.send(encodeCommand(["SCRIPT", "LOAD", body]), { swallow: true });
+    this.stats!.switches++;
+    this.log.debug({ epoch: route.epoch, server: route.server, scripts: this.scripts.size }, "lane session switched to the committed route");
+    if (!this.pauseRequested) return void this.leavePark();
+    this.drainRef?.check();
   }
 
   private backendGone(b: Backend, reason: string): void {

@@ -214,3 +214,64 @@ describe("Redis listener", () => {
     expect(refused.stdout).toMatch(/NOAUTH/);
   });
 });
+
+/** The instance's connections of `user` (CLIENT LIST, as the admin). */
+const connectionsOf = (server: typeof f.a1, user: string) => f.rs.admin(server, async (a) => ((await a.call("CLIENT", "LIST")) as string).split("\n").filter((l) => l.includes(` user=${user} `)));
+
+describe("Redis lanes: sessions share server connections", () => {
+  it("60 clients on two proxies, each writing and reading its own keys pipelined: every reply is its own, over a handful of server connections", async () => {
+    const before = (await connectionsOf(f.a1, f.acme.user)).length;
+    const clients = await Promise.all(Array.from({ length: 60 }, (_, i) => ready(i % 2 ? f.p2 : f.p1, f.acme, { protocol: i % 3 ? 3 : 2 } as RedisOptions)));
+    await Promise.all(
+      clients.map(async (c, i) => {
+        for (let round = 0; round < 20; round++) {
+          const pipe = c.pipeline();
+          pipe.set(`lane:${i}`, `${i}:${round}`).incr(`lane:n:${i}`).get(`lane:${i}`);
+          const res = await pipe.exec();
+          expect(res!.map(([e, v]) => e ?? v)).toEqual(["OK", round + 1, `${i}:${round}`]);
+        }
+      }),
+    );
+    // At most two proxies × RESP2 and RESP3 lanes more (earlier tests may have opened some); no session of its own (nothing here needs one).
+    const after = (await connectionsOf(f.a1, f.acme.user)).length;
+    expect(after - before).toBeLessThanOrEqual(4);
+    expect(after).toBeLessThan(before + 60);
+    for (const c of clients) c.disconnect();
+  });
+
+  it("a session that SELECTs another db gets a connection of its own after its lane commands are answered; the others stay on db 0", async () => {
+    const a = await ready(f.p1, f.acme, { protocol: 2 } as RedisOptions);
+    const b = await ready(f.p1, f.acme, { protocol: 2 } as RedisOptions);
+    await a.set("db-check", "zero");
+    const before = (await connectionsOf(f.a1, f.acme.user)).length;
+    const pipe = a.pipeline();
+    pipe.get("db-check").select(1).set("db-check", "one").get("db-check");
+    expect((await pipe.exec())!.map(([e, v]) => e ?? v)).toEqual(["zero", "OK", "OK", "one"]);
+    expect(await b.get("db-check")).toBe("zero");
+    expect(await a.get("db-check")).toBe("one");
+    const own = await connectionsOf(f.a1, f.acme.user);
+    expect(own.length).toBe(before + 1);
+    expect(own.filter((l) => / db=1 /.test(l))).toHaveLength(1);
+    a.disconnect();
+  });
+
+  it("a lane that breaks under a command: that command gets an error reply (not a reset), the connection stays usable", async () => {
+    const c = await ready(f.p2, f.acme, { protocol: 2 } as RedisOptions);
+    expect(await c.set("lane-break", "before")).toBe("OK");
+    // Hold writes on the instance, so the next SET is in flight on the lane when the lane is cut.
+    await f.rs.admin(f.a1, (a) => a.call("CLIENT", "PAUSE", "3000", "WRITE"));
+    try {
+      const inFlight = c.set("lane-break", "lost");
+      await new Promise((r) => setTimeout(r, 200));
+      const lanes = (await connectionsOf(f.a1, f.acme.user)).filter((l) => / cmd=set /.test(l));
+      expect(lanes.length).toBeGreaterThanOrEqual(1);
+      await f.rs.admin(f.a1, async (a) => {
+        for (const l of lanes) await a.call("CLIENT", "KILL", "ID", /id=(\d+)/.exec(l)![1]!);
+      });
+      await expect(inFlight).rejects.toThrow(/ERR tenantfleet: the server closed the connection before the command's reply came; it may or may not have run/);
+    } finally {
+      await f.rs.admin(f.a1, (a) => a.call("CLIENT", "UNPAUSE"));
+    }
+    expect(await c.get("lane-break")).toBe("before");
+  });
+});

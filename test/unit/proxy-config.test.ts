@@ -67,6 +67,13 @@ describe("parseProxyArgs", () => {
     }
   });
 
+  it("reads --redis-multiplex on|off (default on: no option set) and rejects anything else", () => {
+    expect(parseProxyArgs(["--id", "p", "--redis-listen", "127.0.0.1:0"], ENV).redisMultiplex).toBeUndefined();
+    expect(parseProxyArgs(["--id", "p", "--redis-listen", "127.0.0.1:0", "--redis-multiplex", "off"], ENV).redisMultiplex).toBe(false);
+    expect(parseProxyArgs(["--id", "p", "--redis-multiplex", "on"], ENV).redisMultiplex).toBeUndefined();
+    expect(configError(() => parseProxyArgs(["--id", "p", "--redis-multiplex", "maybe"], ENV)).message).toBe('--redis-multiplex must be on or off, got "maybe"');
+  });
+
   it("reads --listen, --mysql-listen, --admin and --advertise (port 0 allowed: pick a free one)", () => {
     const o = parseProxyArgs(["--id", "p2", "--listen", "0.0.0.0:0", "--mysql-listen", "0.0.0.0:3306", "--admin=localhost:9999", "--advertise", "proxy-2.internal:6432"], ENV);
     expect(o.listen).toEqual({ host: "0.0.0.0", port: 0 });

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { RespReader, encodeCommand, headStrings, isNull, lastNeed, parseCommand, valueEnd, RespProtocolError } from "../../proxy/redis/resp";
-import { blockingTimeout, refusal, timeoutMs, withTimeout } from "../../proxy/redis/commands";
+import { blockingTimeout, needsOwnConnection, refusal, setinfoAttribute, timeoutMs, withTimeout } from "../../proxy/redis/commands";
 
 const REPLIES = [
   "+OK\r\n",
@@ -140,5 +140,20 @@ describe("what the proxy knows of commands", () => {
     expect(blockingTimeout("xread", args("XREAD", "STREAMS", "s", "0"))).toBeUndefined();
     expect(blockingTimeout("blmpop", args("BLMPOP", "0.5", "1", "l", "LEFT"))).toEqual({ index: 1, unit: "s" });
     expect(blockingTimeout("get", args("GET", "k"))).toBeUndefined();
+  });
+
+  it("knows which commands leave state on their connection (a session that runs one leaves its lane)", () => {
+    const own = (...c: string[]) => needsOwnConnection(c[0]!.toLowerCase(), args(...c));
+    for (const c of [["SELECT", "1"], ["MULTI"], ["WATCH", "k"], ["WAIT", "1", "0"], ["SUBSCRIBE", "c"], ["PUNSUBSCRIBE"], ["SSUBSCRIBE", "s"], ["BLPOP", "l", "0"], ["XREAD", "BLOCK", "0", "STREAMS", "s", "$"], ["CLIENT", "SETNAME", "x"], ["CLIENT", "ID"], ["CLIENT", "TRACKING", "on"], ["READONLY"]]) {
+      expect(own(...c), c.join(" ")).toBe(true);
+    }
+    for (const c of [["GET", "k"], ["SET", "k", "v"], ["SELECT", "0"], ["EVAL", "return 1", "0"], ["EVALSHA", "abc", "0"], ["XREAD", "STREAMS", "s", "0"], ["INCR", "n"], ["PUBLISH", "c", "m"], ["EXEC"], ["FUNCTION", "LIST"]]) {
+      expect(own(...c), c.join(" ")).toBe(false);
+    }
+    expect(setinfoAttribute(args("CLIENT", "SETINFO", "LIB-NAME", "ioredis"))).toBe("lib-name");
+    expect(setinfoAttribute(args("CLIENT", "SETINFO", "lib-ver", "6.0.0"))).toBe("lib-ver");
+    expect(setinfoAttribute(args("CLIENT", "SETINFO", "lib-name", "with space"))).toBeUndefined();
+    expect(setinfoAttribute(args("CLIENT", "SETINFO", "other", "x"))).toBeUndefined();
+    expect(setinfoAttribute(args("CLIENT", "SETNAME", "x"))).toBeUndefined();
   });
 });
