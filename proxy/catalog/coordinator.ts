@@ -97,6 +97,11 @@ export class Coordinator {
     await db.connect();
     await migrateCatalog(db);
     await db.query(`listen ${CHANNELS.acks}`);
+    // Pauses, their lease renewals and their removal commit without waiting for a disk flush: they
+    // only coordinate the living (a catalog that crashes breaks this connection, and the migration
+    // fails before any commit; the proxies then find no pause). The route commit is synchronous
+    // (switch), and its flush carries everything committed before it.
+    await db.query("set synchronous_commit = off");
     return new Coordinator(db);
   }
 
@@ -132,7 +137,16 @@ export class Coordinator {
     const name = clientDatabaseName(k);
     const h = this.held.get(name);
     if (!h) throw new Error(`switch of ${name} without a pause held by this coordinator: pause first`);
-    const route = await commitRoute(this.db, k, target, epoch);
+    await this.db.query("begin");
+    let route: Route;
+    try {
+      await this.db.query("set local synchronous_commit = on");
+      route = await commitRoute(this.db, k, target, epoch);
+      await this.db.query("commit");
+    } catch (e) {
+      await this.db.query("rollback").catch(() => undefined);
+      throw e;
+    }
     await opts.afterCommit?.();
     const proxies = await this.waitFor(k, h.pauseId, ["switched"], opts.timeoutMs ?? 30_000, `switch of ${name}`, epoch);
     return { route, proxies };

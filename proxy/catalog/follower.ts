@@ -60,6 +60,10 @@ export class CatalogFollower extends EventEmitter<FollowerEvents> {
     this.log = opts.log.child({ component: "catalog" });
     this.pool = new Pool({ ...opts.catalog, max: 3, connectionTimeoutMillis: 5000 });
     this.pool.on("error", (e) => this.log.warn({ err: e.message }, "catalog pool connection error"));
+    // What a proxy writes (its acknowledgements, heartbeats, its row) coordinates the living: none
+    // of it needs to survive a crash of the catalog, so no commit of it waits for a disk flush (a
+    // pause waits on every acknowledgement). Route commits, the durable part, are the coordinator's.
+    this.pool.on("connect", (c) => void c.query("set synchronous_commit = off").catch(() => undefined));
   }
 
   /** Where other proxies reach this one (forwarded CancelRequests) and its admin endpoint. */

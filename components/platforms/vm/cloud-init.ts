@@ -103,17 +103,17 @@ export interface ProxyUserDataInput {
   redis?: boolean;
 }
 
+/** A systemd unit file: `[Unit]` (after the network is up, unless `afterNetwork` is false), one `section`, `[Install]`. */
+export function systemdUnit(description: string, section: "Service" | "Timer", lines: string[], opts: { wantedBy?: string; afterNetwork?: boolean } = {}): string {
+  const network = opts.afterNetwork === false ? [] : ["After=network-online.target", "Wants=network-online.target"];
+  return [...["[Unit]", `Description=${description}`, ...network, "", `[${section}]`], ...lines, "", "[Install]", `WantedBy=${opts.wantedBy ?? "multi-user.target"}`, ""].join("\n");
+}
+
 /** A proxy host: Node.js from the distribution, the bundled proxy, a systemd unit that restarts it
  * and gives it `shutdown-grace` to drain on stop. The catalog URL reaches it through an
  * environment file readable by root only, never argv. */
 export function proxyUserData(input: ProxyUserDataInput): string {
-  const unit = [
-    "[Unit]",
-    "Description=tenantfleet proxy",
-    "After=network-online.target",
-    "Wants=network-online.target",
-    "",
-    "[Service]",
+  const unit = systemdUnit("tenantfleet proxy", "Service", [
     "EnvironmentFile=/etc/tenantfleet/proxy.env",
     `ExecStart=/usr/bin/node ${PROXY_DIR}/proxy.js --id ${input.proxyId} --listen 0.0.0.0:${PROXY_PORT}${input.mysql ? ` --mysql-listen 0.0.0.0:${PROXY_MYSQL_PORT}` : ""}${input.redis ? ` --redis-listen 0.0.0.0:${PROXY_REDIS_PORT}` : ""} --admin 0.0.0.0:${PROXY_ADMIN_PORT}`,
     "DynamicUser=yes",
@@ -122,11 +122,7 @@ export function proxyUserData(input: ProxyUserDataInput): string {
     "KillSignal=SIGTERM",
     "TimeoutStopSec=45",
     "LimitNOFILE=65536",
-    "",
-    "[Install]",
-    "WantedBy=multi-user.target",
-    "",
-  ].join("\n");
+  ]);
   return cloudConfig({
     package_update: true,
     packages: [...new Set(["nodejs", ...input.fetchArtifact.packages, ...input.catalogUrl.packages])],

@@ -19,7 +19,7 @@ import type * as pulumi from "@pulumi/pulumi";
 import { redisSettings, renderRedisAclForHash, renderRedisConf } from "../../../dynamic-providers/engines/redis/settings";
 import { InstancePorts } from "../../../dynamic-providers/instance-ports";
 import type { InstancesRequest, PlatformServer } from "../index";
-import type { SecretFetch } from "./cloud-init";
+import { systemdUnit, type SecretFetch } from "./cloud-init";
 
 /** The ports instances of a shared Redis host listen on (the host's own instance keeps 6379). */
 export const REDIS_INSTANCE_PORTS = { first: 6380, last: 7379 } as const;
@@ -75,13 +75,7 @@ function instanceConfTemplate(): string {
 
 /** The systemd template unit: one supervised redis-server per instance. */
 export function redisInstanceUnit(): string {
-  return [
-    "[Unit]",
-    "Description=tenantfleet Redis instance %i",
-    "After=network-online.target",
-    "Wants=network-online.target",
-    "",
-    "[Service]",
+  return systemdUnit("tenantfleet Redis instance %i", "Service", [
     "Type=notify",
     "User=redis",
     "Group=redis",
@@ -93,11 +87,7 @@ export function redisInstanceUnit(): string {
     "RestartSec=2",
     "TimeoutStopSec=90",
     "LimitNOFILE=65536",
-    "",
-    "[Install]",
-    "WantedBy=multi-user.target",
-    "",
-  ].join("\n");
+  ]);
 }
 
 /**
@@ -203,31 +193,13 @@ export function redisInstancesSyncUnits(fetchManifest: SecretFetch, fetchAdmin: 
     `mv /run/tenantfleet/redis-instances.new /run/tenantfleet/redis-instances`,
     `${REDIS_INSTANCES_PATH} /run/tenantfleet/redis-instances`,
   ].join(" && ");
-  const service = [
-    "[Unit]",
-    "Description=tenantfleet: converge the Redis instances of this host on its manifest",
-    "After=network-online.target",
-    "Wants=network-online.target",
-    "",
-    "[Service]",
+  // A oneshot the timer starts (never enabled itself).
+  const service = systemdUnit("tenantfleet: converge the Redis instances of this host on its manifest", "Service", [
     "Type=oneshot",
     "UMask=0077",
     `ExecStart=/bin/bash -c ${JSON.stringify(fetch).replace(/\$/g, "$$$$").replace(/%/g, "%%")}`,
-    "",
-  ].join("\n");
-  const timer = [
-    "[Unit]",
-    "Description=tenantfleet: pull this host's Redis instance manifest",
-    "",
-    "[Timer]",
-    "OnBootSec=5s",
-    `OnUnitActiveSec=${REDIS_INSTANCES_SYNC_S}s`,
-    "AccuracySec=1s",
-    "",
-    "[Install]",
-    "WantedBy=timers.target",
-    "",
-  ].join("\n");
+  ]);
+  const timer = systemdUnit("tenantfleet: pull this host's Redis instance manifest", "Timer", ["OnBootSec=5s", `OnUnitActiveSec=${REDIS_INSTANCES_SYNC_S}s`, "AccuracySec=1s"], { wantedBy: "timers.target", afterNetwork: false });
   return { service, timer };
 }
 
