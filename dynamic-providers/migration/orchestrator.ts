@@ -188,6 +188,7 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
 
     await enter("cutover");
     coordinator = await Coordinator.connect(opts.catalog);
+    await coordinator.warm(req.key);
     const t0 = Date.now();
     // Announcing the target lets proxies open connections there while they drain; only when the
     // target already holds the schema (native replication), not before a dump/restore copy.
@@ -197,6 +198,9 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
       throw new Error(`the proxies could not drain ${who}: ${(e as Error).message}`);
     });
     record.timings.drain = paused.drainedMs;
+    record.timings.pauseRequest = paused.requestMs;
+    // How long the slowest proxy took from seeing the pause to its sessions parked (the rest of the drain is the catalog's round trips).
+    record.timings.proxyDrain = Math.max(0, ...paused.proxies.map((p) => Number(p.detail.ms ?? 0)));
     await stopPoint("paused");
     try {
       let t = Date.now();
