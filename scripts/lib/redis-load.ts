@@ -39,6 +39,8 @@ export class RedisLoad {
   private readonly samples: { at: number; ms: number }[] = [];
   private stopped = false;
   private readonly running: Promise<void>[] = [];
+  /** Loops still in their step (by name), for a stop that does not end. */
+  private readonly busy = new Set<string>();
   private readonly clients: IORedis[] = [];
   private next = 0;
 
@@ -66,12 +68,14 @@ export class RedisLoad {
         }
         while (!this.stopped) {
           const at = Date.now();
+          this.busy.add(name);
           try {
             await step();
           } catch (e) {
-            this.errors.push(`${name}: ${(e as Error).message}`);
+            if (!this.closed) this.errors.push(`${name}: ${(e as Error).message}`); // not the disconnect of a stop that waited too long
             break;
           } finally {
+            this.busy.delete(name);
             this.samples.push({ at, ms: Date.now() - at });
           }
           if (pauseMs) await new Promise((r) => setTimeout(r, pauseMs));
@@ -172,9 +176,24 @@ export class RedisLoad {
     return longestStartedBetween(this.samples, from, to);
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Stops every loop after its current step. A step still unanswered after `graceMs` is a command
+   * the proxy never replied to: recorded in `errors` (by loop), and the clients are disconnected
+   * so that the stop ends.
+   */
+  async stop(graceMs = 20_000): Promise<void> {
     this.stopped = true;
-    await Promise.all(this.running);
+    const all = Promise.all(this.running);
+    let timer: NodeJS.Timeout | undefined;
+    const late = await Promise.race([all.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), graceMs)))]);
+    clearTimeout(timer);
+    if (late) {
+      const why = `stop: no reply within ${graceMs} ms to the commands in flight of ${[...this.busy].join(", ")}`;
+      this.errors.push(why);
+      console.warn(`RedisLoad ${this.prefix}: ${why}; disconnecting`);
+      this.close();
+      await all;
+    }
     await new Promise((r) => setTimeout(r, 300)); // the last messages in flight to the subscriber
   }
 
@@ -212,7 +231,10 @@ export class RedisLoad {
     return { sets: this.setAcked.length, incr: this.incrAcked, tx: this.txAcked, watchAborts: this.watchAborts, published: this.published.length, received: this.received.size, pushed: this.pushed.length, popped: this.popped.length, evalsha: this.evalAcked, xadd: this.xadded.length, xread: this.xread.size };
   }
 
+  private closed = false;
+
   close(): void {
+    this.closed = true;
     for (const c of this.clients) c.disconnect();
   }
 }

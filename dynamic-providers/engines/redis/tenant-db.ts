@@ -33,8 +33,11 @@ type Redis = import("ioredis").default;
  */
 export const INSTANCE_START_WAIT_MS = 120_000;
 
+/** `s` is reached through a tunnel's loopback end (a VM platform's bastion); without a bastion `via` is the server's own address. */
+const throughTunnel = (s: ServerAccess): boolean => !!s.via && (s.via.host !== s.host || s.via.port !== s.port);
+
 /** An admin connection to `s` (through its tunnel end when it has one); the caller ends it. */
-export async function openAdmin(s: ServerAccess, startWaitMs = s.via ? INSTANCE_START_WAIT_MS : 0): Promise<Redis> {
+export async function openAdmin(s: ServerAccess, startWaitMs = throughTunnel(s) ? INSTANCE_START_WAIT_MS : 0): Promise<Redis> {
   const { default: IORedis } = await import("ioredis");
   const at = s.via ?? s;
   const deadline = Date.now() + startWaitMs;
