@@ -72,7 +72,7 @@ export const ENGINES: Record<LiveEngine, TenantDbEngine> = {
     drop: (s, t) => rd.dropTenantDatabase(s, { user: t.role }),
     dump: (s, _db, file) => rd.dumpInstance(s, file),
     targetDatabase: (_key, _epoch, current) => current,
-    migration: (a) => new RedisMigration({ source: a.source, target: a.target, user: a.from.role, verifier: a.from.verifier }),
+    migration: (a) => new RedisMigration({ source: a.source, target: a.target, user: a.from.role, verifier: a.from.verifier, ...(a.freeBytes ? { freeBytes: a.freeBytes } : {}) }),
   },
 };
 

@@ -8,6 +8,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as path from "node:path";
+import * as os from "node:os";
+import { promises as fs } from "node:fs";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import IORedis from "ioredis";
 import { migrate } from "../../dynamic-providers/migration/orchestrator";
 import { RedisMigration } from "../../dynamic-providers/engines/redis/migration";
@@ -27,6 +31,7 @@ afterAll(async () => {
   await f?.fleet.close();
 }, 120_000);
 
+const execFileP = promisify(execFile);
 const engineFor = (from: LocalServerOutputs, to: LocalServerOutputs) =>
   new RedisMigration({ source: RedisServers.access(from), target: RedisServers.access(to), user: f.acme.user, verifier: redisVerifier(f.acme.password) });
 
@@ -98,6 +103,26 @@ describe("Redis migration (REPLICAOF) through the proxies", () => {
     expect(await metric(f.p1, "tenantfleet_proxy_pauses_total", "acme")).toBe(3);
     globex.disconnect();
   }, 600_000);
+
+  it("without the disk for the safety backup and the target's copy, the move is refused at preflight; nothing moves", async () => {
+    // A real filesystem too small for the data: a 1 MB tmpfs, probed as the platform probes its disk.
+    const small = await fs.mkdtemp(path.join(os.tmpdir(), "tf-small-disk-"));
+    await execFileP("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", small]);
+    try {
+      const epoch = (await f.fleet.route(f.acme)).epoch;
+      const engine = new RedisMigration({ source: RedisServers.access(f.a2), target: RedisServers.access(f.a1), user: f.acme.user, verifier: redisVerifier(f.acme.password), freeBytes: async () => {
+        const st = await fs.statfs(small);
+        return st.bavail * st.bsize;
+      } });
+      await expect(migrate(engine, { key: f.acme, fromServer: f.a2.serverName, toServer: f.a1.serverName, epoch }, { catalog: f.fleet.catalogConfig, backupDir: path.join(f.fleet.root, "backups"), log: () => undefined })).rejects.toThrow(
+        /failed during preflight: cannot move cache__acme: not enough disk: the safety backup and the target's copy of [\d.]+ MB of data need about [\d.]+ MB, [\d.]+ MB are free/,
+      );
+      expect(await f.fleet.route(f.acme)).toMatchObject({ server: f.a2.serverName, epoch });
+    } finally {
+      await execFileP("umount", [small]);
+      await fs.rm(small, { recursive: true, force: true });
+    }
+  }, 120_000);
 
   it("a target with less memory than the source is refused at preflight, naming both; nothing moves", async () => {
     await f.rs.admin(f.a1, (c) => c.call("CONFIG", "SET", "maxmemory", "1mb"));

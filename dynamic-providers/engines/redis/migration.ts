@@ -31,6 +31,8 @@ export interface RedisMigrationArgs {
   verifier: string;
   /** Longest the source stays write-paused if this process dies inside the cutover (ms). */
   pauseLeaseMs?: number;
+  /** Free disk where the safety backup is written (and, locally, the instances' data): the platform's probe. */
+  freeBytes?: () => Promise<number | undefined>;
 }
 
 /** Prefix of the replication users migrations make on a source instance. */
@@ -127,8 +129,13 @@ export class RedisMigration implements EngineMigration {
       problems.push(`the target ${this.a.target.name} has maxmemory ${mb(tgtMax)}, less than the source's ${srcMax ? mb(srcMax) : "(unlimited)"}: give the tenant database at least as much memory on its new placement`);
     }
     if (tgtMax > 0 && tgtMax < used) problems.push(`the source uses ${mb(used)}, more than the target's maxmemory ${mb(tgtMax)}`);
+    const dataset = Number(srcMem.used_memory_dataset ?? used);
+    // The safety backup (an RDB, about the dataset's size) and the target's AOF (about as much again).
+    const free = await this.a.freeBytes?.();
+    const need = dataset * 2 + 64 * 1024 * 1024;
+    if (free !== undefined && free < need) problems.push(`not enough disk: the safety backup and the target's copy of ${mb(dataset)} of data need about ${mb(need)}, ${mb(free)} are free; free some space and run \`pulumi up\` again`);
     if (problems.length) throw new Error(`cannot move ${this.a.user}: ${problems.join("; ")}`);
-    this.sizeBytes = Number(srcMem.used_memory_dataset ?? used);
+    this.sizeBytes = dataset;
     return { method: "native", notes: [], sizeBytes: this.sizeBytes };
   }
 
