@@ -74,6 +74,8 @@ const LIVE_WINDOW_MS = 5000;
 export class Coordinator {
   private readonly held = new Map<string, Held>();
   private wake: (() => void)[] = [];
+  /** Acknowledgements as their notifications told them (catalog version 6), by tenant database, pause and proxy. */
+  private readonly noted = new Map<string, { phase: string; detail: Record<string, unknown> }>();
 
   /** Set when the catalog connection failed: every later call rejects with it (connect a new coordinator). */
   private lost: Error | undefined;
@@ -84,7 +86,18 @@ export class Coordinator {
       this.wake = [];
       for (const f of w) f();
     };
-    db.on("notification", wakeAll);
+    db.on("notification", (n) => {
+      try {
+        const a = JSON.parse(n.payload ?? "{}") as { proxyId?: string; tenant?: string; database?: string; pauseId?: number; phase?: string; detail?: Record<string, unknown> | null };
+        // A catalog of version 5 sends no detail: the table is read then (waitFor's timer).
+        if (a.proxyId && a.tenant && a.database && a.pauseId !== undefined && a.phase && a.detail) {
+          this.noted.set(notedKey(a as TenantDbKey, Number(a.pauseId), a.proxyId), { phase: a.phase, detail: a.detail });
+        }
+      } catch {
+        /* a payload of another shape: the next read of the table has it */
+      }
+      wakeAll();
+    });
     // A catalog that goes away must fail the caller's step, not crash its process. The pauses this
     // coordinator held stop being renewed and lapse on their own (the proxies resume).
     db.on("error", (e) => {
@@ -204,12 +217,25 @@ export class Coordinator {
     return r.rows.map((row) => ({ proxyId: row.proxy_id, phase: row.phase ?? undefined, detail: row.detail ?? {} }));
   }
 
+  /**
+   * Until every live proxy has acknowledged one of `phases` (at `epoch`) for this pause. The
+   * acknowledgements are read once, then followed by their notifications (a read of the table per
+   * round trip was most of a pause's drain); the table is read again at most every 250 ms without
+   * news, which also notices proxies that came or went.
+   */
   private async waitFor(k: TenantDbKey, pauseId: number, phases: string[], timeoutMs: number, what: string, epoch?: number, participantsOnly = false): Promise<ProxyAck[]> {
     const deadline = Date.now() + timeoutMs;
+    let read: ProxyAck[] | undefined;
     for (;;) {
       if (this.lost) throw this.lost;
       const wake = new Promise<void>((r) => this.wake.push(r));
-      const acks = (await this.acks(k, pauseId)).filter((a) => !participantsOnly || a.phase !== undefined);
+      read ??= await this.acks(k, pauseId);
+      const acks = read
+        .map((a) => {
+          const n = this.noted.get(notedKey(k, pauseId, a.proxyId));
+          return n ? { ...a, phase: n.phase, detail: n.detail } : a;
+        })
+        .filter((a) => !participantsOnly || a.phase !== undefined);
       const done = acks.every((a) => a.phase && phases.includes(a.phase) && (epoch === undefined || Number(a.detail.epoch) === epoch));
       if (done) return acks;
       const left = deadline - Date.now();
@@ -221,8 +247,9 @@ export class Coordinator {
         );
       }
       let t: NodeJS.Timeout | undefined;
-      await Promise.race([wake, new Promise<void>((r) => (t = setTimeout(r, Math.min(left, 250))))]);
+      const timedOut = await Promise.race([wake.then(() => false), new Promise<boolean>((r) => (t = setTimeout(() => r(true), Math.min(left, 250))))]);
       clearTimeout(t);
+      if (timedOut) read = undefined;
     }
   }
 
@@ -231,3 +258,5 @@ export class Coordinator {
     await this.db.end().catch(() => undefined);
   }
 }
+
+const notedKey = (k: TenantDbKey, pauseId: number, proxyId: string) => `${k.tenant}\0${k.database}\0${pauseId}\0${proxyId}`;

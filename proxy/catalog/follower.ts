@@ -157,6 +157,17 @@ export class CatalogFollower extends EventEmitter<FollowerEvents> {
     }
     if (!p.tenant || !p.database) return;
     const k = { tenant: p.tenant, database: p.database };
+    // A pause's notification (catalog version 6) says all a proxy needs: no read back.
+    if (channel === CHANNELS.control) {
+      const n = p as { pauseId?: number; op?: string; remainingMs?: number | null; target?: RouteTarget | null };
+      if (n.op === "DELETE" && n.pauseId !== undefined) {
+        if (this.pauses.get(keyString(k))?.pauseId === Number(n.pauseId)) this.setPause(keyString(k), undefined);
+        return;
+      }
+      if ((n.op === "INSERT" || n.op === "UPDATE") && n.pauseId !== undefined && typeof n.remainingMs === "number") {
+        return this.setPause(keyString(k), { pauseId: Number(n.pauseId), remainingMs: n.remainingMs, ...(n.target ? { target: n.target } : {}) });
+      }
+    }
     const work = channel === CHANNELS.routes ? this.reloadRoute(k) : this.reloadPause(k);
     work.catch((e: Error) => this.log.warn({ err: e.message, tenant: k.tenant, database: k.database }, "catalog read after a notification failed"));
   }

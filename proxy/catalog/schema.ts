@@ -168,6 +168,31 @@ alter table tenantfleet.tenant_databases
     name: "each proxy's MySQL port, so a KILL of a session on another proxy reaches it",
     sql: `alter table tenantfleet.proxies add column mysql_port integer;`,
   },
+  {
+    version: 6,
+    name: "notifications carry what their readers need: a pause's lease and target, an acknowledgement's detail",
+    // A pause's round trips are a cutover's client-visible time: a proxy takes a pause from its
+    // notification instead of reading the row back, and the coordinator an acknowledgement.
+    // Readers of version 5 ignore the new fields (and read back, as before).
+    sql: `
+create or replace function tenantfleet.notify_control() returns trigger language plpgsql as $$
+begin
+  perform pg_notify('${CHANNELS.control}', json_build_object(
+    'tenant', coalesce(new.tenant, old.tenant), 'database', coalesce(new.database, old.database),
+    'pauseId', coalesce(new.pause_id, old.pause_id), 'op', tg_op,
+    'remainingMs', case when tg_op = 'DELETE' then null else greatest(0, extract(epoch from new.lease_until - now()) * 1000)::int end,
+    'target', case when tg_op = 'DELETE' then null else new.target end)::text);
+  return null;
+end $$;
+create or replace function tenantfleet.notify_ack() returns trigger language plpgsql as $$
+begin
+  perform pg_notify('${CHANNELS.acks}', json_build_object(
+    'proxyId', new.proxy_id, 'tenant', new.tenant, 'database', new.database,
+    'pauseId', new.pause_id, 'phase', new.phase, 'detail', new.detail)::text);
+  return null;
+end $$;
+`,
+  },
 ];
 
 export const CATALOG_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
