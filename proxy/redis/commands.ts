@@ -131,7 +131,7 @@ export function withTimeout(args: Buffer[], t: BlockingTimeout, ms: number): Buf
 /**
  * Commands that leave state on the connection they run on, or hold it: a session that runs one
  * needs a connection of its own (it cannot ride a lane shared with other sessions). HELLO and
- * RESET after the login, and CLIENT SETINFO, are the session's to decide (session.ts).
+ * RESET after the login are the session's to decide (session.ts).
  */
 export function needsOwnConnection(name: string, args: Buffer[]): boolean {
   switch (name) {
@@ -143,8 +143,9 @@ export function needsOwnConnection(name: string, args: Buffer[]): boolean {
     case "readonly":
     case "readwrite":
     case "asking":
-    case "client":
       return true;
+    case "client":
+      return setinfoAttribute(args) === undefined; // SETINFO: what the instance accepted is carried to any later connection
   }
   return PUBSUB[name] !== undefined || blockingTimeout(name, args) !== undefined;
 }

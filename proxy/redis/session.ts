@@ -317,7 +317,6 @@ export class RedisSession implements DrainMember, LaneRider {
         return !this.inMulti;
       default:
         return true; // connecting, parked, switching, pinning
-
     }
   }
 
@@ -356,14 +355,8 @@ export class RedisSession implements DrainMember, LaneRider {
     const stats = this.stats!;
     stats.queries++;
     stats.bytesIn += whole.length;
-    if (!this.backend && name !== "quit" && name !== "auth") {
-      const why = refusal(name, args);
-      if (why) return this.answer(errorReply(why));
-      // CLIENT SETINFO rides the lane (the instance answers as it would: Redis 7.0 has no SETINFO), and is given to the session's own connection if it gets one.
-      const attr = name === "client" ? setinfoAttribute(args) : undefined;
-      if (attr) return this.send(whole, { onReply: ok(() => this.clientInfo.set(attr, Buffer.from(args[3]!))) });
-      if (name === "hello" || name === "reset" || needsOwnConnection(name, args)) return this.pin(whole);
-    }
+    // A lane session leaves its lane for a command that needs a connection of its own (a refused one is answered below, in its place).
+    if (!this.backend && (name === "hello" || name === "reset" || needsOwnConnection(name, args)) && !refusal(name, args)) return this.pin(whole);
     switch (name) {
       case "quit":
         this.answer(OK);
@@ -417,6 +410,7 @@ export class RedisSession implements DrainMember, LaneRider {
         if (why) return this.answer(errorReply(why));
         const s = sub(args);
         if (s === "setname" && args[2]) return this.send(whole, { onReply: ok(() => (this.name = args[2]!.toString())) });
+        // CLIENT SETINFO rides a lane too (the instance answers as it would: Redis 7.0 has none); what it accepted goes to every later connection.
         const attr = setinfoAttribute(args);
         if (attr) return this.send(whole, { onReply: ok(() => this.clientInfo.set(attr, Buffer.from(args[3]!))) });
         if (s === "no-touch" && args[2]) return this.send(whole, { onReply: ok(() => (this.noTouch = args[2]!.toString("latin1").toLowerCase() === "on")) });
@@ -491,11 +485,12 @@ export class RedisSession implements DrainMember, LaneRider {
     }
     if (proto !== undefined && proto !== 2 && proto !== 3) return this.answer(errorReply("NOPROTO unsupported protocol version"));
     const forward = encodeCommand(["HELLO", ...(proto ? [String(proto)] : []), ...(setname !== undefined ? ["SETNAME", setname] : [])]);
-    const applied = { onReply: ok(() => ((this.resp3 = proto ? proto === 3 : this.resp3), setname !== undefined && (this.name = setname))) };
+    const resp3 = proto ? proto === 3 : this.resp3;
+    const applied = { onReply: ok(() => ((this.resp3 = resp3), setname !== undefined && (this.name = setname))) };
     if (first) {
       if (!auth) return this.answer(errorReply("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"));
       // The lane of the session's RESP version carries the HELLO (the same version: a no-op there); a name needs a connection of its own.
-      return this.login(auth[0], auth[1], () => ((this.resp3 = proto ? proto === 3 : this.resp3), this.send(forward, applied)), setname !== undefined);
+      return this.login(auth[0], auth[1], () => ((this.resp3 = resp3), this.send(forward, applied)), setname !== undefined);
     }
     if (auth && (auth[0] !== this.user || auth[1] !== this.password)) return this.reauth(auth[0], auth[1]);
     this.send(forward, applied);
@@ -555,12 +550,7 @@ export class RedisSession implements DrainMember, LaneRider {
     if (this.step === "closed") return;
     if (!route) return this.fail(`ERR tenantfleet: tenant database ${this.key} is no longer in the catalog`);
     if (ownConnection) {
-      try {
-        await this.open(route);
-      } catch (e) {
-        return this.fail(`ERR tenantfleet: cannot reach tenant database ${this.key}: ${(e as Error).message}`);
-      }
-      if ((this.step as Step) === "closed") return;
+      if (!(await this.openOwnConnection(route))) return;
     } else this.laneAt = { host: route.host, port: route.port, epoch: route.epoch };
     this.stats!.connections++;
     this.stats!.active++;
@@ -586,16 +576,22 @@ export class RedisSession implements DrainMember, LaneRider {
     if (this.step === "pinning" && this.head === this.pending.length) void this.openOwn();
   }
 
+  /** The session's own connection to `route`'s instance; false when it failed (the session is closed then) or the session closed meanwhile. */
+  private async openOwnConnection(route: Route): Promise<boolean> {
+    try {
+      await this.open(route);
+    } catch (e) {
+      this.fail(`ERR tenantfleet: cannot reach tenant database ${this.key}: ${(e as Error).message}`);
+      return false;
+    }
+    return this.step !== "closed";
+  }
+
   private async openOwn(): Promise<void> {
     this.step = "connecting";
     const route = this.host.route(this.key);
     if (!route) return this.fail(`ERR tenantfleet: tenant database ${this.key} is no longer in the catalog`);
-    try {
-      await this.open(route);
-    } catch (e) {
-      return this.fail(`ERR tenantfleet: cannot reach tenant database ${this.key}: ${(e as Error).message}`);
-    }
-    if ((this.step as Step) === "closed") return;
+    if (!(await this.openOwnConnection(route))) return;
     this.laneAt = undefined;
     this.lane = undefined;
     this.step = this.pauseRequested ? "draining" : "forwarding";
@@ -634,11 +630,8 @@ export class RedisSession implements DrainMember, LaneRider {
       else if (!p.swallow) this.socket.write(lost);
     }
     this.socket.uncork();
-    this.pending.length = this.head = 0;
     this.log.warn({ err: reason }, "lane broke under the session's commands: each answered with an error");
-    const after = this.afterIdle;
-    this.afterIdle = undefined;
-    after?.();
+    this.emptied();
     this.laneReplied();
   }
 
@@ -837,13 +830,16 @@ export class RedisSession implements DrainMember, LaneRider {
       this.socket.write(this.pending[this.head]!.local!);
       this.head++;
     }
-    if (this.head === this.pending.length) {
-      this.pending.length = 0;
-      this.head = 0;
-      const after = this.afterIdle;
-      this.afterIdle = undefined;
-      after?.();
-    }
+    if (this.head === this.pending.length) this.emptied();
+  }
+
+  /** Nothing is pending any more: what waited for that (a QUIT's close) runs. */
+  private emptied(): void {
+    this.pending.length = 0;
+    this.head = 0;
+    const after = this.afterIdle;
+    this.afterIdle = undefined;
+    after?.();
   }
 
   private afterIdle: (() => void) | undefined;
