@@ -124,17 +124,27 @@ export class Coordinator {
    * Readies this connection for a pause of `k` without pausing anything: the first pause request
    * on a new catalog connection loads the tables', the foreign key's and the trigger's caches (and
    * compiles its function), which took most of the time of the request (28 of 81 ms of a Redis
-   * cutover's pause, bench:cutover). The request is made and rolled back: no proxy sees it.
+   * cutover's pause, bench:cutover). The same request is made and rolled back: no proxy sees it.
    */
   async warm(k: TenantDbKey): Promise<void> {
     await this.db.query("begin");
     try {
-      await this.db.query(`delete from tenantfleet.pauses where tenant = $1 and database = $2`, [k.tenant, k.database]);
-      await this.db.query(`insert into tenantfleet.pauses (tenant, database, lease_until, requested_by, target) values ($1, $2, now(), 'warm-up', null) returning pause_id`, [k.tenant, k.database]);
+      await this.requestPause(k, 0, "warm-up", undefined);
       await this.acks(k, -1);
     } finally {
       await this.db.query("rollback");
     }
+  }
+
+  /** The pause row of `k`, replacing any earlier one; its id. */
+  private async requestPause(k: TenantDbKey, leaseMs: number, requestedBy: string, target: RouteTarget | undefined): Promise<number> {
+    await this.db.query(`delete from tenantfleet.pauses where tenant = $1 and database = $2`, [k.tenant, k.database]);
+    const r = await this.db.query<{ pause_id: string }>(
+      `insert into tenantfleet.pauses (tenant, database, lease_until, requested_by, target)
+       values ($1, $2, now() + $3 * interval '1 millisecond', $4, $5) returning pause_id`,
+      [k.tenant, k.database, leaseMs, requestedBy, target ? JSON.stringify(target) : null],
+    );
+    return Number(r.rows[0]!.pause_id);
   }
 
   async pause(k: TenantDbKey, opts: PauseOptions = {}): Promise<PauseResult> {
@@ -143,13 +153,7 @@ export class Coordinator {
     const name = clientDatabaseName(k);
     const requested = Date.now();
     await this.stopRenewing(name);
-    await this.db.query(`delete from tenantfleet.pauses where tenant = $1 and database = $2`, [k.tenant, k.database]);
-    const r = await this.db.query<{ pause_id: string }>(
-      `insert into tenantfleet.pauses (tenant, database, lease_until, requested_by, target)
-       values ($1, $2, now() + $3 * interval '1 millisecond', $4, $5) returning pause_id`,
-      [k.tenant, k.database, leaseMs, opts.requestedBy ?? "coordinator", opts.target ? JSON.stringify(opts.target) : null],
-    );
-    const pauseId = Number(r.rows[0]!.pause_id);
+    const pauseId = await this.requestPause(k, leaseMs, opts.requestedBy ?? "coordinator", opts.target);
     const timer = setInterval(() => {
       this.db
         .query(`update tenantfleet.pauses set lease_until = now() + $2 * interval '1 millisecond' where pause_id = $1`, [pauseId, leaseMs])
