@@ -14,10 +14,10 @@ import * as path from "node:path";
 import type { Engine } from "../../../dynamic-providers/engines";
 import { ControlCatalog } from "../../../dynamic-providers/control-catalog";
 import { CATALOG_DATABASE, CATALOG_SERVER, servesMysql, servesRedis, viaBastion, type CloudPlatformArgs, type MigrationPath, type Platform, type PlatformCatalog, type PlatformServer, type ServerRequest } from "../index";
-import { awsObjectFetch, awsSecretFetch, bastionUserData, PROXY_ADMIN_PORT, PROXY_MYSQL_PORT, PROXY_PORT, PROXY_REDIS_PORT, proxyUserData, serverUserData } from "../vm/cloud-init";
+import { awsObjectFetch, awsSecretFetch, bastionUserData, PROXY_ADMIN_PORT, PROXY_MYSQL_PORT, PROXY_PORT, PROXY_REDIS_PORT, proxyClientPorts, proxyUserData, serverUserData } from "../vm/cloud-init";
 import { VM_PORTS } from "../vm/configure";
 import { buildProxyBundle } from "../vm/proxy-artifact";
-import { redisManifestKey, vmRedisInstances } from "../vm/redis-instances";
+import { redisManifestKey, runsRedisInstances, vmRedisInstances } from "../vm/redis-instances";
 import { ADMIN_USER, ENGINE_VERSIONS, serverId } from "../vm/naming";
 import { allowDatabaseIngress, createRegionNet, peerRegions, regionCidr, type AwsRegionNet, type HomeSecurityGroups } from "./network";
 
@@ -52,7 +52,7 @@ export function awsPlatform(args: CloudPlatformArgs): Platform {
     h,
   );
   const fleetCidrs = [...nets.values()].map((n) => n.cidr);
-  const clientPorts = [PROXY_PORT, ...(servesMysql(spec) ? [PROXY_MYSQL_PORT] : []), ...(servesRedis(spec) ? [PROXY_REDIS_PORT] : [])];
+  const clientPorts = proxyClientPorts({ mysql: servesMysql(spec), redis: servesRedis(spec) });
   const proxySg = new aws.ec2.SecurityGroup(
     "proxy-sg",
     {
@@ -139,7 +139,7 @@ export function awsPlatform(args: CloudPlatformArgs): Platform {
     const adminSecret = secret(`${req.serverName}-admin`, `servers/${req.serverName}/admin`, password.result, o);
     const role = req.role === "catalog" ? "shared" : req.role;
     // A shared Redis host also runs its tenant databases' instances, from the manifest it pulls.
-    const redisHost = req.engine === "redis" && req.role === "shared" && !req.tenant;
+    const redisHost = runsRedisInstances(req);
     const userData = pulumi.all([adminSecret.arn, bucket.bucket]).apply(([arn, b]) =>
       serverUserData(
         { engine: req.engine, adminUser: ADMIN_USER, clientCidrs: fleetCidrs, role, serverId: serverId(req.serverName) },

@@ -15,11 +15,11 @@ import * as path from "node:path";
 import { ControlCatalog } from "../../../dynamic-providers/control-catalog";
 import type { Engine } from "../../../dynamic-providers/engines";
 import { CATALOG_DATABASE, CATALOG_SERVER, servesMysql, servesRedis, viaBastion, type CloudPlatformArgs, type MigrationPath, type Platform, type PlatformCatalog, type PlatformServer, type ServerRequest } from "../index";
-import { bastionUserData, gcpSecretFetch, PROXY_ADMIN_PORT, PROXY_MYSQL_PORT, PROXY_PORT, PROXY_REDIS_PORT, proxyUserData, serverUserData } from "../vm/cloud-init";
+import { bastionUserData, gcpSecretFetch, PROXY_ADMIN_PORT, PROXY_MYSQL_PORT, PROXY_PORT, PROXY_REDIS_PORT, proxyClientPorts, proxyUserData, serverUserData } from "../vm/cloud-init";
 import { VM_PORTS } from "../vm/configure";
 import { ADMIN_USER, cloudName, ENGINE_VERSIONS, serverId } from "../vm/naming";
 import { buildProxyBundle } from "../vm/proxy-artifact";
-import { REDIS_INSTANCE_PORTS, redisManifestKey, vmRedisInstances } from "../vm/redis-instances";
+import { REDIS_INSTANCE_PORTS, redisManifestKey, runsRedisInstances, vmRedisInstances } from "../vm/redis-instances";
 
 /** Google's load balancer health-check ranges (they must reach the proxies' admin port). */
 export const GCP_HEALTH_CHECK_RANGES = ["35.191.0.0/16", "130.211.0.0/22"];
@@ -86,7 +86,7 @@ export function gcpPlatform(args: CloudPlatformArgs): Platform {
     new gcp.compute.Firewall("db-ingress", { name: name("db-ingress"), network: network.id, direction: "INGRESS", allows: [{ protocol: "tcp", ports }], sourceTags: [tag.proxy, tag.bastion, tag.db], targetTags: [tag.db] }, h);
   }
   new gcp.compute.Firewall("bastion-ssh", { name: name("bastion-ssh"), network: network.id, direction: "INGRESS", allows: [{ protocol: "tcp", ports: ["22"] }], sourceRanges: cloud.bastion.allowedCidrs, targetTags: [tag.bastion] }, h);
-  new gcp.compute.Firewall("proxy-clients", { name: name("proxy-clients"), network: network.id, direction: "INGRESS", allows: [{ protocol: "tcp", ports: [PROXY_PORT, ...(servesMysql(spec) ? [PROXY_MYSQL_PORT] : []), ...(servesRedis(spec) ? [PROXY_REDIS_PORT] : [])].map(String) }], sourceRanges: [...(cloud.proxyClientCidrs ?? fleetCidrs), ...GCP_HEALTH_CHECK_RANGES], targetTags: [tag.proxy] }, h);
+  new gcp.compute.Firewall("proxy-clients", { name: name("proxy-clients"), network: network.id, direction: "INGRESS", allows: [{ protocol: "tcp", ports: proxyClientPorts({ mysql: servesMysql(spec), redis: servesRedis(spec) }).map(String) }], sourceRanges: [...(cloud.proxyClientCidrs ?? fleetCidrs), ...GCP_HEALTH_CHECK_RANGES], targetTags: [tag.proxy] }, h);
   new gcp.compute.Firewall("proxy-health", { name: name("proxy-health"), network: network.id, direction: "INGRESS", allows: [{ protocol: "tcp", ports: [String(PROXY_ADMIN_PORT)] }], sourceRanges: [...GCP_HEALTH_CHECK_RANGES, home.cidr], targetTags: [tag.proxy] }, h);
 
   const serversSa = new gcp.serviceaccount.Account("servers-sa", { accountId: cloudName(`tf-${stack}-servers`, 30), displayName: `tenantfleet ${stack} database servers` }, h);
@@ -161,7 +161,7 @@ export function gcpPlatform(args: CloudPlatformArgs): Platform {
     const role = req.role === "catalog" ? "shared" : req.role;
     const id = serverId(req.serverName);
     // A shared Redis host also runs its tenant databases' instances, from the manifest it pulls.
-    const redisHost = req.engine === "redis" && req.role === "shared" && !req.tenant;
+    const redisHost = runsRedisInstances(req);
     const userData = pulumi.all([adminSecret.secretId, projectId, backups.name]).apply(([sid, proj, b]) =>
       serverUserData(
         { engine: req.engine, adminUser: ADMIN_USER, clientCidrs: fleetCidrs, role, serverId: id },

@@ -89,6 +89,11 @@ export const PROXY_MYSQL_PORT = 6033;
 /** The proxies' Redis-protocol port, on fleets with Redis tenant databases. */
 export const PROXY_REDIS_PORT = 6379;
 export const PROXY_ADMIN_PORT = 9187;
+
+/** The ports applications reach the proxies on: PostgreSQL's, and MySQL's and Redis's when the fleet has such tenant databases. */
+export function proxyClientPorts(protocols: { mysql: boolean; redis: boolean }): number[] {
+  return [PROXY_PORT, ...(protocols.mysql ? [PROXY_MYSQL_PORT] : []), ...(protocols.redis ? [PROXY_REDIS_PORT] : [])];
+}
 export const PROXY_DIR = "/opt/tenantfleet";
 
 export interface ProxyUserDataInput {

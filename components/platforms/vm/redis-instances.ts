@@ -18,7 +18,7 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { redisSettings, renderRedisAclForHash, renderRedisConf } from "../../../dynamic-providers/engines/redis/settings";
 import { InstancePorts } from "../../../dynamic-providers/instance-ports";
-import type { InstancesRequest, PlatformServer } from "../index";
+import type { InstancesRequest, PlatformServer, ServerRequest } from "../index";
 import { systemdUnit, type SecretFetch } from "./cloud-init";
 
 /** The ports instances of a shared Redis host listen on (the host's own instance keeps 6379). */
@@ -35,6 +35,9 @@ export interface RedisInstanceEntry {
   port: number;
   maxmemoryMb: number;
 }
+
+/** A server that runs its Redis tenant databases' instances: a region's shared Redis host. */
+export const runsRedisInstances = (req: ServerRequest): boolean => req.engine === "redis" && req.role === "shared" && !req.tenant;
 
 /** The bucket key of a host's manifest. */
 export const redisManifestKey = (host: string): string => `hosts/${host}/redis-instances`;
