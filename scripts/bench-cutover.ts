@@ -8,7 +8,10 @@
  *                      tables, moved by binlog replication, against `mariadb-dump | mariadb`; or
  *                      redis: an instance filled with 1 KB values, moved by REPLICAOF, under
  *                      5,000 SETs/s from 16 clients by default, against an RDB dump-and-load
- *   --size-mb <n>      tenant database size to build with pgbench -i (default 1024)
+ *   --size <s>         tenant database size to build with pgbench -i: 1GB (default), 10GB, 500MB, …
+ *   --size-mb <n>      the same in MB
+ *   --back             (postgres) then move back within the rollback window, timed: a switch to the
+ *                      old copy, kept current by reverse replication since the cutover
  *   --writes <n>       steady writes per second through the proxies during the migration (default 500)
  *   --clients <n>      load clients (default 4)
  *   --quick            --size-mb 100
@@ -18,14 +21,16 @@
  */
 import { execFile } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { parseArgs, promisify } from "node:util";
 import { Client } from "pg";
 
-import { LocalPgFleet, serverAccess } from "./lib/local-pg-fleet";
+import { LocalPgFleet, serverAccess, type PgServer } from "./lib/local-pg-fleet";
 import { LoadGenerator, compareIds, cutoverGoals, prepareLoadTables, storedIds } from "./lib/load";
 import { pgBinary } from "../dynamic-providers/engines/postgres/local";
-import { copyDatabase, databaseSize, ensureTenantDatabase } from "../dynamic-providers/engines/postgres/tenant-db";
+import { copyDatabase, databaseSize, ensureTenantDatabase, withAdmin } from "../dynamic-providers/engines/postgres/tenant-db";
 import { repoRoot } from "./lib/pulumi-env";
 import { mysqlCutover } from "./lib/cutover-mysql";
 import { redisCutover } from "./lib/cutover-redis";
@@ -37,14 +42,23 @@ const MB_PER_SCALE = 15;
 const { values } = parseArgs({
   options: {
     engine: { type: "string", default: "postgres" },
-    "size-mb": { type: "string", default: "1024" },
+    size: { type: "string" },
+    "size-mb": { type: "string" },
+    back: { type: "boolean", default: false },
     writes: { type: "string" },
     clients: { type: "string" },
     quick: { type: "boolean", default: false },
     "no-save": { type: "boolean", default: false },
   },
 });
-const sizeMb = values.quick ? 100 : Number(values["size-mb"]);
+const sizeMb = values.quick ? 100 : values.size ? parseSize(values.size) : Number(values["size-mb"] ?? 1024);
+
+/** `10GB`, `1.5GB`, `500MB` (or a number of MB) → MB. */
+function parseSize(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(GB|G|MB|M)?$/i.exec(s.trim());
+  if (!m) throw new Error(`--size: expected a size like 10GB or 500MB, got "${s}"`);
+  return Number(m[1]) * (/^g/i.test(m[2] ?? "M") ? 1024 : 1);
+}
 const writes = Number(values.writes ?? (values.engine === "redis" ? 5000 : 500));
 const clients = Number(values.clients ?? (values.engine === "redis" ? 16 : 4));
 const progress = (m: string) => process.stderr.write(`[bench:cutover] ${m}\n`);
@@ -105,6 +119,11 @@ async function main(): Promise<void> {
     await copyDatabase(serverAccess(shared), acme.name, serverAccess(baselineTarget), "baseline");
     const dumpRestoreMs = Date.now() - t;
     progress(`baseline took ${(dumpRestoreMs / 1000).toFixed(1)} s`);
+    await dropDatabase(baselineTarget, "baseline");
+    // What parallel jobs would give: a directory dump with 2 jobs, restored with 2 jobs.
+    progress("baseline: pg_dump -Fd -j 2, then pg_restore -j 2");
+    const parallel = await parallelDumpRestore(shared, acme.name, baselineTarget, route);
+    progress(`pg_dump -j 2 took ${(parallel.dumpMs / 1000).toFixed(1)} s, pg_restore -j 2 ${(parallel.restoreMs / 1000).toFixed(1)} s`);
 
     // The load, steady before, during and after the migration.
     const load = new LoadGenerator({ endpoints, clients, writesPerSecond: writes, mix: ["insert", "transaction", "read"] });
@@ -121,9 +140,17 @@ async function main(): Promise<void> {
     });
     const migEnded = Date.now();
     await sleep(3000);
+    let back: { method: string; totalMs: number; pauseMs: number | undefined; timings: Record<string, number>; verification: unknown } | undefined;
+    if (values.back) {
+      progress("moving back within the rollback window");
+      const started = Date.now();
+      const r = await fleet.migrate(key, dedicated, shared, (m) => progress(m));
+      back = { method: r.method, totalMs: Date.now() - started, pauseMs: r.pauseMs, timings: r.timings, verification: r.verification };
+      await sleep(3000);
+    }
     const report = await load.stop();
     const final = await fleet.route(key);
-    const { missing, extra } = compareIds(load.acknowledgedIds(), await storedIds(dedicated.admin(final.backendDatabase)));
+    const { missing, extra } = compareIds(load.acknowledgedIds(), await storedIds((back ? shared : dedicated).admin(final.backendDatabase)));
 
     const result = {
       bench: "cutover",
@@ -140,8 +167,17 @@ async function main(): Promise<void> {
         pauseMs: record.pauseMs,
         verification: record.verification,
       },
-      baseline: { dumpRestoreMs, dumpRestoreMBps: Number((sizeBytes / 1024 / 1024 / (dumpRestoreMs / 1000)).toFixed(1)) },
-      ratio: { migrationOverDumpRestore: Number(((migEnded - migStarted) / dumpRestoreMs).toFixed(2)) },
+      ...(back ? { back } : {}),
+      baseline: {
+        dumpRestoreMs,
+        dumpRestoreMBps: Number((sizeBytes / 1024 / 1024 / (dumpRestoreMs / 1000)).toFixed(1)),
+        parallelJobs2: { dumpMs: parallel.dumpMs, restoreMs: parallel.restoreMs, totalMs: parallel.dumpMs + parallel.restoreMs },
+      },
+      ratio: {
+        migrationOverDumpRestore: Number(((migEnded - migStarted) / dumpRestoreMs).toFixed(2)),
+        migrationOverParallelDumpRestore: Number(((migEnded - migStarted) / (parallel.dumpMs + parallel.restoreMs)).toFixed(2)),
+        ...(back ? { backOverMigration: Number((back.totalMs / (migEnded - migStarted)).toFixed(3)) } : {}),
+      },
       client: {
         errors: report.errors.length,
         lostWrites: missing.length,
@@ -151,17 +187,43 @@ async function main(): Promise<void> {
         latencyMs: report.latencyMs,
         longest: report.longest,
       },
-      goals: cutoverGoals({ pauseMs: record.pauseMs, migrationMs: migEnded - migStarted, dumpRestoreMs, errors: report.errors.length, lostWrites: missing.length }),
+      goals: {
+        ...cutoverGoals({ pauseMs: record.pauseMs, migrationMs: migEnded - migStarted, dumpRestoreMs, errors: report.errors.length, lostWrites: missing.length }),
+        ...(back ? { backIsASwitchWithoutCopy: back.method === "standby" && back.timings.sync === undefined, backPauseAtMost100ms: (back.pauseMs ?? Infinity) <= 100, backVerified: (back.verification as { ok?: boolean } | undefined)?.ok === true } : {}),
+      },
       errors: report.errors.slice(0, 5),
     };
     console.log(JSON.stringify(result, null, 2));
-    save(result, "");
+    save(result, back ? "back-" : "");
   } finally {
     await fleet.close();
   }
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function dropDatabase(s: PgServer, db: string): Promise<void> {
+  await withAdmin(serverAccess(s), "postgres", (c) => c.query(`drop database if exists "${db}" with (force)`));
+}
+
+/** `pg_dump -Fd -j 2` into a temporary folder, then `pg_restore -j 2` into a new database; each timed. */
+async function parallelDumpRestore(from: PgServer, db: string, to: PgServer, route: { role: string; scramVerifier: string }): Promise<{ dumpMs: number; restoreMs: number }> {
+  const dir = await mkdtemp(path.join(tmpdir(), "tf-bench-dump-"));
+  try {
+    const conn = (s: PgServer, d: string) => ["-h", "127.0.0.1", "-p", String(s.port), "-U", s.adminUser, "-d", d];
+    let t = Date.now();
+    await execFileP(await pgBinary("pg_dump"), [...conn(from, db), "-Fd", "-j", "2", "-f", path.join(dir, "dump")], { env: { ...process.env, PGPASSWORD: from.adminPassword } });
+    const dumpMs = Date.now() - t;
+    await ensureTenantDatabase(serverAccess(to), { backendDatabase: "baseline_j", role: route.role, verifier: route.scramVerifier });
+    t = Date.now();
+    await execFileP(await pgBinary("pg_restore"), [...conn(to, "baseline_j"), "-j", "2", "--no-publications", "--no-subscriptions", path.join(dir, "dump")], { env: { ...process.env, PGPASSWORD: to.adminPassword } });
+    const restoreMs = Date.now() - t;
+    await dropDatabase(to, "baseline_j");
+    return { dumpMs, restoreMs };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
 
 main().catch((e: Error) => {
   progress(`failed: ${e.stack ?? e.message}`);

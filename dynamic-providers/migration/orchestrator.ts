@@ -41,6 +41,8 @@ export interface MigrationRecord {
   syncMBps?: number;
   verification?: Verification;
   backup?: BackupRecord;
+  /** The stream keeping the old copy current for the rollback window (PostgreSQL: `tf_rev_<id>`). */
+  keptCurrentBy?: string;
   notes: string[];
 }
 
@@ -124,6 +126,14 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
     await save();
   };
   const log = opts.log;
+  /** A difference found after the commit: the tenant runs on the target; say so everywhere. */
+  const reportMismatch = async (v: Verification) => {
+    const what = `the copies of ${who} differed at the cutover: ${v.mismatches.join("; ")}`;
+    record.notes.push(`verification after the switch failed: ${v.mismatches.join("; ")}`);
+    await save();
+    await setStatus("verify_failed");
+    log(`${what}. ${who} now serves from ${req.toServer}. ${engine.wayBack ?? `The old copy on ${req.fromServer} is kept for the rollback window: to move back, put the tenant's previous placement back in the config and run \`pulumi up\``}; check the tables named before writing more`, "warn");
+  };
   let committed = false;
   let coordinator: Coordinator | undefined;
 
@@ -138,14 +148,18 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
     record.sizeBytes = pre.sizeBytes;
     record.notes.push(...pre.notes);
     for (const n of pre.notes) log(n, "warn");
-    log(`preflight ok: ${(pre.sizeBytes / 1024 / 1024).toFixed(1)} MB, method ${pre.method === "native" ? engine.nativeMechanism : "backup and restore under a pause"}`);
+    const how = { native: engine.nativeMechanism, dump_restore: "backup and restore under a pause", standby: "a switch to the copy kept current since the last move" }[pre.method];
+    log(`preflight ok: ${(pre.sizeBytes / 1024 / 1024).toFixed(1)} MB, method ${how}`);
     await stopPoint("after-preflight");
 
     // The safety backup runs alongside the initial sync (both only read the source) and must be
     // complete before the cutover; with dump/restore it comes first.
     const file = path.join(opts.backupDir, req.key.tenant, req.key.database, `${startedAt.toISOString().replace(/[:.]/g, "-")}-${req.fromServer}.dump`);
     const backupStarted = Date.now();
-    const backup = engine.backup(file).then(async (b) => {
+    // A switch to a kept copy copies nothing: the copy left behind is kept current in turn, and the
+    // first move's backup is still kept.
+    const backup = (pre.method === "standby" ? Promise.resolve(undefined) : engine.backup(file)).then(async (b) => {
+      if (!b) return;
       const location = opts.backups ? await opts.backups.put(file, path.relative(opts.backupDir, file)) : file;
       record.backup = { location, bytes: b.bytes, takenAt: new Date().toISOString() };
       record.timings.backup = Date.now() - backupStarted;
@@ -163,7 +177,11 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
     await engine.prepareTarget(pre.method, path.dirname(file));
     await stopPoint("after-prepare");
 
-    if (pre.method === "native") {
+    if (pre.method === "standby") {
+      await engine.startReplication(record.migrationId);
+      await enter("catchup");
+      await catchUp(engine, opts, log, (lag) => save({ lagMs: lag }));
+    } else if (pre.method === "native") {
       await engine.startReplication(record.migrationId);
       await enter("sync");
       await setStatus("migrating_sync");
@@ -173,6 +191,7 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
         throw new Error(`safety backup: ${(e as Error).message}`);
       });
       record.syncMBps = pre.sizeBytes / 1024 / 1024 / Math.max(0.001, syncMs / 1000);
+      Object.assign(record.timings, engine.timings);
       await enter("catchup");
       await setStatus("migrating");
       await catchUp(engine, opts, log, (lag) => save({ lagMs: lag }));
@@ -188,11 +207,12 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
 
     await enter("cutover");
     coordinator = await Coordinator.connect(opts.catalog);
+    await engine.readyForPause?.();
     await coordinator.warm(req.key);
     const t0 = Date.now();
     // Announcing the target lets proxies open connections there while they drain; only when the
     // target already holds the schema (native replication), not before a dump/restore copy.
-    const announced = pre.method === "native" ? engine.target : undefined;
+    const announced = pre.method !== "dump_restore" ? engine.target : undefined;
     const paused = await coordinator.pause(req.key, { target: announced, timeoutMs: opts.drainTimeoutMs ?? 60_000, leaseMs: opts.leaseMs ?? 10_000, requestedBy: opts.requestedBy ?? `migration ${record.migrationId}` }).catch(async (e) => {
       await coordinator!.resume(req.key).catch(() => undefined);
       throw new Error(`the proxies could not drain ${who}: ${(e as Error).message}`);
@@ -204,7 +224,7 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
     await stopPoint("paused");
     try {
       let t = Date.now();
-      if (pre.method === "native") {
+      if (pre.method !== "dump_restore") {
         record.timings.finalLag = await engine.markerLag(30_000);
         t = Date.now();
         await engine.finishWhilePaused();
@@ -236,17 +256,29 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
       record.timings.resume = Date.now() - t;
       record.pauseMs = Date.now() - t0;
     }
-    log(`cutover: queries held ${record.pauseMs} ms (drain ${record.timings.drain} ms, verify ${record.timings.verify} ms: ${record.verification!.tables} tables, ${record.verification!.rows} rows); route epoch ${req.epoch + 1} → ${req.toServer}`);
+    Object.assign(record.timings, engine.timings);
+    const held = `queries held ${record.pauseMs} ms (drain ${record.timings.drain} ms, verify ${record.timings.verify} ms`;
+    if (engine.verifyAfterSwitch) {
+      log(`cutover: ${held}); route epoch ${req.epoch + 1} → ${req.toServer}; comparing the two copies as they were in the pause`);
+      const v = await engine.verifyAfterSwitch().catch((e): Verification => ({ ok: false, tables: 0, rows: 0, sequences: 0, mismatches: [`the comparison failed: ${(e as Error).message}`], ms: 0 }));
+      record.verification = v;
+      record.timings.verifyAfterSwitch = v.ms;
+      if (v.ok) log(`verified: ${v.tables} tables, ${v.rows} rows equal on both servers as they were in the pause (counted after it, ${v.ms} ms)`);
+      else await reportMismatch(v);
+    } else {
+      log(`cutover: ${held}: ${record.verification!.tables} tables, ${record.verification!.rows} rows); route epoch ${req.epoch + 1} → ${req.toServer}`);
+    }
     await stopPoint("after-switch");
 
     await enter("fence");
     await finishAfterCommit(engine, log);
+    if (engine.keptCurrentBy) record.keptCurrentBy = engine.keptCurrentBy;
     await enter("done");
     record.status = "done";
     record.finishedAt = new Date().toISOString();
     record.timings.total = Date.now() - startedAt.getTime();
     await save();
-    await setStatus("ready");
+    await setStatus(record.verification?.ok === false ? "verify_failed" : "ready");
     log(`migrated ${who} to ${req.toServer} in ${(record.timings.total / 1000).toFixed(1)} s`);
     await stopPoint("done");
     return record;
@@ -266,7 +298,7 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
     record.error = `${phase}: ${reason}`;
     record.finishedAt = new Date().toISOString();
     log(`migration of ${who} failed during ${phase}: ${reason}. ${who} keeps serving from ${req.fromServer}; removing what this attempt made`, "warn");
-    await engine.removeReplication().catch((x) => log(`cleanup: ${(x as Error).message} (the next attempt removes it)`, "warn"));
+    await engine.removeReplication({ committed: false }).catch((x) => log(`cleanup: ${(x as Error).message} (the next attempt removes it)`, "warn"));
     await engine.abandonTarget().catch((x) => log(`cleanup: ${(x as Error).message} (the next attempt removes it)`, "warn"));
     phase = "failed";
     await save();
@@ -286,11 +318,15 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
  * fenced, so a run killed between or after them is finished by repeating them.
  */
 export async function finishAfterCommit(engine: EngineMigration, log: MigrateOptions["log"]): Promise<void> {
-  await engine.removeReplication();
+  await engine.removeReplication({ committed: true });
   await stopPoint("after-cleanup");
   await engine.fenceSource();
   await stopPoint("after-fence");
-  log("source copy fenced (no role can connect to it); replication objects removed on both servers");
+  if (engine.keptCurrentBy) {
+    log(`source copy fenced against the tenant's login and kept current by reverse replication (${engine.keptCurrentBy}) for the rollback window: moving back is a switch`);
+  } else {
+    log("source copy fenced (no role can connect to it); replication objects removed on both servers");
+  }
 }
 
 /** The latest migration of `key` to `server` recorded in the catalog. */
@@ -364,7 +400,7 @@ export async function finishCommitted(engine: EngineMigration, key: TenantDbKey,
     await finishAfterCommit(engine, opts.log);
     await catalog.query(`update tenantfleet.tenant_databases set status = 'ready', updated_at = now() where tenant = $1 and database = $2`, [key.tenant, key.database]);
     if (!last) return undefined;
-    const record = { ...(last.record as MigrationRecord), status: "done" as const };
+    const record = { ...(last.record as MigrationRecord), status: "done" as const, ...(engine.keptCurrentBy ? { keptCurrentBy: engine.keptCurrentBy } : {}) };
     if (last.phase !== "done") {
       record.notes = [...(record.notes ?? []), `interrupted during ${last.phase} after the commit; finished by a later run`];
       record.finishedAt = new Date().toISOString();
@@ -391,7 +427,7 @@ async function initialSync(engine: EngineMigration, opts: MigrateOptions, log: M
       lastProgress = Date.now();
     }
     if (p.done || Date.now() - lastLog > 3000 || p.percent - lastLogged >= 10) {
-      log(`migrating_sync ${Math.floor(p.percent)}% (${p.tablesDone}/${p.tables} tables copied)`);
+      log(`migrating_sync ${Math.floor(p.percent)}% (${p.tablesDone}/${p.tables} tables copied${p.step ? `; ${p.step}` : ""})`);
       lastLog = Date.now();
       lastLogged = p.percent;
       await save(p.percent);

@@ -8,8 +8,9 @@ import type { RouteTarget } from "../../proxy/catalog/routes";
 
 /** `native`: the engine's own replication (PostgreSQL logical replication, …), lag to zero, a
  * short pause. `dump_restore`: the whole copy under a pause, when native replication cannot be
- * set up (longer, but safe). */
-export type MigrationMethod = "native" | "dump_restore";
+ * set up (longer, but safe). `standby`: the target holds a copy an earlier move left there and
+ * kept current since (a move back within the rollback window): no backup, no copy, a switch. */
+export type MigrationMethod = "native" | "dump_restore" | "standby";
 
 export interface PreflightResult {
   method: MigrationMethod;
@@ -25,6 +26,8 @@ export interface SyncProgress {
   done: boolean;
   tables: number;
   tablesDone: number;
+  /** What the copy does now, when it has steps (copying rows, building indexes, streaming). */
+  step?: string;
 }
 
 export interface Verification {
@@ -36,6 +39,8 @@ export interface Verification {
   /** Tables whose row counts differ: `schema.table: source N, target M`. */
   mismatches: string[];
   ms: number;
+  /** When the compared state was taken, if not when the comparison ran (a snapshot pinned in the pause). */
+  at?: string;
 }
 
 export interface BackupRecord {
@@ -48,6 +53,10 @@ export interface BackupRecord {
 export interface EngineMigration {
   /** Human name of the native mechanism, for the plan and the log. */
   readonly nativeMechanism: string;
+  /** How to go back after the cutover, for a message (default: the rollback window's config edit). */
+  readonly wayBack?: string;
+  /** Milliseconds of the engine's own steps (parts of a phase), copied into the record's timings. */
+  readonly timings?: Record<string, number>;
   /** Where the route points once the migration commits. */
   readonly target: RouteTarget;
   /** Remove what an earlier, interrupted attempt left behind (replication objects, a half-made
@@ -76,11 +85,23 @@ export interface EngineMigration {
    * show that the stream went on, without error, to the pause.
    */
   verifyBeforePause?(): Promise<Verification>;
-  /** Paused: compare source and target (after `verifyBeforePause`: the stream's health since). */
+  /** Before the pause (optional): open what the pause will need, so it does not wait for logins. */
+  readyForPause?(): Promise<void>;
+  /** Paused: compare source and target (after `verifyBeforePause`: the stream's health since;
+   * with `verifyAfterSwitch`: the stream's health, and a snapshot of each side pinned). */
   verify(): Promise<Verification>;
+  /**
+   * After the switch and the resume (optional): compare the two snapshots `verify` pinned in the
+   * pause, so reading every row costs the tenant no pause. A mismatch found here cannot undo the
+   * switch: the orchestrator reports it (log, record, status) and names the way back.
+   */
+  verifyAfterSwitch?(): Promise<Verification>;
   /** Drop replication objects on both sides (the source too: no slot may keep WAL for a tenant
-   * that left). Tolerates a side that is gone. */
-  removeReplication(): Promise<void>;
+   * that left). Tolerates a side that is gone. `committed`: called after the cutover's commit
+   * (else on the failure path before it). */
+  removeReplication(opts?: { committed?: boolean }): Promise<void>;
+  /** After the fence: the stream keeping the old copy current for the rollback window, if any. */
+  readonly keptCurrentBy?: string;
   /** After the commit: no role can write to the source copy any more. */
   fenceSource(): Promise<void>;
   /** Before the commit, on failure: remove the target copy (no route points to it). */

@@ -12,6 +12,7 @@ import { makeVerifier } from "../../proxy/postgres/scram";
 import { nativeVerifier } from "../../proxy/mysql/native-password";
 import { PgMigration } from "../engines/postgres/migration";
 import * as pg from "../engines/postgres/tenant-db";
+import { stopWayBack } from "../engines/postgres/way-back";
 import { MysqlMigration } from "../engines/mysql/migration";
 import * as my from "../engines/mysql/tenant-db";
 import { RedisMigration } from "../engines/redis/migration";
@@ -36,7 +37,25 @@ export interface TenantDbEngine {
   dump(s: ServerAccess, backendDatabase: string, file: string): Promise<{ bytes: number }>;
   /** The database's name on the target of the move to `epoch`. */
   targetDatabase(key: TenantDbKey, epoch: number, current: string): string;
-  migration(a: { source: ServerAccess; target: ServerAccess; from: TenantDbOnServer; targetDatabase: string; freeBytes?: () => Promise<number | undefined> }): EngineMigration;
+  migration(a: {
+    source: ServerAccess;
+    target: ServerAccess;
+    from: TenantDbOnServer;
+    targetDatabase: string;
+    freeBytes?: () => Promise<number | undefined>;
+    /** A copy on the target kept current by `stream` since the last move (a move back). */
+    standby?: { backendDatabase: string; stream: string };
+    /** Keep the old copy current after the cutover (its server stays). */
+    wayBack?: boolean;
+  }): EngineMigration;
+  /**
+   * End the stream that keeps a retained copy current (the window is over, or the tenant moved on
+   * and the copy reads from a copy that is old now): on the copy's side and, when given, the live
+   * side. Returns what could not be reached.
+   */
+  stopKeepingCurrent?(stream: string, sides: { copy?: { server: ServerAccess; database: string }; live?: { server: ServerAccess; database: string } }): Promise<string[]>;
+  /** Fence a copy fully (nobody connects), once nothing keeps it current. */
+  fence?(s: ServerAccess, t: Omit<TenantDbOnServer, "verifier">): Promise<void>;
 }
 
 
@@ -52,6 +71,8 @@ export const ENGINES: Record<LiveEngine, TenantDbEngine> = {
     // A new name per epoch: the fenced copy of a move back stays next to the live one.
     targetDatabase: (key, epoch) => targetDatabaseName(key, epoch),
     migration: (a) => new PgMigration(a),
+    stopKeepingCurrent: (stream, sides) => stopWayBack(stream, sides),
+    fence: (s, t) => pg.fenceDatabase(s, t),
   },
   mysql: {
     scheme: "mysql",

@@ -85,9 +85,14 @@ function storedLog(props: TenantDatabaseOutputs) {
 }
 
 const retainedServers = (copies: RetainedCopy[]): ServerRef[] => copies.flatMap((r) => (r.kind === "fenced_copy" ? [r.server] : []));
+type FencedCopy = Extract<RetainedCopy, { kind: "fenced_copy" }>;
+const keptCurrent = (copies: RetainedCopy[] | undefined): FencedCopy[] => (copies ?? []).filter((r): r is FencedCopy => r.kind === "fenced_copy" && !!r.keptCurrent);
+/** Does `r` read from the live copy `live` (server and database)? */
+const readsFrom = (r: FencedCopy, live: { serverName: string; backendDatabase: string }) => r.keptCurrent?.from.server === live.serverName && r.keptCurrent.from.backendDatabase === live.backendDatabase;
 
-/** Drop retained copies past their window. A fenced copy whose server is gone went with it. */
-async function sweep(engine: string, expired: RetainedCopy[], log: (m: string, l?: "info" | "warn") => void, via: (s: ServerAccess) => ServerAccess, bucket: BackupBucket | undefined, live?: { server: string; backendDatabase: string }): Promise<void> {
+/** Drop retained copies past their window (a stream keeping one current ends first). A fenced
+ * copy whose server is gone went with it. */
+async function sweep(engine: string, expired: RetainedCopy[], log: (m: string, l?: "info" | "warn") => void, via: (s: ServerAccess) => ServerAccess, bucket: BackupBucket | undefined, live?: { server: string; backendDatabase: string; access: ServerAccess }): Promise<void> {
   for (const r of expired) {
     if (r.kind === "backup") {
       await storeOf(r.location, bucket).remove(r.location);
@@ -99,8 +104,17 @@ async function sweep(engine: string, expired: RetainedCopy[], log: (m: string, l
       log(`rollback window over: ${r.backendDatabase} on ${r.server.name} is live again (moved back there), so it is kept`);
       continue;
     }
+    const ops = engineOf(engine);
+    if (r.keptCurrent && ops.stopKeepingCurrent) {
+      const fromLive = live && r.keptCurrent.from.server === live.server && r.keptCurrent.from.backendDatabase === live.backendDatabase;
+      const problems = await ops.stopKeepingCurrent(r.keptCurrent.stream, {
+        copy: { server: via(access(r.server, r.adminPassword)), database: r.backendDatabase },
+        ...(fromLive ? { live: { server: live.access, database: live.backendDatabase } } : {}),
+      });
+      if (problems.length) log(`ending the reverse replication into ${r.backendDatabase} on ${r.server.name}: ${problems.join("; ")}`, "warn");
+    }
     try {
-      await engineOf(engine).drop(via(access(r.server, r.adminPassword)), r);
+      await ops.drop(via(access(r.server, r.adminPassword)), r);
       log(`rollback window over: dropped the fenced copy ${r.backendDatabase} on ${r.server.name}`);
     } catch (e) {
       log(`could not drop the fenced copy ${r.backendDatabase} on ${r.server.name} (${(e as Error).message}); its server is gone or unreachable, so it is forgotten`, "warn");
@@ -184,14 +198,14 @@ export const provider: pulumi.dynamic.ResourceProvider = {
       const unfinished = (olds.retained ?? []).filter((r): r is Extract<RetainedCopy, { kind: "fenced_copy" }> => r.kind === "fenced_copy" && !!r.finishMove);
       const outs: TenantDatabaseOutputs = { ...olds, ...news, status: "ready", retained: (olds.retained ?? []).filter((r) => !plan.expired.includes(r)).map(settled) };
       if (!news.pool) delete outs.pool; // removed from the config: back to session mode
-      const servers = [serverOf(olds), serverOf(news), ...retainedServers([...plan.expired, ...unfinished])];
+      const servers = [serverOf(olds), serverOf(news), ...retainedServers([...plan.expired, ...unfinished, ...keptCurrent(olds.retained)])];
       await reaching(news, servers, async (n, via) => {
         for (const r of unfinished) {
           const record = await finishRefreshedMove(olds, n, r, log, via);
           if (record) outs.lastMigration = record;
         }
         if (plan.migrate) Object.assign(outs, await migrateTo(olds, n, log, via));
-        await sweep(news.engine, plan.expired, log, via, news.backupBucket, { server: outs.serverName, backendDatabase: outs.backendDatabase });
+        await sweep(news.engine, plan.expired, log, via, news.backupBucket, { server: outs.serverName, backendDatabase: outs.backendDatabase, access: via(access(serverOf(outs), outs.serverAdminPassword)) });
         // The route's server and address come from the catalog's own commit; re-writing them here
         // would only matter when the catalog itself moved.
         await withCatalog(n, async (c) => {
@@ -283,9 +297,13 @@ export async function migrateTo(
   const platform = platformOf(news);
   const from = { backendDatabase: olds.backendDatabase, role: olds.role, verifier: route.scramVerifier };
   const windowEnd = expiry(new Date(), news.rollbackWindowHours);
-  const keep = (backup?: { location: string }): RetainedCopy[] => [
-    { kind: "fenced_copy", server: serverOf(olds), adminPassword: olds.serverAdminPassword, backendDatabase: olds.backendDatabase, role: olds.role, expiresAt: windowEnd },
-    ...(backup ? [{ kind: "backup" as const, location: backup.location, expiresAt: windowEnd }] : []),
+  /** The copy left on the old server (kept current from `liveDatabase` when the move says so), and the backup. */
+  const keep = (record: Pick<MigrationRecord, "backup" | "keptCurrentBy"> | undefined, liveDatabase: string): RetainedCopy[] => [
+    {
+      kind: "fenced_copy", server: serverOf(olds), adminPassword: olds.serverAdminPassword, backendDatabase: olds.backendDatabase, role: olds.role, expiresAt: windowEnd,
+      ...(record?.keptCurrentBy ? { keptCurrent: { stream: record.keptCurrentBy, from: { server: news.serverName, backendDatabase: liveDatabase } } } : {}),
+    },
+    ...(record?.backup ? [{ kind: "backup" as const, location: record.backup.location, expiresAt: windowEnd }] : []),
   ];
 
   if (route.server === news.serverName) {
@@ -297,7 +315,10 @@ export async function migrateTo(
     } finally {
       await engine.close();
     }
-    return { backendDatabase: route.backendDatabase, epoch: route.epoch, ...(record ? { lastMigration: record } : {}), retained: [...(olds.retained ?? []), ...keep(record?.backup)] };
+    // The copy now live (a move back to it) is no longer a retained copy.
+    const others = (olds.retained ?? []).filter((r) => !(r.kind === "fenced_copy" && r.server.name === news.serverName && r.backendDatabase === route.backendDatabase));
+    const retained = await endChains(others, olds, source, news.engine, log, via);
+    return { backendDatabase: route.backendDatabase, epoch: route.epoch, ...(record ? { lastMigration: record } : {}), retained: [...retained, ...keep(record, route.backendDatabase)] };
   }
   if (route.server !== olds.serverName) {
     throw new Error(
@@ -306,14 +327,53 @@ export async function migrateTo(
     );
   }
   const ops = engineOf(news.engine);
-  const engine = ops.migration({ source, target, from, targetDatabase: ops.targetDatabase(news, route.epoch + 1, olds.backendDatabase), freeBytes: platform.freeBytes });
+  // A copy this tenant database left on the new server at its last move, kept current since.
+  const standby = keptCurrent(olds.retained).find((r) => r.server.name === news.serverName && readsFrom(r, olds) && new Date(r.expiresAt) > new Date());
+  const engine = ops.migration({
+    source, target, from, targetDatabase: ops.targetDatabase(news, route.epoch + 1, olds.backendDatabase), freeBytes: platform.freeBytes,
+    ...(standby ? { standby: { backendDatabase: standby.backendDatabase, stream: standby.keptCurrent!.stream } } : {}),
+    // A dedicated server goes away when its tenant database leaves it: no way back into it.
+    wayBack: olds.isolation === "shared",
+  });
   const record = await migrate(engine, { key: news, fromServer: olds.serverName, toServer: news.serverName, epoch: route.epoch }, { catalog: catalogConfig(news), backupDir: platform.backupDir, backups: backupStore(news.backupBucket), log, requestedBy: `pulumi up (${news.stack})` });
   // A copy kept on the target under the name the database now takes there was replaced by this move.
   const superseded = (r: RetainedCopy) => r.kind === "fenced_copy" && r.server.name === news.serverName && r.backendDatabase === engine.target.backendDatabase;
+  const retained = await endChains((olds.retained ?? []).filter((r) => !superseded(r)), olds, source, news.engine, log, via);
   return {
     backendDatabase: engine.target.backendDatabase,
     epoch: route.epoch + 1,
     lastMigration: record,
-    retained: [...(olds.retained ?? []).filter((r) => !superseded(r)), ...keep(record.backup)],
+    retained: [...retained, ...keep(record, engine.target.backendDatabase)],
   };
+}
+
+/**
+ * After a move away from `olds`: retained copies (other than the one now live) that were kept
+ * current from it read from an old copy now. Their streams end and they are fenced fully; they stay until their window ends, as
+ * the database was at this move's cutover. Returns the retained list with them marked so.
+ */
+async function endChains(
+  copies: RetainedCopy[],
+  olds: TenantDatabaseOutputs,
+  oldLive: ServerAccess,
+  engine: string,
+  log: (m: string, l?: "info" | "warn") => void,
+  via: (s: ServerAccess) => ServerAccess,
+): Promise<RetainedCopy[]> {
+  const ops = engineOf(engine);
+  const out: RetainedCopy[] = [];
+  for (const r of copies) {
+    if (r.kind !== "fenced_copy" || !r.keptCurrent || !readsFrom(r, olds) || !ops.stopKeepingCurrent) {
+      out.push(r);
+      continue;
+    }
+    const copy = via(access(r.server, r.adminPassword));
+    const problems = await ops.stopKeepingCurrent(r.keptCurrent.stream, { copy: { server: copy, database: r.backendDatabase }, live: { server: oldLive, database: olds.backendDatabase } });
+    await ops.fence?.(copy, r).catch((e) => problems.push((e as Error).message));
+    if (problems.length) log(`ending the reverse replication into ${r.backendDatabase} on ${r.server.name}: ${problems.join("; ")}`, "warn");
+    else log(`${r.backendDatabase} on ${r.server.name} read from ${olds.serverName}, which this move left: it is no longer kept current (fenced, kept until its window ends)`);
+    const { keptCurrent: _ended, ...rest } = r;
+    out.push(rest);
+  }
+  return out;
 }

@@ -112,6 +112,9 @@ export type RetainedCopy =
       /** Set by `pulumi refresh` when it finds that an interrupted run committed the move away from
        * this copy: its cleanup and fence may not have run; the next update finishes them. */
       finishMove?: boolean;
+      /** Kept current by reverse replication from the live copy it was moved to (PostgreSQL):
+       * `stream` names it, `from` is where it reads. A move back there is a switch. */
+      keptCurrent?: { stream: string; from: { server: string; backendDatabase: string } };
     }
   | { kind: "backup"; location: string; expiresAt: string };
 

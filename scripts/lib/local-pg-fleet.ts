@@ -195,15 +195,23 @@ export class LocalPgFleet {
     return withAdmin(serverAccess(s), database, fn);
   }
 
-  /** The migration of `key`, as the catalog routes it now, from `from` to `to`. */
+  /** Copies left by this fleet's moves and kept current since (what a TenantDatabase's `retained` holds). */
+  private readonly keptCopies = new Map<string, { server: string; backendDatabase: string; stream: string; from: { server: string; backendDatabase: string } }[]>();
+
+  /** The migration of `key`, as the catalog routes it now, from `from` to `to` (a switch back when
+   * `to` holds a copy kept current from where `key` is now, as the TenantDatabase provider does). */
   async migrationPlan(key: TenantDbKey, from: PgServer, to: PgServer): Promise<MigrationPlan> {
     const route = await this.route(key);
+    const kept = (this.keptCopies.get(`${key.tenant}/${key.database}`) ?? []).find(
+      (k) => k.server === to.serverName && k.from.server === route.server && k.from.backendDatabase === route.backendDatabase,
+    );
     return {
       engine: {
         source: serverAccess(from),
         target: serverAccess(to),
         from: { backendDatabase: route.backendDatabase, role: route.role, verifier: route.scramVerifier },
         targetDatabase: targetDatabaseName(key, route.epoch + 1),
+        ...(kept ? { standby: { backendDatabase: kept.backendDatabase, stream: kept.stream } } : {}),
       },
       req: { key, fromServer: from.serverName, toServer: to.serverName, epoch: route.epoch },
       catalog: this.catalogConfig,
@@ -214,7 +222,13 @@ export class LocalPgFleet {
   /** Move `key` from `from` to `to` with the real engine and orchestrator (`backups`: a bucket store for the safety backup). */
   async migrate(key: TenantDbKey, from: PgServer, to: PgServer, log: MigrateOptions["log"], opts: Pick<MigrateOptions, "backups"> = {}): Promise<MigrationRecord> {
     const p = await this.migrationPlan(key, from, to);
-    return migrate(new PgMigration(p.engine), p.req, { catalog: p.catalog, backupDir: p.backupDir, log, ...opts });
+    const record = await migrate(new PgMigration(p.engine), p.req, { catalog: p.catalog, backupDir: p.backupDir, log, ...opts });
+    const now = await this.route(key);
+    const id = `${key.tenant}/${key.database}`;
+    const others = (this.keptCopies.get(id) ?? []).filter((k) => !(k.server === now.server && k.backendDatabase === now.backendDatabase));
+    if (record.keptCurrentBy) others.push({ server: from.serverName, backendDatabase: p.engine.from.backendDatabase, stream: record.keptCurrentBy, from: { server: now.server, backendDatabase: now.backendDatabase } });
+    this.keptCopies.set(id, others);
+    return record;
   }
 
   /** Stop a server (pg_ctl stop -m fast): its clients see their connections end. */

@@ -4,15 +4,21 @@
  * a move back to a server that keeps a fenced copy, the backup-and-restore fallback, and a target
  * that dies during the initial sync.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import * as path from "node:path";
 import { Client } from "pg";
-import { LocalPgFleet, type PgServer, type ProxyProcess, type TenantDb } from "../../scripts/lib/local-pg-fleet";
+import { LocalPgFleet, serverAccess, type PgServer, type ProxyProcess, type TenantDb } from "../../scripts/lib/local-pg-fleet";
+import { Coordinator } from "../../proxy/catalog/coordinator";
+import { stopWayBack } from "../../dynamic-providers/engines/postgres/way-back";
 import { LoadGenerator, compareIds, prepareLoadTables, storedIds } from "../../scripts/lib/load";
 import { MigrationError, type MigrationRecord } from "../../dynamic-providers/migration/orchestrator";
 import type { TenantDbKey } from "../../proxy/catalog/routes";
+
+const realQuery = Client.prototype.query;
+const realPause = Coordinator.prototype.pause;
+const realResume = Coordinator.prototype.resume;
 
 let fleet: LocalPgFleet;
 let a: PgServer;
@@ -39,7 +45,7 @@ async function move(key: TenantDbKey, from: PgServer, to: PgServer, opts: { onLo
 async function replicationLeftovers(s: PgServer): Promise<{ slots: number; roles: number }> {
   return admin(s, "postgres", async (c) => ({
     slots: (await c.query("select 1 from pg_replication_slots")).rowCount ?? 0,
-    roles: (await c.query("select 1 from pg_roles where rolname like 'tf\\_repl\\_%'")).rowCount ?? 0,
+    roles: (await c.query("select 1 from pg_roles where rolname like 'tf\\_repl\\_%' or rolname like 'tf\\_rev\\_%'")).rowCount ?? 0,
   }));
 }
 
@@ -70,7 +76,26 @@ describe("PostgreSQL migration with live load through two proxies", () => {
     await c.end();
   });
 
-  it("moves acme shared → dedicated and back while clients run: zero errors, every acknowledged row on the final server, nothing extra", async () => {
+  it("moves acme shared → dedicated and back while clients run: zero errors, every acknowledged row on the final server, nothing extra; the way back is a switch to the old copy, kept current since", async () => {
+    // Every statement the migration sends, and when the pause was held: nothing that reads every
+    // row may run inside it (the row counts come after the switch, on snapshots pinned in it).
+    const sent: { at: number; text: string; user: string }[] = [];
+    const held: { from: number; to: number }[] = [];
+    const query = vi.spyOn(Client.prototype, "query").mockImplementation(function (this: Client, ...args: unknown[]) {
+      const q = args[0] as string | { text?: string };
+      sent.push({ at: performance.now(), text: typeof q === "string" ? q : (q?.text ?? ""), user: String((this as unknown as { user?: string }).user) });
+      return realQuery.apply(this, args as never);
+    } as never);
+    const pause = vi.spyOn(Coordinator.prototype, "pause").mockImplementation(async function (this: Coordinator, ...args) {
+      const r = await realPause.apply(this, args);
+      held.push({ from: performance.now(), to: Infinity });
+      return r;
+    });
+    const resume = vi.spyOn(Coordinator.prototype, "resume").mockImplementation(async function (this: Coordinator, ...args) {
+      const last = held[held.length - 1];
+      if (last && last.to === Infinity) last.to = performance.now();
+      return realResume.apply(this, args);
+    });
     const load = new LoadGenerator({ endpoints: endpoints(acme), clients: 6 });
     const other = await fleet.tenantDatabase(a, { tenant: "globex", database: "app", role: "app__globex" });
     await prepareLoadTables(endpoints(other)[0]!);
@@ -82,8 +107,14 @@ describe("PostgreSQL migration with live load through two proxies", () => {
     const there = await move(key, a, b);
     expect(there.record.status).toBe("done");
     expect(there.record.method).toBe("native");
-    await sleep(300);
-    const back = await move(key, b, a); // a keeps the fenced copy of epoch 1: the new copy is app__acme_e3
+    expect(there.record.keptCurrentBy).toMatch(/^tf_rev_\d+$/);
+    // The old copy is fenced against the tenant's login, and kept current: a write acknowledged
+    // after the cutover reaches it.
+    await expect(new Client({ ...a.admin("app__acme"), user: acme.role, password: acme.password }).connect()).rejects.toThrow(/not permitted to log in|permission denied/);
+    await sleep(500);
+    const afterCutover = load.acknowledgedIds().at(-1)!;
+    await expect.poll(() => admin(a, "app__acme", async (c) => (await c.query("select count(*)::int as n from load_items where id = $1", [afterCutover])).rows[0].n), { timeout: 10_000 }).toBe(1);
+    const back = await move(key, b, a); // a switch to app__acme on a, current since the first cutover
     await sleep(300);
 
     const report = await load.stop();
@@ -92,8 +123,15 @@ describe("PostgreSQL migration with live load through two proxies", () => {
     expect(otherReport.errors).toEqual([]);
     expect(report.acknowledged).toBeGreaterThan(50);
 
+    query.mockRestore();
+    pause.mockRestore();
+    resume.mockRestore();
     const route = await fleet.route(key);
-    expect(route).toMatchObject({ server: a.serverName, epoch: 3, backendDatabase: "app__acme_e3" });
+    expect(route).toMatchObject({ server: a.serverName, epoch: 3, backendDatabase: "app__acme" });
+    expect(back.record.method).toBe("standby");
+    expect(back.record.backup).toBeUndefined();
+    expect(back.record.timings.sync).toBeUndefined();
+    expect(back.logs.some((l) => /kept current by reverse replication since: moving back is a switch, no copy/.test(l))).toBe(true);
     const stored = await storedIds(a.admin(route.backendDatabase));
     const { missing, extra } = compareIds(load.acknowledgedIds(), stored);
     expect(missing).toEqual([]);
@@ -109,18 +147,33 @@ describe("PostgreSQL migration with live load through two proxies", () => {
     for (const r of [there.record, back.record]) {
       expect(r.verification?.ok).toBe(true);
       expect(r.verification!.tables).toBeGreaterThanOrEqual(3);
+      expect(r.verification!.at).toBeDefined(); // counted on the snapshots pinned in the pause
       expect(r.pauseMs).toBeGreaterThan(0);
-      expect(existsSync(r.backup!.location)).toBe(true);
-      expect(r.backup!.bytes).toBeGreaterThan(0);
-      expect(Object.keys(r.timings)).toEqual(expect.arrayContaining(["preflight", "backup", "prepare", "sync", "catchup", "drain", "verify", "switch", "resume", "fence", "total"]));
+      expect(Object.keys(r.timings)).toEqual(expect.arrayContaining(["preflight", "prepare", "catchup", "drain", "finalLag", "sequences", "verify", "switch", "resume", "verifyAfterSwitch", "fence", "total"]));
     }
+    expect(existsSync(there.record.backup!.location)).toBe(true);
+    expect(there.record.backup!.bytes).toBeGreaterThan(0);
+    expect(Object.keys(there.record.timings)).toEqual(expect.arrayContaining(["backup", "sync", "copyRows", "buildIndexes"]));
     expect(there.logs.some((l) => /^migrating_sync \d+%/.test(l))).toBe(true);
     expect(there.logs.some((l) => /caught up: this tenant database's lag is \d+ ms/.test(l))).toBe(true);
-    // Nothing of the replication is left on either server; the first copy is fenced for everyone.
-    expect(await replicationLeftovers(a)).toEqual({ slots: 0, roles: 0 });
+    // The pauses: two, each with its statements, none of them reading a table's rows; the counts
+    // ran, after the pause.
+    expect(held).toHaveLength(2);
+    // The migration's statements (the clients' own are held by the proxies, and are not its).
+    const mine = sent.filter((q) => q.user !== acme.role && q.user !== other.role);
+    const inPause = mine.filter((q) => held.some((h) => q.at >= h.from && q.at <= h.to));
+    expect(inPause.length).toBeGreaterThan(3);
+    expect(inPause.filter((q) => /count\(|^\s*copy\b|pg_dump|from\s+(public\.)?"?(load_items|load_counters|documents)"?/i.test(q.text))).toEqual([]);
+    expect(mine.filter((q) => /select count\(\*\) as n from public\.documents/.test(q.text) && held.every((h) => q.at > h.to || q.at < h.from)).length).toBeGreaterThanOrEqual(4);
+    // The copy left on b at the way back is kept current in turn; its stream is all that is left of
+    // the replication, and ending it (the window's end) leaves nothing.
+    expect(back.record.keptCurrentBy).toMatch(/^tf_rev_\d+$/);
+    expect(await replicationLeftovers(a)).toEqual({ slots: 1, roles: 1 });
     expect(await replicationLeftovers(b)).toEqual({ slots: 0, roles: 0 });
-    await expect(admin(a, "app__acme", async () => undefined)).rejects.toThrow(/not currently accepting connections/);
-    await expect(admin(b, "app__acme_e2", async () => undefined)).rejects.toThrow(/not currently accepting connections/);
+    const problems = await stopWayBack(back.record.keptCurrentBy!, { copy: { server: serverAccess(b), database: "app__acme_e2" }, live: { server: serverAccess(a), database: "app__acme" } });
+    expect(problems).toEqual([]);
+    expect(await replicationLeftovers(a)).toEqual({ slots: 0, roles: 0 });
+    await expect(new Client({ ...b.admin("app__acme_e2"), user: acme.role, password: acme.password }).connect()).rejects.toThrow(/not permitted to log in|permission denied/);
     // The other tenant on the shared server was never paused.
     const metrics = await (await fetch(`http://127.0.0.1:${p1.adminPort}/metrics`)).text();
     expect(metrics).not.toMatch(/tenantfleet_proxy_pauses_total\{[^}]*tenant="globex"[^}]*\} [1-9]/);

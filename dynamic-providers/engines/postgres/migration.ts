@@ -14,11 +14,15 @@
 import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
-import { escapeIdentifier as ident, escapeLiteral as literal, type Client } from "pg";
+import { Client, escapeIdentifier as ident, escapeLiteral as literal, type ClientConfig } from "pg";
 import type { RouteTarget } from "../../../proxy/catalog/routes";
 import type { EngineMigration, MigrationMethod, PreflightResult, SyncProgress, Verification } from "../../migration/types";
+import { SnapshotCopy } from "./snapshot-copy";
+import { connValue, dropWayBacksFrom, markWayBack, prepareWayBack, preparedWayBack, startWayBack, stopWayBack, wayBackName, wayBackProblems, wayBacksInto, type PgSide } from "./way-back";
 import {
+  adminConfig,
   connectAdmin,
+  dropSlot,
   copyDatabase,
   databaseExists,
   dropSubscriptionsIn,
@@ -33,6 +37,15 @@ import {
 
 export const MARKER_SCHEMA = "tenantfleet_migration";
 const OBJECT_PREFIX = "tf_mig_";
+/** The marker table, made if missing (a database that was moved before keeps its own). */
+const MARKER_DDL = `create schema if not exists ${MARKER_SCHEMA};
+  revoke all on schema ${MARKER_SCHEMA} from public;
+  create table if not exists ${MARKER_SCHEMA}.marker (id int primary key, token text not null, written_at timestamptz not null default clock_timestamp())`;
+/** The source's marker row (the target's arrives with the copy or the stream). */
+const MARKER_ROW = `insert into ${MARKER_SCHEMA}.marker (id, token) values (1, 'initial') on conflict (id) do nothing`;
+/** Parallel COPY streams of the initial copy, and pg_restore jobs building the indexes. */
+const COPY_WORKERS = 2;
+const INDEX_JOBS = 2;
 const ROLE_PREFIX = "tf_repl_";
 
 export interface PgMigrationArgs {
@@ -44,6 +57,18 @@ export interface PgMigrationArgs {
   targetDatabase: string;
   /** Free bytes where the target (and the backup) would be written, when the platform can tell. */
   freeBytes?: () => Promise<number | undefined>;
+  /**
+   * The copy this tenant database left on the target at an earlier move, kept current since by
+   * the way-back stream `stream` (way-back.ts): moving there is a switch, not a copy, if the
+   * stream is healthy; else the move copies into `targetDatabase` as any other.
+   */
+  standby?: { backendDatabase: string; stream: string };
+  /**
+   * Keep the old copy current after the cutover (default true). Not when its server goes away
+   * with the move (a dedicated server the tenant leaves): a stream into it would only hold WAL
+   * on the new server.
+   */
+  wayBack?: boolean;
 }
 
 /** User tables (partitions included, partitioned parents excluded: their rows live in the leaves). */
@@ -67,17 +92,57 @@ interface TableRow {
 
 export class PgMigration implements EngineMigration {
   readonly nativeMechanism = "PostgreSQL logical replication (publication + subscription, per database)";
-  readonly target: RouteTarget;
+  readonly wayBack = "The old copy is kept current by reverse replication for the rollback window: to move back, put the tenant's previous placement back in the config and run `pulumi up` (a switch, no copy)";
   private migrationId: number | undefined;
+  /** The kept copy this move switches to; cleared by preflight when its stream cannot carry it. */
+  private standby: PgMigrationArgs["standby"];
+  /** The way back this move prepared (before the pause) or started (after the commit). */
+  private wayBackPrepared: string | undefined;
+  /** After the fence: the stream that keeps the old copy current, if one does. */
+  keptCurrentBy: string | undefined;
   private sourceDb: Client | undefined;
   private targetDb: Client | undefined;
+  /** The schema dump of the source: pre-data restored before the copy, post-data after it. */
+  private schemaFile: string | undefined;
+  /** The replication connection that made the slot, open until the copy has imported its snapshot. */
+  private exporting: Client | undefined;
+  private sync: { copy: SnapshotCopy; step: string; done: boolean; error?: Error; running?: Promise<void> } | undefined;
+  /** The two snapshots pinned during the pause, counted after the switch. */
+  private pins: { src: Client; tgt: Client } | undefined;
+  private pinnedAt: string | undefined;
+  private method: MigrationMethod | undefined;
+  /** The initial copy's steps, ms (copyRows, buildIndexes, analyze), for the migration record. */
+  readonly timings: Record<string, number> = {};
 
   constructor(private readonly a: PgMigrationArgs) {
-    this.target = { server: a.target.name, host: a.target.host, port: a.target.port, backendDatabase: a.targetDatabase };
+    this.standby = a.standby;
+  }
+
+  /** The kept copy's name when the move switches to it, else the new copy's. */
+  private get targetDatabase(): string {
+    return this.standby?.backendDatabase ?? this.a.targetDatabase;
+  }
+
+  get target(): RouteTarget {
+    const { target } = this.a;
+    return { server: target.name, host: target.host, port: target.port, backendDatabase: this.targetDatabase };
   }
 
   private get name(): string {
     return `${OBJECT_PREFIX}${this.migrationId}`;
+  }
+
+  /** The forward stream: this move's subscription, or the kept copy's way back. */
+  private get streamName(): string {
+    return this.standby?.stream ?? this.name;
+  }
+
+  private get sourceSide(): PgSide {
+    return { server: this.a.source, database: this.a.from.backendDatabase };
+  }
+
+  private get targetSide(): PgSide {
+    return { server: this.a.target, database: this.targetDatabase };
   }
 
   private async source(): Promise<Client> {
@@ -86,23 +151,32 @@ export class PgMigration implements EngineMigration {
   }
 
   private async targetClient(): Promise<Client> {
-    if (!this.targetDb) this.targetDb = await connectAdmin(this.a.target, this.a.targetDatabase);
+    if (!this.targetDb) this.targetDb = await connectAdmin(this.a.target, this.targetDatabase);
     return this.targetDb;
   }
 
   async cleanupLeftovers(): Promise<string[]> {
     const removed: string[] = [];
+    const problems: string[] = [];
     const { target, targetDatabase } = this.a;
+    // A way back an attempt prepared into the live database and never started (a live database
+    // subscribes to nothing of ours).
+    for (const name of await wayBacksInto(this.sourceSide)) {
+      problems.push(...(await stopWayBack(name, { copy: this.sourceSide })));
+      removed.push(`way-back subscription ${name} in ${this.a.from.backendDatabase} on ${this.a.source.name}`);
+    }
     // On the target: a half-made copy (no route points to it: its name carries the next epoch).
     await withAdmin(target, "postgres", async (c) => {
       if (await databaseExists(c, targetDatabase)) {
+        removed.push(...(await dropWayBacksFrom({ server: target, database: targetDatabase })));
         await dropSubscriptionsIn(target, targetDatabase);
         await c.query(`drop database ${ident(targetDatabase)} with (force)`);
         removed.push(`database ${targetDatabase} on ${target.name}`);
       }
     });
-    const problems: string[] = [];
-    await this.dropSourceReplication(removed, problems);
+    // The kept copy: what an interrupted move back prepared out of it.
+    if (this.standby) removed.push(...(await dropWayBacksFrom(this.targetSide)));
+    await this.dropSourceReplication(removed, problems, { markers: false });
     if (problems.length) throw new Error(problems.join("; "));
     return removed;
   }
@@ -112,7 +186,7 @@ export class PgMigration implements EngineMigration {
    * replication logins. Each of the two connections that fails is reported in `problems`, so a
    * source that is gone does not stop the rest; what was dropped is named in `removed`.
    */
-  private async dropSourceReplication(removed: string[], problems: string[]): Promise<void> {
+  private async dropSourceReplication(removed: string[], problems: string[], opts: { markers: boolean }): Promise<void> {
     const { source, from } = this.a;
     // A fenced copy (a run killed after the fence, finished now) admits no connection, and needs
     // none: its publication and marker went before the fence (finishAfterCommit's order).
@@ -125,7 +199,7 @@ export class PgMigration implements EngineMigration {
         await c.query(`drop publication ${ident(pubname)}`);
         removed.push(`publication ${pubname} on ${source.name}`);
       }
-      if ((await c.query("select 1 from pg_namespace where nspname = $1", [MARKER_SCHEMA])).rowCount) {
+      if (opts.markers && (await c.query("select 1 from pg_namespace where nspname = $1", [MARKER_SCHEMA])).rowCount) {
         await c.query(`drop schema ${ident(MARKER_SCHEMA)} cascade`);
         removed.push(`schema ${MARKER_SCHEMA} in ${from.backendDatabase} on ${source.name}`);
       }
@@ -173,6 +247,17 @@ export class PgMigration implements EngineMigration {
       throw new Error(`${target.name} runs PostgreSQL ${major(tgt.version)}, older than ${source.name}'s ${major(src.version)}: the target must run the same or a newer major version`);
     }
     const sizeBytes = Number(src.size);
+    if (this.standby) {
+      const kept = { server: target, database: this.standby.backendDatabase };
+      const why = await wayBackProblems(this.standby.stream, this.sourceSide, kept).catch((e) => [(e as Error).message]);
+      if (!why.length) why.push(...(await this.schemaDrift(kept)));
+      if (!why.length) {
+        notes.push(`${kept.database} on ${target.name}, the copy left there by the last move, has been kept current by reverse replication since: moving back is a switch, no copy`);
+        return { method: "standby", notes, sizeBytes };
+      }
+      notes.push(`the copy ${kept.database} on ${target.name} cannot be switched to (${why.join("; ")}): moving into a new copy instead; the old one stays until its rollback window ends`);
+      this.standby = undefined;
+    }
     const free = await this.a.freeBytes?.();
     if (free !== undefined && free < sizeBytes * 2 + 64 * 1024 * 1024) {
       throw new Error(`not enough disk: the backup and the target copy of ${from.backendDatabase} need about ${mb(sizeBytes * 2)} MB, ${mb(free)} MB are free. Free some space and run \`pulumi up\` again`);
@@ -202,27 +287,34 @@ export class PgMigration implements EngineMigration {
 
   async prepareTarget(method: MigrationMethod, workDir: string): Promise<void> {
     const { source, target, from, targetDatabase } = this.a;
-    await ensureTenantDatabase(target, { ...from, backendDatabase: targetDatabase });
-    if (method !== "native") return;
-    // Schema only (tables, indexes, constraints); the rows come with the subscription's initial copy.
-    const schema = path.join(workDir, `${targetDatabase}.schema.dump`);
-    try {
-      await dumpDatabase(source, from.backendDatabase, schema, { schemaOnly: true });
-      await restoreDatabase(target, targetDatabase, schema, { schemaOnly: true });
-    } finally {
-      await fs.rm(schema, { force: true });
+    this.method = method;
+    await ensureTenantDatabase(target, { ...from, backendDatabase: this.targetDatabase });
+    if (method === "standby") {
+      // Both sides have the marker table since the move that made the kept copy.
+      await (await this.source()).query(`${MARKER_DDL}; ${MARKER_ROW}`);
+      return;
     }
-    const markerDdl = `create schema ${MARKER_SCHEMA};
-      revoke all on schema ${MARKER_SCHEMA} from public;
-      create table ${MARKER_SCHEMA}.marker (id int primary key, token text not null, written_at timestamptz not null default clock_timestamp())`;
-    await (await this.targetClient()).query(markerDdl);
+    if (method !== "native") return;
+    // The tables now, without their indexes and constraints: those are built once the rows are in
+    // (startReplication), from the same schema dump.
+    this.schemaFile = path.join(workDir, `${targetDatabase}.schema.dump`);
+    await dumpDatabase(source, from.backendDatabase, this.schemaFile, { schemaOnly: true });
+    await restoreDatabase(target, targetDatabase, this.schemaFile, { section: "pre-data" });
+    await (await this.targetClient()).query(MARKER_DDL);
     // The source's row arrives with the initial copy.
-    await (await this.source()).query(`${markerDdl}; insert into ${MARKER_SCHEMA}.marker (id, token) values (1, 'initial')`);
+    await (await this.source()).query(`${MARKER_DDL}; ${MARKER_ROW}`);
   }
 
+  /**
+   * The slot first, made on a replication connection that exports its snapshot; the rows of that
+   * snapshot copied (snapshot-copy.ts); the indexes and constraints built; then the subscription,
+   * made without a copy of its own, streams from the slot's position: every transaction after the
+   * snapshot, none before it. The copy runs in the background; `syncProgress` reports it.
+   */
   async startReplication(migrationId: number): Promise<void> {
     this.migrationId = migrationId;
-    const { source, from } = this.a;
+    if (this.method === "standby") return; // the kept copy's stream runs already
+    const { source, target, from, targetDatabase } = this.a;
     const role = `${ROLE_PREFIX}${migrationId}`;
     const password = randomBytes(24).toString("base64url");
     await withAdmin(source, "postgres", async (c) => {
@@ -233,44 +325,62 @@ export class PgMigration implements EngineMigration {
     });
     // FOR ALL TABLES is scoped to this database: other tenants' databases are not published.
     await (await this.source()).query(`create publication ${ident(this.name)} for all tables`);
+    const repl = new Client({ ...adminConfig(source, from.backendDatabase), replication: "database" } as ClientConfig);
+    repl.on("error", () => undefined);
+    await repl.connect();
+    this.exporting = repl;
+    const slot = await repl.query<{ snapshot_name: string; consistent_point: string }>(`CREATE_REPLICATION_SLOT ${ident(this.name)} LOGICAL pgoutput EXPORT_SNAPSHOT`);
+    const { snapshot_name: snapshot, consistent_point: at } = slot.rows[0]!;
+    const versions = await Promise.all([this.source(), this.targetClient()].map(async (c) => Number((await (await c).query("select current_setting('server_version_num') as v")).rows[0].v)));
+    const sameMajor = Math.floor(versions[0]! / 10000) === Math.floor(versions[1]! / 10000);
+    const copy = new SnapshotCopy({
+      source, sourceDatabase: from.backendDatabase, target, targetDatabase, snapshot, workers: COPY_WORKERS, binary: sameMajor,
+      // The snapshot lives as long as the connection that exported it does nothing else.
+      onSnapshotImported: () => void this.closeExporting(),
+    });
     const conninfo = `host=${connValue(source.host)} port=${source.port} user=${connValue(role)} password=${connValue(password)} dbname=${connValue(from.backendDatabase)} connect_timeout=10`;
-    await (await this.targetClient()).query(
-      `create subscription ${ident(this.name)} connection ${literal(conninfo)} publication ${ident(this.name)}
-       with (copy_data = true, create_slot = true, slot_name = ${literal(this.name)})`,
-    );
+    this.sync = { copy, step: `copying rows (snapshot at ${at})`, done: false };
+    const sync = this.sync;
+    const run = async () => {
+      let t = Date.now();
+      await copy.run();
+      this.timings.copyRows = Date.now() - t;
+      sync.step = "building indexes and constraints";
+      t = Date.now();
+      await restoreDatabase(target, targetDatabase, this.schemaFile!, { section: "post-data", jobs: INDEX_JOBS });
+      this.timings.buildIndexes = Date.now() - t;
+      // Fresh tables have no statistics: without them the tenant's first queries on the target
+      // could get bad plans. A sampled ANALYZE, seconds for gigabytes.
+      sync.step = "analyzing";
+      t = Date.now();
+      await (await this.targetClient()).query("analyze");
+      this.timings.analyze = Date.now() - t;
+      await (await this.targetClient()).query(
+        `create subscription ${ident(this.name)} connection ${literal(conninfo)} publication ${ident(this.name)}
+         with (copy_data = false, create_slot = false, slot_name = ${literal(this.name)})`,
+      );
+      sync.done = true;
+    };
+    sync.running = run().catch((e) => {
+      sync.error = e as Error;
+    });
+  }
+
+  private async closeExporting(): Promise<void> {
+    const c = this.exporting;
+    this.exporting = undefined;
+    await c?.end().catch(() => undefined);
   }
 
   async syncProgress(): Promise<SyncProgress> {
-    const rel = await (await this.targetClient()).query<{ qname: string; state: string }>(
-      `select format('%I.%I', n.nspname, c.relname) as qname, r.srsubstate as state
-       from pg_subscription_rel r join pg_subscription s on s.oid = r.srsubid
-       join pg_class c on c.oid = r.srrelid join pg_namespace n on n.oid = c.relnamespace where s.subname = $1`,
-      [this.name],
-    );
-    const src = await this.source();
-    const sizes = new Map((await src.query<TableRow>(USER_TABLES)).rows.map((t) => [t.qname, Number(t.bytes)]));
-    const copying = await src.query<{ qname: string; bytes: string }>(
-      `select format('%I.%I', n.nspname, c.relname) as qname, p.bytes_processed as bytes
-       from pg_stat_progress_copy p join pg_class c on c.oid = p.relid join pg_namespace n on n.oid = c.relnamespace
-       where p.datid = (select oid from pg_database where datname = current_database())`,
-    );
-    const inFlight = new Map(copying.rows.map((r) => [r.qname, Number(r.bytes)]));
-    let total = 0;
-    let done = 0;
-    let tablesDone = 0;
-    for (const r of rel.rows) {
-      const size = sizes.get(r.qname) ?? 0;
-      total += size;
-      if (r.state === "r" || r.state === "s") {
-        done += size;
-        tablesDone++;
-      } else {
-        done += Math.min(size, inFlight.get(r.qname) ?? 0);
-      }
-    }
-    const ready = rel.rows.length > 0 && rel.rows.every((r) => r.state === "r");
-    const percent = ready ? 100 : total > 0 ? Math.min(99, (100 * done) / total) : 0;
-    return { percent, done: ready, tables: rel.rows.length, tablesDone };
+    const sync = this.sync;
+    if (!sync) throw new Error("the initial copy has not started");
+    if (sync.error) throw sync.error;
+    const p = sync.copy.progress();
+    const copied = p.bytesTotal > 0 ? (100 * p.bytesDone) / p.bytesTotal : sync.step.startsWith("copying") ? 0 : 100;
+    // The index build is the last tenth of the way.
+    const percent = sync.done ? 100 : sync.step.startsWith("copying") ? Math.min(90, copied * 0.9) : 95;
+    return { percent, done: sync.done, tables: p.tables, tablesDone: p.tablesDone, step: sync.done ? "streaming" : sync.step };
   }
 
   async markerLag(timeoutMs: number): Promise<number> {
@@ -288,8 +398,16 @@ export class PgMigration implements EngineMigration {
     }
   }
 
+  /** Sequences, and the two snapshots pinned, at once: the target has applied the last write. */
   async finishWhilePaused(): Promise<{ sequences: number }> {
-    // Logical replication does not carry sequence values: copy each one's position.
+    const [n] = await Promise.all([this.copySequences(), this.pinSnapshots()]);
+    // After the sequences, on the same connection: where the way back starts.
+    if (this.wayBackPrepared) await markWayBack(await this.targetClient(), this.wayBackPrepared);
+    return { sequences: n };
+  }
+
+  /** Logical replication does not carry sequence values: copy each one's position. */
+  private async copySequences(): Promise<number> {
     const seqs = await (await this.source()).query<{ qname: string; last_value: string | null }>(
       `select format('%I.%I', schemaname, sequencename) as qname, last_value from pg_sequences where schemaname <> '${MARKER_SCHEMA}'`,
     );
@@ -298,65 +416,198 @@ export class PgMigration implements EngineMigration {
       const sql = set.map((s) => `select setval(${literal(s.qname)}::regclass, ${BigInt(s.last_value!)}, true)`).join(";\n");
       await (await this.targetClient()).query(sql);
     }
-    return { sequences: seqs.rows.length };
+    return seqs.rows.length;
   }
 
   async copyWhilePaused(): Promise<void> {
     await copyDatabase(this.a.source, this.a.from.backendDatabase, this.a.target, this.a.targetDatabase);
   }
 
-  async verify(): Promise<Verification> {
-    const started = Date.now();
-    const src = await this.source();
-    const tgt = await this.targetClient();
-    const tables = (await src.query<TableRow>(USER_TABLES)).rows;
-    const count = async (c: Client, t: TableRow) => {
-      try {
-        return Number((await c.query(`select count(*) as n from ${t.qname}`)).rows[0].n);
-      } catch (e) {
-        return `error: ${(e as Error).message}`;
-      }
-    };
-    // Both servers count at once; each side's tables one after the other on its connection.
-    const side = async (c: Client) => {
-      const out: (number | string)[] = [];
-      for (const t of tables) out.push(await count(c, t));
-      return out;
-    };
-    const [a, b] = await Promise.all([side(src), side(tgt)]);
-    const mismatches: string[] = [];
-    let rows = 0;
-    tables.forEach((t, i) => {
-      if (a[i] !== b[i]) mismatches.push(`${t.qname}: source ${a[i]}, target ${b[i]}`);
-      if (typeof a[i] === "number") rows += a[i] as number;
-    });
-    const seq = await src.query("select count(*)::int as n from pg_sequences");
-    return { ok: mismatches.length === 0, tables: tables.length, rows, sequences: seq.rows[0].n, mismatches, ms: Date.now() - started };
+  /**
+   * Before the pause: the target's dirty buffers flushed, the stream's health and the schema
+   * checked (a failure here costs the tenant nothing), and two connections opened for the
+   * pause's pinned snapshots, so the pause does not wait for their logins.
+   */
+  async readyForPause(): Promise<void> {
+    await this.unpin();
+    if (this.method === "native" || this.method === "standby") {
+      const t = Date.now();
+      // The copy left the target's buffers dirty: flush them now, not while the tenant waits on
+      // commits that queue behind the checkpointer's writes.
+      if (this.method === "native") await (await this.targetClient()).query("checkpoint");
+      this.timings.checkpoint = Date.now() - t;
+      const problems = [...(await this.streamProblems()), ...(await this.schemaDrift(this.targetSide))];
+      if (problems.length) throw new Error(problems.join("; "));
+    }
+    if ((this.method === "native" || this.method === "standby") && this.a.wayBack !== false) {
+      // The way back, ready to be marked in the pause and started after the commit.
+      const t = Date.now();
+      const name = wayBackName(this.migrationId!);
+      await prepareWayBack(name, this.targetSide, this.sourceSide);
+      this.wayBackPrepared = name;
+      this.timings.prepareWayBack = Date.now() - t;
+    }
+    const [src, tgt] = await Promise.all([connectAdmin(this.a.source, this.a.from.backendDatabase), connectAdmin(this.a.target, this.targetDatabase)]);
+    this.pins = { src, tgt };
   }
 
-  async removeReplication(): Promise<void> {
-    const { target, targetDatabase } = this.a;
+  /** The forward stream: its apply worker alive and without errors during the move. */
+  private async streamProblems(): Promise<string[]> {
+    const r = await (await this.targetClient()).query<{ pid: number | null; errors: string }>(
+      `select (select pid from pg_stat_subscription w where w.subid = s.oid and w.relid is null limit 1) as pid, coalesce(st.apply_error_count, 0) as errors
+       from pg_subscription s left join pg_stat_subscription_stats st on st.subid = s.oid where s.subname = $1`,
+      [this.streamName],
+    );
+    const h = r.rows[0];
+    if (!h) return [`the subscription ${this.streamName} is gone from ${this.a.target.name}`];
+    if (Number(h.errors) > 0) return [`replication of ${this.a.from.backendDatabase} into ${this.a.target.name} failed ${h.errors} time(s) applying a change (the target server's log says why)`];
+    if (h.pid === null) return [`the subscription's apply worker on ${this.a.target.name} is not running`];
+    return [];
+  }
+
+  /**
+   * Logical replication carries rows, not DDL: a table, column or type changed on the source
+   * during the move leaves the target with the old shape (and stops the stream at the first row
+   * that does not fit). Both sides' user schemas compared; each difference named.
+   */
+  private async schemaDrift(other: PgSide): Promise<string[]> {
+    const [a, b] = await Promise.all([schemaOf(await this.source()), withAdmin(other.server, other.database, schemaOf)]);
+    const diff: string[] = [];
+    for (const [table, cols] of a) {
+      const other = b.get(table);
+      if (other === undefined) diff.push(`${table} is new`);
+      else if (other !== cols) diff.push(`${table} changed (source: ${cols}; target: ${other})`);
+    }
+    for (const table of b.keys()) if (!a.has(table)) diff.push(`${table} was dropped`);
+    if (!diff.length) return [];
+    return [
+      `the schema of ${this.a.from.backendDatabase} on ${this.a.source.name} differs from ${other.database} on ${other.server.name}'s (changed during the move, or since the cutover that made that copy): ${diff.slice(0, 5).join("; ")}${diff.length > 5 ? ` (and ${diff.length - 5} more)` : ""}. ` +
+        `Logical replication carries rows only: no switch to a copy of another shape; run \`pulumi up\` again when the schema change is done: the next attempt copies the new schema`,
+    ];
+  }
+
+  private async pinSnapshots(): Promise<void> {
+    if (!this.pins) await this.readyForPause();
+    const { src, tgt } = this.pins!;
+    const pin = (c: Client) => c.query("begin transaction isolation level repeatable read read only; select 1");
+    await Promise.all([pin(src), pin(tgt)]);
+    this.pinnedAt = new Date().toISOString();
+  }
+
+  /**
+   * In the pause, nothing that reads every row: with native replication the target has applied
+   * the last write (markerLag) and finishWhilePaused pinned a snapshot on each side, which see the
+   * same rows; after a copy under the pause they are pinned here. `verifyAfterSwitch` counts them
+   * after the switch, while the tenant runs on the target.
+   */
+  async verify(): Promise<Verification> {
+    const started = Date.now();
+    if (!this.pinnedAt) await this.pinSnapshots();
+    return { ok: true, tables: 0, rows: 0, sequences: 0, mismatches: [], ms: Date.now() - started };
+  }
+
+  /**
+   * After the switch: every table's rows counted in the two snapshots pinned during the pause
+   * (both at the cutover), both servers at once. The source is frozen in its snapshot whatever
+   * happens to it since; the target's writes since the switch are not in its snapshot.
+   */
+  async verifyAfterSwitch(): Promise<Verification> {
+    const started = Date.now();
+    if (!this.pins) throw new Error("no snapshot was pinned during the pause");
+    const { src, tgt } = this.pins;
+    try {
+      const tables = (await src.query<TableRow>(USER_TABLES)).rows;
+      const count = async (c: Client, t: TableRow) => {
+        try {
+          return Number((await c.query(`select count(*) as n from ${t.qname}`)).rows[0].n);
+        } catch (e) {
+          return `error: ${(e as Error).message}`;
+        }
+      };
+      // Each side's tables one after the other on its pinned connection, both sides at once.
+      const side = async (c: Client) => {
+        const out: (number | string)[] = [];
+        for (const t of tables) out.push(await count(c, t));
+        return out;
+      };
+      const [a, b] = await Promise.all([side(src), side(tgt)]);
+      const mismatches: string[] = [];
+      let rows = 0;
+      tables.forEach((t, i) => {
+        if (a[i] !== b[i]) mismatches.push(`${t.qname}: source ${a[i]}, target ${b[i]}`);
+        if (typeof a[i] === "number") rows += a[i] as number;
+      });
+      const seq = await src.query("select count(*)::int as n from pg_sequences");
+      return { ok: mismatches.length === 0, tables: tables.length, rows, sequences: seq.rows[0].n, mismatches, ms: Date.now() - started, at: this.pinnedAt };
+    } finally {
+      await this.unpin();
+    }
+  }
+
+  private async unpin(): Promise<void> {
+    const p = this.pins;
+    this.pins = undefined;
+    this.pinnedAt = undefined;
+    await Promise.all([p?.src, p?.tgt].map((c) => c?.end().catch(() => undefined)));
+  }
+
+  /**
+   * The forward stream's objects on both sides. Before the commit a kept copy's stream stays (the
+   * copy stays current). After it, the stream that fed a kept copy from the source goes too (the
+   * source is the old copy now), and the marker tables stay when a way back will use them.
+   */
+  async removeReplication(opts: { committed?: boolean } = {}): Promise<void> {
     const problems: string[] = [];
+    const fail = (e: unknown) => problems.push((e as Error).message);
+    const keepsStream = this.standby && !opts.committed;
+    const wayBack = opts.committed ? (await wayBacksInto(this.sourceSide).catch(() => [])).length > 0 : false;
     // Dropping the subscription drops its slot on the source too; if the source is unreachable the
     // slot is dropped below (or by the next attempt's cleanup).
-    await dropSubscriptionsIn(target, targetDatabase).catch((e) => problems.push((e as Error).message));
-    await withAdmin(target, targetDatabase, (c) => c.query(`drop schema if exists ${ident(MARKER_SCHEMA)} cascade`)).catch((e) => problems.push((e as Error).message));
-    await this.dropSourceReplication([], problems);
+    if (!keepsStream) await dropSubscriptionsIn(this.a.target, this.targetDatabase).catch(fail);
+    if (!wayBack && !this.standby) await withAdmin(this.a.target, this.targetDatabase, (c) => c.query(`drop schema if exists ${ident(MARKER_SCHEMA)} cascade`)).catch(fail);
+    await this.dropSourceReplication([], problems, { markers: !wayBack && !this.standby });
+    if (opts.committed) await dropWayBacksFrom(this.sourceSide).catch(fail);
     if (problems.length) throw new Error(`removing replication objects: ${problems.join("; ")}`);
   }
 
+  /**
+   * After the commit. With a way back prepared: the tenant's login fenced out of the old copy
+   * (the subscription's worker still applies), then the way back started. Without one (a copy
+   * made under the pause, or a run of an earlier version): nobody can connect to the old copy.
+   */
   async fenceSource(): Promise<void> {
-    await fenceDatabase(this.a.source, this.a.from);
+    const name = await preparedWayBack(this.sourceSide).catch(() => undefined);
+    if (!name) {
+      await fenceDatabase(this.a.source, this.a.from);
+      return;
+    }
+    await fenceDatabase(this.a.source, this.a.from, { keepReplication: true });
+    await startWayBack(this.sourceSide, name);
+    this.keptCurrentBy = name;
   }
 
   async abandonTarget(): Promise<void> {
     await this.closeConnections();
-    const { target, targetDatabase } = this.a;
-    await dropSubscriptionsIn(target, targetDatabase);
-    await withAdmin(target, "postgres", (c) => c.query(`drop database if exists ${ident(targetDatabase)} with (force)`));
+    const problems: string[] = [];
+    for (const name of await wayBacksInto(this.sourceSide).catch(() => [])) problems.push(...(await stopWayBack(name, { copy: this.sourceSide })));
+    const { target } = this.a;
+    if (this.standby) {
+      // The kept copy stays, current, fenced again against the tenant's login.
+      await dropWayBacksFrom(this.targetSide).catch((e) => problems.push((e as Error).message));
+      await fenceDatabase(target, { backendDatabase: this.targetDatabase, role: this.a.from.role }, { keepReplication: true });
+    } else {
+      // Slots of the half-made copy would block its drop.
+      await dropWayBacksFrom(this.targetSide).catch(() => undefined);
+      await dropSubscriptionsIn(target, this.targetDatabase);
+      await withAdmin(target, "postgres", (c) => c.query(`drop database if exists ${ident(this.targetDatabase)} with (force)`));
+    }
+    if (problems.length) throw new Error(problems.join("; "));
   }
 
   private async closeConnections(): Promise<void> {
+    await this.unpin();
+    await this.closeExporting();
+    if (this.schemaFile) await fs.rm(this.schemaFile, { force: true });
     await this.sourceDb?.end().catch(() => undefined);
     await this.targetDb?.end().catch(() => undefined);
     this.sourceDb = undefined;
@@ -366,6 +617,20 @@ export class PgMigration implements EngineMigration {
   async close(): Promise<void> {
     await this.closeConnections();
   }
+}
+
+/** Each user table's columns (name, type, not null), one string per table: what rows must fit. */
+async function schemaOf(c: Client): Promise<Map<string, string>> {
+  const r = await c.query<{ t: string; cols: string }>(
+    `select format('%I.%I', n.nspname, c.relname) as t,
+            string_agg(format('%I %s%s', a.attname, format_type(a.atttypid, a.atttypmod), case when a.attnotnull then ' not null' else '' end), ', ' order by a.attnum) as cols
+     from pg_class c join pg_namespace n on n.oid = c.relnamespace
+     join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+     where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema', '${MARKER_SCHEMA}')
+       and n.nspname not like 'pg_toast%' and n.nspname not like 'pg_temp%'
+     group by 1`,
+  );
+  return new Map(r.rows.map((x) => [x.t, x.cols]));
 }
 
 function roleComment(database: string): string {
@@ -385,25 +650,6 @@ async function dropRole(c: Client, role: string): Promise<void> {
   // DROP OWNED also revokes its privileges on shared objects (the database's CONNECT).
   await c.query(`drop owned by ${ident(role)}`);
   await c.query(`drop role ${ident(role)}`);
-}
-
-/** Drop a slot, ending the WAL sender that holds it first. */
-async function dropSlot(c: Client, slot: string): Promise<void> {
-  for (let attempt = 0; ; attempt++) {
-    await c.query("select pg_terminate_backend(active_pid) from pg_replication_slots where slot_name = $1 and active_pid is not null", [slot]);
-    try {
-      await c.query("select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = $1", [slot]);
-      return;
-    } catch (e) {
-      if (attempt >= 20) throw e;
-      await sleep(100);
-    }
-  }
-}
-
-/** A libpq conninfo value, quoted. */
-function connValue(v: string): string {
-  return `'${v.replace(/\\/g, "\\\\").replace(/'/g, "\\'")}'`;
 }
 
 function mb(bytes: number): number {
