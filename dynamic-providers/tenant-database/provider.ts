@@ -203,6 +203,11 @@ export const provider: pulumi.dynamic.ResourceProvider = {
         for (const r of unfinished) {
           const record = await finishRefreshedMove(olds, n, r, log, via);
           if (record) outs.lastMigration = record;
+          // Finishing it started the way back into the copy it left: the state records that.
+          if (record?.keptCurrentBy) {
+            const from = { server: news.serverName, backendDatabase: olds.backendDatabase };
+            outs.retained = outs.retained.map((x) => (x.kind === "fenced_copy" && x.server.name === r.server.name && x.backendDatabase === r.backendDatabase ? { ...x, keptCurrent: { stream: record.keptCurrentBy!, from } } : x));
+          }
         }
         if (plan.migrate) Object.assign(outs, await migrateTo(olds, n, log, via));
         await sweep(news.engine, plan.expired, log, via, news.backupBucket, { server: outs.serverName, backendDatabase: outs.backendDatabase, access: via(access(serverOf(outs), outs.serverAdminPassword)) });

@@ -31,7 +31,7 @@ interface CatalogRow {
   sync_percent: number | null;
   lag_ms: number | null;
   error: string | null;
-  record: { timings?: Record<string, number>; pauseMs?: number } | null;
+  record: { timings?: Record<string, number>; pauseMs?: number; verification?: { ok: boolean; mismatches: string[] }; keptCurrentBy?: string } | null;
   updated_at: Date | null;
 }
 
@@ -56,8 +56,14 @@ export function statusOf(row: Pick<CatalogRow, "status" | "sync_percent" | "erro
 export function describeMigration(row: CatalogRow): string | undefined {
   if (!row.migration_id) return undefined;
   const t = row.record?.timings ?? {};
-  const head = `#${row.migration_id} ${row.from_server} → ${row.to_server} (${row.method === "native" ? "replication" : "dump/restore"})`;
-  if (row.phase === "done") return `${head}: ${((t.total ?? 0) / 1000).toFixed(1)} s, queries held ${row.record?.pauseMs ?? "?"} ms`;
+  const how = { native: "replication", dump_restore: "dump/restore", standby: "switch to the copy kept current" }[row.method ?? ""] ?? row.method;
+  const head = `#${row.migration_id} ${row.from_server} → ${row.to_server} (${how})`;
+  if (row.phase === "done") {
+    const v = row.record?.verification;
+    const checked = v?.ok === false ? `; copies differed at the cutover: ${v.mismatches.join("; ")}` : "";
+    const kept = row.record?.keptCurrentBy ? `; old copy on ${row.from_server} kept current (${row.record.keptCurrentBy})` : "";
+    return `${head}: ${((t.total ?? 0) / 1000).toFixed(1)} s, queries held ${row.record?.pauseMs ?? "?"} ms${checked}${kept}`;
+  }
   if (row.phase === "failed") return `${head}: failed`;
   return `${head}: ${row.phase}${row.lag_ms != null ? `, lag ${row.lag_ms} ms` : ""}`;
 }

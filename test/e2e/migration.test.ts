@@ -2,7 +2,8 @@
  * The mission end to end: the real Pulumi CLI, real servers, two real proxies. Clients run against
  * acme (and globex) through both proxies while the test edits the stack config and runs
  * `pulumi up`: a first attempt whose target dies during the initial sync, then acme shared →
- * dedicated, → another region, → shared. The steps run in order and build on each other.
+ * dedicated, back to shared within the rollback window (a switch to the copy kept current), →
+ * dedicated again, → another region, → shared. The steps run in order and build on each other.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { existsSync, promises as fs } from "node:fs";
@@ -149,6 +150,32 @@ for (const mode of ["session", "transaction"] as const) describe(`${mode} pool m
       await expectNoChanges();
     }, 300_000);
 
+    it("within the rollback window the copy left on the shared server is kept current; `up` with the config back is a switch to it (no copy), and forward again", async () => {
+      const out = await outputs();
+      const shared = out.servers["shared-postgres-eu-west"]!;
+      const copy = { host: shared.host, port: shared.port, user: shared.adminUser, password: shared.adminPassword, database: "app__acme" };
+      // A write acknowledged after the cutover is on the old copy.
+      await sleep(500);
+      const last = acmeLoad.acknowledgedIds().at(-1)!;
+      await expect.poll(async () => (await storedIds(copy)).includes(last), { timeout: 15_000 }).toBe(true);
+      await writeConfig({ engine: "postgres", isolation: "shared", region: "eu-west" });
+      const back = await pulumi(["up", "--yes"]);
+      upOutputs.push(back.stdout);
+      expect(back.stdout).toMatch(/method a switch to the copy kept current since the last move/);
+      expect(back.stdout).toMatch(/moving back is a switch, no copy/);
+      expect(back.stdout).not.toMatch(/migrating_sync/);
+      const [route] = await catalogQuery<{ server: string; backend_database: string }>("select server, backend_database from tenantfleet.tenant_databases where tenant = 'acme'");
+      expect(route).toEqual({ server: "shared-postgres-eu-west", backend_database: "app__acme" });
+      await expectNoChanges();
+      // And forward again: a new dedicated server, a full move.
+      await writeConfig({ engine: "postgres", isolation: "dedicated", region: "eu-west" });
+      const forward = await pulumi(["up", "--yes"]);
+      upOutputs.push(forward.stdout);
+      expect(forward.stdout).toMatch(/migrating_sync \d+%/);
+      expect((await outputs()).tenantDatabases.acme!.app).toMatchObject({ server: "dedicated-acme-app-eu-west", epoch: 4 });
+      await expectNoChanges();
+    }, 600_000);
+
     it("preview --diff shows a region change as an update of acme's TenantDatabase with a readable plan, and nothing of other tenants", async () => {
       await writeConfig({ engine: "postgres", isolation: "dedicated", region: "us-east" });
       const r = await pulumi(["preview", "--diff"]);
@@ -161,11 +188,11 @@ for (const mode of ["session", "transaction"] as const) describe(`${mode} pool m
 
     it("`up` moves acme to another region, then back to a shared server; preview shows no changes after each", async () => {
       upOutputs.push((await pulumi(["up", "--yes"])).stdout);
-      expect((await outputs()).tenantDatabases.acme!.app).toMatchObject({ server: "dedicated-acme-app-us-east", epoch: 3 });
+      expect((await outputs()).tenantDatabases.acme!.app).toMatchObject({ server: "dedicated-acme-app-us-east", epoch: 5 });
       await expectNoChanges();
       await writeConfig({ engine: "postgres", isolation: "shared", region: "us-east" });
       upOutputs.push((await pulumi(["up", "--yes"])).stdout);
-      expect((await outputs()).tenantDatabases.acme!.app).toMatchObject({ server: "shared-postgres-us-east", isolation: "shared", epoch: 4 });
+      expect((await outputs()).tenantDatabases.acme!.app).toMatchObject({ server: "shared-postgres-us-east", isolation: "shared", epoch: 6 });
       await expectNoChanges();
     }, 600_000);
 
@@ -210,7 +237,7 @@ for (const mode of ["session", "transaction"] as const) describe(`${mode} pool m
         execFile(process.execPath, ["--import", "tsx", path.join(repoRoot, "scripts/status.ts"), "acme", "--stack", stack], { cwd: repoRoot }, (err, stdout, stderr) => (err ? reject(new Error(stderr)) : resolve(stdout))),
       );
       expect(text).toMatch(/^TENANT\/DATABASE\s+ENGINE\s+ISOLATION\s+REGION\s+SERVER\s+STATUS/m);
-      expect(text).toMatch(/acme\/app\s+postgres\s+shared\s+us-east\s+shared-postgres-us-east\s+ready\s+4\s+#\d+ dedicated-acme-app-us-east → shared-postgres-us-east \(replication\): [\d.]+ s, queries held \d+ ms/);
+      expect(text).toMatch(/acme\/app\s+postgres\s+shared\s+us-east\s+shared-postgres-us-east\s+ready\s+6\s+#\d+ dedicated-acme-app-us-east → shared-postgres-us-east \(replication\): [\d.]+ s, queries held \d+ ms/);
       expect(text).not.toContain("globex");
     }, 120_000);
 

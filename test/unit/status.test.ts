@@ -25,6 +25,13 @@ describe("npm run status", () => {
     expect(rows[0]).toMatchObject({ status: "ready", epoch: 2, lastMigration: "#7 shared-postgres-eu-west → dedicated-acme-app-eu-west (replication): 4.2 s, queries held 38 ms" });
     expect(rows[1]!.status).toMatch(/^ready \(no proxy route/);
     expect(statusRows(placement, catalog, { tenant: "globex" }).map((r) => r.tenant)).toEqual(["globex"]);
+    // A move back to the kept copy, whose counts differed at the cutover, leaving a way back.
+    const back = [{ ...catalog[0]!, status: "verify_failed", migration_id: "8", from_server: "dedicated-acme-app-eu-west", to_server: "shared-postgres-eu-west", method: "standby",
+      record: { timings: { total: 1500 }, pauseMs: 40, verification: { ok: false, mismatches: ["public.bars: source 100, target 101"] }, keptCurrentBy: "tf_rev_8" } }];
+    expect(statusRows(placement, back)[0]).toMatchObject({
+      status: "verify_failed",
+      lastMigration: "#8 dedicated-acme-app-eu-west → shared-postgres-eu-west (switch to the copy kept current): 1.5 s, queries held 40 ms; copies differed at the cutover: public.bars: source 100, target 101; old copy on dedicated-acme-app-eu-west kept current (tf_rev_8)",
+    });
     const text = renderTable(rows).split("\n");
     expect(text[0]).toMatch(/^TENANT\/DATABASE\s+ENGINE/);
     expect(text[1]!.indexOf("postgres")).toBe(text[0]!.indexOf("ENGINE"));

@@ -388,9 +388,17 @@ export class PgMigration implements EngineMigration {
     const started = Date.now();
     await (await this.source()).query(`update ${MARKER_SCHEMA}.marker set token = $1, written_at = clock_timestamp() where id = 1`, [token]);
     const tgt = await this.targetClient();
+    let checked = started;
     for (let wait = 2; ; wait = Math.min(wait * 2, 50)) {
       const r = await tgt.query(`select token from ${MARKER_SCHEMA}.marker where id = 1`);
       if (r.rows[0]?.token === token) return Date.now() - started;
+      // A stream that has stopped on an error (a row that no longer fits the target's schema)
+      // fails now, saying why, rather than at the timeout.
+      if (Date.now() - checked > 2000) {
+        checked = Date.now();
+        const problems = await this.streamProblems();
+        if (problems.length) throw new Error([...problems, ...(await this.schemaDrift(this.targetSide))].join("; "));
+      }
       if (Date.now() - started > timeoutMs) {
         throw new Error(`replication of ${this.a.from.backendDatabase} to ${this.a.target.name} stalled: a marker written on ${this.a.source.name} was not seen on the target within ${timeoutMs} ms`);
       }
@@ -563,9 +571,12 @@ export class PgMigration implements EngineMigration {
     const wayBack = opts.committed ? (await wayBacksInto(this.sourceSide).catch(() => [])).length > 0 : false;
     // Dropping the subscription drops its slot on the source too; if the source is unreachable the
     // slot is dropped below (or by the next attempt's cleanup).
+    // The marker tables stay while a stream will use them: the way back after the commit, the kept
+    // copy's stream before it.
+    const keepMarkers = opts.committed ? wayBack : !!this.standby;
     if (!keepsStream) await dropSubscriptionsIn(this.a.target, this.targetDatabase).catch(fail);
-    if (!wayBack && !this.standby) await withAdmin(this.a.target, this.targetDatabase, (c) => c.query(`drop schema if exists ${ident(MARKER_SCHEMA)} cascade`)).catch(fail);
-    await this.dropSourceReplication([], problems, { markers: !wayBack && !this.standby });
+    if (!keepMarkers) await withAdmin(this.a.target, this.targetDatabase, (c) => c.query(`drop schema if exists ${ident(MARKER_SCHEMA)} cascade`)).catch(fail);
+    await this.dropSourceReplication([], problems, { markers: !keepMarkers });
     if (opts.committed) await dropWayBacksFrom(this.sourceSide).catch(fail);
     if (problems.length) throw new Error(`removing replication objects: ${problems.join("; ")}`);
   }

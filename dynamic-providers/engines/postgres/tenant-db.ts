@@ -117,7 +117,8 @@ export async function dropTenantDatabase(s: PgServerAccess, t: Pick<PgTenantData
 
 /**
  * Subscriptions are cluster objects tied to a database: one left in a database blocks its drop.
- * Detach each from its slot first (the publisher may be gone) and drop it.
+ * Each is dropped with its slot on the publisher when that answers; else (the publisher is gone)
+ * detached from its slot first and dropped.
  */
 export async function dropSubscriptionsIn(s: PgServerAccess, database: string): Promise<void> {
   const subs = await withAdmin(s, "postgres", async (c) =>
@@ -129,8 +130,12 @@ export async function dropSubscriptionsIn(s: PgServerAccess, database: string): 
   await withAdmin(s, database, async (c) => {
     for (const { subname } of subs) {
       await c.query(`alter subscription ${ident(subname)} disable`);
-      await c.query(`alter subscription ${ident(subname)} set (slot_name = none)`);
-      await c.query(`drop subscription ${ident(subname)}`);
+      try {
+        await c.query(`drop subscription ${ident(subname)}`);
+      } catch {
+        await c.query(`alter subscription ${ident(subname)} set (slot_name = none)`);
+        await c.query(`drop subscription ${ident(subname)}`);
+      }
     }
   });
 }
