@@ -148,6 +148,15 @@ for (const mode of ["session", "transaction"] as const) describe(`${mode} pool m
       const out = await outputs();
       expect(out.tenantDatabases.acme!.app).toMatchObject({ server: "dedicated-acme-app-eu-west", isolation: "dedicated", status: "ready", epoch: 2 });
       await expectNoChanges();
+      // The rows were counted after the switch, on snapshots pinned in the pause: the pause's own
+      // steps (the record's timings) hold no count, and the verification says when it was pinned.
+      const [m] = await catalogQuery<{ record: { verification: { ok: boolean; at?: string; tables: number }; timings: Record<string, number>; keptCurrentBy?: string } }>(
+        "select record from tenantfleet.migrations where tenant = 'acme' and phase = 'done' order by migration_id desc limit 1",
+      );
+      expect(m!.record.verification).toMatchObject({ ok: true, at: expect.any(String) });
+      expect(m!.record.verification.tables).toBeGreaterThanOrEqual(3);
+      expect(Object.keys(m!.record.timings)).toEqual(expect.arrayContaining(["drain", "finalLag", "sequences", "verify", "switch", "resume", "verifyAfterSwitch"]));
+      expect(m!.record.keptCurrentBy).toMatch(/^tf_rev_\d+$/);
     }, 300_000);
 
     it("within the rollback window the copy left on the shared server is kept current; `up` with the config back is a switch to it (no copy), and forward again", async () => {
