@@ -74,7 +74,11 @@ export interface EngineMigration {
   /** Write a marker into the tenant database on the source; resolve with the ms until the target
    * shows it. This tenant's lag, not the server's: other tenants' writes do not move it. */
   markerLag(timeoutMs: number): Promise<number>;
-  /** Paused, native method: what replication does not carry (PostgreSQL: sequence values). */
+  /** Paused, native method, as soon as the source is drained, alongside the final lag (optional):
+   * what needs only the source frozen. */
+  whileDraining?(): Promise<void>;
+  /** Paused, native method, after the final lag: what replication does not carry (PostgreSQL:
+   * sequence values). */
   finishWhilePaused(): Promise<{ sequences: number }>;
   /** Paused, dump_restore method: the whole copy. */
   copyWhilePaused(): Promise<void>;

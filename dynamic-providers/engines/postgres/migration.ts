@@ -14,7 +14,7 @@
 import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
-import { Client, escapeIdentifier as ident, escapeLiteral as literal, type ClientConfig } from "pg";
+import { Client, escapeIdentifier as ident, escapeLiteral as literal, type ClientConfig, type QueryResult } from "pg";
 import type { RouteTarget } from "../../../proxy/catalog/routes";
 import type { EngineMigration, MigrationMethod, PreflightResult, SyncProgress, Verification } from "../../migration/types";
 import { SnapshotCopy } from "./snapshot-copy";
@@ -110,6 +110,8 @@ export class PgMigration implements EngineMigration {
   /** The two snapshots pinned during the pause, counted after the switch. */
   private pins: { src: Client; tgt: Client } | undefined;
   private pinnedAt: string | undefined;
+  /** Sequences copied in this pause (whileDraining). */
+  private sequences: number | undefined;
   private method: MigrationMethod | undefined;
   /** The initial copy's steps, ms (copyRows, buildIndexes, analyze), for the migration record. */
   readonly timings: Record<string, number> = {};
@@ -389,7 +391,8 @@ export class PgMigration implements EngineMigration {
     await (await this.source()).query(`update ${MARKER_SCHEMA}.marker set token = $1, written_at = clock_timestamp() where id = 1`, [token]);
     const tgt = await this.targetClient();
     let checked = started;
-    for (let wait = 2; ; wait = Math.min(wait * 2, 50)) {
+    // Every millisecond at first (the pause's final lag is a few), then backing off.
+    for (let wait = 1; ; wait = Date.now() - started < 30 ? 1 : Math.min(wait * 2, 50)) {
       const r = await tgt.query(`select token from ${MARKER_SCHEMA}.marker where id = 1`);
       if (r.rows[0]?.token === token) return Date.now() - started;
       // A stream that has stopped on an error (a row that no longer fits the target's schema)
@@ -406,25 +409,28 @@ export class PgMigration implements EngineMigration {
     }
   }
 
-  /** Sequences, and the two snapshots pinned, at once: the target has applied the last write. */
-  async finishWhilePaused(): Promise<{ sequences: number }> {
-    const [n] = await Promise.all([this.copySequences(), this.pinSnapshots()]);
-    // After the sequences, on the same connection: where the way back starts.
-    if (this.wayBackPrepared) await markWayBack(await this.targetClient(), this.wayBackPrepared);
-    return { sequences: n };
+  /**
+   * Paused, as soon as the source is drained (its writes are over), alongside the final lag: the
+   * source's snapshot pinned and the sequences copied, on the pin connections (the lag's polling
+   * has the others to itself).
+   */
+  async whileDraining(): Promise<void> {
+    if (!this.pins) await this.readyForPause();
+    const { src, tgt } = this.pins!;
+    await pin(src);
+    this.sequences = await copySequences(src, tgt);
   }
 
-  /** Logical replication does not carry sequence values: copy each one's position. */
-  private async copySequences(): Promise<number> {
-    const seqs = await (await this.source()).query<{ qname: string; last_value: string | null }>(
-      `select format('%I.%I', schemaname, sequencename) as qname, last_value from pg_sequences where schemaname <> '${MARKER_SCHEMA}'`,
-    );
-    const set = seqs.rows.filter((s) => s.last_value !== null);
-    if (set.length) {
-      const sql = set.map((s) => `select setval(${literal(s.qname)}::regclass, ${BigInt(s.last_value!)}, true)`).join(";\n");
-      await (await this.targetClient()).query(sql);
-    }
-    return seqs.rows.length;
+  /**
+   * After the final lag: the target's snapshot pinned, and the target's WAL position then made
+   * the way back's starting point (the forward stream's rows are all before it).
+   */
+  async finishWhilePaused(): Promise<{ sequences: number }> {
+    if (this.sequences === undefined) await this.whileDraining();
+    const lsn = await pin(this.pins!.tgt);
+    this.pinnedAt = new Date().toISOString();
+    if (this.wayBackPrepared) await markWayBack(await this.source(), this.wayBackPrepared, lsn);
+    return { sequences: this.sequences! };
   }
 
   async copyWhilePaused(): Promise<void> {
@@ -457,6 +463,14 @@ export class PgMigration implements EngineMigration {
     }
     const [src, tgt] = await Promise.all([connectAdmin(this.a.source, this.a.from.backendDatabase), connectAdmin(this.a.target, this.targetDatabase)]);
     this.pins = { src, tgt };
+    // The pause's statements once now, on the connections that will run them: a new session
+    // loads its catalog caches at its first statements (tens of ms), which must not be in the
+    // pause. Copying the sequences now is harmless (the pause copies them again). Not before a copy
+    // under the pause: the target has no tables yet.
+    if (this.method !== "dump_restore") await copySequences(src, tgt);
+    await Promise.all([pin(src), pin(tgt)]);
+    await Promise.all([src.query("rollback"), tgt.query("rollback")]);
+    if (this.wayBackPrepared) await (await this.source()).query("select 'pg_' || oid from pg_subscription where subname = $1", [this.wayBackPrepared]);
   }
 
   /** The forward stream: its apply worker alive and without errors during the move. */
@@ -494,11 +508,10 @@ export class PgMigration implements EngineMigration {
     ];
   }
 
+  /** After a copy under the pause: both snapshots pinned at once. */
   private async pinSnapshots(): Promise<void> {
     if (!this.pins) await this.readyForPause();
-    const { src, tgt } = this.pins!;
-    const pin = (c: Client) => c.query("begin transaction isolation level repeatable read read only; select 1");
-    await Promise.all([pin(src), pin(tgt)]);
+    await Promise.all([pin(this.pins!.src), pin(this.pins!.tgt)]);
     this.pinnedAt = new Date().toISOString();
   }
 
@@ -556,6 +569,7 @@ export class PgMigration implements EngineMigration {
     const p = this.pins;
     this.pins = undefined;
     this.pinnedAt = undefined;
+    this.sequences = undefined;
     await Promise.all([p?.src, p?.tgt].map((c) => c?.end().catch(() => undefined)));
   }
 
@@ -628,6 +642,23 @@ export class PgMigration implements EngineMigration {
   async close(): Promise<void> {
     await this.closeConnections();
   }
+}
+
+/** A repeatable-read transaction kept open: its snapshot is the database as of now. Returns the
+ * server's WAL position then. */
+async function pin(c: Client): Promise<string> {
+  const r = (await c.query("begin transaction isolation level repeatable read read only; select pg_current_wal_lsn()::text as lsn")) as unknown as QueryResult<{ lsn: string }>[];
+  return r[1]!.rows[0]!.lsn;
+}
+
+/** Logical replication does not carry sequence values: copy each one's position. */
+async function copySequences(source: Client, target: Client): Promise<number> {
+  const seqs = await source.query<{ qname: string; last_value: string | null }>(
+    `select format('%I.%I', schemaname, sequencename) as qname, last_value from pg_sequences where schemaname <> '${MARKER_SCHEMA}'`,
+  );
+  const set = seqs.rows.filter((s) => s.last_value !== null);
+  if (set.length) await target.query(set.map((s) => `select setval(${literal(s.qname)}::regclass, ${BigInt(s.last_value!)}, true)`).join(";\n"));
+  return seqs.rows.length;
 }
 
 /** Each user table's columns (name, type, not null), one string per table: what rows must fit. */
