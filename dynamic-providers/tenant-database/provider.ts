@@ -347,6 +347,8 @@ export async function migrateTo(
   return {
     backendDatabase: engine.target.backendDatabase,
     epoch: route.epoch + 1,
+    // The copies differed at the cutover (the log says how, and the way back): the output says so too.
+    ...(record.verification?.ok === false ? { status: "verify_failed" } : {}),
     lastMigration: record,
     retained: [...retained, ...keep(record, engine.target.backendDatabase)],
   };

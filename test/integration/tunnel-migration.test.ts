@@ -371,9 +371,15 @@ describe("TenantDatabase through the bastion", () => {
     const conninfo = [...conninfos][0]!;
     expect(conninfo).toMatch(new RegExp(`host='${escapeRe(a.host)}' port=${a.port} `));
     for (const p of tunnelEnds) expect(conninfo).not.toMatch(new RegExp(`port=${p}\\b`));
-    // The subscription is gone, and the source copy is fenced.
+    // The forward subscription is gone. The source copy is fenced against the tenant's login and
+    // kept current by the way back, which reads from the target's own address too.
     expect(await fleet.withAdmin(b, "postgres", async (x) => (await x.query("select 1 from pg_subscription")).rowCount)).toBe(0);
-    await expect(fleet.withAdmin(a, "app__acme", async () => undefined)).rejects.toThrow(/not currently accepting connections/);
+    const back = await fleet.withAdmin(a, "app__acme", async (x) => (await x.query<{ subname: string; subenabled: boolean; subconninfo: string }>("select subname, subenabled, subconninfo from pg_subscription")).rows);
+    expect(back.map((x) => [x.subname, x.subenabled])).toEqual([[outs.lastMigration!.keptCurrentBy, true]]);
+    expect(back[0]!.subconninfo).toMatch(new RegExp(`host='${escapeRe(b.host)}' port=${b.port} `));
+    for (const p of tunnelEnds) expect(back[0]!.subconninfo).not.toMatch(new RegExp(`port=${p}\\b`));
+    await expect(new Client({ host: a.host, port: a.port, user: outs.role, password: outs.access.password, database: "app__acme" }).connect()).rejects.toThrow(/not permitted to log in|permission denied/);
+    expect(outs.retained).toEqual(expect.arrayContaining([expect.objectContaining({ kind: "fenced_copy", backendDatabase: "app__acme", keptCurrent: { stream: outs.lastMigration!.keptCurrentBy, from: { server: b.serverName, backendDatabase: r.backendDatabase } } })]));
 
     // sshd carried this process's connections to both servers and the catalog (pg_dump and
     // pg_restore included, which the connect recorder cannot see).
@@ -422,13 +428,14 @@ describe("TenantDatabase through the bastion", () => {
     expect(await fleet.withAdmin(cat, "postgres", async (c) => (await c.query("select 1 from pg_database where datname = 'never_made'")).rowCount)).toBe(0);
   });
 
-  it("delete through the tunnel: safety backup, the database and the fenced copy dropped, the route removed", async () => {
+  it("delete through the tunnel: safety backup, the database and the fenced copy dropped (its way back ended first), the route removed", async () => {
     const listening = await listeningPorts();
     const logFrom = await logSize();
     const call = await watched(() => tenantProvider.delete!(acme.id, acme.outs));
     expect(await route()).toBeUndefined();
     expect(await databasesOn(b)).toEqual([]);
     expect(await databasesOn(a)).toEqual([]);
+    for (const s of [a, b]) expect(await fleet.withAdmin(s, "postgres", async (x) => (await x.query("select slot_name from pg_replication_slots")).rows)).toEqual([]);
     expect(new Set(await channelsSince(logFrom))).toEqual(new Set([a.port, b.port, cat.port]));
     expect(call.pgTools.map((t) => t.tool)).toEqual(["pg_dump"]); // the safety backup before delete
     await expectTunnelled(call, listening);
