@@ -128,16 +128,20 @@ export async function dropSubscriptionsIn(s: PgServerAccess, database: string): 
   // allow_connections may already be off (a fenced or half-dropped copy): turn it on briefly.
   await withAdmin(s, "postgres", (c) => c.query(`alter database ${ident(database)} with allow_connections true`));
   await withAdmin(s, database, async (c) => {
-    for (const { subname } of subs) {
-      await c.query(`alter subscription ${ident(subname)} disable`);
-      try {
-        await c.query(`drop subscription ${ident(subname)}`);
-      } catch {
-        await c.query(`alter subscription ${ident(subname)} set (slot_name = none)`);
-        await c.query(`drop subscription ${ident(subname)}`);
-      }
-    }
+    for (const { subname } of subs) await dropSubscription(c, subname);
   });
+}
+
+/** Drop subscription `name` of `c`'s database with its slot on the publisher when that answers;
+ * else (the publisher is gone) detached from the slot first. */
+export async function dropSubscription(c: Client, name: string): Promise<void> {
+  await c.query(`alter subscription ${ident(name)} disable`);
+  try {
+    await c.query(`drop subscription ${ident(name)}`);
+  } catch {
+    await c.query(`alter subscription ${ident(name)} set (slot_name = none)`);
+    await c.query(`drop subscription ${ident(name)}`);
+  }
 }
 
 /** Drop a slot, ending the WAL sender that holds it first. */

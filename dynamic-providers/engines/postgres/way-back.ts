@@ -22,7 +22,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { escapeIdentifier as ident, escapeLiteral as literal, type Client } from "pg";
-import { dropSlot, withAdmin, type PgServerAccess } from "./tenant-db";
+import { dropSlot, dropSubscription, withAdmin, type PgServerAccess } from "./tenant-db";
 
 export const WAY_BACK_PREFIX = "tf_rev_";
 
@@ -133,15 +133,8 @@ export async function stopWayBack(name: string, sides: { live?: PgSide; copy?: P
       if (!db.rowCount) return;
       if (!db.rows[0]!.datallowconn) await c.query(`alter database ${ident(copy.database)} with allow_connections true`);
       await withAdmin(copy.server, copy.database, async (d) => {
-        if (!(await d.query("select 1 from pg_subscription where subname = $1", [name])).rowCount) return;
-        await d.query(`alter subscription ${ident(name)} disable`);
-        try {
-          await d.query(`drop subscription ${ident(name)}`); // drops the slot on the live server
-        } catch {
-          // The live server cannot be reached from here: detach, and drop the slot below.
-          await d.query(`alter subscription ${ident(name)} set (slot_name = none)`);
-          await d.query(`drop subscription ${ident(name)}`);
-        }
+        // Drops the slot on the live server too; if that cannot be reached, the slot goes below.
+        if ((await d.query("select 1 from pg_subscription where subname = $1", [name])).rowCount) await dropSubscription(d, name);
       });
       if (!db.rows[0]!.datallowconn) await c.query(`alter database ${ident(copy.database)} with allow_connections false`);
     }).catch((e) => problems.push((e as Error).message));
