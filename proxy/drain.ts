@@ -27,6 +27,8 @@ export interface DrainMember {
   routeChanged(): void;
   /** Every member is parked: open connections to the announced target now (after the drain, so as not to slow it). */
   drained?(): void;
+  /** A switch to `target` is coming: log in there ahead of the pause (kept for `ttlMs` at most). */
+  announced?(target: NonNullable<TenantDrain["target"]>, ttlMs: number): void;
 }
 
 export interface DrainReport {
@@ -88,6 +90,11 @@ export class TenantDrain {
     this.check();
   }
 
+  /** The coordinator announced where the next switch goes (before pausing). */
+  announce(target: NonNullable<TenantDrain["target"]>, ttlMs: number): void {
+    for (const m of this.members) m.announced?.(target, ttlMs);
+  }
+
   resume(): void {
     clearTimeout(this.leaseTimer);
     this.leaseTimer = undefined;
@@ -121,6 +128,8 @@ export class TenantDrain {
   check(): void {
     if (!this.paused) return;
     if (!this.drained) {
+      // While the members move to a committed route, the coordinator waits for "switched" only.
+      if (this.targetEpoch !== undefined) return;
       const progress = JSON.stringify(this.report());
       if (progress !== this.reportedProgress) {
         this.reportedProgress = progress;

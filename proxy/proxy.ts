@@ -165,6 +165,7 @@ export class Proxy {
     this.follower.on("route", (key, route, prev) => this.onRoute(key, route, prev));
     this.follower.on("pause", (key, p) => this.onPause(key, p.pauseId, p.remainingMs, p.target));
     this.follower.on("unpause", (key) => this.onUnpause(key, "resumed"));
+    this.follower.on("announce", (key, target, ttlMs) => this.drains.get(key)?.announce(target, ttlMs));
     this.follower.on("heartbeat", () => this.reportDraining());
   }
 

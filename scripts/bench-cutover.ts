@@ -139,13 +139,15 @@ async function main(): Promise<void> {
       progress(m);
     });
     const migEnded = Date.now();
+    /** The longest client operation that overlapped a migration's pause. */
+    const inPause = (r: { pauseWindow?: { from: number; to: number } }) => (r.pauseWindow ? Math.round(load.maxLatencyBetween(r.pauseWindow.from, r.pauseWindow.to)) : undefined);
     await sleep(3000);
-    let back: { method: string; totalMs: number; pauseMs: number | undefined; timings: Record<string, number>; verification: unknown } | undefined;
+    let back: { method: string; totalMs: number; pauseMs: number | undefined; heldMs: number | undefined; maxLatencyInPauseMs: number | undefined; timings: Record<string, number>; verification: unknown } | undefined;
     if (values.back) {
       progress("moving back within the rollback window");
       const started = Date.now();
       const r = await fleet.migrate(key, dedicated, shared, (m) => progress(m));
-      back = { method: r.method, totalMs: Date.now() - started, pauseMs: r.pauseMs, timings: r.timings, verification: r.verification };
+      back = { method: r.method, totalMs: Date.now() - started, pauseMs: r.pauseMs, heldMs: r.heldMs, maxLatencyInPauseMs: inPause(r), timings: r.timings, verification: r.verification };
       await sleep(3000);
     }
     const report = await load.stop();
@@ -165,6 +167,7 @@ async function main(): Promise<void> {
         timings: record.timings,
         initialSyncMBps: Number(record.syncMBps?.toFixed(1)),
         pauseMs: record.pauseMs,
+        heldMs: record.heldMs,
         verification: record.verification,
       },
       ...(back ? { back } : {}),
@@ -183,6 +186,15 @@ async function main(): Promise<void> {
         lostWrites: missing.length,
         unexpectedRows: extra.length,
         maxLatencyDuringCutoverMs: Math.round(load.maxLatencyBetween(cutoverStarted, migEnded)),
+        // The cutover's parts: before the pause (checkpoint, way back prepared), the pause, after it
+        // (the copies counted, the source fenced).
+        maxLatencyInPauseMs: inPause(record),
+        ...(record.pauseWindow
+          ? {
+              maxLatencyInCutoverBeforePauseMs: Math.round(load.maxLatencyBetween(cutoverStarted, record.pauseWindow.from - 1)),
+              maxLatencyAfterPauseMs: Math.round(load.maxLatencyBetween(record.pauseWindow.to + 1, migEnded)),
+            }
+          : {}),
         maxLatencyBeforeMigrationMs: beforeMax,
         latencyMs: report.latencyMs,
         longest: report.longest,

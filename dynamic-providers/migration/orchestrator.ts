@@ -36,6 +36,13 @@ export interface MigrationRecord {
   timings: Record<string, number>;
   /** How long the tenant's queries were held: pause request → every proxy resumed. */
   pauseMs?: number;
+  /**
+   * What clients saw of it: the longest any proxy held the tenant's queries (from its sight of the
+   * pause to its release of them), without the catalog's round trips before and after.
+   */
+  heldMs?: number;
+  /** When the pause was requested and lifted (ms since the epoch), to line clients' latencies up with it. */
+  pauseWindow?: { from: number; to: number };
   sizeBytes?: number;
   /** Initial sync throughput, MB/s of source table data. */
   syncMBps?: number;
@@ -207,12 +214,14 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
 
     await enter("cutover");
     coordinator = await Coordinator.connect(opts.catalog);
+    // Announcing the target lets proxies log in there before the pause (and restore each session's
+    // state on that login while they drain); only when the target already holds the schema
+    // (native replication), not before a dump/restore copy.
+    const announced = pre.method !== "dump_restore" ? engine.target : undefined;
+    if (announced) await coordinator.announce(req.key, announced);
     await engine.readyForPause?.();
     await coordinator.warm(req.key);
     const t0 = Date.now();
-    // Announcing the target lets proxies open connections there while they drain; only when the
-    // target already holds the schema (native replication), not before a dump/restore copy.
-    const announced = pre.method !== "dump_restore" ? engine.target : undefined;
     const paused = await coordinator.pause(req.key, { target: announced, timeoutMs: opts.drainTimeoutMs ?? 60_000, leaseMs: opts.leaseMs ?? 10_000, requestedBy: opts.requestedBy ?? `migration ${record.migrationId}` }).catch(async (e) => {
       await coordinator!.resume(req.key).catch(() => undefined);
       throw new Error(`the proxies could not drain ${who}: ${(e as Error).message}`);
@@ -256,12 +265,18 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
       record.timings.switch = Date.now() - t;
     } finally {
       const t = Date.now();
-      await coordinator.resume(req.key).catch((e) => log(`resume: ${(e as Error).message} (the pause lease lifts it)`, "warn"));
+      const acks = await coordinator.resume(req.key).catch((e) => {
+        log(`resume: ${(e as Error).message} (the pause lease lifts it)`, "warn");
+        return [];
+      });
       record.timings.resume = Date.now() - t;
       record.pauseMs = Date.now() - t0;
+      record.pauseWindow = { from: t0, to: Date.now() };
+      const held = acks.map((a) => Number(a.detail.pausedMs)).filter((ms) => Number.isFinite(ms));
+      if (held.length) record.heldMs = Math.max(...held);
     }
     Object.assign(record.timings, engine.timings);
-    const held = `queries held ${record.pauseMs} ms (drain ${record.timings.drain} ms, verify ${record.timings.verify} ms`;
+    const held = `queries held ${record.pauseMs} ms (${record.heldMs !== undefined ? `${record.heldMs} ms in the proxies; ` : ""}drain ${record.timings.drain} ms, verify ${record.timings.verify} ms`;
     if (engine.verifyAfterSwitch) {
       log(`cutover: ${held}); route epoch ${req.epoch + 1} → ${req.toServer}; comparing the two copies as they were in the pause`);
       const v = await engine.verifyAfterSwitch().catch((e): Verification => ({ ok: false, tables: 0, rows: 0, sequences: 0, mismatches: [`the comparison failed: ${(e as Error).message}`], ms: 0 }));

@@ -2,6 +2,7 @@
  * The coordinator: the side of a cutover the migration engine calls (DESIGN.md step 5).
  *
  *   const c = await Coordinator.connect(catalogConfig);
+ *   await c.announce(key, target);                 // optional: proxies log in to the target now
  *   await c.pause(key, { timeoutMs: 60_000 });   // resolves when every live proxy has drained
  *   await c.switch(key, target, epoch);            // the commit point; resolves when all switched
  *   await c.resume(key);                           // held messages flow to the new server
@@ -134,6 +135,18 @@ export class Coordinator {
     } finally {
       await this.db.query("rollback");
     }
+  }
+
+  /**
+   * Tell every proxy where the next switch of `k` will go, before pausing it: each logs in there
+   * now, once per session, so neither the drain nor the switch waits for a login (the session's
+   * state is restored on that connection once it parks). A notification only, nothing stored: a
+   * proxy that misses it, or a session that starts later, connects after the drain as before.
+   * The connections are dropped if no pause uses them within `ttlMs`.
+   */
+  async announce(k: TenantDbKey, target: RouteTarget, ttlMs = 120_000): Promise<void> {
+    const payload = { tenant: k.tenant, database: k.database, op: "ANNOUNCE", target, ttlMs };
+    await this.db.query(`select pg_notify($1, $2)`, [CHANNELS.control, JSON.stringify(payload)]);
   }
 
   /** The pause row of `k`, replacing any earlier one; its id. */

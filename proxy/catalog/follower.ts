@@ -8,7 +8,14 @@ import { EventEmitter } from "node:events";
 import type { Logger } from "pino";
 import { Client, Pool, type ClientConfig } from "pg";
 import { CHANNELS, migrateCatalog } from "./schema";
-import { keyString, loadRoutes, loadRoute, type Route, type RouteTarget, type TenantDbKey } from "./routes";
+import { keyString, loadRoutes, loadRoute, rowToRoute, type Route, type RouteTarget, type TenantDbKey } from "./routes";
+
+interface AckWrite {
+  k: TenantDbKey;
+  pauseId: number;
+  phase: string;
+  detail: Record<string, unknown>;
+}
 
 export interface FollowerOptions {
   catalog: ClientConfig;
@@ -31,6 +38,8 @@ const toPause = (r: PauseRow): ActivePause => ({ pauseId: Number(r.pause_id), re
 export interface FollowerEvents {
   route: [key: string, route: Route | undefined, previous: Route | undefined];
   pause: [key: string, pause: ActivePause];
+  /** The coordinator named the next switch's target ahead of a pause (Coordinator.announce). */
+  announce: [key: string, target: RouteTarget, ttlMs: number];
   unpause: [key: string];
   heartbeat: [];
 }
@@ -159,7 +168,11 @@ export class CatalogFollower extends EventEmitter<FollowerEvents> {
     const k = { tenant: p.tenant, database: p.database };
     // A pause's notification (catalog version 6) says all a proxy needs: no read back.
     if (channel === CHANNELS.control) {
-      const n = p as { pauseId?: number; op?: string; remainingMs?: number | null; target?: RouteTarget | null };
+      const n = p as { pauseId?: number; op?: string; remainingMs?: number | null; target?: RouteTarget | null; ttlMs?: number };
+      if (n.op === "ANNOUNCE") {
+        if (n.target) this.emit("announce", keyString(k), n.target, Number(n.ttlMs ?? 120_000));
+        return;
+      }
       if (n.op === "DELETE" && n.pauseId !== undefined) {
         if (this.pauses.get(keyString(k))?.pauseId === Number(n.pauseId)) this.setPause(keyString(k), undefined);
         return;
@@ -168,6 +181,9 @@ export class CatalogFollower extends EventEmitter<FollowerEvents> {
         return this.setPause(keyString(k), { pauseId: Number(n.pauseId), remainingMs: n.remainingMs, ...(n.target ? { target: n.target } : {}) });
       }
     }
+    // A route's notification (catalog version 7) carries the row: no read back either.
+    const row = (p as { route?: Record<string, unknown> | null }).route;
+    if (channel === CHANNELS.routes && row && typeof row === "object") return this.setRoute(keyString(k), rowToRoute(row));
     const work = channel === CHANNELS.routes ? this.reloadRoute(k) : this.reloadPause(k);
     work.catch((e: Error) => this.log.warn({ err: e.message, tenant: k.tenant, database: k.database }, "catalog read after a notification failed"));
   }
@@ -259,19 +275,41 @@ export class CatalogFollower extends EventEmitter<FollowerEvents> {
     return this.peers.get(ordinal);
   }
 
-  /** Record this proxy's progress on a pause (the coordinator waits on these). */
-  private readonly ackChains = new Map<string, Promise<unknown>>();
+  /** Acknowledgements being written, by tenant database, with the one to write next. */
+  private readonly acking = new Map<string, { latest: AckWrite | undefined; done: Promise<void> }>();
 
-  /** Acks for one tenant database are written in the order they were made (draining before drained). */
+  /**
+   * Record this proxy's progress on a pause (the coordinator waits on these). One write at a time
+   * per tenant database, in order; the row holds only the latest phase, so acknowledgements made
+   * while one is being written replace each other and only the last is written (a switch's
+   * progress reports no longer queue in front of its "switched").
+   */
   ack(k: TenantDbKey, pauseId: number, phase: string, detail: Record<string, unknown> = {}): Promise<void> {
     const key = keyString(k);
-    const prev = this.ackChains.get(key) ?? Promise.resolve();
-    const next = prev.catch(() => undefined).then(() => this.writeAck(k, pauseId, phase, detail));
-    this.ackChains.set(key, next);
-    void next.finally(() => {
-      if (this.ackChains.get(key) === next) this.ackChains.delete(key);
-    }).catch(() => undefined);
-    return next;
+    const write: AckWrite = { k, pauseId, phase, detail };
+    const busy = this.acking.get(key);
+    if (busy) {
+      busy.latest = write;
+      return busy.done;
+    }
+    const entry: { latest: AckWrite | undefined; done: Promise<void> } = { latest: write, done: Promise.resolve() };
+    this.acking.set(key, entry);
+    entry.done = (async () => {
+      try {
+        while (entry.latest) {
+          const w = entry.latest;
+          entry.latest = undefined;
+          try {
+            await this.writeAck(w.k, w.pauseId, w.phase, w.detail);
+          } catch (e) {
+            if (!entry.latest) throw e; // a later one replaces it; else the caller hears
+          }
+        }
+      } finally {
+        this.acking.delete(key);
+      }
+    })();
+    return entry.done;
   }
 
   private async writeAck(k: TenantDbKey, pauseId: number, phase: string, detail: Record<string, unknown>): Promise<void> {

@@ -51,7 +51,8 @@ export const keyString = (k: TenantDbKey) => clientDatabaseName(k);
 
 const COLUMNS = `tenant, database, engine, role, scram_verifier, server, host, port, backend_database, epoch, status, pool_mode, pool_size, server_budget`;
 
-function rowToRoute(r: Record<string, unknown>): Route {
+/** A row of tenantfleet.tenant_databases (as a query or a route's notification gives it) as a Route. */
+export function rowToRoute(r: Record<string, unknown>): Route {
   return {
     tenant: r.tenant as string,
     database: r.database as string,

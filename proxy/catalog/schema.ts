@@ -193,6 +193,22 @@ begin
 end $$;
 `,
   },
+  {
+    version: 7,
+    name: "a route's notification carries the route",
+    // The switch's commit reaches every proxy by this notification; reading the route back was one
+    // more catalog round trip inside the pause. Readers of version 6 ignore the field.
+    sql: `
+create or replace function tenantfleet.notify_route() returns trigger language plpgsql as $$
+begin
+  perform pg_notify('${CHANNELS.routes}', json_build_object(
+    'tenant', coalesce(new.tenant, old.tenant), 'database', coalesce(new.database, old.database),
+    'epoch', new.epoch,
+    'route', case when tg_op = 'DELETE' then null else to_jsonb(new) end)::text);
+  return null;
+end $$;
+`,
+  },
 ];
 
 export const CATALOG_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

@@ -107,10 +107,14 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
   private held: Buffer[] = [];
   /** A connection to the announced switch target, opened while parked. */
   private next: { target: string; backend: Promise<Backend | undefined> } | undefined;
+  /** A login to an announced switch target, opened before the pause (its state comes once parked). */
+  private spare: { target: string; backend: Promise<Backend | undefined>; timer: NodeJS.Timeout } | undefined;
   private heldSince = 0;
   private pauseRequested = false;
   private unmovable = false;
   private checking = false;
+  /** Announced: read the session's state once at the next idle point, ahead of the pause (see announced()). */
+  private warming = false;
   snapshot: SessionSnapshot | undefined;
 
   // Transaction pool mode.
@@ -200,6 +204,7 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
   resume(): void {
     this.pauseRequested = false;
     if (this.step === "draining") {
+      this.warming = false;
       this.step = "forwarding";
       return;
     }
@@ -249,10 +254,11 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
   /** In `draining`, once idle: check the state can move, then park. */
   private tryPark(): void {
     if (this.step !== "draining" || !this.idle || this.checking) return;
-    if (!this.pauseRequested && !this.routeIsStale()) {
+    if (!this.pauseRequested && !this.routeIsStale() && !this.warming) {
       this.step = "forwarding";
       return;
     }
+    this.warming = false;
     this.step = "parked";
     if (!this.backend) {
       // Pooled, between transactions: nothing on a server to inspect or move.
@@ -302,7 +308,7 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
 
   private async leavePark(): Promise<void> {
     if (this.routeIsStale()) await this.switchBackend();
-    else this.dropNext(); // resumed where it was: the pause was called off
+    else this.dropNext(); // resumed where it was: the pause was called off (a spare login stays until its announcement lapses)
     if (this.step !== "parked") return;
     if (this.pauseRequested) return; // paused again meanwhile
     this.step = "forwarding";
@@ -573,9 +579,13 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
     }
   }
 
-  /** A connection on `route` carrying this session's state (settings, statements, LISTENs). */
-  private async connectWithState(route: Route, opts: { strict?: boolean } = {}): Promise<Backend> {
-    const b = await this.openBackend(route);
+  /**
+   * A connection on `route` carrying this session's state (settings, statements, LISTENs): the
+   * `opened` login when it is still open, else a new one.
+   */
+  private async connectWithState(route: Route, opts: { strict?: boolean } = {}, opened?: Promise<Backend | undefined>): Promise<Backend> {
+    const spare = await opened;
+    const b = spare && !spare.isClosed ? spare : await this.openBackend(route);
     try {
       const result = this.pooled
         ? await restoreSession(b, this.snapshot && { ...this.snapshot, protocolPrepared: [] }, new Map(), undefined)
@@ -603,11 +613,54 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
     const key = targetKey(t);
     if (this.next?.target === key || key === targetKey(route)) return;
     this.dropNext();
-    const backend = this.connectWithState({ ...route, host: t.host, port: t.port, backendDatabase: t.backendDatabase }, { strict: true }).catch((e: Error) => {
+    const spare = this.spare?.target === key ? this.takeSpare() : undefined;
+    const backend = this.connectWithState({ ...route, host: t.host, port: t.port, backendDatabase: t.backendDatabase }, { strict: true }, spare).catch((e: Error) => {
       this.log.warn({ err: e.message }, "could not open a connection to the announced switch target; the switch will connect itself");
       return undefined;
     });
     this.next = { target: key, backend };
+  }
+
+  /**
+   * The coordinator announced the next switch's target ahead of the pause: log in there now, so
+   * that once parked only the state is restored (one round trip) instead of a login.
+   */
+  announced(t: { host: string; port: number; backendDatabase: string }, ttlMs: number): void {
+    if (this.pooled && !this.backend) return; // between transactions: the new route's pool opens connections when needed
+    const route = this.host.route(this.tenant, this.database);
+    const key = targetKey(t);
+    if (!route || !this.clientKey || this.step === "closed" || this.step === "waiting_route" || this.step === "connecting") return;
+    if (key === targetKey(route) || this.spare?.target === key || this.next?.target === key) return;
+    this.dropSpare();
+    const backend = this.openBackend({ ...route, host: t.host, port: t.port, backendDatabase: t.backendDatabase }).catch((e: Error) => {
+      this.log.warn({ err: e.message }, "could not log in to the announced switch target ahead of the pause; the switch will connect itself");
+      return undefined;
+    });
+    const timer = setTimeout(() => this.dropSpare(), ttlMs);
+    timer.unref();
+    this.spare = { target: key, backend, timer };
+    // The pause will read this session's state on its server (snapshotSession). A server session's
+    // first such read loads the catalog caches of pg_settings, pg_locks and the rest: 10-30 ms
+    // of the drain. Read it once now, at the next idle point (held like a park, a few ms, outside
+    // the pause), and the pause's read finds the caches warm.
+    if (this.step === "forwarding" && this.backend) {
+      this.warming = true;
+      this.step = "draining";
+      this.tryPark();
+    }
+  }
+
+  /** The spare login, handed over (no longer closed by dropSpare). */
+  private takeSpare(): Promise<Backend | undefined> | undefined {
+    const s = this.spare;
+    this.spare = undefined;
+    if (!s) return undefined;
+    clearTimeout(s.timer);
+    return s.backend;
+  }
+
+  private dropSpare(): void {
+    void this.takeSpare()?.then((b) => b?.close());
   }
 
   private dropNext(): void {
@@ -933,6 +986,7 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
     clearTimeout(this.loginTimer);
     this.held = [];
     this.dropNext();
+    this.dropSpare();
     if (this.pooled && this.backend && !this.pinned) this.giveBack(this.idle);
     else this.backend?.close();
     this.pinnedBudget?.give();

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Client } from "pg";
 import { LocalPgFleet } from "../../scripts/lib/local-pg-fleet";
 import { CATALOG_VERSION, CHANNELS, migrateCatalog } from "../../proxy/catalog/schema";
-import { commitRoute, EpochConflictError, loadRoute, upsertRoute } from "../../proxy/catalog/routes";
+import { commitRoute, EpochConflictError, loadRoute, rowToRoute, upsertRoute } from "../../proxy/catalog/routes";
 import { makeVerifier } from "../../proxy/postgres/scram";
 
 let fleet: LocalPgFleet;
@@ -66,6 +66,10 @@ describe("control catalog", () => {
       expect((await loadRoute(c, k))!.port).toBe(2222);
       await c.query("select 1"); // let notifications arrive
       expect(events.some((e) => e.includes('"epoch" : 2') || e.includes('"epoch":2'))).toBe(true);
+      // The commit's notification carries the committed route itself (version 7): proxies switch
+      // on it without reading the row back.
+      const committed = events.map((e) => JSON.parse(e.slice(e.indexOf(":") + 1))).find((p) => p.epoch === 2);
+      expect(rowToRoute(committed.route)).toEqual(await loadRoute(c, k));
     });
   });
 

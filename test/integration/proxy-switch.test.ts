@@ -437,6 +437,45 @@ for (const mode of ["session", "transaction"] as const) describe(`${mode} pool m
       for (const c of sessions) await c.end();
     });
 
+    it("an announced target gets each session's login before the pause, and the switch moves the session onto it", async () => {
+      const { server: from, epoch } = await current();
+      const to = from === s1 ? s2 : s1;
+      const sessions = [client(p1, acme), client(p2, acme)];
+      for (const c of sessions) await c.connect();
+      // (A SET outside a transaction pins a pooled session to its connection: session mode only.)
+      if (mode === "session") for (const c of sessions) await c.query("set application_name = 'announced'");
+      else for (const c of sessions) await c.query("select 1");
+      const pidsOn = (s: PgServer) => admin(s, "postgres", async (db) => (await db.query("select pid, query from pg_stat_activity where usename = $1", [acme.role])).rows as { pid: number; query: string }[]);
+      const target = { server: to.serverName, host: to.host, port: to.port, backendDatabase: acme.name };
+      await coord.announce(key, target);
+      if (mode === "session") {
+        const deadline = Date.now() + 5000;
+        while ((await pidsOn(to)).length < sessions.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        const before = (await pidsOn(to)).map((r) => r.pid);
+        expect(before.length).toBe(sessions.length);
+        // Each session's state was read once on its current server (warming the read the drain makes).
+        const old = await pidsOn(from);
+        expect(old.filter((r) => r.query.includes("pg_listening_channels")).length).toBeGreaterThanOrEqual(sessions.length);
+        await coord.pause(key, { target, timeoutMs: 20_000 });
+        await catchUp(from, to, acme.name);
+        await coord.switch(key, target, epoch + 1);
+        await coord.resume(key);
+        for (const c of sessions) {
+          const r = (await c.query("select pg_backend_pid() as pid, inet_server_port() as port, current_setting('application_name') as app")).rows[0];
+          expect(Number(r.port)).toBe(to.port);
+          expect(before).toContain(r.pid); // the login made at the announcement, not one made in the pause
+          expect(r.app).toBe("announced");
+        }
+      } else {
+        // Pooled sessions between transactions hold no server connection: nothing to log in ahead.
+        await new Promise((r) => setTimeout(r, 500));
+        expect(await pidsOn(to)).toHaveLength(0);
+        await move(to);
+        for (const c of sessions) expect(Number((await c.query("select inet_server_port() as port")).rows[0].port)).toBe(to.port);
+      }
+      for (const c of sessions) await c.end();
+    });
+
     it("keeps serving on known routes while the catalog is down, and follows it again once it is back", async () => {
       const c = client(p1, acme);
       await c.connect();

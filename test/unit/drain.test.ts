@@ -38,6 +38,44 @@ function drain() {
 }
 
 describe("TenantDrain", () => {
+  it("reports no progress while its members move to a committed route: the coordinator waits for switched only", () => {
+    const { d, events, progress } = drain();
+    const a = new Member();
+    const b = new Member();
+    d.join(a);
+    d.join(b);
+    d.pause(3, 10_000);
+    a.parked = b.parked = true;
+    d.check();
+    const before = progress.length;
+    d.routeChanged(2);
+    // Each member unparks while it swaps its connection, then parks on the new epoch.
+    a.parked = false;
+    d.check();
+    a.parked = true;
+    a.epoch = 2;
+    d.check();
+    b.parked = false;
+    d.check();
+    b.parked = true;
+    b.epoch = 2;
+    d.check();
+    expect(progress.length).toBe(before);
+    expect(events).toEqual(["drained", "switched:2"]);
+    d.close();
+  });
+
+  it("passes an announced target to every member", () => {
+    const { d } = drain();
+    const seen: string[] = [];
+    const a = Object.assign(new Member(), { announced: (t: { host: string; port: number }) => seen.push(`${t.host}:${t.port}`) });
+    d.join(a);
+    d.join(new Member()); // a member without the hook (another engine's session) is skipped
+    d.announce({ host: "10.0.0.2", port: 5432, backendDatabase: "app__acme" }, 1000);
+    expect(seen).toEqual(["10.0.0.2:5432"]);
+    d.close();
+  });
+
   it("reports drained once, when the last member parks", () => {
     const { d, events } = drain();
     const a = new Member();
