@@ -61,7 +61,7 @@ function parseSize(s: string): number {
 }
 const writes = Number(values.writes ?? (values.engine === "redis" ? 5000 : 500));
 const clients = Number(values.clients ?? (values.engine === "redis" ? 16 : 4));
-const progress = (m: string) => process.stderr.write(`[bench:cutover] ${m}\n`);
+const progress = (m: string) => process.stderr.write(`[bench:cutover ${new Date().toISOString().slice(11, 23)}] ${m}\n`);
 
 function save(result: { at?: string }, suffix: string): void {
   if (values["no-save"]) return;
@@ -197,7 +197,7 @@ async function main(): Promise<void> {
           : {}),
         maxLatencyBeforeMigrationMs: beforeMax,
         latencyMs: report.latencyMs,
-        longest: report.longest,
+        longest: { ...report.longest, time: new Date(report.longest.at).toISOString() },
       },
       goals: {
         ...cutoverGoals({ pauseMs: record.pauseMs, migrationMs: migEnded - migStarted, dumpRestoreMs, errors: report.errors.length, lostWrites: missing.length }),
