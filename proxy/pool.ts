@@ -285,6 +285,17 @@ export class Pool<C extends PoolConnection, I = unknown> implements BudgetMember
     this.credential ??= credential;
   }
 
+  /**
+   * A switch to `next`'s server is coming (announced before the pause): it gets this pool's
+   * login credential and opens as many idle connections as this pool holds (within its size and
+   * its server's budget), so the transactions released by the resume find connections open.
+   */
+  prepare(next: Pool<C, I>): void {
+    if (this.credential) next.offerCredential(this.credential);
+    const want = Math.min(this.open, next.opts.size);
+    while (!next.retired && next.credential && next.open < want && next.budget.take(next)) next.openOne();
+  }
+
   /** An idle connection now, if there is one and nobody waits before us (no promise: the hot path). */
   tryAcquire(): C | undefined {
     if (this.retired || this.queue.length > 0) return undefined;

@@ -9,7 +9,7 @@ import { randomInt } from "node:crypto";
 import type { Logger } from "pino";
 import type { ClientConfig } from "pg";
 import { CatalogFollower } from "./catalog/follower";
-import { keyString, type Route } from "./catalog/routes";
+import { keyString, type Route, type RouteTarget } from "./catalog/routes";
 import { TenantDrain } from "./drain";
 import { Metrics, type TenantStats } from "./metrics";
 import { PgSession, type SessionHost } from "./postgres/session";
@@ -79,6 +79,8 @@ export class Proxy {
   private laneSweep: NodeJS.Timeout | undefined;
   /** Transaction-mode pools of each tenant database (its committed route), by client profile (MySQL; PostgreSQL has one, ""). */
   private readonly pools = new Map<string, Map<string, Pick<Pool<PoolConnection>, "epoch" | "target" | "retire" | "resize" | "open" | "lent" | "waiting">>>();
+  /** Transaction-mode pools opened on an announced switch target (onAnnounce), by tenant database. */
+  private readonly nextPools = new Map<string, { pool: PgPool; timer: NodeJS.Timeout }>();
   /** This proxy's connections per server, over the pools on it. */
   private readonly budgets = new Map<string, ServerBudget>();
   private nextSession = 0;
@@ -165,7 +167,7 @@ export class Proxy {
     this.follower.on("route", (key, route, prev) => this.onRoute(key, route, prev));
     this.follower.on("pause", (key, p) => this.onPause(key, p.pauseId, p.remainingMs, p.target));
     this.follower.on("unpause", (key) => this.onUnpause(key, "resumed"));
-    this.follower.on("announce", (key, target, ttlMs) => this.drains.get(key)?.announce(target, ttlMs));
+    this.follower.on("announce", (key, target, ttlMs) => this.onAnnounce(key, target, ttlMs));
     this.follower.on("heartbeat", () => this.reportDraining());
   }
 
@@ -278,6 +280,35 @@ export class Proxy {
     this.laneSweep.unref();
   }
 
+  /**
+   * The coordinator announced where `key` will switch to: sessions log in there (session mode, and
+   * pinned sessions), and a `transaction`-mode database gets its pool for that server now, filled
+   * like the current one; the route's commit adopts it (onRoute), else it closes after `ttlMs`.
+   */
+  private onAnnounce(key: string, target: RouteTarget, ttlMs: number): void {
+    this.drains.get(key)?.announce(target, ttlMs);
+    const route = this.follower.routes.get(key);
+    const current = this.pools.get(key)?.get("") as PgPool | undefined;
+    if (!route || route.engine !== "postgres" || route.poolMode !== "transaction" || !current) return;
+    // The target's own budget comes with the committed route; until then, the server's as known.
+    const next: Route = { ...route, ...target, epoch: route.epoch + 1, serverBudget: undefined };
+    if (samePoolTarget(current, next) || (this.nextPools.get(key) && samePoolTarget(this.nextPools.get(key)!.pool, next))) return;
+    this.dropNextPool(key);
+    const pool = this.newPool(key, "", next, pgConnector(next));
+    current.prepare(pool);
+    const timer = setTimeout(() => this.dropNextPool(key), ttlMs);
+    timer.unref();
+    this.nextPools.set(key, { pool, timer });
+  }
+
+  private dropNextPool(key: string): void {
+    const n = this.nextPools.get(key);
+    if (!n) return;
+    this.nextPools.delete(key);
+    clearTimeout(n.timer);
+    n.pool.retire();
+  }
+
   private onRoute(key: string, route: Route | undefined, prev: Route | undefined): void {
     const k = route ?? prev;
     if (prev?.engine === "mysql" && this.mysqlLogins.get(prev.role) === key) this.mysqlLogins.delete(prev.role);
@@ -296,6 +327,15 @@ export class Proxy {
         this.budgetOf(route);
       }
     }
+    const next = this.nextPools.get(key);
+    if (next && route && samePoolTarget(next.pool, route)) {
+      // Committed where it was announced: the pool opened ahead of the pause serves from now on.
+      this.nextPools.delete(key);
+      clearTimeout(next.timer);
+      next.pool.resize(this.poolOptions(route));
+      this.budgetOf(route);
+      this.installPool(key, "", next.pool);
+    } else if (next && route?.epoch !== prev?.epoch) this.dropNextPool(key);
     if (route && prev && route.epoch !== prev.epoch) this.drains.get(key)?.routeChanged(route.epoch);
   }
 
@@ -321,8 +361,7 @@ export class Proxy {
 
   /** The transaction-mode pool of a PostgreSQL tenant database's committed route. */
   private pool(key: string, route: Route): PgPool {
-    const target = { host: route.host, port: route.port, database: route.backendDatabase, user: route.role };
-    return this.poolFor(key, "", route, () => pgPoolConnector(target, parseVerifier(route.scramVerifier)));
+    return this.poolFor(key, "", route, pgConnector(route));
   }
 
   /**
@@ -331,15 +370,23 @@ export class Proxy {
    * the tenant database's pools together.
    */
   private poolFor<C extends PoolConnection, I>(key: string, profile: string, route: Route, connector: () => PoolConnector<C, I>): Pool<C, I> {
-    let pools = this.pools.get(key);
-    const had = pools?.get(profile) as Pool<C, I> | undefined;
+    const had = this.pools.get(key)?.get(profile) as Pool<C, I> | undefined;
     if (had && samePoolTarget(had, route)) return had;
     had?.retire();
+    return this.installPool(key, profile, this.newPool(key, profile, route, connector));
+  }
+
+  private newPool<C extends PoolConnection, I>(key: string, profile: string, route: Route, connector: () => PoolConnector<C, I>): Pool<C, I> {
     const target = { host: route.host, port: route.port, database: route.backendDatabase };
     const name = profile ? `${key}|${profile}` : key;
-    const p = new Pool<C, I>(name, target, route.epoch, this.poolOptions(route), this.budgetOf(route), connector(), (e) =>
+    return new Pool<C, I>(name, target, route.epoch, this.poolOptions(route), this.budgetOf(route), connector(), (e) =>
       this.log.warn({ key: name, err: e.message }, "pool could not open a server connection"),
     );
+  }
+
+  /** `p` becomes the pool of `key` for `profile`; the metrics count the tenant database's pools together. */
+  private installPool<P extends Pool<PoolConnection, unknown>>(key: string, profile: string, p: P): P {
+    let pools = this.pools.get(key);
     if (!pools) {
       const all = (pools = new Map());
       this.pools.set(key, all);
@@ -461,11 +508,16 @@ export class Proxy {
     for (const s of openRedis()) s.fail("ERR tenantfleet: the proxy is shutting down; reconnect: another proxy serves the same address");
     for (const d of this.drains.values()) d.close();
     for (const pools of this.pools.values()) for (const p of pools.values()) p.retire();
+    for (const key of [...this.nextPools.keys()]) this.dropNextPool(key);
     for (const lane of this.redisLanes.values()) lane.close();
     await this.follower.stop({ deregister: true });
     await new Promise<void>((r) => (this.admin ? this.admin.close(() => r()) : r()));
   }
 }
+
+/** How a PostgreSQL pool on `route`'s server logs in (the tenant database's login, SCRAM). */
+const pgConnector = (route: Route) => () =>
+  pgPoolConnector({ host: route.host, port: route.port, database: route.backendDatabase, user: route.role }, parseVerifier(route.scramVerifier));
 
 function samePoolTarget(p: { epoch: number; target: PoolTarget }, r: Route): boolean {
   return p.epoch === r.epoch && p.target.host === r.host && p.target.port === r.port && p.target.database === r.backendDatabase;

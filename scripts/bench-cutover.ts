@@ -114,6 +114,10 @@ async function main(): Promise<void> {
     // Baseline: pg_dump | pg_restore of the same database, no load, to a third server.
     const route = await fleet.route(key);
     await ensureTenantDatabase(serverAccess(baselineTarget), { backendDatabase: "baseline", role: route.role, verifier: route.scramVerifier });
+    // Each timed part starts with the disk settled: the writes of the part before it (the build, a
+    // baseline's restore) would otherwise be flushed by the kernel in the middle of the next one.
+    const settle = () => execFileP("sync");
+    await settle();
     progress("baseline: pg_dump | pg_restore of the same database");
     t = Date.now();
     await copyDatabase(serverAccess(shared), acme.name, serverAccess(baselineTarget), "baseline");
@@ -121,10 +125,12 @@ async function main(): Promise<void> {
     progress(`baseline took ${(dumpRestoreMs / 1000).toFixed(1)} s`);
     await dropDatabase(baselineTarget, "baseline");
     // What parallel jobs would give: a directory dump with 2 jobs, restored with 2 jobs.
+    await settle();
     progress("baseline: pg_dump -Fd -j 2, then pg_restore -j 2");
     const parallel = await parallelDumpRestore(shared, acme.name, baselineTarget, route);
     progress(`pg_dump -j 2 took ${(parallel.dumpMs / 1000).toFixed(1)} s, pg_restore -j 2 ${(parallel.restoreMs / 1000).toFixed(1)} s`);
 
+    await settle();
     // The load, steady before, during and after the migration.
     const load = new LoadGenerator({ endpoints, clients, writesPerSecond: writes, mix: ["insert", "transaction", "read"] });
     load.start();

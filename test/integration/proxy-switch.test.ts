@@ -467,11 +467,18 @@ for (const mode of ["session", "transaction"] as const) describe(`${mode} pool m
           expect(r.app).toBe("announced");
         }
       } else {
-        // Pooled sessions between transactions hold no server connection: nothing to log in ahead.
-        await new Promise((r) => setTimeout(r, 500));
-        expect(await pidsOn(to)).toHaveLength(0);
+        // Pooled sessions between transactions hold no server connection; each proxy opens the
+        // pool of the target instead, as full as its current one, and the commit adopts it.
+        const deadline = Date.now() + 5000;
+        while ((await pidsOn(to)).length < sessions.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        const before = (await pidsOn(to)).map((r) => r.pid);
+        expect(before.length).toBeGreaterThanOrEqual(sessions.length);
         await move(to);
-        for (const c of sessions) expect(Number((await c.query("select inet_server_port() as port")).rows[0].port)).toBe(to.port);
+        for (const c of sessions) {
+          const r = (await c.query("select pg_backend_pid() as pid, inet_server_port() as port")).rows[0];
+          expect(Number(r.port)).toBe(to.port);
+          expect(before).toContain(r.pid);
+        }
       }
       for (const c of sessions) await c.end();
     });
