@@ -29,6 +29,8 @@ export interface DrainMember {
   drained?(): void;
   /** A switch to `target` is coming: log in there ahead of the pause (kept for `ttlMs` at most). */
   announced?(target: NonNullable<TenantDrain["target"]>, ttlMs: number): void;
+  /** The announcement was called off: close what was opened for it. */
+  withdrawn?(): void;
 }
 
 export interface DrainReport {
@@ -93,6 +95,11 @@ export class TenantDrain {
   /** The coordinator announced where the next switch goes (before pausing). */
   announce(target: NonNullable<TenantDrain["target"]>, ttlMs: number): void {
     for (const m of this.members) m.announced?.(target, ttlMs);
+  }
+
+  /** The coordinator called its announcement off. */
+  withdraw(): void {
+    for (const m of this.members) m.withdrawn?.();
   }
 
   resume(): void {

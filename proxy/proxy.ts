@@ -168,6 +168,10 @@ export class Proxy {
     this.follower.on("pause", (key, p) => this.onPause(key, p.pauseId, p.remainingMs, p.target));
     this.follower.on("unpause", (key) => this.onUnpause(key, "resumed"));
     this.follower.on("announce", (key, target, ttlMs) => this.onAnnounce(key, target, ttlMs));
+    this.follower.on("withdraw", (key) => {
+      this.drains.get(key)?.withdraw();
+      this.dropNextPool(key);
+    });
     this.follower.on("heartbeat", () => this.reportDraining());
   }
 

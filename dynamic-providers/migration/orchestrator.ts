@@ -317,6 +317,7 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
     record.error = `${phase}: ${reason}`;
     record.finishedAt = new Date().toISOString();
     log(`migration of ${who} failed during ${phase}: ${reason}. ${who} keeps serving from ${req.fromServer}; removing what this attempt made`, "warn");
+    await coordinator?.withdraw(req.key).catch(() => undefined); // the proxies' logins to the target
     await engine.removeReplication({ committed: false }).catch((x) => log(`cleanup: ${(x as Error).message} (the next attempt removes it)`, "warn"));
     await engine.abandonTarget().catch((x) => log(`cleanup: ${(x as Error).message} (the next attempt removes it)`, "warn"));
     phase = "failed";

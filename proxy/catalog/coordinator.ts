@@ -145,8 +145,16 @@ export class Coordinator {
    * The connections are dropped if no pause uses them within `ttlMs`.
    */
   async announce(k: TenantDbKey, target: RouteTarget, ttlMs = 120_000): Promise<void> {
-    const payload = { tenant: k.tenant, database: k.database, op: "ANNOUNCE", target, ttlMs };
-    await this.db.query(`select pg_notify($1, $2)`, [CHANNELS.control, JSON.stringify(payload)]);
+    await this.notifyControl(k, { op: "ANNOUNCE", target, ttlMs });
+  }
+
+  /** Call an announcement off (the move failed before its switch): the proxies close what they opened for it. */
+  async withdraw(k: TenantDbKey): Promise<void> {
+    await this.notifyControl(k, { op: "WITHDRAW" });
+  }
+
+  private async notifyControl(k: TenantDbKey, what: Record<string, unknown>): Promise<void> {
+    await this.db.query(`select pg_notify($1, $2)`, [CHANNELS.control, JSON.stringify({ tenant: k.tenant, database: k.database, ...what })]);
   }
 
   /** The pause row of `k`, replacing any earlier one; its id. */

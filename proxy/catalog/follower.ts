@@ -40,6 +40,8 @@ export interface FollowerEvents {
   pause: [key: string, pause: ActivePause];
   /** The coordinator named the next switch's target ahead of a pause (Coordinator.announce). */
   announce: [key: string, target: RouteTarget, ttlMs: number];
+  /** The announcement was called off (Coordinator.withdraw). */
+  withdraw: [key: string];
   unpause: [key: string];
   heartbeat: [];
 }
@@ -173,6 +175,7 @@ export class CatalogFollower extends EventEmitter<FollowerEvents> {
         if (n.target) this.emit("announce", keyString(k), n.target, Number(n.ttlMs ?? 120_000));
         return;
       }
+      if (n.op === "WITHDRAW") return void this.emit("withdraw", keyString(k));
       if (n.op === "DELETE" && n.pauseId !== undefined) {
         if (this.pauses.get(keyString(k))?.pauseId === Number(n.pauseId)) this.setPause(keyString(k), undefined);
         return;

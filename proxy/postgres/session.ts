@@ -650,6 +650,10 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
     }
   }
 
+  withdrawn(): void {
+    this.dropSpare();
+  }
+
   /** The spare login, handed over (no longer closed by dropSpare). */
   private takeSpare(): Promise<Backend | undefined> | undefined {
     const s = this.spare;

@@ -192,7 +192,7 @@ describe(`local stack through the real CLI (${stack})`, () => {
     expect(servers["shared-mysql-us-east"]!.port).toBe(o.port);
     expect(await query(servers["shared-mysql-us-east"]!)).toBe("binlog_format=ROW");
     expect(Object.keys((await preview()).changeSummary)).toEqual(["same"]);
-  });
+  }, 300_000); // three Pulumi runs and a server restart: over 120 s when the other e2e files run beside it
 
   it("the state file holds no admin password in plain text", async () => {
     const stateFile = path.join(backendDir(), ".pulumi", "stacks", "tenantfleet", `${stack}.json`);

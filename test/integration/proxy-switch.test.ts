@@ -483,6 +483,25 @@ for (const mode of ["session", "transaction"] as const) describe(`${mode} pool m
       for (const c of sessions) await c.end();
     });
 
+    it("an announcement called off closes what the proxies opened for it", async () => {
+      const { server: from } = await current();
+      const to = from === s1 ? s2 : s1;
+      const sessions = [client(p1, acme), client(p2, acme)];
+      for (const c of sessions) await c.connect();
+      for (const c of sessions) await c.query("select 1");
+      const onTarget = () => admin(to, "postgres", async (db) => (await db.query("select count(*)::int as n from pg_stat_activity where usename = $1", [acme.role])).rows[0].n as number);
+      await coord.announce(key, { server: to.serverName, host: to.host, port: to.port, backendDatabase: acme.name });
+      const deadline = Date.now() + 5000;
+      while ((await onTarget()) < sessions.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(await onTarget()).toBeGreaterThanOrEqual(sessions.length); // logins (session mode) or the next pool (transaction mode)
+      await coord.withdraw(key);
+      const gone = Date.now() + 5000;
+      while ((await onTarget()) > 0 && Date.now() < gone) await new Promise((r) => setTimeout(r, 50));
+      expect(await onTarget()).toBe(0);
+      for (const c of sessions) expect(Number((await c.query("select inet_server_port() as port")).rows[0].port)).toBe(from.port);
+      for (const c of sessions) await c.end();
+    });
+
     it("keeps serving on known routes while the catalog is down, and follows it again once it is back", async () => {
       const c = client(p1, acme);
       await c.connect();
