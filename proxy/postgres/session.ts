@@ -614,7 +614,7 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
     if (this.next?.target === key || key === targetKey(route)) return;
     this.dropNext();
     const spare = this.spare?.target === key ? this.takeSpare() : undefined;
-    const backend = this.connectWithState({ ...route, host: t.host, port: t.port, backendDatabase: t.backendDatabase }, { strict: true }, spare).catch((e: Error) => {
+    const backend = this.connectWithState(routeTo(route, t), { strict: true }, spare).catch((e: Error) => {
       this.log.warn({ err: e.message }, "could not open a connection to the announced switch target; the switch will connect itself");
       return undefined;
     });
@@ -632,7 +632,7 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
     if (!route || !this.clientKey || this.step === "closed" || this.step === "waiting_route" || this.step === "connecting") return;
     if (key === targetKey(route) || this.spare?.target === key || this.next?.target === key) return;
     this.dropSpare();
-    const backend = this.openBackend({ ...route, host: t.host, port: t.port, backendDatabase: t.backendDatabase }).catch((e: Error) => {
+    const backend = this.openBackend(routeTo(route, t)).catch((e: Error) => {
       this.log.warn({ err: e.message }, "could not log in to the announced switch target ahead of the pause; the switch will connect itself");
       return undefined;
     });
@@ -1006,6 +1006,8 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
 }
 
 const targetKey = (t: { host: string; port: number; backendDatabase: string }) => `${t.host}:${t.port}/${t.backendDatabase}`;
+/** `route` pointed at an announced switch target (same login). */
+const routeTo = (route: Route, t: { host: string; port: number; backendDatabase: string }): Route => ({ ...route, host: t.host, port: t.port, backendDatabase: t.backendDatabase });
 
 /** `-c name=value` (or `--name=value`) pairs of a startup `options` string; backslash escapes a space. */
 export function parseOptions(options: string): Record<string, string> {
