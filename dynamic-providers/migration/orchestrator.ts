@@ -48,6 +48,8 @@ export interface MigrationRecord {
   syncMBps?: number;
   verification?: Verification;
   backup?: BackupRecord;
+  /** Instead of a backup: the source copy kept, fenced and current, for the rollback window. */
+  safetyCopy?: string;
   /** The stream keeping the old copy current for the rollback window (PostgreSQL: `tf_rev_<id>`). */
   keptCurrentBy?: string;
   notes: string[];
@@ -164,8 +166,13 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
     const file = path.join(opts.backupDir, req.key.tenant, req.key.database, `${startedAt.toISOString().replace(/[:.]/g, "-")}-${req.fromServer}.dump`);
     const backupStarted = Date.now();
     // A switch to a kept copy copies nothing: the copy left behind is kept current in turn, and the
-    // first move's backup is still kept.
-    const backup = (pre.method === "standby" ? Promise.resolve(undefined) : engine.backup(file)).then(async (b) => {
+    // first move's backup is still kept. A source copy that stays, kept current, needs no dump: a
+    // dump beside the copy would read the source twice and slow the copy down.
+    if (pre.safetyCopy) {
+      record.safetyCopy = pre.safetyCopy;
+      log(`safety copy: ${pre.safetyCopy}`);
+    }
+    const backup = (pre.method === "standby" || pre.safetyCopy ? Promise.resolve(undefined) : engine.backup(file)).then(async (b) => {
       if (!b) return;
       const location = opts.backups ? await opts.backups.put(file, path.relative(opts.backupDir, file)) : file;
       record.backup = { location, bytes: b.bytes, takenAt: new Date().toISOString() };

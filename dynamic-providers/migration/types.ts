@@ -18,6 +18,13 @@ export interface PreflightResult {
   notes: string[];
   /** Size of the tenant database on the source, bytes. */
   sizeBytes: number;
+  /**
+   * Native method: the source copy stays where it is after the cutover, fenced and kept current
+   * by the engine's reverse replication for the rollback window. That copy is the safety copy
+   * (current to the last write, a switch away, on another server than the new one), so no dump is
+   * taken beside the initial copy. Says where it stays, for the log and the record.
+   */
+  safetyCopy?: string;
 }
 
 export interface SyncProgress {

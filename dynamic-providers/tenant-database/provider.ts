@@ -337,8 +337,10 @@ export async function migrateTo(
   const engine = ops.migration({
     source, target, from, targetDatabase: ops.targetDatabase(news, route.epoch + 1, olds.backendDatabase), freeBytes: platform.freeBytes,
     ...(standby ? { standby: { backendDatabase: standby.backendDatabase, stream: standby.keptCurrent!.stream } } : {}),
-    // A dedicated server goes away when its tenant database leaves it: no way back into it.
-    wayBack: olds.isolation === "shared",
+    // A dedicated server goes away when its tenant database leaves it: no way back into it. Nor
+    // without a rollback window: the old copy is dropped at the next \`pulumi up\`. (A copy kept
+    // current is the move's safety copy; without one the move takes a dump.)
+    wayBack: olds.isolation === "shared" && news.rollbackWindowHours > 0,
   });
   const record = await migrate(engine, { key: news, fromServer: olds.serverName, toServer: news.serverName, epoch: route.epoch }, { catalog: catalogConfig(news), backupDir: platform.backupDir, backups: backupStore(news.backupBucket), log, requestedBy: `pulumi up (${news.stack})` });
   // A copy kept on the target under the name the database now takes there was replaced by this move.

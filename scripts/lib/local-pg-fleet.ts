@@ -219,10 +219,13 @@ export class LocalPgFleet {
     };
   }
 
-  /** Move `key` from `from` to `to` with the real engine and orchestrator (`backups`: a bucket store for the safety backup). */
-  async migrate(key: TenantDbKey, from: PgServer, to: PgServer, log: MigrateOptions["log"], opts: Pick<MigrateOptions, "backups"> = {}): Promise<MigrationRecord> {
+  /** Move `key` from `from` to `to` with the real engine and orchestrator (`backups`: a bucket store
+   * for the safety backup; `wayBack: false`: leave the old copy as it was at the cutover, as a move
+   * off a dedicated server does, and take a dump instead). */
+  async migrate(key: TenantDbKey, from: PgServer, to: PgServer, log: MigrateOptions["log"], opts: Pick<MigrateOptions, "backups"> & { wayBack?: boolean } = {}): Promise<MigrationRecord> {
+    const { wayBack, ...rest } = opts;
     const p = await this.migrationPlan(key, from, to);
-    const record = await migrate(new PgMigration(p.engine), p.req, { catalog: p.catalog, backupDir: p.backupDir, log, ...opts });
+    const record = await migrate(new PgMigration({ ...p.engine, ...(wayBack !== undefined ? { wayBack } : {}) }), p.req, { catalog: p.catalog, backupDir: p.backupDir, log, ...rest });
     const now = await this.route(key);
     const id = `${key.tenant}/${key.database}`;
     const others = (this.keptCopies.get(id) ?? []).filter((k) => !(k.server === now.server && k.backendDatabase === now.backendDatabase));

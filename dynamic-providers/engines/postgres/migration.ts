@@ -44,6 +44,8 @@ const MARKER_DDL = `create schema if not exists ${MARKER_SCHEMA};
 /** The source's marker row (the target's arrives with the copy or the stream). */
 const MARKER_ROW = `insert into ${MARKER_SCHEMA}.marker (id, token) values (1, 'initial') on conflict (id) do nothing`;
 /** Parallel COPY streams of the initial copy, and pg_restore jobs building the indexes. */
+/** How long a stream may wait for its apply worker's process: over wal_retrieve_retry_interval (5 s), after which the launcher restarts one. */
+const WORKER_START_GRACE_MS = 12_000;
 const COPY_WORKERS = 2;
 const INDEX_JOBS = 2;
 const ROLE_PREFIX = "tf_repl_";
@@ -66,7 +68,7 @@ export interface PgMigrationArgs {
   /**
    * Keep the old copy current after the cutover (default true). Not when its server goes away
    * with the move (a dedicated server the tenant leaves): a stream into it would only hold WAL
-   * on the new server.
+   * on the new server. When kept, that copy is the move's safety copy: no dump is taken.
    */
   wayBack?: boolean;
 }
@@ -260,10 +262,6 @@ export class PgMigration implements EngineMigration {
       notes.push(`the copy ${kept.database} on ${target.name} cannot be switched to (${why.join("; ")}): moving into a new copy instead; the old one stays until its rollback window ends`);
       this.standby = undefined;
     }
-    const free = await this.a.freeBytes?.();
-    if (free !== undefined && free < sizeBytes * 2 + 64 * 1024 * 1024) {
-      throw new Error(`not enough disk: the backup and the target copy of ${from.backendDatabase} need about ${mb(sizeBytes * 2)} MB, ${mb(free)} MB are free. Free some space and run \`pulumi up\` again`);
-    }
     const why: string[] = [];
     if (src.wal_level !== "logical") why.push(`wal_level is '${src.wal_level}' on ${source.name} (set wal_level = logical and restart it)`);
     if (src.free_slots < 1) why.push(`${source.name} has no free replication slot (raise max_replication_slots)`);
@@ -276,11 +274,21 @@ export class PgMigration implements EngineMigration {
     }
     const unlogged = tables.filter((t) => t.persistence === "u").map((t) => t.qname);
     if (unlogged.length) why.push(`unlogged table${unlogged.length > 1 ? "s" : ""} ${unlogged.join(", ")} cannot be replicated`);
+    // With native replication the source copy stays (a shared server keeps it, fenced) and the way
+    // back keeps it current for the rollback window: that copy is the safety copy, not a dump.
+    const keepsSource = !why.length && this.a.wayBack !== false;
+    const free = await this.a.freeBytes?.();
+    const need = sizeBytes * (keepsSource ? 1 : 2);
+    if (free !== undefined && free < need + 64 * 1024 * 1024) {
+      throw new Error(`not enough disk: ${keepsSource ? "the target copy" : "the backup and the target copy"} of ${from.backendDatabase} need${keepsSource ? "s" : ""} about ${mb(need)} MB, ${mb(free)} MB are free. Free some space and run \`pulumi up\` again`);
+    }
     if (why.length) {
       notes.push(`logical replication cannot be used: ${why.join("; ")}. Falling back to backup-and-restore under a pause: the tenant's queries are held for the whole copy.`);
       return { method: "dump_restore", notes, sizeBytes };
     }
-    return { method: "native", notes, sizeBytes };
+    if (!keepsSource) return { method: "native", notes, sizeBytes };
+    const safetyCopy = `${from.backendDatabase} stays on ${source.name} after the cutover, fenced and kept current by reverse replication for the rollback window (a switch away, newer than any dump): no dump is taken beside the copy`;
+    return { method: "native", notes, sizeBytes, safetyCopy };
   }
 
   async backup(file: string): Promise<{ bytes: number }> {
@@ -396,11 +404,13 @@ export class PgMigration implements EngineMigration {
       const r = await tgt.query(`select token from ${MARKER_SCHEMA}.marker where id = 1`);
       if (r.rows[0]?.token === token) return Date.now() - started;
       // A stream that has stopped on an error (a row that no longer fits the target's schema)
-      // fails now, saying why, rather than at the timeout.
+      // fails now, saying why, rather than at the timeout. The schema first: a drift is the usual
+      // cause of a stopped stream, and it shows before the stream's error count does.
       if (Date.now() - checked > 2000) {
         checked = Date.now();
-        const problems = await this.streamProblems();
-        if (problems.length) throw new Error([...problems, ...(await this.schemaDrift(this.targetSide))].join("; "));
+        const drift = await this.schemaDrift(this.targetSide);
+        const problems = await this.streamProblems({ idleOk: Date.now() - started < WORKER_START_GRACE_MS });
+        if (drift.length || problems.length) throw new Error([...problems, ...drift].join("; "));
       }
       if (Date.now() - started > timeoutMs) {
         throw new Error(`replication of ${this.a.from.backendDatabase} to ${this.a.target.name} stalled: a marker written on ${this.a.source.name} was not seen on the target within ${timeoutMs} ms`);
@@ -473,8 +483,10 @@ export class PgMigration implements EngineMigration {
     if (this.wayBackPrepared) await (await this.source()).query("select 'pg_' || oid from pg_subscription where subname = $1", [this.wayBackPrepared]);
   }
 
-  /** The forward stream: its apply worker alive and without errors during the move. */
-  private async streamProblems(): Promise<string[]> {
+  /** The forward stream: its apply worker alive and without errors during the move. `idleOk`: a
+   * worker without a process is not (yet) a problem: the launcher starts a new subscription's
+   * worker, and restarts one that exited, within wal_retrieve_retry_interval (5 s). */
+  private async streamProblems(opts: { idleOk?: boolean } = {}): Promise<string[]> {
     const r = await (await this.targetClient()).query<{ pid: number | null; errors: string }>(
       `select (select pid from pg_stat_subscription w where w.subid = s.oid and w.relid is null limit 1) as pid, coalesce(st.apply_error_count, 0) as errors
        from pg_subscription s left join pg_stat_subscription_stats st on st.subid = s.oid where s.subname = $1`,
@@ -483,7 +495,7 @@ export class PgMigration implements EngineMigration {
     const h = r.rows[0];
     if (!h) return [`the subscription ${this.streamName} is gone from ${this.a.target.name}`];
     if (Number(h.errors) > 0) return [`replication of ${this.a.from.backendDatabase} into ${this.a.target.name} failed ${h.errors} time(s) applying a change (the target server's log says why)`];
-    if (h.pid === null) return [`the subscription's apply worker on ${this.a.target.name} is not running`];
+    if (h.pid === null && !opts.idleOk) return [`the subscription's apply worker on ${this.a.target.name} is not running`];
     return [];
   }
 
