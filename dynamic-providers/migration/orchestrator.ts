@@ -284,13 +284,21 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
     }
     Object.assign(record.timings, engine.timings);
     const held = `queries held ${record.pauseMs} ms (${record.heldMs !== undefined ? `${record.heldMs} ms in the proxies; ` : ""}drain ${record.timings.drain} ms, verify ${record.timings.verify} ms`;
+    // The comparison after the switch runs beside the fence and the cleanup: it reads the snapshots
+    // pinned in the pause, which neither changes. Its result is in before the move is done.
+    let compared: Promise<void> | undefined;
     if (engine.verifyAfterSwitch) {
       log(`cutover: ${held}); route epoch ${req.epoch + 1} → ${req.toServer}; comparing the two copies as they were in the pause`);
-      const v = await engine.verifyAfterSwitch().catch((e): Verification => ({ ok: false, tables: 0, rows: 0, sequences: 0, mismatches: [`the comparison failed: ${(e as Error).message}`], ms: 0 }));
-      record.verification = v;
-      record.timings.verifyAfterSwitch = v.ms;
-      if (v.ok) log(`verified: ${v.tables} tables, ${v.rows} rows equal on both servers as they were in the pause (counted after it, ${v.ms} ms)`);
-      else await reportMismatch(v);
+      compared = engine
+        .verifyAfterSwitch()
+        .catch((e): Verification => ({ ok: false, tables: 0, rows: 0, sequences: 0, mismatches: [`the comparison failed: ${(e as Error).message}`], ms: 0 }))
+        .then(async (v) => {
+          record.verification = v;
+          record.timings.verifyAfterSwitch = v.ms;
+          if (v.ok) log(`verified: ${v.tables} tables, ${v.rows} rows equal on both servers as they were in the pause (counted after it, ${v.ms} ms)`);
+          else await reportMismatch(v);
+        });
+      compared.catch(() => undefined); // awaited below
     } else {
       log(`cutover: ${held}: ${record.verification!.tables} tables, ${record.verification!.rows} rows); route epoch ${req.epoch + 1} → ${req.toServer}`);
     }
@@ -298,6 +306,7 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
 
     await enter("fence");
     await finishAfterCommit(engine, log);
+    await compared;
     if (engine.keptCurrentBy) record.keptCurrentBy = engine.keptCurrentBy;
     await enter("done");
     record.status = "done";

@@ -100,6 +100,8 @@ export class PgMigration implements EngineMigration {
   private standby: PgMigrationArgs["standby"];
   /** The way back this move prepared (before the pause) or started (after the commit). */
   private wayBackPrepared: string | undefined;
+  /** The target's ANALYZE after the initial copy, beside the catch-up. */
+  private analyzing: Promise<void> | undefined;
   /** After the fence: the stream that keeps the old copy current, if one does. */
   keptCurrentBy: string | undefined;
   private sourceDb: Client | undefined;
@@ -359,16 +361,18 @@ export class PgMigration implements EngineMigration {
       t = Date.now();
       await restoreDatabase(target, targetDatabase, this.schemaFile!, { section: "post-data", jobs: INDEX_JOBS });
       this.timings.buildIndexes = Date.now() - t;
-      // Fresh tables have no statistics: without them the tenant's first queries on the target
-      // could get bad plans. A sampled ANALYZE, seconds for gigabytes.
-      sync.step = "analyzing";
-      t = Date.now();
-      await (await this.targetClient()).query("analyze");
-      this.timings.analyze = Date.now() - t;
       await (await this.targetClient()).query(
         `create subscription ${ident(this.name)} connection ${literal(conninfo)} publication ${ident(this.name)}
          with (copy_data = false, create_slot = false, slot_name = ${literal(this.name)})`,
       );
+      // Fresh tables have no statistics: without them the tenant's first queries on the target
+      // could get bad plans. A sampled ANALYZE, beside the catch-up (it blocks no applied row);
+      // readyForPause waits for it.
+      const analyzeStarted = Date.now();
+      this.analyzing = withAdmin(target, targetDatabase, (c) => c.query("analyze")).then(() => {
+        this.timings.analyze = Date.now() - analyzeStarted;
+      });
+      this.analyzing.catch(() => undefined); // awaited before the pause
       sync.done = true;
     };
     sync.running = run().catch((e) => {
@@ -454,16 +458,25 @@ export class PgMigration implements EngineMigration {
    */
   async readyForPause(): Promise<void> {
     await this.unpin();
-    if (this.method === "native" || this.method === "standby") {
+    await this.analyzing?.catch((e) => {
+      throw new Error(`analyzing ${this.targetDatabase} on ${this.a.target.name} after the copy: ${(e as Error).message}`);
+    });
+    const streaming = this.method === "native" || this.method === "standby";
+    // The copy left the target's buffers dirty: flush them now, not while the tenant waits on
+    // commits that queue behind the checkpointer's writes. On a connection of its own, beside the
+    // checks and the way back's preparation (neither waits for it).
+    const checkpoint = (async () => {
+      if (this.method !== "native") return;
       const t = Date.now();
-      // The copy left the target's buffers dirty: flush them now, not while the tenant waits on
-      // commits that queue behind the checkpointer's writes.
-      if (this.method === "native") await (await this.targetClient()).query("checkpoint");
+      await withAdmin(this.a.target, "postgres", (c) => c.query("checkpoint"));
       this.timings.checkpoint = Date.now() - t;
+    })();
+    checkpoint.catch(() => undefined); // awaited below
+    if (streaming) {
       const problems = [...(await this.streamProblems()), ...(await this.schemaDrift(this.targetSide))];
       if (problems.length) throw new Error(problems.join("; "));
     }
-    if ((this.method === "native" || this.method === "standby") && this.a.wayBack !== false) {
+    if (streaming && this.a.wayBack !== false) {
       // The way back, ready to be marked in the pause and started after the commit.
       const t = Date.now();
       const name = wayBackName(this.migrationId!);
@@ -471,6 +484,7 @@ export class PgMigration implements EngineMigration {
       this.wayBackPrepared = name;
       this.timings.prepareWayBack = Date.now() - t;
     }
+    await checkpoint;
     const [src, tgt] = await Promise.all([connectAdmin(this.a.source, this.a.from.backendDatabase), connectAdmin(this.a.target, this.targetDatabase)]);
     this.pins = { src, tgt };
     // The pause's statements once now, on the connections that will run them: a new session
