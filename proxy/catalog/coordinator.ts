@@ -21,7 +21,7 @@
  * are then closed and their open transactions roll back on the old server).
  */
 import { Client, type ClientConfig } from "pg";
-import { CHANNELS, migrateCatalog } from "./schema";
+import { ANNOUNCEMENT_TTL_MS, CHANNELS, migrateCatalog } from "./schema";
 import { clientDatabaseName, commitRoute, type Route, type RouteTarget, type TenantDbKey } from "./routes";
 
 export interface PauseOptions {
@@ -144,7 +144,7 @@ export class Coordinator {
    * proxy that misses it, or a session that starts later, connects after the drain as before.
    * The connections are dropped if no pause uses them within `ttlMs`.
    */
-  async announce(k: TenantDbKey, target: RouteTarget, ttlMs = 120_000): Promise<void> {
+  async announce(k: TenantDbKey, target: RouteTarget, ttlMs = ANNOUNCEMENT_TTL_MS): Promise<void> {
     await this.notifyControl(k, { op: "ANNOUNCE", target, ttlMs });
   }
 

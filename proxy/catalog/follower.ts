@@ -7,7 +7,7 @@
 import { EventEmitter } from "node:events";
 import type { Logger } from "pino";
 import { Client, Pool, type ClientConfig } from "pg";
-import { CHANNELS, migrateCatalog } from "./schema";
+import { ANNOUNCEMENT_TTL_MS, CHANNELS, migrateCatalog } from "./schema";
 import { keyString, loadRoutes, loadRoute, rowToRoute, type Route, type RouteTarget, type TenantDbKey } from "./routes";
 
 interface AckWrite {
@@ -172,7 +172,7 @@ export class CatalogFollower extends EventEmitter<FollowerEvents> {
     if (channel === CHANNELS.control) {
       const n = p as { pauseId?: number; op?: string; remainingMs?: number | null; target?: RouteTarget | null; ttlMs?: number };
       if (n.op === "ANNOUNCE") {
-        if (n.target) this.emit("announce", keyString(k), n.target, Number(n.ttlMs ?? 120_000));
+        if (n.target) this.emit("announce", keyString(k), n.target, Number(n.ttlMs ?? ANNOUNCEMENT_TTL_MS));
         return;
       }
       if (n.op === "WITHDRAW") return void this.emit("withdraw", keyString(k));

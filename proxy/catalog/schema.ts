@@ -20,6 +20,10 @@ export const CHANNELS = {
   acks: "tenantfleet_acks",
 } as const;
 
+/** How long the logins a proxy opens for an announced switch are kept if no pause uses them (an
+ * announcement's `ttlMs`, and its value when a notification leaves it out). */
+export const ANNOUNCEMENT_TTL_MS = 120_000;
+
 interface Migration {
   version: number;
   name: string;

@@ -18,7 +18,7 @@ import { Client, escapeIdentifier as ident, escapeLiteral as literal, type Clien
 import type { RouteTarget } from "../../../proxy/catalog/routes";
 import type { EngineMigration, MigrationMethod, PreflightResult, SyncProgress, Verification } from "../../migration/types";
 import { SnapshotCopy } from "./snapshot-copy";
-import { connValue, dropWayBacksFrom, markWayBack, prepareWayBack, preparedWayBack, startWayBack, stopWayBack, wayBackName, wayBackProblems, wayBacksInto, type PgSide } from "./way-back";
+import { connValue, dropWayBacksFrom, markWayBack, prepareWayBack, preparedWayBack, startWayBack, stopWayBack, subscriptionHealth, wayBackName, wayBackProblems, wayBacksInto, type PgSide } from "./way-back";
 import {
   adminConfig,
   connectAdmin,
@@ -501,14 +501,9 @@ export class PgMigration implements EngineMigration {
    * worker without a process is not (yet) a problem: the launcher starts a new subscription's
    * worker, and restarts one that exited, within wal_retrieve_retry_interval (5 s). */
   private async streamProblems(opts: { idleOk?: boolean } = {}): Promise<string[]> {
-    const r = await (await this.targetClient()).query<{ pid: number | null; errors: string }>(
-      `select (select pid from pg_stat_subscription w where w.subid = s.oid and w.relid is null limit 1) as pid, coalesce(st.apply_error_count, 0) as errors
-       from pg_subscription s left join pg_stat_subscription_stats st on st.subid = s.oid where s.subname = $1`,
-      [this.streamName],
-    );
-    const h = r.rows[0];
+    const h = await subscriptionHealth(await this.targetClient(), this.streamName);
     if (!h) return [`the subscription ${this.streamName} is gone from ${this.a.target.name}`];
-    if (Number(h.errors) > 0) return [`replication of ${this.a.from.backendDatabase} into ${this.a.target.name} failed ${h.errors} time(s) applying a change (the target server's log says why)`];
+    if (h.errors > 0) return [`replication of ${this.a.from.backendDatabase} into ${this.a.target.name} failed ${h.errors} time(s) applying a change (the target server's log says why)`];
     if (h.pid === null && !opts.idleOk) return [`the subscription's apply worker on ${this.a.target.name} is not running`];
     return [];
   }

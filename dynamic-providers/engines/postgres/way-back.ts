@@ -93,21 +93,26 @@ export async function startWayBack(copy: PgSide, name: string): Promise<void> {
   await withAdmin(copy.server, copy.database, (c) => c.query(`alter subscription ${ident(name)} enable`));
 }
 
+/** Subscription `name` of the database `c` is connected to: enabled, its apply worker's process
+ * (none while the launcher starts or restarts it), and how often applying a change failed. */
+export async function subscriptionHealth(c: Client, name: string): Promise<{ enabled: boolean; pid: number | null; errors: number } | undefined> {
+  const r = await c.query<{ enabled: boolean; pid: number | null; errors: string }>(
+    `select s.subenabled as enabled, (select pid from pg_stat_subscription w where w.subid = s.oid and w.relid is null limit 1) as pid,
+            coalesce(st.apply_error_count, 0) as errors
+     from pg_subscription s left join pg_stat_subscription_stats st on st.subid = s.oid where s.subname = $1`,
+    [name],
+  );
+  const h = r.rows[0];
+  return h && { enabled: h.enabled, pid: h.pid, errors: Number(h.errors) };
+}
+
 /**
  * Why stream `name` into `copy` cannot carry a move back now (nothing: it can): the subscription
  * gone or disabled, its worker not running, apply errors (a schema change the rows no longer
  * fit), the slot on the live server gone.
  */
 export async function wayBackProblems(name: string, live: PgSide, copy: PgSide): Promise<string[]> {
-  const sub = await withAdmin(copy.server, copy.database, async (c) => {
-    const r = await c.query<{ enabled: boolean; pid: number | null; errors: string }>(
-      `select s.subenabled as enabled, (select pid from pg_stat_subscription w where w.subid = s.oid and w.relid is null limit 1) as pid,
-              coalesce(st.apply_error_count, 0) as errors
-       from pg_subscription s left join pg_stat_subscription_stats st on st.subid = s.oid where s.subname = $1`,
-      [name],
-    );
-    return r.rows[0];
-  });
+  const sub = await withAdmin(copy.server, copy.database, (c) => subscriptionHealth(c, name));
   const where = `${copy.database} on ${copy.server.name}`;
   if (!sub) return [`${where} has no subscription ${name}`];
   const problems: string[] = [];
