@@ -2,7 +2,8 @@
 /**
  * npm run bench:cutover — a live migration shared → dedicated of a tenant database of a given size
  * under a steady write load through two real proxies, against `pg_dump | pg_restore` of the same
- * database in the same run (the baseline a migration must not be slower than).
+ * database in the same run (the baseline a migration must not be slower than). The migration runs
+ * in a process of its own (as in `pulumi up`: the provider's process), the load in this one.
  *
  *   --engine <e>       postgres (default) or mysql: a MariaDB tenant database built with sysbench's
  *                      tables, moved by binlog replication, against `mariadb-dump | mariadb`; or
@@ -139,11 +140,19 @@ async function main(): Promise<void> {
     const logs: string[] = [];
     const migStarted = Date.now();
     let cutoverStarted = 0;
-    const record = await fleet.migrate(key, shared, dedicated, (m) => {
-      logs.push(m);
-      if (/^caught up/.test(m)) cutoverStarted = Date.now();
-      progress(m);
-    });
+    // The migration runs in a process of its own, as `pulumi up` runs it (in the provider's
+    // process), not on the event loop of this process's load clients.
+    const record = await fleet.migrate(
+      key,
+      shared,
+      dedicated,
+      (m) => {
+        logs.push(m);
+        if (/^caught up/.test(m)) cutoverStarted = Date.now();
+        progress(m);
+      },
+      { ownProcess: true },
+    );
     const migEnded = Date.now();
     /** The longest client operation that overlapped a migration's pause. */
     const inPause = (r: { pauseWindow?: { from: number; to: number } }) => (r.pauseWindow ? Math.round(load.maxLatencyBetween(r.pauseWindow.from, r.pauseWindow.to)) : undefined);
@@ -152,7 +161,7 @@ async function main(): Promise<void> {
     if (values.back) {
       progress("moving back within the rollback window");
       const started = Date.now();
-      const r = await fleet.migrate(key, dedicated, shared, (m) => progress(m));
+      const r = await fleet.migrate(key, dedicated, shared, (m) => progress(m), { ownProcess: true });
       back = { method: r.method, totalMs: Date.now() - started, pauseMs: r.pauseMs, heldMs: r.heldMs, maxLatencyInPauseMs: inPause(r), timings: r.timings, verification: r.verification };
       await sleep(3000);
     }

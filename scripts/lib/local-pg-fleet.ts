@@ -222,10 +222,17 @@ export class LocalPgFleet {
   /** Move `key` from `from` to `to` with the real engine and orchestrator (`backups`: a bucket store
    * for the safety backup; `wayBack: false`: leave the old copy as it was at the cutover, as a move
    * off a dedicated server does, and take a dump instead). */
-  async migrate(key: TenantDbKey, from: PgServer, to: PgServer, log: MigrateOptions["log"], opts: Pick<MigrateOptions, "backups"> & { wayBack?: boolean } = {}): Promise<MigrationRecord> {
-    const { wayBack, ...rest } = opts;
+  async migrate(
+    key: TenantDbKey,
+    from: PgServer,
+    to: PgServer,
+    log: MigrateOptions["log"],
+    opts: Pick<MigrateOptions, "backups"> & { wayBack?: boolean; /** In a process of its own, as `pulumi up` runs it (scripts/lib/migration-process.ts). */ ownProcess?: boolean } = {},
+  ): Promise<MigrationRecord> {
+    const { wayBack, ownProcess, ...rest } = opts;
     const p = await this.migrationPlan(key, from, to);
-    const record = await migrate(new PgMigration({ ...p.engine, ...(wayBack !== undefined ? { wayBack } : {}) }), p.req, { catalog: p.catalog, backupDir: p.backupDir, log, ...rest });
+    if (wayBack !== undefined) p.engine = { ...p.engine, wayBack };
+    const record = ownProcess ? await migrateInProcess(p, log) : await migrate(new PgMigration(p.engine), p.req, { catalog: p.catalog, backupDir: p.backupDir, log, ...rest });
     const now = await this.route(key);
     const id = `${key.tenant}/${key.database}`;
     const others = (this.keptCopies.get(id) ?? []).filter((k) => !(k.server === now.server && k.backendDatabase === now.backendDatabase));
@@ -297,4 +304,26 @@ export class LocalPgFleet {
     for (const s of this.servers.reverse()) await provider.delete!(`${s.stack}/${s.dirName}`, s).catch(() => undefined);
     rmSync(this.root, { recursive: true, force: true });
   }
+}
+
+/** Run the migration `p` in a child process (migration-process.ts); its log lines passed to `log`. */
+async function migrateInProcess(p: MigrationPlan, log: MigrateOptions["log"]): Promise<MigrationRecord> {
+  const child = spawn(process.execPath, ["--import", "tsx", path.join(projectRoot(), "scripts/lib/migration-process.ts")], {
+    cwd: projectRoot(),
+    env: { ...process.env, MIGRATION_ARGS: JSON.stringify(p) },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let record: MigrationRecord | undefined;
+  let err = "";
+  child.stderr!.on("data", (d) => (err += d));
+  readline.createInterface({ input: child.stdout! }).on("line", (line) => {
+    if (line.startsWith("record ")) record = JSON.parse(line.slice("record ".length)) as MigrationRecord;
+    else if (line.startsWith("log ")) {
+      const [, level, ...text] = line.split(" ");
+      log(text.join(" "), level === "warn" ? "warn" : "info");
+    }
+  });
+  const code = await new Promise<number | null>((resolve) => child.once("close", resolve));
+  if (code !== 0 || !record) throw new Error(`the migration process exited with ${code}: ${err.trim()}`);
+  return record;
 }
