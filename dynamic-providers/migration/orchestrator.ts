@@ -145,6 +145,8 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
   };
   let committed = false;
   let coordinator: Coordinator | undefined;
+  /** The comparison after the switch, running beside the fence. */
+  let compared: Promise<void> | undefined;
 
   try {
     await setStatus("migrating");
@@ -286,7 +288,6 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
     const held = `queries held ${record.pauseMs} ms (${record.heldMs !== undefined ? `${record.heldMs} ms in the proxies; ` : ""}drain ${record.timings.drain} ms, verify ${record.timings.verify} ms`;
     // The comparison after the switch runs beside the fence and the cleanup: it reads the snapshots
     // pinned in the pause, which neither changes. Its result is in before the move is done.
-    let compared: Promise<void> | undefined;
     if (engine.verifyAfterSwitch) {
       log(`cutover: ${held}); route epoch ${req.epoch + 1} → ${req.toServer}; comparing the two copies as they were in the pause`);
       compared = engine
@@ -321,11 +322,13 @@ export async function migrate(engine: EngineMigration, req: MigrateRequest, opts
     const reason = (e as Error).message;
     if (committed) {
       // Only the fence/cleanup failed: the tenant runs on the target. The next run repeats them.
+      // The comparison beside them still counts: its result (a mismatch too) stands.
+      await compared?.catch(() => undefined);
       record.status = "done";
       record.notes.push(`after the commit: ${reason}`);
       record.finishedAt = new Date().toISOString();
       await save();
-      await setStatus("ready");
+      await setStatus(record.verification?.ok === false ? "verify_failed" : "ready");
       log(`migrated ${who}, but cleaning up the source failed: ${reason}. The next \`pulumi up\` retries it.`, "warn");
       return record;
     }
