@@ -1,6 +1,7 @@
 /**
- * A benchmark fixture: one PostgreSQL migration in a process of its own, as `pulumi up` runs it (in
- * the provider's process, not beside the application's clients). Arguments come as JSON in
+ * A test and benchmark fixture: one PostgreSQL migration in a process of its own, as `pulumi up`
+ * runs it (in the provider's process, not beside the application's clients), so a benchmark's load
+ * does not share its event loop and a test can SIGKILL it at any moment. Arguments come as JSON in
  * MIGRATION_ARGS (a MigrationPlan; credentials included: local throwaway servers only). Prints
  * each log line as `log <level> <text>`, then `record <json>` when the move succeeds; on failure,
  * the reason on stderr and exit code 1.

@@ -327,7 +327,7 @@ describe("a migration process killed with SIGKILL (a killed `pulumi up`)", () =>
   /** Start the migration of `key` from → to in a child process; SIGKILL it when the catalog shows `phase`. */
   async function killDuring(key: TenantDbKey, from: PgServer, to: PgServer, phase: string): Promise<void> {
     const args = await fleet.migrationPlan(key, from, to);
-    const child = spawn(process.execPath, ["--import", "tsx", path.join(__dirname, "../fixtures/run-migration.ts")], { env: { ...process.env, MIGRATION_ARGS: JSON.stringify(args) }, stdio: "ignore" });
+    const child = spawn(process.execPath, ["--import", "tsx", path.join(__dirname, "../../scripts/lib/migration-process.ts")], { env: { ...process.env, MIGRATION_ARGS: JSON.stringify(args) }, stdio: "ignore" });
     const exited = new Promise((r) => child.once("exit", r));
     const c = new Client(fleet.catalogConfig);
     await c.connect();

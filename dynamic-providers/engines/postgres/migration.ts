@@ -43,9 +43,9 @@ const MARKER_DDL = `create schema if not exists ${MARKER_SCHEMA};
   create table if not exists ${MARKER_SCHEMA}.marker (id int primary key, token text not null, written_at timestamptz not null default clock_timestamp())`;
 /** The source's marker row (the target's arrives with the copy or the stream). */
 const MARKER_ROW = `insert into ${MARKER_SCHEMA}.marker (id, token) values (1, 'initial') on conflict (id) do nothing`;
-/** Parallel COPY streams of the initial copy, and pg_restore jobs building the indexes. */
 /** How long a stream may wait for its apply worker's process: over wal_retrieve_retry_interval (5 s), after which the launcher restarts one. */
 const WORKER_START_GRACE_MS = 12_000;
+/** Parallel COPY streams of the initial copy, and pg_restore jobs building the indexes. */
 const COPY_WORKERS = 2;
 const INDEX_JOBS = 2;
 const ROLE_PREFIX = "tf_repl_";
@@ -408,13 +408,11 @@ export class PgMigration implements EngineMigration {
       const r = await tgt.query(`select token from ${MARKER_SCHEMA}.marker where id = 1`);
       if (r.rows[0]?.token === token) return Date.now() - started;
       // A stream that has stopped on an error (a row that no longer fits the target's schema)
-      // fails now, saying why, rather than at the timeout. The schema first: a drift is the usual
-      // cause of a stopped stream, and it shows before the stream's error count does.
+      // fails now, saying why, rather than at the timeout.
       if (Date.now() - checked > 2000) {
         checked = Date.now();
-        const drift = await this.schemaDrift(this.targetSide);
-        const problems = await this.streamProblems({ idleOk: Date.now() - started < WORKER_START_GRACE_MS });
-        if (drift.length || problems.length) throw new Error([...problems, ...drift].join("; "));
+        const problems = await this.streamChecks({ idleOk: Date.now() - started < WORKER_START_GRACE_MS });
+        if (problems.length) throw new Error(problems.join("; "));
       }
       if (Date.now() - started > timeoutMs) {
         throw new Error(`replication of ${this.a.from.backendDatabase} to ${this.a.target.name} stalled: a marker written on ${this.a.source.name} was not seen on the target within ${timeoutMs} ms`);
@@ -473,7 +471,7 @@ export class PgMigration implements EngineMigration {
     })();
     checkpoint.catch(() => undefined); // awaited below
     if (streaming) {
-      const problems = [...(await this.streamProblems()), ...(await this.schemaDrift(this.targetSide))];
+      const problems = await this.streamChecks();
       if (problems.length) throw new Error(problems.join("; "));
     }
     if (streaming && this.a.wayBack !== false) {
@@ -495,6 +493,13 @@ export class PgMigration implements EngineMigration {
     await Promise.all([pin(src), pin(tgt)]);
     await Promise.all([src.query("rollback"), tgt.query("rollback")]);
     if (this.wayBackPrepared) await (await this.source()).query("select 'pg_' || oid from pg_subscription where subname = $1", [this.wayBackPrepared]);
+  }
+
+  /** The forward stream's problems, then the schema's differences (a drift is the usual cause of
+   * a stopped stream, and it shows before the stream's error count does). */
+  private async streamChecks(opts: { idleOk?: boolean } = {}): Promise<string[]> {
+    const drift = await this.schemaDrift(this.targetSide);
+    return [...(await this.streamProblems(opts)), ...drift];
   }
 
   /** The forward stream: its apply worker alive and without errors during the move. `idleOk`: a
