@@ -15,6 +15,10 @@ import { DynamicProviderHost } from "../dynamic-providers/lazy-provider";
 import { ProxyFleet } from "./proxy-fleet";
 import { SharedCluster } from "./shared-cluster";
 import { createTenant, type ServerEndpoint, type TenantDatabaseOutput } from "./tenant";
+import { viaBastion, type PlatformCatalog } from "./platforms";
+import { SchemaRollout, SchemaSet } from "../dynamic-providers/schema-rollout";
+import type { TenantDatabase } from "../dynamic-providers/tenant-database";
+import type { SchemaFiles } from "../stacks/schemas";
 
 /** The repository root (components/..): where the proxy's sources are bundled from. */
 const repoRoot = path.resolve(__dirname, "..");
@@ -26,6 +30,8 @@ export interface FleetArgs {
   stack: string;
   /** Secret (`tenantfleet:bastionPrivateKey`): how migrations reach private servers on aws and gcp. */
   bastionPrivateKey?: pulumi.Output<string>;
+  /** The migration files of each database name in `spec.schemas` (stacks/schemas.ts reads them). */
+  schemaFiles?: Record<string, SchemaFiles>;
 }
 
 /** One server in the `servers` output. */
@@ -115,6 +121,7 @@ export function createFleet(parent: Fleet, args: FleetArgs): FleetResult {
   });
   dedicatedServers.forEach((d, i) => byServerName.set(plan.dedicatedServers[i]!.name, d));
   const tenantDatabases: FleetResult["tenantDatabases"] = {};
+  const schemas = schemaSets(parent, args, catalog, platform);
   const tenants = [...new Set(args.spec.databases.map((d) => d.tenant))];
   for (const tenant of tenants) {
     const databases = args.spec.databases.filter((d) => d.tenant === tenant);
@@ -140,9 +147,12 @@ export function createFleet(parent: Fleet, args: FleetArgs): FleetResult {
         rollbackWindowHours: args.spec.rollbackWindowHours,
         protect: args.spec.protectTenantDatabases,
         proxyReplicas: args.spec.proxyReplicas,
+        after: schemas.after,
+        registered: schemas.registered,
       },
     );
   }
+  schemas.rollouts(byServerName);
   return {
     sharedClusters,
     dedicatedServers,
@@ -162,6 +172,54 @@ export function createFleet(parent: Fleet, args: FleetArgs): FleetResult {
       ...(proxyFleet.redisEndpoints ? { redisEndpoints: proxyFleet.redisEndpoints } : {}),
       tenantDatabases,
     }),
+  };
+}
+
+/**
+ * Per database name with migrations (`tenantfleet:schemas`): a SchemaSet, which the name's
+ * TenantDatabases are registered after (a new one starts at the head), and a SchemaRollout, which
+ * depends on them all (it applies pending files after this run's moves, on the servers they end on).
+ */
+function schemaSets(parent: Fleet, args: FleetArgs, catalog: PlatformCatalog, platform: Platform) {
+  const specs = args.spec.schemas ?? [];
+  const catalogAddress = pulumi.all([catalog.host, catalog.port, catalog.adminUser, catalog.database]).apply(([host, port, adminUser, database]) => ({ host, port, adminUser, database, ...(catalog.tls ? { tls: true as const } : {}) }));
+  const after: Record<string, pulumi.Output<string>> = {};
+  const made: Record<string, TenantDatabase[]> = {};
+  for (const s of specs) {
+    const files = args.schemaFiles?.[s.database];
+    if (!files) throw new Error(`schemas.${s.database}: its migration files were not read (stacks/schemas.ts loadSchemaFiles)`);
+    const set = new SchemaSet(`schema-${s.database}`, { database: s.database, engine: s.engine, files: files.files, ...(files.seed ? { seed: files.seed } : {}), catalog: catalogAddress, catalogPassword: catalog.adminPassword, ...viaBastion(platform.migrationPath) }, { parent });
+    after[s.database] = set.urn;
+    made[s.database] = [];
+  }
+  return {
+    after,
+    registered: (database: string, r: TenantDatabase) => made[database]?.push(r),
+    rollouts(byServerName: Map<string, ServerEndpoint>) {
+      const instances = !!platform.redisInstances;
+      for (const s of specs) {
+        const dbs = args.spec.databases.filter((d) => d.database === s.database);
+        const names = [...new Set(dbs.map((d) => serverNameOf(d, instances)))].sort();
+        const servers = pulumi.all(Object.fromEntries(names.map((n) => { const e = byServerName.get(n)!; return [n, pulumi.all([e.host, e.port, e.adminUser]).apply(([host, port, adminUser]) => ({ host, port, adminUser }))]; })));
+        const serverPasswords = pulumi.secret(pulumi.all(Object.fromEntries(names.map((n) => [n, byServerName.get(n)!.adminPassword]))));
+        new SchemaRollout(
+          `schema-rollout-${s.database}`,
+          {
+            database: s.database,
+            engine: s.engine,
+            files: args.schemaFiles![s.database]!.files.map((f) => ({ name: f.name, checksum: f.checksum })),
+            tenants: dbs.map((d) => d.tenant).sort(),
+            policy: s.policy,
+            servers,
+            serverPasswords,
+            catalog: catalogAddress,
+            catalogPassword: catalog.adminPassword,
+            ...viaBastion(platform.migrationPath),
+          },
+          { parent, dependsOn: made[s.database] },
+        );
+      }
+    },
   };
 }
 

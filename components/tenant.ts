@@ -47,6 +47,11 @@ export interface TenantArgs {
   protect: boolean;
   /** Proxy hosts: each gets its share of a server's connection budget. */
   proxyReplicas: number;
+  /** Per database name with schema migrations: what its TenantDatabases are registered after (the
+   * SchemaSet's URN, resolved once its step is done), so a new one is created at the schema's head. */
+  after?: Record<string, pulumi.Output<string>>;
+  /** Told of each TenantDatabase made (the schema rollouts depend on them). */
+  registered?: (database: string, r: TenantDatabase) => void;
 }
 
 export interface TenantDatabaseOutput {
@@ -128,6 +133,22 @@ function catalogRef(c: PlatformCatalog) {
   return r;
 }
 
+/**
+ * `value`, available only once `after` is: a TenantDatabase given it is registered (and so created
+ * or updated) after the resource `after` comes from has finished its step, without naming that
+ * resource in its state (no dependency: ~110 bytes per tenant database, see valueOnly). Used for a
+ * database name's SchemaSet, which puts the files a new tenant database is created with in the
+ * catalog. One per database name and catalog, shared by the name's tenant databases.
+ */
+const ordered = new WeakMap<pulumi.Output<string>, WeakMap<pulumi.Output<unknown>, pulumi.Output<unknown>>>();
+function orderedAfter<T>(value: pulumi.Output<T>, after: pulumi.Output<string>): pulumi.Output<T> {
+  let byValue = ordered.get(after);
+  if (!byValue) ordered.set(after, (byValue = new WeakMap()));
+  let o = byValue.get(value) as pulumi.Output<T> | undefined;
+  if (!o) byValue.set(value, (o = valueOnly(pulumi.all([value, after]).apply(([v]) => v as T))));
+  return o;
+}
+
 /** The URN a tenant's component had (before 0.1): its TenantDatabases' former parent. */
 const formerTenantUrn = (name: string, parent: pulumi.Resource) => pulumi.createUrn(name, "tenantfleet:index:Tenant", urnOnly(parent));
 
@@ -142,6 +163,7 @@ export function createTenant(name: string, parent: pulumi.ComponentResource, arg
     }
     const server = serverRef(placed.server);
     const catalog = catalogRef(args.catalog);
+    const after = args.after?.[db.database];
     const r = new TenantDatabase(
       `${name}-${db.database}`,
       {
@@ -153,7 +175,7 @@ export function createTenant(name: string, parent: pulumi.ComponentResource, arg
         serverName: placed.name,
         server: server.address,
         serverAdminPassword: server.password,
-        catalog: catalog.address,
+        catalog: after ? orderedAfter(catalog.address, after) : catalog.address,
         catalogPassword: catalog.password,
         stack: args.stack,
         platform: args.platform,
@@ -164,6 +186,7 @@ export function createTenant(name: string, parent: pulumi.ComponentResource, arg
       },
       { parent, protect: args.protect, aliases: [{ parent: formerTenantUrn(name, parent) }], dependsOn: dependsOnBoth(server, catalog) },
     );
+    args.registered?.(db.database, r);
     out[db.database] = {
       engine: db.engine,
       isolation: db.isolation,

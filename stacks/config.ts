@@ -20,6 +20,7 @@ import { platformConnectionBudget } from "../dynamic-providers/engines/connectio
 import { serverNameOf, sharedClusterName } from "../components/fleet-plan";
 import { DEFAULT_REDIS_MEMORY_MB } from "../dynamic-providers/engines/redis/settings";
 import { POOL_MODES, type PoolMode } from "../proxy/catalog/routes";
+import { validateSchemas, type SchemaSpec } from "./schemas";
 
 export const ISOLATIONS = ["shared", "dedicated"] as const;
 export type Isolation = (typeof ISOLATIONS)[number];
@@ -67,6 +68,8 @@ export interface FleetSpec {
   cloud?: CloudSpec;
   /** Memory a shared Redis host gives its tenant databases' instances, MB (their `memory` must fit). */
   redisHostMemoryMb: number;
+  /** Schema migrations per database name (`tenantfleet:schemas`, stacks/schemas.ts); empty when none. */
+  schemas?: SchemaSpec[];
 }
 
 export interface ConfigProblem {
@@ -116,6 +119,7 @@ export interface RawFleetConfig {
   rollbackWindowHours?: unknown;
   protectTenantDatabases?: unknown;
   redisHostMemoryMb?: unknown;
+  schemas?: unknown;
   aws?: unknown;
   gcp?: unknown;
 }
@@ -244,6 +248,8 @@ export function validateFleetConfig(raw: RawFleetConfig): ValidationResult {
     for (const p of oversubscribedRedisHosts(databases, redisHostMemoryMb)) problem(p.path, p.message);
   }
 
+  const schemas = validateSchemas(raw.schemas, databases, problem);
+
   let cloud: CloudSpec | undefined;
   if (platform === "aws" || platform === "gcp") {
     if (regions.length > 0) cloud = validateCloudConfig(platform, raw[platform], regions, (p) => problems.push(p));
@@ -263,6 +269,7 @@ export function validateFleetConfig(raw: RawFleetConfig): ValidationResult {
       rollbackWindowHours: rollbackWindowHours as number,
       protectTenantDatabases: protect as boolean,
       redisHostMemoryMb: redisHostMemoryMb as number,
+      ...(schemas.length ? { schemas } : {}),
       ...(cloud ? { cloud } : {}),
     },
   };

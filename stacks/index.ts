@@ -5,7 +5,9 @@
 import * as pulumi from "@pulumi/pulumi";
 import { Fleet } from "../components/fleet";
 import { tenantPlacements } from "../components/fleet-output";
-import { formatProblems, validateFleetConfig } from "./config";
+import * as path from "node:path";
+import { formatProblems, validateFleetConfig, type ConfigProblem } from "./config";
+import { loadSchemaFiles, type SchemaFiles } from "./schemas";
 import { installStackTraces } from "./stack-traces";
 
 installStackTraces();
@@ -27,17 +29,23 @@ export = async () => {
     rollbackWindowHours: config.getObject<unknown>("rollbackWindowHours"),
     protectTenantDatabases: config.getObject<unknown>("protectTenantDatabases"),
     redisHostMemoryMb: config.getObject<unknown>("redisHostMemoryMb"),
+    schemas: config.getObject<unknown>("schemas"),
     aws: config.getObject<unknown>("aws"),
     gcp: config.getObject<unknown>("gcp"),
   });
   if (!result.ok) {
     throw new pulumi.RunError(formatProblems(result.problems));
   }
+  // The migration files, read relative to the project (stacks/..), whatever the working directory.
+  const fileProblems: ConfigProblem[] = [];
+  const schemaFiles = Object.fromEntries((result.spec.schemas ?? []).map((s) => [s.database, loadSchemaFiles(s, path.resolve(__dirname, ".."), (p, message) => fileProblems.push({ path: p, message }))]));
+  if (fileProblems.length) throw new pulumi.RunError(formatProblems(fileProblems));
 
   const fleet = new Fleet("fleet", {
     spec: result.spec,
     stack: pulumi.getStack(),
     bastionPrivateKey: config.getSecret("bastionPrivateKey"),
+    schemaFiles: schemaFiles as Record<string, SchemaFiles>,
   });
 
   return {

@@ -8,7 +8,11 @@ import type * as pulumi from "@pulumi/pulumi";
 import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
-import { Client, type ClientConfig } from "pg";
+import type { Client } from "pg";
+import { catalogConfig, withCatalog, type CatalogAccess } from "../control-catalog/connect";
+import { loadSchemaSet, recordTenantSchemas } from "../schema-rollout/catalog";
+import { schemaApplier } from "../schema-rollout/engines";
+import type { ApplyResult, SchemaTarget } from "../schema-rollout/types";
 import { clientDatabaseName, deleteRoute, loadRoute, setRoutePool, upsertRoute, type Route } from "../../proxy/catalog/routes";
 import { engineOf, type ServerAccess } from "./engines";
 import { stateRoot } from "../local-server/state";
@@ -22,28 +26,6 @@ import type { RetainedCopy, ServerRef, TenantDatabaseInputs, TenantDatabaseOutpu
 
 const access = (s: ServerRef, adminPassword: string): ServerAccess => ({ ...s, adminPassword });
 const serverOf = (i: Pick<TenantDatabaseInputs, "serverName" | "server">): ServerRef => ({ ...i.server, name: i.serverName });
-
-type CatalogAccess = Pick<TenantDatabaseInputs, "catalog" | "catalogPassword"> & { catalogVia?: { host: string; port: number } };
-
-function catalogConfig(i: CatalogAccess): ClientConfig {
-  const at = i.catalogVia ?? i.catalog;
-  return { ...(i.catalog.tls ? { ssl: { rejectUnauthorized: false } } : {}), host: at.host, port: at.port, user: i.catalog.adminUser, password: i.catalogPassword, database: i.catalog.database, connectionTimeoutMillis: 10_000 };
-}
-
-async function withCatalog<T>(i: CatalogAccess, fn: (c: Client) => Promise<T>): Promise<T> {
-  const c = new Client(catalogConfig(i));
-  c.on("error", () => undefined);
-  try {
-    await c.connect();
-  } catch (e) {
-    throw new Error(`cannot reach the control catalog at ${i.catalog.host}:${i.catalog.port}: ${(e as Error).message}`);
-  }
-  try {
-    return await fn(c);
-  } finally {
-    await c.end().catch(() => undefined);
-  }
-}
 
 /**
  * Run `fn` with the catalog and `servers` reachable from this process: directly on the local
@@ -122,6 +104,26 @@ async function sweep(engine: string, expired: RetainedCopy[], log: (m: string, l
   }
 }
 
+/**
+ * A new tenant database brought to its database name's schema head, seed included, when the stack
+ * declares migrations for the name (the SchemaSet put them in the catalog before this runs).
+ */
+async function atSchemaHead(c: Client, i: TenantDatabaseInputs, target: SchemaTarget): Promise<ApplyResult | undefined> {
+  if (i.engine === "redis") return undefined;
+  const set = await loadSchemaSet(c, i.database);
+  if (!set || set.engine !== i.engine) return undefined;
+  const log = progressLog(i.resourceUrn);
+  try {
+    const r = await schemaApplier(set.engine).apply(target, set.files, set.seed ? { seed: set.seed } : {});
+    log(`schema: ${r.applied.length ? `${r.applied.length} migration${r.applied.length > 1 ? "s" : ""} applied, at ${r.head}` : `at ${r.head ?? "(no migrations)"}`}${r.seeded ? ", seed applied" : ""}, before the route was published`);
+    return r;
+  } catch (e) {
+    throw new Error(`bringing ${clientDatabaseName(i)} to the ${i.database} schema's head before publishing its route: ${(e as Error).message}`);
+  } finally {
+    await log.flush();
+  }
+}
+
 export const provider: pulumi.dynamic.ResourceProvider = {
   async check(olds: Partial<TenantDatabaseInputs>, news: Record<string, unknown>) {
     const r = checkTenantDatabase(olds && Object.keys(olds).length ? olds : undefined, news);
@@ -144,8 +146,15 @@ export const provider: pulumi.dynamic.ResourceProvider = {
     const scramVerifier = ops.verifier(password);
     const backendDatabase = clientDatabaseName(inputs);
     const route = await reaching(inputs, [serverOf(inputs)], async (i, via) => {
-      await ops.ensure(via(access(serverOf(inputs), inputs.serverAdminPassword)), { backendDatabase, role, verifier: scramVerifier });
-      return withCatalog(i, (c) => upsertRoute(c, { ...routeOf(inputs, { role, scramVerifier, backendDatabase }), status: "ready" }));
+      const server = via(access(serverOf(inputs), inputs.serverAdminPassword));
+      await ops.ensure(server, { backendDatabase, role, verifier: scramVerifier });
+      // The schema's head (and seed) before the route exists: no application sees it without its tables.
+      const schema = await withCatalog(i, (c) => atSchemaHead(c, inputs, { server, backendDatabase, role }));
+      return withCatalog(i, async (c) => {
+        const r = await upsertRoute(c, { ...routeOf(inputs, { role, scramVerifier, backendDatabase }), status: "ready" });
+        if (schema) await recordTenantSchemas(c, [{ tenant: inputs.tenant, database: inputs.database, head: schema.head, error: null }]);
+        return r;
+      });
     });
     const outs: TenantDatabaseOutputs = {
       ...inputs,

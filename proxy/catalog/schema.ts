@@ -213,6 +213,34 @@ begin
 end $$;
 `,
   },
+  {
+    version: 8,
+    name: "schema rollouts: the migration files of each database name, each tenant database's schema version",
+    // Written by the SchemaSet and SchemaRollout resources (dynamic-providers/schema-rollout/);
+    // proxies never read them. The tenant database's own history table is the truth; tenant_schemas
+    // is what `npm run status` shows without connecting to every tenant database.
+    sql: `
+create table tenantfleet.schema_sets (
+  database   text primary key,
+  engine     text not null check (engine in ('postgres', 'mysql')),
+  -- [{name, checksum, sql}] in the order they apply.
+  files      jsonb not null,
+  -- {name, checksum, sql}: applied once, when a tenant database is created.
+  seed       jsonb,
+  updated_at timestamptz not null default now()
+);
+create table tenantfleet.tenant_schemas (
+  tenant     text not null,
+  database   text not null,
+  -- The last file applied (null: none yet).
+  head       text,
+  -- The last rollout's error on this tenant database (null: it reached the head it was given).
+  error      text,
+  updated_at timestamptz not null default now(),
+  primary key (tenant, database)
+);
+`,
+  },
 ];
 
 export const CATALOG_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

@@ -63,8 +63,10 @@ export function runPulumi(toolchain: Toolchain, args: string[], opts: PulumiRunO
 export async function pulumiOk(toolchain: Toolchain, args: string[], opts: PulumiRunOptions = {}): Promise<PulumiRun> {
   const r = await runPulumi(toolchain, args, opts);
   if (r.code !== 0) {
-    const tail = (r.stdout + "\n" + r.stderr).trim().split("\n").slice(-40).join("\n");
-    throw new Error(`pulumi ${args.join(" ")} exited with ${r.code}:\n${tail}`);
+    const lines = (r.stdout + "\n" + r.stderr).trim().split("\n");
+    // The errors first: after a long diff they are far from the end.
+    const errors = lines.filter((l) => /\berror:/.test(l)).slice(0, 20);
+    throw new Error(`pulumi ${args.join(" ")} exited with ${r.code}:\n${errors.length ? `${errors.join("\n")}\n…\n` : ""}${lines.slice(-40).join("\n")}`);
   }
   return r;
 }

@@ -3,6 +3,10 @@
  * the control catalog says right now (status, route epoch, the live or last migration).
  */
 import type { ClientBase } from "pg";
+import type { TenantSchema } from "../../dynamic-providers/schema-rollout/catalog";
+
+/** A tenant database's recorded schema version and its set's head (loadTenantSchemas). */
+export type SchemaRow = TenantSchema & { setHead: string | null };
 
 export interface StatusRow {
   tenant: string;
@@ -15,6 +19,16 @@ export interface StatusRow {
   status: string;
   epoch?: number;
   lastMigration?: string;
+  /** Database names with schema migrations: the last file applied, the set's head, and whether it lags. */
+  schema?: { version: string | null; head: string | null; behind: boolean; error?: string };
+}
+
+/** One word for a tenant database's schema: `0003_discount`, `0002_orders (behind 0003_discount)`, `… failed: …`. */
+export function schemaCell(s: StatusRow["schema"]): string {
+  if (!s) return "";
+  const at = s.version ?? "(none)";
+  if (!s.behind) return at;
+  return `${at} (behind ${s.head})${s.error ? ` failed: ${s.error.split("\n")[0]}` : ""}`;
 }
 
 interface CatalogRow {
@@ -75,8 +89,9 @@ export interface PlacementOutput {
   server: string;
 }
 
-export function statusRows(placement: Record<string, Record<string, PlacementOutput>>, catalog: CatalogRow[], only?: { tenant: string; database?: string }): StatusRow[] {
+export function statusRows(placement: Record<string, Record<string, PlacementOutput>>, catalog: CatalogRow[], only?: { tenant: string; database?: string }, schemas: SchemaRow[] = []): StatusRow[] {
   const byKey = new Map(catalog.map((r) => [`${r.tenant}/${r.database}`, r]));
+  const schemaOf = new Map(schemas.map((r) => [`${r.tenant}/${r.database}`, r]));
   const rows: StatusRow[] = [];
   for (const [tenant, dbs] of Object.entries(placement)) {
     for (const [database, p] of Object.entries(dbs)) {
@@ -92,15 +107,21 @@ export function statusRows(placement: Record<string, Record<string, PlacementOut
         status: c ? statusOf(c) : p.engine === "postgres" ? "(no route)" : "ready (no proxy route for this engine yet)",
         epoch: c ? Number(c.epoch) : undefined,
         lastMigration: c ? describeMigration(c) : undefined,
+        ...schemaField(schemaOf.get(`${tenant}/${database}`)),
       });
     }
   }
   return rows;
 }
 
+function schemaField(r: SchemaRow | undefined): Pick<StatusRow, "schema"> {
+  if (!r) return {};
+  return { schema: { version: r.head, head: r.setHead, behind: r.head !== r.setHead, ...(r.error ? { error: r.error } : {}) } };
+}
+
 export function renderTable(rows: StatusRow[]): string {
-  const head = ["TENANT/DATABASE", "ENGINE", "ISOLATION", "REGION", "SERVER", "STATUS", "EPOCH", "LAST MIGRATION"];
-  const body = rows.map((r) => [`${r.tenant}/${r.database}`, r.engine, r.isolation, r.region, r.server, r.status, r.epoch?.toString() ?? "", r.lastMigration ?? ""]);
+  const head = ["TENANT/DATABASE", "ENGINE", "ISOLATION", "REGION", "SERVER", "STATUS", "EPOCH", "SCHEMA", "LAST MIGRATION"];
+  const body = rows.map((r) => [`${r.tenant}/${r.database}`, r.engine, r.isolation, r.region, r.server, r.status, r.epoch?.toString() ?? "", schemaCell(r.schema), r.lastMigration ?? ""]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   return [head, ...body].map((cols) => cols.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n");
 }

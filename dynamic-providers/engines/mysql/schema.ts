@@ -1,0 +1,58 @@
+/**
+ * Schema migrations in a MariaDB/MySQL tenant database. DDL is not transactional there (each
+ * statement commits), so a file is applied statement after statement and recorded in
+ * `tenantfleet_schema_history` once all of it has run. A file that fails halfway is not recorded:
+ * the statements before the failure stay applied, and the next run starts the file again from
+ * its first statement (README, "Schema migrations": write MySQL files so that they can run twice).
+ *
+ * Run by the server's admin account in the tenant's database (MariaDB cannot act as another
+ * account without its password, and only the verifier is kept): privileges are not checked as the
+ * tenant's, and views, triggers and routines a file creates without a DEFINER name the admin.
+ */
+import * as mysql from "mysql2/promise";
+import { ident } from "./tenant-db";
+import { DEFAULT_LOCK_TIMEOUT_MS, SEED_NAME, headOf, pendingFiles, type AppliedRow, type ApplyResult, type MigrationFile, type SchemaApplier, type SchemaTarget } from "../../schema-rollout/types";
+
+const HISTORY = "tenantfleet_schema_history";
+
+export const mysqlSchema: SchemaApplier = {
+  historyTable: HISTORY,
+  async apply(t: SchemaTarget, files: MigrationFile[], opts: { seed?: MigrationFile; lockTimeoutMs?: number } = {}): Promise<ApplyResult> {
+    const at = t.server.via ?? t.server;
+    let c: mysql.Connection;
+    try {
+      c = await mysql.createConnection({ host: at.host, port: at.port, user: t.server.adminUser, password: t.server.adminPassword, database: t.backendDatabase, connectTimeout: 10_000, multipleStatements: true });
+    } catch (e) {
+      throw new Error(`cannot reach MariaDB server ${t.server.name} at ${t.server.host}:${t.server.port} (database ${t.backendDatabase}): ${(e as Error).message}`);
+    }
+    c.on("error", () => undefined);
+    const lock = `tenantfleet.schema.${t.backendDatabase}`.slice(0, 64);
+    try {
+      const seconds = Math.max(1, Math.round((opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS) / 1000));
+      await c.query(`set session lock_wait_timeout = ${seconds}`);
+      const [got] = (await c.query("select get_lock(?, ?) as got", [lock, seconds])) as unknown as [{ got: number | null }[]];
+      if (got[0]?.got !== 1) throw new Error(`another schema rollout holds ${t.backendDatabase}'s lock`);
+      await c.query(`create table if not exists ${ident(HISTORY)} (
+        name varchar(255) primary key, checksum char(64) not null,
+        applied_at timestamp(3) not null default current_timestamp(3), duration_ms int not null)`);
+      const [rows] = (await c.query(`select name, checksum from ${ident(HISTORY)} order by name`)) as unknown as [AppliedRow[]];
+      const applied = rows.map((r) => ({ name: String(r.name), checksum: String(r.checksum) }));
+      const pending = pendingFiles(files, applied);
+      const run = [...pending, ...(opts.seed && !applied.some((a) => a.name === SEED_NAME) ? [{ ...opts.seed, name: SEED_NAME }] : [])];
+      for (const f of run) {
+        const started = Date.now();
+        try {
+          await c.query(f.sql);
+        } catch (e) {
+          throw new Error(`${f.name}: ${(e as Error).message}${pending.length ? " (MySQL DDL commits statement by statement: the statements of this file before the failing one stay applied, and the next run starts the file again)" : ""}`);
+        }
+        await c.query(`insert into ${ident(HISTORY)} (name, checksum, duration_ms) values (?, ?, ?)`, [f.name, f.checksum, Date.now() - started]);
+      }
+      const last = headOf(files, applied, pending);
+      return { applied: pending.map((f) => f.name), head: last, seeded: run.length > pending.length };
+    } finally {
+      await c.query("select release_lock(?)", [lock]).catch(() => undefined);
+      await c.end().catch(() => c.destroy());
+    }
+  },
+};
