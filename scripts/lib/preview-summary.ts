@@ -16,6 +16,8 @@
  */
 import { parseServerName, serverNameOf } from "../../components/fleet-plan";
 import { UNKNOWN } from "../../dynamic-providers/preview";
+import { rolloutPlan } from "../../dynamic-providers/schema-rollout/plan";
+import type { MigrationRef, SchemaRolloutInputs } from "../../dynamic-providers/schema-rollout/types";
 
 /** Resource types and names the summary recognises (kept in sync with components/ and dynamic-providers/). */
 export const TYPES = {
@@ -24,6 +26,8 @@ export const TYPES = {
   dedicatedServer: "tenantfleet:index:DedicatedServer",
   proxyFleet: "tenantfleet:index:ProxyFleet",
   tenant: "tenantfleet:index:Tenant",
+  schemaSet: "pulumi-nodejs:dynamic/tenantfleet:SchemaSet",
+  schemaRollout: "pulumi-nodejs:dynamic/tenantfleet:SchemaRollout",
   fleet: "tenantfleet:index:Fleet",
   stack: "pulumi:pulumi:Stack",
 } as const;
@@ -89,6 +93,8 @@ export interface Summary {
   notes: string[];
   /** Changes that are not tenant changes: `update LocalServer shared-mysql-us-east`. */
   other: string[];
+  /** Schema rollouts, one line each: `app: 0002_orders → 0003_discount on 480 tenant databases (canary: acme)`. */
+  schemas?: string[];
 }
 
 const NONE = "—";
@@ -278,6 +284,11 @@ export function summarizePreview(preview: PreviewJson, opts: { stack?: string } 
       tenantDatabaseChange(c, summary);
       continue;
     }
+    if (type === TYPES.schemaRollout) {
+      schemaChange(c, summary);
+      continue;
+    }
+    if (type === TYPES.schemaSet) continue; // its rollout says what changes
     if (type === TYPES.sharedCluster || type === TYPES.dedicatedServer) {
       if (c.op === "create" || c.op === "delete") {
         summary.rows.push(serverRow(c, before, after, serverEngines, byUrn));
@@ -330,6 +341,22 @@ export function summarizePreview(preview: PreviewJson, opts: { stack?: string } 
   summary.notes = [...new Set(summary.notes)].sort();
   summary.other = [...new Set(summary.other)].sort();
   return summary;
+}
+
+/** A SchemaRollout's plan in words, from the files before and after (the same text `preview --diff` shows). */
+function schemaChange(c: Change, summary: Summary): void {
+  const i = (c.new?.inputs ?? {}) as Partial<SchemaRolloutInputs>;
+  const database = str(i.database) ?? str(c.old?.inputs?.database) ?? c.urnParts.name;
+  const list = (summary.schemas ??= []);
+  if (c.op === "delete") {
+    list.push(`${database}: no longer rolled out by this stack (its migrations stay applied in the tenant databases)`);
+    return;
+  }
+  if (!Array.isArray(i.files) || !Array.isArray(i.tenants)) return;
+  const before = c.old?.inputs?.files;
+  const plan = rolloutPlan(database, Array.isArray(before) ? (before as MigrationRef[]) : undefined, i.files, i.tenants.length, { canary: Array.isArray(i.policy?.canary) ? i.policy!.canary : [] });
+  // Only a rollout that applies something is a schema change (a new tenant alone is created at the head).
+  if (!/nothing to apply$/.test(plan)) list.push(plan);
 }
 
 function tenantDatabaseChange(c: Change, summary: Summary): void {
@@ -480,12 +507,15 @@ export function renderSummary(s: Summary): string {
     if (s.notes.length) out.push(...s.notes.map((n) => `- ${n}`), "");
     return out.join("\n").replace(/\n+$/, "\n");
   }
-  out.push(title, "", `${countLine(s.rows)}.`, "");
+  const schemas = s.schemas ?? [];
+  const rollouts = schemas.length ? `${schemas.length} schema rollout${schemas.length > 1 ? "s" : ""}` : "";
+  out.push(title, "", `${s.rows.length || !rollouts ? countLine(s.rows) : ""}${s.rows.length && rollouts ? "; " : ""}${rollouts}.`, "");
   if (s.rows.length) {
     out.push("| tenant | database | engine | from → to | action |", "|---|---|---|---|---|");
     for (const r of s.rows) out.push(`| ${[r.tenant, r.database, r.engine, `${r.from} → ${r.to}`, r.action].map(cell).join(" | ")} |`);
     out.push("");
   }
+  if (schemas.length) out.push("**Schema migrations** (canary first, then the rest; a tenant database that fails keeps its schema and fails `pulumi up`)", "", ...schemas.map((x) => `- ${x}`), "");
   if (s.warnings.length) out.push("**Destructive changes: review before merging**", "", ...s.warnings.map((w) => `- ${w}`), "");
   if (s.notes.length) out.push("**Notes**", "", ...s.notes.map((n) => `- ${n}`), "");
   if (s.diagnostics.length) {

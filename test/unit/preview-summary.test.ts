@@ -69,6 +69,27 @@ describe("parseServerName", () => {
 });
 
 describe("summarizePreview", () => {
+  it("a schema rollout is summarised as the plan `preview --diff` shows; its SchemaSet and a rollout with nothing to apply are not listed", () => {
+    const ref = (name: string) => ({ name, checksum: `${name}-sum` });
+    const inputs = (files: string[], tenants: string[]) => ({ database: "app", engine: "postgres", files: files.map(ref), tenants, policy: { canary: ["acme"], perServer: 4, parallel: 16, maxFailures: 0 } });
+    const rollout = (op: string, before: string[] | undefined, after: string[], tenants = ["acme", "globex", "initech"]): PreviewStep => ({
+      op,
+      urn: compUrn(TYPES.schemaRollout, "schema-rollout-app"),
+      ...(before ? { oldState: { type: TYPES.schemaRollout, inputs: inputs(before, tenants) } } : {}),
+      newState: { type: TYPES.schemaRollout, inputs: inputs(after, tenants) },
+    });
+    const set: PreviewStep = { op: "update", urn: compUrn(TYPES.schemaSet, "schema-app"), newState: { type: TYPES.schemaSet, inputs: {} } };
+    const s = summarizePreview({ steps: [set, rollout("update", ["0001_init", "0002_orders"], ["0001_init", "0002_orders", "0003_discount"])] });
+    expect(s.schemas).toEqual(["app: 0002_orders → 0003_discount on 3 tenant databases (canary: acme)"]);
+    expect(s.other).toEqual([]);
+    const md = renderSummary(s);
+    expect(md).toContain("1 schema rollout.");
+    expect(md).toContain("- app: 0002_orders → 0003_discount on 3 tenant databases (canary: acme)");
+    // A new tenant alone changes the rollout's inputs but applies nothing (it is created at the head).
+    expect(summarizePreview({ steps: [rollout("update", ["0001_init"], ["0001_init"], ["acme", "hooli"])] }).schemas).toEqual([]);
+    expect(summarizePreview({ steps: [rollout("create", undefined, ["0001_init"])] }).schemas).toEqual(["app: (empty) → 0001_init on 3 tenant databases (canary: acme)"]);
+  });
+
   it("ignores `same` steps: an empty preview has no tenant changes", () => {
     const json: PreviewJson = { steps: [stackStep({}), { op: "same", urn: tdUrn("acme", "app") }], changeSummary: { same: 12 } };
     expect(previewSummaryMarkdown(JSON.stringify(json))).toBe("### tenantfleet preview of stack `dev`\n\nNo tenant changes.\n");

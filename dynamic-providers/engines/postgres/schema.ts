@@ -4,7 +4,7 @@
  * more than the tenant could), recorded in `tenantfleet_schema_history` in the same transaction.
  * A failure leaves the database as it was.
  */
-import { escapeIdentifier as ident } from "pg";
+import { escapeIdentifier as ident, escapeLiteral as literal } from "pg";
 import { connectAdmin } from "./tenant-db";
 import { DEFAULT_LOCK_TIMEOUT_MS, SEED_NAME, headOf, pendingFiles, type AppliedRow, type ApplyResult, type MigrationFile, type SchemaApplier, type SchemaTarget } from "../../schema-rollout/types";
 
@@ -15,16 +15,20 @@ export const pgSchema: SchemaApplier = {
   async apply(t: SchemaTarget, files: MigrationFile[], opts: { seed?: MigrationFile; lockTimeoutMs?: number } = {}): Promise<ApplyResult> {
     const c = await connectAdmin(t.server, t.backendDatabase);
     try {
-      await c.query("begin");
-      await c.query(`set local role ${ident(t.role)}`);
-      await c.query(`set local lock_timeout = ${Math.max(0, Math.round(opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS))}`);
-      // One rollout at a time per database (a second `up` of another stack on the same catalog).
-      await c.query("select pg_advisory_xact_lock(hashtext('tenantfleet.schema'))");
-      await c.query(`create table if not exists ${HISTORY} (
-        name text primary key, checksum text not null, applied_at timestamptz not null default now(), duration_ms integer not null)`);
-      const applied = (await c.query<AppliedRow>(`select name, checksum from ${HISTORY} order by name`)).rows;
+      // Three round trips when one file is pending (a rollout visits every tenant database, and
+      // their round trips add up): the preamble and the history in one, a query per file, the
+      // history rows and the commit in one.
+      const preamble = await c.query(`begin;
+        set local role ${ident(t.role)};
+        set local lock_timeout = ${Math.max(0, Math.round(opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS))};
+        select pg_advisory_xact_lock(hashtext('tenantfleet.schema'));
+        create table if not exists ${HISTORY} (
+          name text primary key, checksum text not null, applied_at timestamptz not null default now(), duration_ms integer not null);
+        select name, checksum from ${HISTORY} order by name`);
+      const applied = (preamble as unknown as { rows: AppliedRow[] }[]).at(-1)!.rows;
       const pending = pendingFiles(files, applied);
       const run = [...pending, ...(opts.seed && !applied.some((a) => a.name === SEED_NAME) ? [{ ...opts.seed, name: SEED_NAME }] : [])];
+      const rows: string[] = [];
       for (const f of run) {
         const started = Date.now();
         try {
@@ -32,9 +36,9 @@ export const pgSchema: SchemaApplier = {
         } catch (e) {
           throw new Error(`${f.name}: ${(e as Error).message}`);
         }
-        await c.query(`insert into ${HISTORY} (name, checksum, duration_ms) values ($1, $2, $3)`, [f.name, f.checksum, Date.now() - started]);
+        rows.push(`(${literal(f.name)}, ${literal(f.checksum)}, ${Date.now() - started})`);
       }
-      await c.query("commit");
+      await c.query(rows.length ? `insert into ${HISTORY} (name, checksum, duration_ms) values ${rows.join(", ")}; commit` : "commit");
       const last = headOf(files, applied, pending);
       return { applied: pending.map((f) => f.name), head: last, seeded: run.length > pending.length };
     } catch (e) {
