@@ -16,7 +16,7 @@ import { progressLog } from "../progress";
 import { bastionOf, throughBastion } from "../tunnel/ssh-tunnel";
 import { loadSchemaSet, recordTenantSchemas } from "./catalog";
 import { schemaApplier } from "./engines";
-import { rolloutPlan } from "./plan";
+import { changedAppliedFiles, rolloutPlan } from "./plan";
 import { runRollout } from "./rollout";
 import type { ApplyResult, MigrationRef, SchemaRolloutInputs, SchemaRolloutOutputs } from "./types";
 
@@ -95,6 +95,11 @@ export const provider: pulumi.dynamic.ResourceProvider = {
     const problems = checkInputs(news);
     if (problems.length) return { failures: problems.map((reason) => ({ property: "policy", reason: `database ${news.database}: ${reason}` })) };
     const before = olds && Array.isArray(olds.files) ? olds.files : undefined;
+    // The last successful rollout applied `before` to every tenant database: none of it may change
+    // (refused here, at preview). A file only some took (a rollout that failed after them) is
+    // refused by each of those tenant databases' history at `up`, naming it.
+    const edited = before ? changedAppliedFiles(before, news.files) : [];
+    if (edited.length) return { failures: edited.map((reason) => ({ property: "files", reason: `database ${news.database}: ${reason}` })) };
     return { inputs: { ...news, plan: rolloutPlan(news.database, before, news.files, news.tenants.length, news.policy) } };
   },
   async diff(_id, olds: SchemaRolloutOutputs, news: SchemaRolloutInputs) {

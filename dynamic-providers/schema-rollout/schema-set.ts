@@ -1,14 +1,12 @@
 /**
  * SchemaSet: a database name's migration files (and seed) in the control catalog, where a
- * TenantDatabase being created reads them to start at the head. Its `check` refuses, at preview,
- * an edit of a file the previous run applied.
+ * TenantDatabase being created reads them to start at the head.
  */
 import type * as pulumi from "@pulumi/pulumi";
 import { migrateCatalog } from "../../proxy/catalog/schema";
 import { withCatalog } from "../control-catalog/connect";
 import { bastionOf, throughBastion } from "../tunnel/ssh-tunnel";
 import { deleteSchemaSet, saveSchemaSet } from "./catalog";
-import { changedAppliedFiles } from "./plan";
 import { SCHEMA_ENGINES, type MigrationFile, type MigrationRef, type SchemaSetInputs } from "./types";
 
 /** What the state keeps of a set: names and checksums (the text is in the catalog and the inputs). */
@@ -37,9 +35,9 @@ export const provider: pulumi.dynamic.ResourceProvider = {
     const failures: pulumi.dynamic.CheckFailure[] = [];
     if (!SCHEMA_ENGINES.includes(news.engine)) failures.push({ property: "engine", reason: `database ${news.database}: schema migrations are for ${SCHEMA_ENGINES.join(" and ")} databases, not ${news.engine}` });
     if (!Array.isArray(news.files)) failures.push({ property: "files", reason: "files must be a list" });
-    else if (olds?.files) {
-      for (const reason of changedAppliedFiles(olds.files.map(ref), news.files.map(ref))) failures.push({ property: "files", reason: `database ${news.database}: ${reason}` });
-    }
+    // Edits of applied files are refused by the SchemaRollout's check: it knows what the last
+    // rollout applied everywhere; this set may hold a file no tenant database took (its canary
+    // failed), which the user may still fix.
     return failures.length ? { failures } : { inputs: news };
   },
   async diff(_id, olds: SchemaSetOutputs, news: SchemaSetInputs) {

@@ -5,7 +5,8 @@
  * tenant database at the head with its seed; a new migration (with a move in the same run) reaches
  * every tenant database, the moved one on its new server; a migration that fails on one tenant's
  * data fails `up` naming it while the canary and the others stay migrated, and the next `up` after
- * the data is fixed converges; a new tenant starts at the head; an edited applied migration is
+ * the data is fixed converges; one that fails on the canary touches no other tenant, and its file
+ * (applied nowhere) may be fixed; a new tenant starts at the head; an edited applied migration is
  * refused at preview.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -183,11 +184,25 @@ describe("schema rollouts through `pulumi up`", () => {
     expect(again.stdout).not.toMatch(/SchemaRollout/);
   }, 600_000);
 
+  it("a migration that fails on the canary stops the rollout before any other tenant; the fixed file (never applied) is accepted and converges", async () => {
+    const file = path.join(dir, "app", "0004_discounts.sql");
+    await fs.writeFile(file, "create table discounts (id bigint primary key, percent numeric not null check (percent between 0 and 100);\n");
+    const failed = await runPulumi(tc, ["up", "--yes", "--stack", stack, "--non-interactive"]);
+    expect(failed.code).not.toBe(0);
+    expect(failed.stdout + failed.stderr).toMatch(/failed on 1 tenant database:\s+acme: 0004_discounts: syntax error .*\n.*2 not started \(globex, initech\); the canary failed \(acme\): no other tenant database was touched/);
+    for (const t of ["acme", "globex", "initech"]) expect(await history(t, "app")).not.toContain("0004_discounts");
+    await fs.writeFile(file, "create table discounts (id bigint primary key, percent numeric not null check (percent between 0 and 100));\n");
+    const preview = await pulumi(["preview", "--diff"]);
+    expect(preview.stdout).toContain("app: 0003_positive_amounts → 0004_discounts on 3 tenant databases (canary: acme)");
+    await pulumi(["up", "--yes"]);
+    for (const t of ["acme", "globex", "initech"]) expect(await history(t, "app")).toContain("0004_discounts");
+  }, 600_000);
+
   it("a new tenant gets the head and the seed", async () => {
     tenants = { ...tenants, hooli: { databases: { app: pg(), shop: my() } } };
     await writeConfig();
     await pulumi(["up", "--yes"]);
-    expect(await history("hooli", "app")).toEqual(["0001_init", "0002_order_notes", "0003_positive_amounts", "seed"]);
+    expect(await history("hooli", "app")).toEqual(["0001_init", "0002_order_notes", "0003_positive_amounts", "0004_discounts", "seed"]);
     expect(await inTenantDb("hooli", "app", "select name from accounts")).toEqual([{ name: "owner" }]);
     expect(await history("hooli", "shop")).toEqual(["0001_init", "0002_sku", "seed"]);
     expect(await inTenantDb("hooli", "shop", "select title, sku from products")).toEqual([{ title: "gift card", sku: null }]);
