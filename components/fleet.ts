@@ -17,6 +17,7 @@ import { SharedCluster } from "./shared-cluster";
 import { createTenant, type ServerEndpoint, type TenantDatabaseOutput } from "./tenant";
 import { viaBastion, type PlatformCatalog } from "./platforms";
 import { SchemaRollout, SchemaSet } from "../dynamic-providers/schema-rollout";
+import { ref } from "../dynamic-providers/schema-rollout/plan";
 import type { TenantDatabase } from "../dynamic-providers/tenant-database";
 import type { SchemaFiles } from "../stacks/schemas";
 
@@ -207,7 +208,7 @@ function schemaSets(parent: Fleet, args: FleetArgs, catalog: PlatformCatalog, pl
           {
             database: s.database,
             engine: s.engine,
-            files: args.schemaFiles![s.database]!.files.map((f) => ({ name: f.name, checksum: f.checksum })),
+            files: args.schemaFiles![s.database]!.files.map(ref),
             tenants: dbs.map((d) => d.tenant).sort(),
             policy: s.policy,
             servers,

@@ -29,6 +29,7 @@ import { median } from "./lib/pgbench";
 import { pgBinary } from "../dynamic-providers/engines/postgres/local";
 import { provider as rolloutProvider } from "../dynamic-providers/schema-rollout/provider";
 import { saveSchemaSet } from "../dynamic-providers/schema-rollout/catalog";
+import { ref } from "../dynamic-providers/schema-rollout/plan";
 import type { MigrationFile, SchemaRolloutInputs, SchemaRolloutOutputs } from "../dynamic-providers/schema-rollout/types";
 import { SCHEMA_DEFAULTS } from "../stacks/schemas";
 import { CONNECTION_RESERVE } from "../dynamic-providers/engines/connection-budget";
@@ -122,7 +123,7 @@ async function main(): Promise<void> {
       } finally {
         await c.end();
       }
-      const inputs = { ...base, files: files.map((f) => ({ name: f.name, checksum: f.checksum })) };
+      const inputs = { ...base, files: files.map(ref) };
       const t0 = performance.now();
       const r = state ? await rolloutProvider.update!("app", state, inputs) : await rolloutProvider.create(inputs);
       state = r.outs as SchemaRolloutOutputs;

@@ -1,6 +1,11 @@
 /** Pure: a rollout's plan in words (the preview's text) and the edits a preview refuses. */
 import type { MigrationRef, RolloutPolicy } from "./types";
 
+/** A file's name and checksum (what the state keeps; the text is in the catalog). */
+export const ref = (f: MigrationRef): MigrationRef => ({ name: f.name, checksum: f.checksum });
+/** The same files in the same order, unchanged. */
+export const sameRefs = (a: MigrationRef[] = [], b: MigrationRef[] = []) => a.length === b.length && a.every((f, i) => f.name === b[i]!.name && f.checksum === b[i]!.checksum);
+
 const head = (files: MigrationRef[]) => files[files.length - 1]?.name ?? "(no migrations)";
 
 /** Files that were in the last applied set and differ now (edited or removed), with why. */

@@ -16,11 +16,10 @@ import { progressLog } from "../progress";
 import { bastionOf, throughBastion } from "../tunnel/ssh-tunnel";
 import { loadSchemaSet, recordTenantSchemas } from "./catalog";
 import { schemaApplier } from "./engines";
-import { changedAppliedFiles, rolloutPlan } from "./plan";
+import { changedAppliedFiles, rolloutPlan, sameRefs } from "./plan";
 import { runRollout } from "./rollout";
-import type { ApplyResult, MigrationRef, SchemaRolloutInputs, SchemaRolloutOutputs } from "./types";
+import type { SchemaRolloutInputs, SchemaRolloutOutputs } from "./types";
 
-const sameRefs = (a: MigrationRef[] = [], b: MigrationRef[] = []) => a.length === b.length && a.every((f, i) => f.name === b[i]!.name && f.checksum === b[i]!.checksum);
 /** Everything but the words and the URN: a change of any of it is an update. */
 const material = (i: Partial<SchemaRolloutInputs>) => JSON.stringify([i.database, i.engine, i.files, [...(i.tenants ?? [])].sort(), i.policy, i.servers, i.serverPasswords, i.catalog, i.catalogPassword, i.bastion]);
 
@@ -67,12 +66,12 @@ async function roll(i: SchemaRolloutInputs, before: SchemaRolloutOutputs | undef
           },
         );
         await recordTenantSchemas(c, [
-          ...outcome.done.map((d) => ({ tenant: d.tenant, database: i.database, head: (d.result as ApplyResult).head, error: null })),
+          ...outcome.done.map((d) => ({ tenant: d.tenant, database: i.database, head: d.result.head, error: null })),
           ...outcome.failed.map((f) => ({ tenant: f.tenant, database: i.database, head: null, error: f.error })),
         ]);
         const failed = [...missing.map((x) => ({ tenant: x, error: "no route in the control catalog (its TenantDatabase was not created)" })), ...outcome.failed];
         if (failed.length) {
-          const applied = outcome.done.filter((d) => (d.result as ApplyResult).applied.length).length;
+          const applied = outcome.done.filter((d) => d.result.applied.length).length;
           throw new Error(
             `schema rollout of ${i.database} to ${headName} failed on ${failed.length} tenant database${failed.length > 1 ? "s" : ""}:\n` +
               failed.map((f) => `  ${f.tenant}: ${f.error}`).join("\n") +
@@ -80,7 +79,7 @@ async function roll(i: SchemaRolloutInputs, before: SchemaRolloutOutputs | undef
               `\nThose that reached it stay migrated; fix the cause and run \`pulumi up\` again: it continues where this stopped.`,
           );
         }
-        const migrated = outcome.done.filter((d) => (d.result as ApplyResult).applied.length).length;
+        const migrated = outcome.done.filter((d) => d.result.applied.length).length;
         if (todo.length) log(`${i.database}: every tenant database at ${headName ?? "(no migrations)"} (${migrated} migrated now)`);
         return { ...i, head: headName };
       }),

@@ -7,7 +7,8 @@ import { migrateCatalog } from "../../proxy/catalog/schema";
 import { withCatalog } from "../control-catalog/connect";
 import { bastionOf, throughBastion } from "../tunnel/ssh-tunnel";
 import { deleteSchemaSet, saveSchemaSet } from "./catalog";
-import { SCHEMA_ENGINES, type MigrationFile, type MigrationRef, type SchemaSetInputs } from "./types";
+import { ref, sameRefs } from "./plan";
+import { SCHEMA_ENGINES, type MigrationRef, type SchemaSetInputs } from "./types";
 
 /** What the state keeps of a set: names and checksums (the text is in the catalog and the inputs). */
 export interface SchemaSetOutputs extends Omit<SchemaSetInputs, "files" | "seed"> {
@@ -15,8 +16,6 @@ export interface SchemaSetOutputs extends Omit<SchemaSetInputs, "files" | "seed"
   seed?: MigrationRef;
 }
 
-const ref = (f: MigrationFile | MigrationRef): MigrationRef => ({ name: f.name, checksum: f.checksum });
-const sameRefs = (a: MigrationRef[] = [], b: MigrationRef[] = []) => a.length === b.length && a.every((f, i) => f.name === b[i]!.name && f.checksum === b[i]!.checksum);
 
 async function save(i: SchemaSetInputs): Promise<SchemaSetOutputs> {
   const target = { host: i.catalog.host, port: i.catalog.port };
