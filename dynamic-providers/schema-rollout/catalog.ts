@@ -9,6 +9,11 @@ export interface SchemaSet {
   seed?: MigrationFile;
 }
 
+/** A catalog older than schema version 8 has no schema sets (nobody declared any). */
+async function hasSchemaSets(c: ClientBase): Promise<boolean> {
+  return !!(await c.query<{ t: string | null }>("select to_regclass('tenantfleet.schema_sets')::text as t")).rows[0]?.t;
+}
+
 export async function saveSchemaSet(c: ClientBase, s: SchemaSet): Promise<void> {
   await c.query(
     `insert into tenantfleet.schema_sets (database, engine, files, seed) values ($1, $2, $3, $4)
@@ -19,8 +24,7 @@ export async function saveSchemaSet(c: ClientBase, s: SchemaSet): Promise<void> 
 
 /** The set of `database` (undefined: none, or a catalog from before schema sets). */
 export async function loadSchemaSet(c: ClientBase, database: string): Promise<SchemaSet | undefined> {
-  const exists = (await c.query<{ t: string | null }>("select to_regclass('tenantfleet.schema_sets')::text as t")).rows[0]?.t;
-  if (!exists) return undefined;
+  if (!(await hasSchemaSets(c))) return undefined;
   const r = await c.query<{ engine: SchemaEngine; files: MigrationFile[]; seed: MigrationFile | null }>("select engine, files, seed from tenantfleet.schema_sets where database = $1", [database]);
   const row = r.rows[0];
   return row ? { database, engine: row.engine, files: row.files, ...(row.seed ? { seed: row.seed } : {}) } : undefined;
@@ -52,8 +56,7 @@ export async function recordTenantSchemas(c: ClientBase, rows: TenantSchema[]): 
 
 /** Every tenant database's recorded version, and the head of its database name's set. */
 export async function loadTenantSchemas(c: ClientBase): Promise<(TenantSchema & { setHead: string | null })[]> {
-  const exists = (await c.query<{ t: string | null }>("select to_regclass('tenantfleet.schema_sets')::text as t")).rows[0]?.t;
-  if (!exists) return [];
+  if (!(await hasSchemaSets(c))) return [];
   const r = await c.query<TenantSchema & { set_head: string | null }>(`
     select t.tenant, t.database, s.head, s.error, z.files -> -1 ->> 'name' as set_head
     from tenantfleet.tenant_databases t

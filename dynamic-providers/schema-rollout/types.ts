@@ -8,6 +8,7 @@
  */
 import type { ServerAccess } from "../engines";
 import type { CatalogRef } from "../tenant-database/types";
+import type { BastionInputs } from "../tunnel/ssh-tunnel";
 
 /** The engines with a schema (Redis has none). */
 export type SchemaEngine = "postgres" | "mysql";
@@ -83,6 +84,19 @@ export function pendingFiles(files: MigrationFile[], applied: AppliedRow[]): Mig
   return files.filter((f) => !byName.has(f.name));
 }
 
+/**
+ * What a tenant database whose history is `applied` runs: the pending files in order, then the seed
+ * when given and not applied yet; and the result once all of it has run.
+ */
+export function runPlan(files: MigrationFile[], applied: AppliedRow[], seed?: MigrationFile): { run: MigrationFile[]; result: ApplyResult } {
+  const pending = pendingFiles(files, applied);
+  const seeded = !!seed && !applied.some((a) => a.name === SEED_NAME);
+  return {
+    run: [...pending, ...(seeded ? [{ ...seed!, name: SEED_NAME }] : [])],
+    result: { applied: pending.map((f) => f.name), head: headOf(files, applied, pending), seeded },
+  };
+}
+
 /** The last of `files` applied before or now (null: none). */
 export function headOf(files: MigrationFile[], applied: AppliedRow[], now: MigrationFile[]): string | null {
   const done = new Set([...applied.map((a) => a.name), ...now.map((f) => f.name)]);
@@ -100,7 +114,7 @@ export class ChecksumError extends Error {
 }
 
 /** Inputs of a SchemaSet. */
-export interface SchemaSetInputs {
+export interface SchemaSetInputs extends BastionInputs {
   database: string;
   engine: SchemaEngine;
   files: MigrationFile[];
@@ -108,12 +122,10 @@ export interface SchemaSetInputs {
   catalog: CatalogRef;
   /** Secret. */
   catalogPassword: string;
-  bastion?: { host: string; port: number; username: string; hostKeyFingerprint?: string };
-  bastionPrivateKey?: string;
 }
 
 /** Inputs of a SchemaRollout. */
-export interface SchemaRolloutInputs {
+export interface SchemaRolloutInputs extends BastionInputs {
   database: string;
   engine: SchemaEngine;
   /** Names and checksums (the text is in the catalog, written by the SchemaSet). */
@@ -127,8 +139,6 @@ export interface SchemaRolloutInputs {
   serverPasswords: Record<string, string>;
   catalog: CatalogRef;
   catalogPassword: string;
-  bastion?: { host: string; port: number; username: string; hostKeyFingerprint?: string };
-  bastionPrivateKey?: string;
   resourceUrn?: string;
   /** Set by check: what `pulumi up` will do, in words (shown by `preview --diff`). */
   plan?: string;

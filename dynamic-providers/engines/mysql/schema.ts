@@ -9,23 +9,15 @@
  * account without its password, and only the verifier is kept): privileges are not checked as the
  * tenant's, and views, triggers and routines a file creates without a DEFINER name the admin.
  */
-import * as mysql from "mysql2/promise";
-import { ident } from "./tenant-db";
-import { DEFAULT_LOCK_TIMEOUT_MS, SEED_NAME, headOf, pendingFiles, type AppliedRow, type ApplyResult, type MigrationFile, type SchemaApplier, type SchemaTarget } from "../../schema-rollout/types";
+import { ident, openAdmin } from "./tenant-db";
+import { DEFAULT_LOCK_TIMEOUT_MS, runPlan, type AppliedRow, type ApplyResult, type MigrationFile, type SchemaApplier, type SchemaTarget } from "../../schema-rollout/types";
 
 const HISTORY = "tenantfleet_schema_history";
 
 export const mysqlSchema: SchemaApplier = {
   historyTable: HISTORY,
   async apply(t: SchemaTarget, files: MigrationFile[], opts: { seed?: MigrationFile; lockTimeoutMs?: number } = {}): Promise<ApplyResult> {
-    const at = t.server.via ?? t.server;
-    let c: mysql.Connection;
-    try {
-      c = await mysql.createConnection({ host: at.host, port: at.port, user: t.server.adminUser, password: t.server.adminPassword, database: t.backendDatabase, connectTimeout: 10_000, multipleStatements: true });
-    } catch (e) {
-      throw new Error(`cannot reach MariaDB server ${t.server.name} at ${t.server.host}:${t.server.port} (database ${t.backendDatabase}): ${(e as Error).message}`);
-    }
-    c.on("error", () => undefined);
+    const c = await openAdmin(t.server, { database: t.backendDatabase, multipleStatements: true });
     const lock = `tenantfleet.schema.${t.backendDatabase}`.slice(0, 64);
     try {
       const seconds = Math.max(1, Math.round((opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS) / 1000));
@@ -37,19 +29,17 @@ export const mysqlSchema: SchemaApplier = {
         applied_at timestamp(3) not null default current_timestamp(3), duration_ms int not null)`);
       const [rows] = (await c.query(`select name, checksum from ${ident(HISTORY)} order by name`)) as unknown as [AppliedRow[]];
       const applied = rows.map((r) => ({ name: String(r.name), checksum: String(r.checksum) }));
-      const pending = pendingFiles(files, applied);
-      const run = [...pending, ...(opts.seed && !applied.some((a) => a.name === SEED_NAME) ? [{ ...opts.seed, name: SEED_NAME }] : [])];
+      const { run, result } = runPlan(files, applied, opts.seed);
       for (const f of run) {
         const started = Date.now();
         try {
           await c.query(f.sql);
         } catch (e) {
-          throw new Error(`${f.name}: ${(e as Error).message}${pending.length ? " (MySQL DDL commits statement by statement: the statements of this file before the failing one stay applied, and the next run starts the file again)" : ""}`);
+          throw new Error(`${f.name}: ${(e as Error).message}${result.applied.length ? " (MySQL DDL commits statement by statement: the statements of this file before the failing one stay applied, and the next run starts the file again)" : ""}`);
         }
         await c.query(`insert into ${ident(HISTORY)} (name, checksum, duration_ms) values (?, ?, ?)`, [f.name, f.checksum, Date.now() - started]);
       }
-      const last = headOf(files, applied, pending);
-      return { applied: pending.map((f) => f.name), head: last, seeded: run.length > pending.length };
+      return result;
     } finally {
       await c.query("select release_lock(?)", [lock]).catch(() => undefined);
       await c.end().catch(() => c.destroy());

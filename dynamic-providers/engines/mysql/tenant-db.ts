@@ -29,20 +29,21 @@ export const ident = (name: string) => `\`${name.replace(/`/g, "``")}\``;
 export const literal = (v: string) => `'${v.replace(/\\/g, "\\\\").replace(/'/g, "''")}'`;
 const account = (user: string) => `${literal(user)}@'%'`;
 
-/** Run `fn` on an admin connection to `s`, closed afterwards; connection errors name the server. */
-/** An admin connection to `s` (through its tunnel end when it has one); the caller ends it. */
-export async function openAdmin(s: MysqlServerAccess): Promise<mysql.Connection> {
+/** An admin connection to `s` (through its tunnel end when it has one), in `opts.database` when
+ * given; the caller ends it. Connection errors name the server (and the database). */
+export async function openAdmin(s: MysqlServerAccess, opts: { database?: string; multipleStatements?: boolean } = {}): Promise<mysql.Connection> {
   const at = s.via ?? s;
   let c: mysql.Connection;
   try {
-    c = await mysql.createConnection({ host: at.host, port: at.port, user: s.adminUser, password: s.adminPassword, connectTimeout: 10_000, multipleStatements: false });
+    c = await mysql.createConnection({ host: at.host, port: at.port, user: s.adminUser, password: s.adminPassword, connectTimeout: 10_000, multipleStatements: opts.multipleStatements ?? false, ...(opts.database ? { database: opts.database } : {}) });
   } catch (e) {
-    throw new Error(`cannot reach MariaDB server ${s.name} at ${s.host}:${s.port}: ${(e as Error).message}`);
+    throw new Error(`cannot reach MariaDB server ${s.name} at ${s.host}:${s.port}${opts.database ? ` (database ${opts.database})` : ""}: ${(e as Error).message}`);
   }
   c.on("error", () => undefined);
   return c;
 }
 
+/** Run `fn` on an admin connection to `s`, closed afterwards; connection errors name the server. */
 export async function withAdmin<T>(s: MysqlServerAccess, fn: (c: mysql.Connection) => Promise<T>): Promise<T> {
   const c = await openAdmin(s);
   try {

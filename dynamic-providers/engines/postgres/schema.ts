@@ -6,7 +6,7 @@
  */
 import { escapeIdentifier as ident, escapeLiteral as literal } from "pg";
 import { connectAdmin } from "./tenant-db";
-import { DEFAULT_LOCK_TIMEOUT_MS, SEED_NAME, headOf, pendingFiles, type AppliedRow, type ApplyResult, type MigrationFile, type SchemaApplier, type SchemaTarget } from "../../schema-rollout/types";
+import { DEFAULT_LOCK_TIMEOUT_MS, runPlan, type AppliedRow, type ApplyResult, type MigrationFile, type SchemaApplier, type SchemaTarget } from "../../schema-rollout/types";
 
 const HISTORY = "tenantfleet_schema_history";
 
@@ -26,8 +26,7 @@ export const pgSchema: SchemaApplier = {
           name text primary key, checksum text not null, applied_at timestamptz not null default now(), duration_ms integer not null);
         select name, checksum from ${HISTORY} order by name`);
       const applied = (preamble as unknown as { rows: AppliedRow[] }[]).at(-1)!.rows;
-      const pending = pendingFiles(files, applied);
-      const run = [...pending, ...(opts.seed && !applied.some((a) => a.name === SEED_NAME) ? [{ ...opts.seed, name: SEED_NAME }] : [])];
+      const { run, result } = runPlan(files, applied, opts.seed);
       const rows: string[] = [];
       for (const f of run) {
         const started = Date.now();
@@ -39,8 +38,7 @@ export const pgSchema: SchemaApplier = {
         rows.push(`(${literal(f.name)}, ${literal(f.checksum)}, ${Date.now() - started})`);
       }
       await c.query(rows.length ? `insert into ${HISTORY} (name, checksum, duration_ms) values ${rows.join(", ")}; commit` : "commit");
-      const last = headOf(files, applied, pending);
-      return { applied: pending.map((f) => f.name), head: last, seeded: run.length > pending.length };
+      return result;
     } catch (e) {
       await c.query("rollback").catch(() => undefined);
       throw e;
