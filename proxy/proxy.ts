@@ -9,7 +9,7 @@ import { randomInt } from "node:crypto";
 import type { Logger } from "pino";
 import type { ClientConfig } from "pg";
 import { CatalogFollower } from "./catalog/follower";
-import { keyString, type Route, type RouteTarget } from "./catalog/routes";
+import { type Route, type RouteTarget } from "./catalog/routes";
 import { TenantDrain } from "./drain";
 import { Metrics, type TenantStats } from "./metrics";
 import { PgSession, type SessionHost } from "./postgres/session";
@@ -106,7 +106,7 @@ export class Proxy {
       tls: secure,
       connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
       loginTimeoutMs: opts.loginTimeoutMs ?? 60_000,
-      route: (tenant, database) => this.follower.routes.get(keyString({ tenant, database })),
+      route: (key) => this.follower.routes.get(key),
       drain: (key) => this.drain(key),
       stats: (key) => this.stats(key),
       register: (s) => this.register(s),

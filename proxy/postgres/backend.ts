@@ -59,6 +59,9 @@ export interface QueryResult {
   error?: Record<string, string>;
 }
 
+/** Where every server connection's reads land; what is read is handled before the next read. */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
 type Waiter = { onFrame(type: number, body: Buffer): boolean; reject(e: Error): void };
 
 export class Backend {
@@ -87,6 +90,8 @@ export class Backend {
   private carry: Buffer | undefined;
   /** Settings applied for the client it is lent to (startup parameters), to skip re-applying the same ones. */
   readonly applied = new Map<string, string>();
+  /** `applied` as the session's settingsSignature() (the lend's quick check); none at first. */
+  appliedSignature = "[]";
   private pooled = false;
 
   private constructor(
@@ -94,12 +99,20 @@ export class Backend {
     readonly target: BackendTarget,
   ) {
     socket.setNoDelay(true);
-    socket.on("data", (chunk: Buffer) => this.data(chunk));
     socket.on("error", (e) => this.fail(e));
     socket.on("close", () => this.fail(new BackendError(`connection to ${target.host}:${target.port} closed`)));
   }
 
-  private data(chunk: Buffer): void {
+  /** Resolved by the next read (exclusive() waiting for a message boundary). */
+  private nextRead: (() => void) | undefined;
+
+  /** Bytes read from the server: a view of READ_BUFFER, valid until this returns (whoever keeps bytes copies them). */
+  data(chunk: Buffer): void {
+    if (this.nextRead) {
+      const r = this.nextRead;
+      this.nextRead = undefined;
+      queueMicrotask(r);
+    }
     if (this.waiter) {
       try {
         this.scanner.scan(chunk, (type, body) => this.internalFrame(type, body));
@@ -273,7 +286,7 @@ export class Backend {
    */
   private async exclusive<T>(fn: (resolve: (v: T) => void) => Waiter["onFrame"]): Promise<T> {
     if (this.closed) throw new BackendError("backend connection is closed");
-    while (!this.scanner.atBoundary) await new Promise((r) => this.socket.once("data", r));
+    while (!this.scanner.atBoundary) await new Promise<void>((r) => (this.nextRead = r));
     this.scanner.setWants(ALL_TYPES);
     try {
       return await new Promise<T>((resolve, reject) => {
@@ -354,8 +367,10 @@ export class Backend {
   }
 
   static async connect(target: BackendTarget, login: BackendLogin): Promise<Backend> {
-    const socket = net.connect({ host: target.host, port: target.port });
-    const b = new Backend(socket, target);
+    let b: Backend | undefined;
+    // Reads go straight into one buffer shared by every server connection (no allocation per read).
+    const socket = net.connect({ host: target.host, port: target.port, onread: { buffer: READ_BUFFER, callback: (n: number, buf: Uint8Array) => (b!.data((buf as Buffer).subarray(0, n)), true) } });
+    b = new Backend(socket, target);
     const timeout = login.connectTimeoutMs ?? 10_000;
     const timer = setTimeout(() => b.fail(new BackendError(`timed out after ${timeout} ms connecting to ${target.host}:${target.port}`)), timeout);
     try {

@@ -70,7 +70,8 @@ export class FrameScanner {
     while (i < n) {
       if (this.inBody) {
         const take = Math.min(this.remaining, n - i);
-        if (this.keep) this.parts.push(chunk.subarray(i, i + take));
+        // A part the body goes on after is copied: the chunk may be a read buffer the next read overwrites.
+        if (this.keep) this.parts.push(take < this.remaining ? Buffer.from(chunk.subarray(i, i + take)) : chunk.subarray(i, i + take));
         this.remaining -= take;
         i += take;
         if (this.remaining === 0) {

@@ -36,7 +36,8 @@ export type Step = (typeof STEPS)[number];
 export interface SessionHost {
   log: Logger;
   tls: tls.SecureContext | undefined;
-  route(tenant: string, database: string): Route | undefined;
+  /** The committed route of a tenant database, by its key (`<database>__<tenant>`). */
+  route(key: string): Route | undefined;
   drain(key: string): TenantDrain;
   stats(key: string): TenantStats;
   /** A BackendKeyData for this session, unique across the proxy fleet. */
@@ -61,6 +62,11 @@ const SESSION_STATE =
 /** Client message types the session looks at; CopyData and the rest pass by count only. */
 const CLIENT_WANTS = typeSet([FE.Query, FE.Sync, FE.Parse, FE.Bind, FE.Describe, FE.Execute, FE.Close, FE.Flush, FE.FunctionCall, FE.Terminate]);
 const EXTENDED = typeSet([FE.Parse, FE.Bind, FE.Describe, FE.Execute, FE.Close, FE.Flush]);
+
+const NOOP = () => undefined;
+
+/** Startup settings as one comparable string (Backend.appliedSignature). */
+export const settingsSignature = (settings: Record<string, string>): string => JSON.stringify(Object.entries(settings));
 
 /** Startup parameters that are the proxy's business, not the backend's. */
 const NOT_FORWARDED = new Set(["user", "database", "replication"]);
@@ -128,6 +134,9 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
   /** A pinned connection's server budget (it counts there until it closes). */
   private pinnedBudget: ServerBudget | undefined;
   private readonly statements = new ClientStatements();
+  /** The pool the last transaction borrowed from, and the route it was looked up for. */
+  private lastPool: PgPool | undefined;
+  private lastRoute: Route | undefined;
 
   constructor(
     socket: net.Socket,
@@ -170,7 +179,7 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
 
   get epoch(): number {
     if (this.backend) return this.backendEpoch;
-    return this.host.route(this.tenant, this.database)?.epoch ?? 0;
+    return this.host.route(this.key)?.epoch ?? 0;
   }
 
   get holdup(): DrainMember["holdup"] {
@@ -247,7 +256,7 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
 
   private routeIsStale(): boolean {
     if (this.pooled && !this.backend) return false; // between transactions: the next one borrows from the committed route's pool
-    const r = this.host.route(this.tenant, this.database);
+    const r = this.host.route(this.key);
     return !!r && r.epoch !== this.backendEpoch;
   }
 
@@ -335,7 +344,7 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
    * parameters, SET values, prepared statements (SQL and protocol), LISTEN channels.
    */
   private async switchBackend(): Promise<void> {
-    const route = this.host.route(this.tenant, this.database);
+    const route = this.host.route(this.key);
     const old = this.backend;
     if (!route || !old || !this.clientKey) return;
     this.step = "switching";
@@ -518,7 +527,7 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
     }
     if (!this.user) return this.fatal(SQLSTATE.InvalidAuthorization, "no user name in the startup packet");
     const key = parseClientDatabaseName(dbName);
-    const route = key ? this.host.route(key.tenant, key.database) : undefined;
+    const route = key ? this.host.route(clientDatabaseName(key)) : undefined;
     if (!key || !route) {
       return this.fatal(
         SQLSTATE.InvalidCatalogName,
@@ -608,7 +617,7 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
   private prepareNext(): void {
     if (this.pooled && !this.backend) return; // between transactions: the new route's pool opens connections when needed
     const t = this.drainRef?.target;
-    const route = this.host.route(this.tenant, this.database);
+    const route = this.host.route(this.key);
     if (!t || !route || !this.clientKey || this.unmovable || this.step !== "parked" || this.checking) return;
     const key = targetKey(t);
     if (this.next?.target === key || key === targetKey(route)) return;
@@ -627,7 +636,7 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
    */
   announced(t: { host: string; port: number; backendDatabase: string }, ttlMs: number): void {
     if (this.pooled && !this.backend) return; // between transactions: the new route's pool opens connections when needed
-    const route = this.host.route(this.tenant, this.database);
+    const route = this.host.route(this.key);
     const key = targetKey(t);
     if (!route || !this.clientKey || this.step === "closed" || this.step === "waiting_route" || this.step === "connecting") return;
     if (key === targetKey(route) || this.spare?.target === key || this.next?.target === key) return;
@@ -685,7 +694,8 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
     this.backendEpoch = epoch;
     b.onData = (chunk) => {
       this.stats!.bytesOut += chunk.length;
-      if (this.step !== "closed" && !this.socket.write(chunk)) {
+      // A copy: the chunk is a view of the server connections' read buffer, which the next read overwrites.
+      if (this.step !== "closed" && !this.socket.write(Buffer.from(chunk))) {
         // Backpressure: a slow client (a big COPY TO STDOUT, a huge result) pauses its server.
         b.socket.pause();
         this.socket.once("drain", () => b.socket.resume());
@@ -716,7 +726,7 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
     if (drain.paused) this.log.debug("tenant database paused: holding the new connection");
     while (drain.paused && this.step === "waiting_route") await drain.waitOpen();
     if (this.step === "closed") return;
-    const route = this.host.route(this.tenant, this.database);
+    const route = this.host.route(this.key);
     if (!route) return this.fatal(SQLSTATE.InvalidCatalogName, `database "${this.key}" does not exist`);
     this.step = "connecting";
     if (route.poolMode === "transaction") return this.connectPooled(route);
@@ -849,13 +859,19 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
   private lend(): boolean {
     if (this.backend) return true;
     if (this.acquiring) return false;
-    const route = this.host.route(this.tenant, this.database);
+    const route = this.host.route(this.key);
     if (!route) {
       this.fatal(SQLSTATE.InvalidCatalogName, `database "${this.key}" does not exist`);
       return false;
     }
-    const pool = this.host.pool(this.key, route);
-    pool.offerCredential(this.clientKey!); // a pool made after a move has not seen a login yet
+    // The same route as the last transaction's: its pool, unless it was retired (one lookup less per transaction).
+    let pool = this.lastPool;
+    if (!pool || this.lastRoute !== route || pool.isRetired) {
+      pool = this.host.pool(this.key, route);
+      pool.offerCredential(this.clientKey!); // a pool made after a move has not seen a login yet
+      this.lastPool = pool;
+      this.lastRoute = route;
+    }
     return borrow(pool, this);
   }
 
@@ -911,14 +927,14 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
   }
   private settingsCache: Record<string, string> | undefined;
 
+  /** This client's settings as one string, computed once: a lend compares it, not each setting. */
+  private get settingsSignature(): string {
+    return (this.signatureCache ??= settingsSignature(this.settings));
+  }
+  private signatureCache: string | undefined;
+
   private settingsApplied(b: Backend): boolean {
-    const want = this.settings;
-    let n = 0;
-    for (const k in want) {
-      if (b.applied.get(k) !== want[k]) return false;
-      n++;
-    }
-    return n === b.applied.size;
+    return b.appliedSignature === this.settingsSignature;
   }
 
   private poolFailure(e: Error, server: { host: string; port: number }): void {
@@ -939,11 +955,16 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
     const sql: string[] = [];
     for (const [k, v] of Object.entries(want)) if (b.applied.get(k) !== v) sql.push(`select pg_catalog.set_config(${literal(k)}, ${literal(v)}, false)`);
     for (const k of b.applied.keys()) if (!(k in want)) sql.push(`reset ${ident(k)}`);
-    if (sql.length === 0) return;
+    if (sql.length === 0) {
+      b.appliedSignature = this.settingsSignature; // the same settings, in another order
+      return;
+    }
     const errors = await b.pipeline(sql.map((q) => w.query(q)));
     b.applied.clear();
+    b.appliedSignature = settingsSignature({});
     if (errors.length > 0) throw new BackendError(errors[0]!.M ?? "a startup parameter was refused", errors[0]);
     for (const [k, v] of Object.entries(want)) b.applied.set(k, v);
+    b.appliedSignature = this.settingsSignature;
   }
 
   /** Return the lent connection (after a ReadyForQuery with nothing open). */
@@ -953,10 +974,10 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
     if (!b || !pool) return;
     this.backend = undefined;
     this.lender = undefined;
-    b.onData = () => undefined;
-    b.onFrame = () => undefined;
-    b.onAsync = () => undefined;
-    b.onClose = () => undefined;
+    b.onData = NOOP;
+    b.onFrame = NOOP;
+    b.onAsync = NOOP;
+    b.onClose = NOOP;
     b.clientPid = 0;
     pool.release(b, reusable);
   }

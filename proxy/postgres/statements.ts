@@ -11,7 +11,7 @@
  * holds at most `STATEMENTS_PER_CONNECTION`, dropping the least recently used.
  */
 import { createHash } from "node:crypto";
-import type { Backend } from "./backend";
+import type { Backend, Owed } from "./backend";
 import { FE } from "./codes";
 import type { FrameScanner } from "./frame-reader";
 import { readCString } from "./startup";
@@ -21,6 +21,9 @@ import * as w from "./writer";
 export const STATEMENTS_PER_CONNECTION = 200;
 /** A statement name no client can use: Close of it is a no-op that still answers CloseComplete. */
 const NO_STATEMENT = "tenantfleet.none";
+
+/** What a Sync, Query or FunctionCall is owed (one shared object: nothing in it changes). */
+const SYNC: Owed = Object.freeze({ kind: "sync", swallow: false });
 
 interface ClientStatement {
   server: string;
@@ -98,7 +101,7 @@ export class ClientStatements {
       case FE.Sync:
       case FE.Query:
       case FE.FunctionCall:
-        b.owe({ kind: "sync", swallow: false });
+        b.owe(SYNC);
         return true;
       default:
         return true;

@@ -272,6 +272,24 @@ describe("FrameScanner: views and copies", () => {
     expect(copy!.equals(copyPayload)).toBe(true);
   });
 
+  it("a wanted body that spans reads of one reused buffer keeps its bytes (each read overwrites the last)", () => {
+    // The proxy reads every server connection into one buffer: a chunk is valid only while it is scanned.
+    const readBuffer = Buffer.alloc(STREAM.length);
+    const at = [BODY_AT[5]! + 1000, BODY_AT[5]! + 70_000, STREAM.length];
+    const scanner = new FrameScanner(typeSet([FE.CopyData]));
+    let copy: Buffer | undefined;
+    let from = 0;
+    for (const to of at) {
+      const chunk = readBuffer.subarray(0, to - from);
+      STREAM.copy(chunk, 0, from, to);
+      scanner.scan(chunk, (_t, body) => (copy = body));
+      if (copy) copy = Buffer.from(copy); // the reader of the last chunk copies before its read returns
+      chunk.fill(0xee);
+      from = to;
+    }
+    expect(copy!.equals(copyPayload)).toBe(true);
+  });
+
   it("skips an unwanted 200 KB CopyData without reporting it, across any number of chunks", () => {
     const scanner = new FrameScanner(typeSet([BE.ReadyForQuery]));
     const types: number[] = [];

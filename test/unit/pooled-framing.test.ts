@@ -13,7 +13,11 @@ import { ClientStatements, rewriteChunk, serverName } from "../../proxy/postgres
 import { readCString } from "../../proxy/postgres/startup";
 import * as w from "../../proxy/postgres/writer";
 
-/** A Backend on a socket the test drives: what the server "sends" is pushed as data events. */
+/**
+ * A Backend on a socket the test drives: what the server "sends" is handed over as the proxy's
+ * read buffer does (a view that the next read overwrites: scribbled over here once handled, so a
+ * view kept past its read shows up as garbage).
+ */
 function pooledBackend(): { b: Backend; server: (chunk: Buffer) => void; sent: Buffer[] } {
   const sock = Object.assign(new EventEmitter(), {
     setNoDelay: () => undefined,
@@ -25,7 +29,12 @@ function pooledBackend(): { b: Backend; server: (chunk: Buffer) => void; sent: B
   const Ctor = Backend as unknown as new (s: unknown, t: BackendTarget) => Backend;
   const b = new Ctor(sock, { host: "h", port: 1, database: "d", user: "u" });
   b.setPooled();
-  return { b, server: (chunk) => sock.emit("data", chunk), sent };
+  const server = (chunk: Buffer) => {
+    const readBuffer = Buffer.from(chunk);
+    b.data(readBuffer);
+    readBuffer.fill(0xee);
+  };
+  return { b, server, sent };
 }
 
 const parse = (name: string, sql: string) => w.message(FE.Parse, Buffer.concat([w.cstring(name), w.cstring(sql), Buffer.from([0, 0])]));
