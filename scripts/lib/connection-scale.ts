@@ -149,6 +149,10 @@ async function scale(a: ScaleArgs): Promise<{ result: Record<string, unknown>; g
           authType: "scram-sha-256",
           maxClientConn: opts.idle + opts.active + 100,
           defaultPoolSize: opts.pool === "transaction" ? perPool : 2,
+          // As the proxy's --pool-idle-timeout 2: PgBouncer has no budget across databases, so a
+          // database's server connection must close soon after its clients are opened for the
+          // next databases' to fit in the server's max_connections.
+          serverIdleTimeout: 2,
         },
         routes.map((r) => ({ user: r.role, secret: r.scramVerifier })),
       );
@@ -203,7 +207,9 @@ async function onTarget(target: "proxy" | "pgbouncer", host: { host: string; por
     }
     await Promise.all(
       Array.from({ length: Math.min(250, opts.idle - i) }, async (_, k) => {
-        const db = dbs[(i + k) % dbs.length]!;
+        // Grouped by tenant database (its clients one after another), so a few databases at a time
+        // need a server connection for the first query: as clients of one application connect.
+        const db = dbs[Math.floor(((i + k) * dbs.length) / opts.idle)]!;
         const c = new Client({ host: host.host, port: host.port, user: db.role, password: db.password, database: db.name });
         c.on("error", (e) => errors.push(`${db.name}: ${e.message}`));
         try {

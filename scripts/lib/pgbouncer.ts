@@ -41,6 +41,8 @@ export interface PgbouncerConfig {
   authType?: "scram-sha-256" | "md5" | "plain" | "trust";
   maxClientConn?: number;
   defaultPoolSize?: number;
+  /** server_idle_timeout, seconds (PgBouncer's default: 600). */
+  serverIdleTimeout?: number;
 }
 
 /** A value in an auth_file: double-quoted, a double quote doubled. */
@@ -81,6 +83,7 @@ export function renderPgbouncerIni(c: PgbouncerConfig): string {
     `pool_mode = ${c.poolMode ?? "session"}`,
     `max_client_conn = ${c.maxClientConn ?? 100}`,
     `default_pool_size = ${c.defaultPoolSize ?? 20}`,
+    ...(c.serverIdleTimeout !== undefined ? [`server_idle_timeout = ${c.serverIdleTimeout}`] : []),
     // JDBC and node-postgres send it; PgBouncer would refuse the login otherwise.
     "ignore_startup_parameters = extra_float_digits",
     `logfile = ${path.join(c.dir, "pgbouncer.log")}`,
