@@ -57,6 +57,7 @@ import { postgresMaxConnections } from "../dynamic-providers/engines/postgres/se
 import { connectionBudget } from "../dynamic-providers/engines/connection-budget";
 import { connectionScale, watchRss } from "./lib/connection-scale";
 import { startNodeRelay, type NodeRelayProcess } from "./lib/node-relay";
+import { CLK_TCK, procTicks } from "./lib/proc-cpu";
 
 const execFileP = promisify(execFile);
 const repoRoot = path.resolve(__dirname, "..");
@@ -166,22 +167,6 @@ function options(argv: string[]): Options {
 
 // ------------------------------------------------------------------ CPU accounting (/proc)
 
-const CLK_TCK = 100; // USER_HZ: 100 on every Linux architecture Node runs on
-
-/**
- * CPU ticks of a process from /proc/<pid>/stat: user+system ("all"), system only, or its reaped
- * children's (cutime+cstime).
- */
-function procTicks(pid: number | "self", which: "all" | "system" | "children" = "all"): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // fields from #3 (state) on
-    const [utime, stime, cutime, cstime] = [f[11], f[12], f[13], f[14]].map(Number) as [number, number, number, number];
-    return which === "children" ? cutime + cstime : which === "system" ? stime : utime + stime;
-  } catch {
-    return NaN;
-  }
-}
 
 /** A process and its direct children (pid → user+system ticks), for a PostgreSQL postmaster and its backends. */
 interface TreeTicks {
