@@ -254,11 +254,6 @@ export class Pool<C extends PoolConnection, I = unknown> implements BudgetMember
     return this.opts.size;
   }
 
-  /** Retired (its route moved): it lends nothing more. */
-  get isRetired(): boolean {
-    return this.retired;
-  }
-
   get idleCount(): number {
     return this.idle.length;
   }

@@ -167,7 +167,6 @@ function options(argv: string[]): Options {
 
 // ------------------------------------------------------------------ CPU accounting (/proc)
 
-
 /** A process and its direct children (pid → user+system ticks), for a PostgreSQL postmaster and its backends. */
 interface TreeTicks {
   own: number;

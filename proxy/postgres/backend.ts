@@ -90,8 +90,6 @@ export class Backend {
   private carry: Buffer | undefined;
   /** Settings applied for the client it is lent to (startup parameters), to skip re-applying the same ones. */
   readonly applied = new Map<string, string>();
-  /** `applied` as the session's settingsSignature() (the lend's quick check); none at first. */
-  appliedSignature = "[]";
   private pooled = false;
 
   private constructor(

@@ -65,9 +65,6 @@ const EXTENDED = typeSet([FE.Parse, FE.Bind, FE.Describe, FE.Execute, FE.Close, 
 
 const NOOP = () => undefined;
 
-/** Startup settings as one comparable string (Backend.appliedSignature). */
-export const settingsSignature = (settings: Record<string, string>): string => JSON.stringify(Object.entries(settings));
-
 /** Startup parameters that are the proxy's business, not the backend's. */
 const NOT_FORWARDED = new Set(["user", "database", "replication"]);
 
@@ -134,9 +131,6 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
   /** A pinned connection's server budget (it counts there until it closes). */
   private pinnedBudget: ServerBudget | undefined;
   private readonly statements = new ClientStatements();
-  /** The pool the last transaction borrowed from, and the route it was looked up for. */
-  private lastPool: PgPool | undefined;
-  private lastRoute: Route | undefined;
 
   constructor(
     socket: net.Socket,
@@ -864,14 +858,8 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
       this.fatal(SQLSTATE.InvalidCatalogName, `database "${this.key}" does not exist`);
       return false;
     }
-    // The same route as the last transaction's: its pool, unless it was retired (one lookup less per transaction).
-    let pool = this.lastPool;
-    if (!pool || this.lastRoute !== route || pool.isRetired) {
-      pool = this.host.pool(this.key, route);
-      pool.offerCredential(this.clientKey!); // a pool made after a move has not seen a login yet
-      this.lastPool = pool;
-      this.lastRoute = route;
-    }
+    const pool = this.host.pool(this.key, route);
+    pool.offerCredential(this.clientKey!); // a pool made after a move has not seen a login yet
     return borrow(pool, this);
   }
 
@@ -927,14 +915,14 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
   }
   private settingsCache: Record<string, string> | undefined;
 
-  /** This client's settings as one string, computed once: a lend compares it, not each setting. */
-  private get settingsSignature(): string {
-    return (this.signatureCache ??= settingsSignature(this.settings));
-  }
-  private signatureCache: string | undefined;
-
   private settingsApplied(b: Backend): boolean {
-    return b.appliedSignature === this.settingsSignature;
+    const want = this.settings;
+    let n = 0;
+    for (const k in want) {
+      if (b.applied.get(k) !== want[k]) return false;
+      n++;
+    }
+    return n === b.applied.size;
   }
 
   private poolFailure(e: Error, server: { host: string; port: number }): void {
@@ -955,16 +943,11 @@ export class PgSession implements DrainMember, Borrower<Backend, Map<string, str
     const sql: string[] = [];
     for (const [k, v] of Object.entries(want)) if (b.applied.get(k) !== v) sql.push(`select pg_catalog.set_config(${literal(k)}, ${literal(v)}, false)`);
     for (const k of b.applied.keys()) if (!(k in want)) sql.push(`reset ${ident(k)}`);
-    if (sql.length === 0) {
-      b.appliedSignature = this.settingsSignature; // the same settings, in another order
-      return;
-    }
+    if (sql.length === 0) return;
     const errors = await b.pipeline(sql.map((q) => w.query(q)));
     b.applied.clear();
-    b.appliedSignature = settingsSignature({});
     if (errors.length > 0) throw new BackendError(errors[0]!.M ?? "a startup parameter was refused", errors[0]);
     for (const [k, v] of Object.entries(want)) b.applied.set(k, v);
-    b.appliedSignature = this.settingsSignature;
   }
 
   /** Return the lent connection (after a ReadyForQuery with nothing open). */
