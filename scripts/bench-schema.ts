@@ -34,6 +34,7 @@ import type { MigrationFile, SchemaRolloutInputs, SchemaRolloutOutputs } from ".
 import { SCHEMA_DEFAULTS } from "../stacks/schemas";
 import { CONNECTION_RESERVE } from "../dynamic-providers/engines/connection-budget";
 import { repoRoot } from "./lib/pulumi-env";
+import { CLK_TCK, procTicks } from "./lib/proc-cpu";
 
 const { values } = parseArgs({ options: { tenants: { type: "string", default: "1000" }, rounds: { type: "string", default: "3" }, "per-server": { type: "string" }, "no-save": { type: "boolean", default: false } } });
 // The provider's progress lines go to stderr with the bench's own: stdout is the result JSON.
@@ -43,11 +44,11 @@ const ROUNDS = Number(values.rounds);
 const log = (m: string) => process.stderr.write(`[bench:schema] ${m}\n`);
 const sha = (s: string) => createHash("sha256").update(s).digest("hex");
 const file = (name: string, sql: string): MigrationFile => ({ name, checksum: sha(sql), sql });
-/** CPU seconds of process `pid` and of the children it has reaped (/proc/<pid>/stat: utime, stime, cutime, cstime). */
+/** CPU seconds of process `pid` and of the children it has reaped. */
 function cpuSeconds(pid: number | "self"): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / 100;
+  const s = (procTicks(pid) + procTicks(pid, "children")) / CLK_TCK;
+  if (Number.isNaN(s)) throw new Error(`no /proc/${pid}/stat`);
+  return s;
 }
 const change = (col: string) => `alter table orders add column ${col} text;\ncreate index orders_${col} on orders (account_id, ${col});\n`;
 
